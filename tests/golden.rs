@@ -1,0 +1,381 @@
+//! Golden vectors: every LISP packet of the real lispers.net and OOR captures in tests/data
+//! (copied from shared/vectors) decodes, re-emits to the same bytes, and every Map-Register /
+//! Map-Notify authenticates with the key listed in shared/vectors/README.md and fails with a
+//! wrong one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use lisp_decent::cli::capture::{Datagram, FrameItem, read_capture};
+use lisp_decent::crypto::auth::{self, AuthError, AuthKey, KeyRing};
+use lisp_decent::wire::*;
+
+fn datagrams(file: &str) -> (Vec<Datagram>, usize) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file);
+    let items = read_capture(&path).expect("capture readable");
+    let notes = items
+        .iter()
+        .filter(|i| matches!(i, FrameItem::Note { .. }))
+        .count();
+    let d = items
+        .into_iter()
+        .filter_map(|i| match i {
+            FrameItem::Lisp(d) => Some(d),
+            FrameItem::Note { .. } => None,
+        })
+        .collect();
+    (d, notes)
+}
+
+fn is_data(d: &Datagram) -> bool {
+    d.dport == DATA_PORT || (d.sport == DATA_PORT && d.dport != CONTROL_PORT)
+}
+
+/// Decodes every datagram, checks the re-emission, returns the count of each type.
+fn check_file(
+    file: &str,
+    ring: &KeyRing,
+) -> (
+    BTreeMap<&'static str, usize>,
+    Vec<(Datagram, ControlMessage)>,
+) {
+    let (ds, _) = datagrams(file);
+    let mut counts = BTreeMap::new();
+    let mut msgs = Vec::new();
+    for d in ds {
+        if is_data(&d) {
+            let h = DataHeader::parse(&d.payload)
+                .unwrap_or_else(|e| panic!("{file} frame {}: {e}", d.frame));
+            let mut out = [0u8; 8];
+            h.emit(&mut out).unwrap();
+            assert_eq!(
+                &out[..],
+                &d.payload[..8],
+                "{file} frame {}: data header",
+                d.frame
+            );
+            *counts.entry("data").or_default() += 1;
+            continue;
+        }
+        let m = ControlMessage::parse(&d.payload)
+            .unwrap_or_else(|e| panic!("{file} frame {}: {e}", d.frame));
+        let again = m.to_bytes().unwrap();
+        assert_eq!(
+            hex::encode(&again),
+            hex::encode(&d.payload),
+            "{file} frame {}: re-emit",
+            d.frame
+        );
+        if m.authentication().is_some() {
+            assert!(
+                ring.verify(&d.payload).is_ok(),
+                "{file} frame {}: auth",
+                d.frame
+            );
+            assert_eq!(
+                auth::verify(&d.payload, b"not-the-key"),
+                Err(AuthError::Mismatch),
+                "{file} frame {}: wrong key must fail",
+                d.frame
+            );
+        }
+        *counts.entry(m.type_name()).or_default() += 1;
+        msgs.push((d, m));
+    }
+    (counts, msgs)
+}
+
+fn ring(keys: &[&str]) -> KeyRing {
+    KeyRing::new(
+        keys.iter()
+            .map(|k| AuthKey::new(None, k.as_bytes()))
+            .collect(),
+    )
+}
+
+fn counts(pairs: &[(&'static str, usize)]) -> BTreeMap<&'static str, usize> {
+    pairs.iter().copied().collect()
+}
+
+#[test]
+fn lispers_single_node() {
+    let (c, msgs) = check_file("lispers-single-node.pcap", &ring(&["interop-key"]));
+    assert_eq!(
+        c,
+        counts(&[
+            ("ecm", 2),
+            ("map-register", 3),
+            ("map-reply", 4),
+            ("map-request", 2)
+        ])
+    );
+    // The negative Map-Reply for 10.2.2.2: host /32, TTL 15, Natively-Forward, A clear.
+    let neg = msgs
+        .iter()
+        .find_map(|(_, m)| match m {
+            ControlMessage::MapReply(r) if r.records[0].rlocs.is_empty() => {
+                Some(r.records[0].clone())
+            }
+            _ => None,
+        })
+        .expect("a negative reply");
+    assert_eq!(neg.eid_text(), "[0]10.2.2.2/32");
+    assert_eq!(
+        (neg.ttl, neg.action, neg.authoritative),
+        (15, action::NATIVELY_FORWARD, false)
+    );
+    // The Map-Register: AFI-List locator with the host name "vm", trailer present.
+    let ControlMessage::MapRegister(reg) = &msgs[0].1 else {
+        panic!("first message is the Map-Register")
+    };
+    assert!(reg.use_ttl && reg.trailer.is_some() && !reg.want_notify);
+    assert_eq!(
+        (reg.auth.key_id, reg.auth.alg_id, reg.auth.data.len()),
+        (0, 2, 32)
+    );
+    let rloc = &reg.records[0].rlocs[0];
+    assert_eq!(rloc.locator.ip(), Some("192.0.2.1".parse().unwrap()));
+    let Address::Lcaf(l) = &rloc.locator else {
+        panic!("AFI-List")
+    };
+    assert_eq!(
+        l.body,
+        LcafBody::AfiList(vec![
+            Address::Ipv4("192.0.2.1".parse().unwrap()),
+            Address::Name(b"vm".to_vec())
+        ])
+    );
+}
+
+#[test]
+fn lispers_decent_multicast() {
+    let (c, msgs) = check_file("lispers-decent-multicast.pcap", &ring(&["decent-key"]));
+    assert_eq!(
+        c,
+        counts(&[("ecm", 2), ("map-register", 3), ("map-reply", 2)])
+    );
+    let group: Vec<_> = msgs
+        .iter()
+        .filter(|(d, _)| d.dst.to_string() == "224.1.1.1")
+        .collect();
+    assert_eq!(group.len(), 3, "three Map-Registers to the group");
+    // Proxy replies from the group members: A clear, and the locator of the registering node.
+    for (_, m) in &msgs {
+        if let ControlMessage::MapReply(r) = m {
+            assert!(!r.records[0].authoritative);
+        }
+    }
+}
+
+#[test]
+fn lispers_crypto_pair() {
+    let (c, msgs) = check_file("lispers-crypto-pair.pcap", &ring(&["interop-key"]));
+    assert_eq!(
+        c,
+        counts(&[
+            ("data", 9),
+            ("ecm", 2),
+            ("map-register", 1),
+            ("map-reply", 8),
+            ("map-request", 8)
+        ])
+    );
+    // The ECM Map-Request's first ITR-RLOC is a Security Key LCAF with the RLOC inside.
+    let ControlMessage::Ecm(ecm) = &msgs[1].1 else {
+        panic!("ECM")
+    };
+    let ControlMessage::MapRequest(req) = &*ecm.inner else {
+        panic!("inner Map-Request")
+    };
+    let Address::Lcaf(l) = &req.itr_rlocs[0] else {
+        panic!("LCAF ITR-RLOC")
+    };
+    let LcafBody::SecurityKey(k) = &l.body else {
+        panic!("Security Key")
+    };
+    assert_eq!((k.cipher_suite, k.keys.len(), k.keys[0].len()), (6, 1, 32));
+    assert_eq!(req.reply_rloc(), Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(ecm.inner_header.sport, 59902);
+    // The Map-Register uses key-id 1: a ring holding the key only under key-id 0 refuses it.
+    let reg = &msgs[0].0.payload;
+    assert_eq!(
+        KeyRing::new(vec![AuthKey::new(Some(0), "interop-key")]).verify(reg),
+        Err(AuthError::NoKey(1))
+    );
+    assert_eq!(
+        KeyRing::new(vec![AuthKey::new(Some(1), "interop-key")]).verify(reg),
+        Ok(0)
+    );
+    // Encrypted data: N set, key-id 1 in the K bits, no Instance-ID.
+    let (ds, _) = datagrams("lispers-crypto-pair.pcap");
+    let data = ds.iter().find(|d| is_data(d)).unwrap();
+    let h = DataHeader::parse(&data.payload).unwrap();
+    assert_eq!(
+        (h.has(DataHeader::N), h.key_id, h.instance_id()),
+        (true, 1, None)
+    );
+}
+
+#[test]
+fn oor_map_server_and_two_xtrs() {
+    let keys = ring(&["oor-test-key", "oor-test-key2"]);
+    let (c, msgs) = check_file("oor-ms-two-xtrs.pcap", &keys);
+    assert_eq!(
+        c,
+        counts(&[
+            ("data", 31),
+            ("ecm", 8),
+            ("map-notify", 4),
+            ("map-register", 4),
+            ("map-reply", 8)
+        ])
+    );
+    // Each site's messages authenticate with its own key only.
+    for (d, m) in &msgs {
+        let records = match m {
+            ControlMessage::MapRegister(r) => &r.records,
+            ControlMessage::MapNotify(n) => &n.records,
+            _ => continue,
+        };
+        let want = if records[0].eid_text() == "[0]10.1.1.0/24" {
+            0
+        } else {
+            1
+        };
+        assert_eq!(keys.verify(&d.payload), Ok(want), "frame {}", d.frame);
+    }
+    // OOR's wrong negative prefix (PROTOCOL.md O2) decodes as sent.
+    assert!(msgs.iter().any(|(_, m)| matches!(m,
+        ControlMessage::MapReply(r) if r.records[0].eid_text() == "[0]11.8.0.0/13")));
+}
+
+#[test]
+fn oor_xtr_only_and_icmp_notes() {
+    let (c, _) = check_file("oor-xtr-only.pcap", &ring(&["oor-test-key"]));
+    assert_eq!(c, counts(&[("ecm", 3), ("map-register", 7)]));
+    let (_, notes) = datagrams("oor-xtr-only.pcap");
+    assert_eq!(
+        notes, 10,
+        "each ICMP port-unreachable quoting a LISP packet is noted"
+    );
+}
+
+/// PROTOCOL.md §2.1: the lispers.net HER membership Map-Register, with its padded
+/// Multicast-Info LCAF and the RLE inside an AFI List.
+#[test]
+fn lispers_her_membership_register() {
+    // PROTOCOL.md prints it in groups; the bytes are these.
+    let mut v = hex::decode(concat!(
+        "3a00040101dfdfdfddccbbaa00000000",
+        "0000000301001000000040030000090000140000",
+        "00000000000000200001000000000001e0010101",
+        "ff00016400054003000001000014000040030000",
+        "0d00000a000000800001c0000201",
+    ))
+    .unwrap();
+    v.extend_from_slice(&hex::decode("0000000000000000a4bb9597de26a917").unwrap());
+    v.extend_from_slice(&[0; 8]);
+    assert_eq!(v.len(), 114);
+    let m = ControlMessage::parse(&v).unwrap();
+    assert_eq!(m.to_bytes().unwrap(), v, "re-emits with the padding");
+    let ControlMessage::MapRegister(r) = &m else {
+        panic!("Map-Register")
+    };
+    assert!(r.proxy_reply && r.merge && !r.want_notify && r.trailer.is_some());
+    assert_eq!(r.records[0].eid_text(), "[0](0.0.0.0/0, 224.1.1.1/32)");
+    let Address::Lcaf(l) = &r.records[0].eid else {
+        panic!("LCAF EID")
+    };
+    let LcafBody::MulticastInfo(mi) = &l.body else {
+        panic!("Multicast-Info")
+    };
+    assert!(mi.lispers_padding);
+    let rloc = &r.records[0].rlocs[0];
+    assert_eq!(
+        (
+            rloc.priority,
+            rloc.weight,
+            rloc.m_priority,
+            rloc.m_weight,
+            rloc.flags
+        ),
+        (255, 0, 1, 100, 5)
+    );
+    let Address::Lcaf(list) = &rloc.locator else {
+        panic!("AFI List")
+    };
+    let LcafBody::AfiList(items) = &list.body else {
+        panic!("AFI List")
+    };
+    assert_eq!(items[0], Address::None);
+    let Address::Lcaf(rle) = &items[1] else {
+        panic!("RLE")
+    };
+    let LcafBody::ReplicationList(e) = &rle.body else {
+        panic!("RLE")
+    };
+    assert_eq!(
+        (e[0].level, e[0].address.ip()),
+        (128, Some("192.0.2.1".parse().unwrap()))
+    );
+    // The same entry in the RFC 8060 layout (no padding) parses too, and stays unpadded.
+    let mut rfc = mi.clone();
+    rfc.lispers_padding = false;
+    let mut out = Vec::new();
+    Address::Lcaf(Box::new(Lcaf::new(LcafBody::MulticastInfo(rfc.clone()))))
+        .emit(&mut out)
+        .unwrap();
+    let back = Address::parse(&mut Reader::new(&out), 0).unwrap();
+    assert_eq!(
+        back,
+        Address::Lcaf(Box::new(Lcaf::new(LcafBody::MulticastInfo(rfc))))
+    );
+}
+
+/// PROTOCOL.md §3.12 test vectors 1 (lispers) and 2 (OOR): the HMAC covers the trailer.
+#[test]
+fn auth_vectors_cover_the_whole_message() {
+    let v1 = hex::decode(
+        concat!(
+            "32000801 01dfdfdf ddccbbaa 01020020",
+            "b9660d46 4e076235 3a00af9b 066c8946",
+            "e1f00488 e5bcc608 705a9426 4e00788d",
+            "00000003 01101000 00000001 0a020000",
+            "0000ff00 00054003 00000100 000b0001",
+            "c0000202 0011766d 00000000 00000000",
+            "00726edc a4224c01 3e000000 00000000",
+            "00"
+        )
+        .replace(' ', ""),
+    )
+    .unwrap();
+    assert_eq!(v1.len(), 113);
+    assert_eq!(auth::verify(&v1, b"interop-key"), Ok(()));
+    let mut no_trailer = v1[..v1.len() - 24].to_vec();
+    no_trailer[0] &= !0x02; // clear I so it is still a well-formed message
+    assert_eq!(
+        auth::verify(&no_trailer, b"interop-key"),
+        Err(AuthError::Mismatch)
+    );
+    let mut resigned = v1.clone();
+    auth::sign(&mut resigned, b"interop-key").unwrap();
+    assert_eq!(resigned, v1, "sign reproduces lispers' digest");
+
+    let v2 = hex::decode(
+        concat!(
+            "30000101 9d6f1e7b 811d2e99 00010014",
+            "8a99a292 bce3b919 617c031a d54f1737",
+            "f8c0431d 0000000a 01181000 00000001",
+            "0a010100 0164ff00 00050001 c0000201"
+        )
+        .replace(' ', ""),
+    )
+    .unwrap();
+    assert_eq!(auth::verify(&v2, b"oor-test-key"), Ok(()));
+    assert_eq!(
+        auth::verify(&v2, b"oor-test-key2"),
+        Err(AuthError::Mismatch)
+    );
+}
