@@ -176,7 +176,8 @@ fn classify(frame: u64, link: DataLink, data: &[u8], items: &mut Vec<FrameItem>)
     let Some((src, dst)) = p.net.as_ref().and_then(addrs) else {
         return;
     };
-    match p.transport {
+    // ICMP errors quote the packet that caused them: v4 types 3, 4, 5, 11, 12; v6 types 1-4.
+    let quoted = match &p.transport {
         Some(TransportSlice::Udp(u))
             if is_lisp_port(u.source_port()) || is_lisp_port(u.destination_port()) =>
         {
@@ -188,32 +189,22 @@ fn classify(frame: u64, link: DataLink, data: &[u8], items: &mut Vec<FrameItem>)
                 dport: u.destination_port(),
                 payload: u.payload().to_vec(),
             }));
+            return;
         }
-        Some(TransportSlice::Icmpv4(i)) => {
-            // Types 3, 4, 5, 11 and 12 quote the packet that caused them.
-            if matches!(i.type_u8(), 3 | 4 | 5 | 11 | 12) && quotes_lisp(i.payload()) {
-                items.push(FrameItem::Note {
-                    frame,
-                    text: format!(
-                        "ICMP type {} code {} from {src} quotes a LISP packet: skipped",
-                        i.type_u8(),
-                        i.code_u8()
-                    ),
-                });
-            }
+        Some(TransportSlice::Icmpv4(i)) if matches!(i.type_u8(), 3 | 4 | 5 | 11 | 12) => {
+            Some(("ICMP", i.type_u8(), i.code_u8(), i.payload()))
         }
-        Some(TransportSlice::Icmpv6(i)) => {
-            if matches!(i.type_u8(), 1..=4) && quotes_lisp(i.payload()) {
-                items.push(FrameItem::Note {
-                    frame,
-                    text: format!(
-                        "ICMPv6 type {} code {} from {src} quotes a LISP packet: skipped",
-                        i.type_u8(),
-                        i.code_u8()
-                    ),
-                });
-            }
+        Some(TransportSlice::Icmpv6(i)) if matches!(i.type_u8(), 1..=4) => {
+            Some(("ICMPv6", i.type_u8(), i.code_u8(), i.payload()))
         }
-        _ => {}
+        _ => None,
+    };
+    if let Some((proto, t, code, payload)) = quoted
+        && quotes_lisp(payload)
+    {
+        items.push(FrameItem::Note {
+            frame,
+            text: format!("{proto} type {t} code {code} from {src} quotes a LISP packet: skipped"),
+        });
     }
 }

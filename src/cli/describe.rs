@@ -63,7 +63,7 @@ pub fn ttl_text(ttl: u32) -> String {
         format!("{} secs", ttl & 0x7fff_ffff)
     } else if ttl == 0xffff_ffff {
         "infinite".into()
-    } else if ttl != 0 && ttl % 60 == 0 {
+    } else if ttl != 0 && ttl.is_multiple_of(60) {
         format!("{} hours", ttl / 60)
     } else {
         format!("{ttl} mins")
@@ -75,6 +75,7 @@ pub fn address_json(a: &Address) -> Value {
     match a {
         Address::Lcaf(l) => lcaf_json(l),
         Address::None => json!({"afi": 0}),
+        Address::Name(n) => json!({"afi": a.afi(), "name": String::from_utf8_lossy(n)}),
         _ => json!({"afi": a.afi(), "address": a.to_string()}),
     }
 }
@@ -432,14 +433,14 @@ pub fn text(o: &Value, out: &mut String, indent: &str) {
             s(&o["site_id"])
         );
     }
-    if let Some(a) = o.get("auth") {
-        if o.get("key_id").is_some() || a != "unchecked" {
-            let _ = match s(a).as_str() {
-                "ok" => writeln!(out, "{indent}  auth: ok with key '{}'", s(&o["key"])),
-                "failed" => writeln!(out, "{indent}  auth: FAILED ({})", s(&o["auth_error"])),
-                _ => writeln!(out, "{indent}  auth: unchecked (no --key given)"),
-            };
-        }
+    if let Some(a) = o.get("auth")
+        && (o.get("key_id").is_some() || a != "unchecked")
+    {
+        let _ = match s(a).as_str() {
+            "ok" => writeln!(out, "{indent}  auth: ok with key '{}'", s(&o["key"])),
+            "failed" => writeln!(out, "{indent}  auth: FAILED ({})", s(&o["auth_error"])),
+            _ => writeln!(out, "{indent}  auth: unchecked (no --key given)"),
+        };
     }
     if let Some(inner) = o.get("inner") {
         text(inner, out, &format!("{indent}  "));
