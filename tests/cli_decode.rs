@@ -238,3 +238,40 @@ fn data_packets_show_their_header_and_the_decent_control_path() {
     assert_eq!(v[0]["inner"]["type"], "map-register");
     assert_eq!(v[0]["records"][0]["eid"], "[0]10.1.1.0/24");
 }
+
+#[test]
+fn pcapng_gives_the_same_packets_as_pcap() {
+    use pcap_file::pcap::PcapReader;
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+    let src = vector("lispers-single-node.pcap");
+    let dir = tempfile::tempdir().unwrap();
+    let ng = dir.path().join("single.pcapng");
+    {
+        let mut r = PcapReader::new(std::fs::File::open(&src).unwrap()).unwrap();
+        let mut w = PcapNgWriter::new(std::fs::File::create(&ng).unwrap()).unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: pcap_file::DataLink::ETHERNET,
+            snaplen: 65535,
+            options: vec![],
+        })
+        .unwrap();
+        while let Some(p) = r.next_packet() {
+            let p = p.unwrap();
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: p.timestamp,
+                original_len: p.orig_len,
+                data: p.data,
+                options: vec![],
+            })
+            .unwrap();
+        }
+    }
+    let a = decent(&["decode", "--json", "--pcap", src.to_str().unwrap()]);
+    let b = decent(&["decode", "--json", "--pcap", ng.to_str().unwrap()]);
+    assert!(b.status.success());
+    assert_eq!(json_lines(&a), json_lines(&b));
+    assert_eq!(json_lines(&b).len(), 11);
+}

@@ -29,10 +29,6 @@ fn datagrams(file: &str) -> (Vec<Datagram>, usize) {
     (d, notes)
 }
 
-fn is_data(d: &Datagram) -> bool {
-    d.dport == DATA_PORT || (d.sport == DATA_PORT && d.dport != CONTROL_PORT)
-}
-
 /// Decodes every datagram, checks the re-emission, returns the count of each type.
 fn check_file(
     file: &str,
@@ -45,7 +41,7 @@ fn check_file(
     let mut counts = BTreeMap::new();
     let mut msgs = Vec::new();
     for d in ds {
-        if is_data(&d) {
+        if d.is_data() {
             let h = DataHeader::parse(&d.payload)
                 .unwrap_or_else(|e| panic!("{file} frame {}: {e}", d.frame));
             let mut out = [0u8; 8];
@@ -210,7 +206,7 @@ fn lispers_crypto_pair() {
     );
     // Encrypted data: N set, key-id 1 in the K bits, no Instance-ID.
     let (ds, _) = datagrams("lispers-crypto-pair.pcap");
-    let data = ds.iter().find(|d| is_data(d)).unwrap();
+    let data = ds.iter().find(|d| d.is_data()).unwrap();
     let h = DataHeader::parse(&data.payload).unwrap();
     assert_eq!(
         (h.has(DataHeader::N), h.key_id, h.instance_id()),

@@ -21,6 +21,14 @@ pub struct Datagram {
     pub payload: Vec<u8>,
 }
 
+impl Datagram {
+    /// A LISP data packet (to UDP 4341, or from it to anything but the control port);
+    /// otherwise a control message.
+    pub fn is_data(&self) -> bool {
+        self.dport == DATA_PORT || (self.sport == DATA_PORT && self.dport != CONTROL_PORT)
+    }
+}
+
 /// What a frame of the capture holds, as far as LISP is concerned.
 #[derive(Debug, Clone)]
 pub enum FrameItem {
@@ -56,31 +64,27 @@ pub fn read_capture(path: &std::path::Path) -> anyhow::Result<Vec<FrameItem>> {
                     break;
                 }
             };
-            match block {
-                Block::SectionHeader(_) => links.clear(),
-                Block::InterfaceDescription(i) => links.push(i.linktype),
-                Block::EnhancedPacket(p) => {
-                    frame += 1;
-                    let link = links
-                        .get(p.interface_id as usize)
-                        .copied()
-                        .unwrap_or(DataLink::ETHERNET);
-                    classify(frame, link, &p.data, &mut items);
+            let packet = match block {
+                Block::SectionHeader(_) => {
+                    links.clear();
+                    None
                 }
-                Block::SimplePacket(p) => {
-                    frame += 1;
-                    let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
-                    classify(frame, link, &p.data, &mut items);
+                Block::InterfaceDescription(i) => {
+                    links.push(i.linktype);
+                    None
                 }
-                Block::Packet(p) => {
-                    frame += 1;
-                    let link = links
-                        .get(p.interface_id as usize)
-                        .copied()
-                        .unwrap_or(DataLink::ETHERNET);
-                    classify(frame, link, &p.data, &mut items);
-                }
-                _ => {}
+                Block::EnhancedPacket(p) => Some((p.interface_id, p.data)),
+                Block::SimplePacket(p) => Some((0, p.data)),
+                Block::Packet(p) => Some((u32::from(p.interface_id), p.data)),
+                _ => None,
+            };
+            if let Some((iface, data)) = packet {
+                frame += 1;
+                let link = links
+                    .get(iface as usize)
+                    .copied()
+                    .unwrap_or(DataLink::ETHERNET);
+                classify(frame, link, &data, &mut items);
             }
         }
     } else {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::capture::{FrameItem, read_capture};
 use super::describe::{self, AuthOutcome};
 use crate::crypto::auth::{AuthKey, KeyRing};
-use crate::wire::{ControlMessage, DATA_PORT, WireError};
+use crate::wire::{ControlMessage, WireError};
 
 /// Arguments of `decent decode`.
 #[derive(Debug, clap::Args)]
@@ -59,12 +59,6 @@ fn describe_payload(
     let mut o = describe::message_json(&msg);
     let outcome = AuthOutcome::check(payload, &msg, keys);
     describe::add_auth(&mut o, &outcome, names);
-    if let ControlMessage::Ecm(e) = &msg {
-        // The inner message's own verdict: an ECM carries Map-Requests, which have none.
-        let inner_outcome =
-            AuthOutcome::check(&e.inner.to_bytes().unwrap_or_default(), &e.inner, keys);
-        describe::add_auth(&mut o["inner"], &inner_outcome, names);
-    }
     Ok(o)
 }
 
@@ -133,8 +127,7 @@ pub fn run(args: &DecodeArgs) -> anyhow::Result<bool> {
         for item in items {
             match item {
                 FrameItem::Lisp(d) => {
-                    let data = d.dport == DATA_PORT
-                        || (d.sport == DATA_PORT && d.dport != crate::wire::CONTROL_PORT);
+                    let data = d.is_data();
                     let origin = Origin {
                         frame: Some(d.frame),
                         src: Some(d.src.to_string()),

@@ -149,15 +149,6 @@ impl Address {
             _ => None,
         }
     }
-
-    /// The Instance-ID of an Instance-ID LCAF, 0 for a plain address (RFC 9300 §8: IID 0
-    /// travels as a plain AFI).
-    pub fn instance_id(&self) -> u32 {
-        match self {
-            Address::Lcaf(l) => l.instance_id().unwrap_or(0),
-            _ => 0,
-        }
-    }
 }
 
 impl From<IpAddr> for Address {

@@ -148,10 +148,3 @@ pub fn fit<T: TryFrom<usize>>(value: usize, field: &'static str) -> Result<T> {
     T::try_from(value)
         .map_err(|_| WireError::emit(field, format!("{value} does not fit the field")))
 }
-
-/// Writes a big-endian u16 length at `at`, computed from where the output ends now.
-pub fn patch_len16(out: &mut [u8], at: usize, len: usize, field: &'static str) -> Result<()> {
-    let v: u16 = fit(len, field)?;
-    out[at..at + 2].copy_from_slice(&v.to_be_bytes());
-    Ok(())
-}

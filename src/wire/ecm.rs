@@ -16,7 +16,7 @@
 use super::cursor::Reader;
 use super::error::Result;
 use super::ip_udp::IpUdp;
-use super::{ControlMessage, expect_type, msg_type};
+use super::{ControlMessage, expect_type, flag, msg_type};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Ecm {
@@ -69,12 +69,11 @@ impl Ecm {
     }
 
     pub fn emit(&self, out: &mut Vec<u8>) -> Result<()> {
-        let bit = |b: bool, v: u32| if b { v } else { 0 };
         let w = (u32::from(msg_type::ECM) << 28)
-            | bit(self.security, S)
-            | bit(self.ddt, D)
-            | bit(self.to_etr, E)
-            | bit(self.to_ms, M)
+            | flag(self.security, S)
+            | flag(self.ddt, D)
+            | flag(self.to_etr, E)
+            | flag(self.to_ms, M)
             | (self.reserved & RESERVED_MASK);
         out.extend_from_slice(&w.to_be_bytes());
         let mut inner = Vec::with_capacity(128);

@@ -17,7 +17,7 @@ use super::address::Address;
 use super::cursor::Reader;
 use super::error::Result;
 use super::map_register::Authentication;
-use super::{Nonce, expect_type, msg_type};
+use super::{Nonce, expect_type, flag, msg_type};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InfoMessage {
@@ -58,7 +58,7 @@ impl InfoMessage {
 
     pub fn emit(&self, out: &mut Vec<u8>) -> Result<()> {
         let w = (u32::from(msg_type::INFO) << 28)
-            | if self.reply { R } else { 0 }
+            | flag(self.reply, R)
             | (self.reserved & RESERVED_MASK);
         out.extend_from_slice(&w.to_be_bytes());
         out.extend_from_slice(&self.nonce);

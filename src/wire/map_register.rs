@@ -18,7 +18,7 @@
 use super::cursor::{Reader, fit};
 use super::error::Result;
 use super::record::{EidRecord, XtrTrailer, emit_records, parse_records};
-use super::{Nonce, expect_type, msg_type};
+use super::{Nonce, expect_type, flag, msg_type};
 
 /// Key ID, Algorithm ID and Authentication Data (RFC 9301 §5.6).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -105,24 +105,55 @@ pub const REGISTER_RESERVED_MASK: u32 = 0x01ff_e200;
 const NI: u32 = 0x0800_0000;
 pub const NOTIFY_RESERVED_MASK: u32 = 0x07ff_ff00;
 
-fn bit(b: bool, v: u32) -> u32 {
-    if b { v } else { 0 }
+/// The part the three messages share after the first word: nonce, authentication, records
+/// and, when the I bit is set, the trailer.
+struct Body {
+    nonce: Nonce,
+    auth: Authentication,
+    records: Vec<EidRecord>,
+    trailer: Option<XtrTrailer>,
 }
 
-fn parse_trailer(r: &mut Reader<'_>, present: bool) -> Result<Option<XtrTrailer>> {
-    if present {
-        XtrTrailer::parse(r).map(Some)
-    } else {
-        Ok(None)
+impl Body {
+    fn parse(r: &mut Reader<'_>, count: u8, with_trailer: bool) -> Result<Body> {
+        let nonce = r.array("Nonce")?;
+        let auth = Authentication::parse(r)?;
+        let records = parse_records(r, count)?;
+        let trailer = if with_trailer {
+            Some(XtrTrailer::parse(r)?)
+        } else {
+            None
+        };
+        Ok(Body {
+            nonce,
+            auth,
+            records,
+            trailer,
+        })
     }
+}
+
+/// Writes the shared part; the first word is already out.
+fn emit_body(
+    nonce: &Nonce,
+    auth: &Authentication,
+    records: &[EidRecord],
+    trailer: Option<&XtrTrailer>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.extend_from_slice(nonce);
+    auth.emit(out)?;
+    emit_records(records, out)?;
+    if let Some(t) = trailer {
+        t.emit(out);
+    }
+    Ok(())
 }
 
 impl MapRegister {
     pub fn parse(r: &mut Reader<'_>) -> Result<MapRegister> {
         let w = expect_type(r, msg_type::MAP_REGISTER)?;
-        let nonce = r.array("Nonce")?;
-        let auth = Authentication::parse(r)?;
-        let records = parse_records(r, w as u8)?;
+        let b = Body::parse(r, w as u8, w & I != 0)?;
         Ok(MapRegister {
             proxy_reply: w & P != 0,
             security: w & S != 0,
@@ -131,33 +162,33 @@ impl MapRegister {
             merge: w & LA != 0,
             want_notify: w & M != 0,
             reserved: w & REGISTER_RESERVED_MASK,
-            nonce,
-            auth,
-            records,
-            trailer: parse_trailer(r, w & I != 0)?,
+            nonce: b.nonce,
+            auth: b.auth,
+            records: b.records,
+            trailer: b.trailer,
         })
     }
 
     pub fn emit(&self, out: &mut Vec<u8>) -> Result<()> {
         let count: u8 = fit(self.records.len(), "Record Count")?;
         let w = (u32::from(msg_type::MAP_REGISTER) << 28)
-            | bit(self.proxy_reply, P)
-            | bit(self.security, S)
-            | bit(self.trailer.is_some(), I)
-            | bit(self.eid_notify, E)
-            | bit(self.use_ttl, T)
-            | bit(self.merge, LA)
-            | bit(self.want_notify, M)
+            | flag(self.proxy_reply, P)
+            | flag(self.security, S)
+            | flag(self.trailer.is_some(), I)
+            | flag(self.eid_notify, E)
+            | flag(self.use_ttl, T)
+            | flag(self.merge, LA)
+            | flag(self.want_notify, M)
             | (self.reserved & REGISTER_RESERVED_MASK)
             | u32::from(count);
         out.extend_from_slice(&w.to_be_bytes());
-        out.extend_from_slice(&self.nonce);
-        self.auth.emit(out)?;
-        emit_records(&self.records, out)?;
-        if let Some(t) = &self.trailer {
-            t.emit(out);
-        }
-        Ok(())
+        emit_body(
+            &self.nonce,
+            &self.auth,
+            &self.records,
+            self.trailer.as_ref(),
+            out,
+        )
     }
 }
 
@@ -183,15 +214,13 @@ impl MapNotify {
             msg_type::MAP_NOTIFY
         };
         let w = expect_type(r, t)?;
-        let nonce = r.array("Nonce")?;
-        let auth = Authentication::parse(r)?;
-        let records = parse_records(r, w as u8)?;
+        let b = Body::parse(r, w as u8, w & NI != 0)?;
         Ok(MapNotify {
             reserved: w & NOTIFY_RESERVED_MASK,
-            nonce,
-            auth,
-            records,
-            trailer: parse_trailer(r, w & NI != 0)?,
+            nonce: b.nonce,
+            auth: b.auth,
+            records: b.records,
+            trailer: b.trailer,
         })
     }
 
@@ -203,16 +232,16 @@ impl MapNotify {
             msg_type::MAP_NOTIFY
         };
         let w = (u32::from(t) << 28)
-            | bit(self.trailer.is_some(), NI)
+            | flag(self.trailer.is_some(), NI)
             | (self.reserved & NOTIFY_RESERVED_MASK)
             | u32::from(count);
         out.extend_from_slice(&w.to_be_bytes());
-        out.extend_from_slice(&self.nonce);
-        self.auth.emit(out)?;
-        emit_records(&self.records, out)?;
-        if let Some(t) = &self.trailer {
-            t.emit(out);
-        }
-        Ok(())
+        emit_body(
+            &self.nonce,
+            &self.auth,
+            &self.records,
+            self.trailer.as_ref(),
+            out,
+        )
     }
 }

@@ -13,7 +13,7 @@
 use super::cursor::{Reader, fit};
 use super::error::Result;
 use super::record::{EidRecord, emit_records, parse_records};
-use super::{Nonce, expect_type, msg_type};
+use super::{Nonce, expect_type, flag, msg_type};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MapReply {
@@ -57,11 +57,10 @@ impl MapReply {
 
     pub fn emit(&self, out: &mut Vec<u8>) -> Result<()> {
         let count: u8 = fit(self.records.len(), "Record Count")?;
-        let bit = |b: bool, v: u32| if b { v } else { 0 };
         let w = (u32::from(msg_type::MAP_REPLY) << 28)
-            | bit(self.probe, P)
-            | bit(self.echo_nonce, E)
-            | bit(self.security, S)
+            | flag(self.probe, P)
+            | flag(self.echo_nonce, E)
+            | flag(self.security, S)
             | (self.reserved & RESERVED_MASK)
             | u32::from(count);
         out.extend_from_slice(&w.to_be_bytes());

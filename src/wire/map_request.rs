@@ -22,7 +22,7 @@ use super::address::Address;
 use super::cursor::{Reader, fit};
 use super::error::{Result, WireError};
 use super::record::{EidRecord, XtrTrailer};
-use super::{Nonce, expect_type, msg_type};
+use super::{Nonce, expect_type, flag, msg_type};
 
 /// A Map-Request, RLOC-probes and SMRs included.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -170,18 +170,17 @@ impl MapRequest {
             return Err(WireError::emit("ITR-RLOC count", "must be 1 to 32"));
         }
         let count: u8 = fit(self.records.len(), "Record Count")?;
-        let bit = |b: bool, v: u32| if b { v } else { 0 };
         let w = (u32::from(msg_type::MAP_REQUEST) << 28)
-            | bit(self.authoritative, A)
-            | bit(self.map_reply.is_some(), M)
-            | bit(self.probe, P)
-            | bit(self.smr, S)
-            | bit(self.pitr, LP)
-            | bit(self.smr_invoked, LS)
-            | bit(self.mobile, LM)
-            | bit(self.trailer.is_some(), I)
-            | bit(self.local_xtr, L)
-            | bit(self.dont_reply, D)
+            | flag(self.authoritative, A)
+            | flag(self.map_reply.is_some(), M)
+            | flag(self.probe, P)
+            | flag(self.smr, S)
+            | flag(self.pitr, LP)
+            | flag(self.smr_invoked, LS)
+            | flag(self.mobile, LM)
+            | flag(self.trailer.is_some(), I)
+            | flag(self.local_xtr, L)
+            | flag(self.dont_reply, D)
             | (self.reserved & RESERVED_MASK)
             | (((self.itr_rlocs.len() - 1) as u32) << 8)
             | u32::from(count);

@@ -57,6 +57,11 @@ pub mod msg_type {
     pub const ECM: u8 = 8;
 }
 
+/// `v` when the flag is set, else 0: how the message headers compose their first word.
+pub(crate) fn flag(set: bool, v: u32) -> u32 {
+    if set { v } else { 0 }
+}
+
 /// Reads the first word of a control message and checks its type.
 pub(crate) fn expect_type(r: &mut Reader<'_>, t: u8) -> Result<u32> {
     let w = r.u32("message header")?;
