@@ -6,5 +6,8 @@
 //! `decent` command.
 
 pub mod cli;
+pub mod control;
 pub mod crypto;
+pub mod mapping;
+pub mod sim;
 pub mod wire;

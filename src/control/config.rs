@@ -1,0 +1,123 @@
+//! What the control engine is told at start: the node's identity, RLOCs, database mappings,
+//! how it reaches its peer group, its site policy and its timers. Built from the TOML
+//! configuration by `node`, or directly by tests and the simulator.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::crypto::auth::{AuthKey, KeyRing};
+use crate::mapping::EidPrefix;
+
+use super::pull::PullHash;
+
+/// One of the node's own locators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRloc {
+    pub address: IpAddr,
+    pub priority: u8,
+    pub weight: u8,
+}
+
+/// A database mapping: an EID-prefix this node is the ETR for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseMapping {
+    pub eid: EidPrefix,
+}
+
+/// How Map-Registers reach the peer group (RFC 9962 §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Underlay multicast to G:4342 with this IP TTL.
+    Multicast { ttl: u8 },
+    /// Head-end replication: one LISP-data-encapsulated copy (Instance-ID 0xFFFFFF) per
+    /// member of the merged RLE of (0/0, G).
+    Replicate,
+}
+
+/// Push mode: a peer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerGroup {
+    pub group: IpAddr,
+    pub delivery: Delivery,
+    /// RLOCs of members to register with until the membership is known (bootstrap).
+    pub seeds: Vec<IpAddr>,
+    /// Send the Multicast-Info LCAF in lispers.net's padded layout.
+    pub lispers_multicast_info: bool,
+}
+
+/// Pull mode: a hash picks the Map-Server set of each EID (RFC 9962 §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullMode {
+    pub modulus: u32,
+    pub dns_suffix: String,
+    pub hash: PullHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingSystem {
+    Push(PeerGroup),
+    Pull(PullMode),
+}
+
+/// An EID-prefix the site may register (RFC 9301 §8.2 site configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedPrefix {
+    pub eid: EidPrefix,
+    pub accept_more_specifics: bool,
+}
+
+/// Who may register what.
+#[derive(Debug, Clone, Default)]
+pub struct SitePolicy {
+    pub keys: KeyRing,
+    /// The key-id and secret our own Map-Registers are signed with.
+    pub own_key: Option<(AuthKey, u8)>,
+    pub allowed: Vec<AllowedPrefix>,
+    /// Accept alg-id 0 group-membership registrations (lispers.net sends them so; PROTOCOL.md
+    /// §8.1 L3). Off by default: an unauthenticated registration is rejected and counted.
+    pub accept_unauthenticated_membership: bool,
+}
+
+/// Timers and TTLs (RFC 9301 §8.2; PROTOCOL.md §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timers {
+    pub register_interval: Duration,
+    /// Record TTL of our registrations, minutes.
+    pub record_ttl_mins: u32,
+    /// TTL of a positive (proxy) Map-Reply, minutes.
+    pub map_reply_ttl_mins: u32,
+    /// Negative Map-Reply TTL where nothing is configured, minutes.
+    pub negative_ttl_mins: u32,
+    /// Negative Map-Reply TTL where a prefix is configured but not registered, minutes.
+    pub unregistered_ttl_mins: u32,
+    /// Map-Requests per second accepted from one source address (bucket depth: twice that).
+    pub requests_per_second: u32,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            register_interval: Duration::from_secs(60),
+            record_ttl_mins: 3,
+            map_reply_ttl_mins: 1440,
+            negative_ttl_mins: 15,
+            unregistered_ttl_mins: 1,
+            requests_per_second: 100,
+        }
+    }
+}
+
+/// Everything the engine needs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub name: String,
+    pub xtr_id: [u8; 16],
+    pub site_id: [u8; 8],
+    pub rlocs: Vec<LocalRloc>,
+    pub database: Vec<DatabaseMapping>,
+    pub mapping_system: MappingSystem,
+    pub site: SitePolicy,
+    pub timers: Timers,
+    /// Seed of the engine's random numbers (nonces); fixed in the simulator.
+    pub rng_seed: u64,
+}

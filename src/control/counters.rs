@@ -1,0 +1,36 @@
+//! Counters of what the control engine did and refused (exported by the API later).
+
+/// Every counter the engine keeps. Refusals are counted by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets_received: u64,
+    pub packets_malformed: u64,
+    pub map_registers_received: u64,
+    pub map_registers_accepted: u64,
+    pub map_registers_sent: u64,
+    pub register_rejected_unauthenticated: u64,
+    pub register_rejected_auth: u64,
+    pub register_rejected_not_allowed: u64,
+    pub register_rejected_bad_eid: u64,
+    pub registrations_expired: u64,
+    pub own_looped_registers: u64,
+    pub map_notifies_sent: u64,
+    pub map_notifies_received: u64,
+    pub map_notify_rejected_auth: u64,
+    pub map_notify_acks_sent: u64,
+    pub map_notify_acks_received: u64,
+    pub map_requests_received: u64,
+    pub map_requests_rate_limited: u64,
+    pub map_requests_sent: u64,
+    pub map_replies_sent: u64,
+    pub negative_replies_sent: u64,
+    pub map_replies_received: u64,
+    pub map_replies_unmatched: u64,
+    pub probes_answered: u64,
+    pub smrs_sent: u64,
+    pub smrs_received: u64,
+    pub replicated_copies_sent: u64,
+    pub replicated_received: u64,
+    pub data_packets_ignored: u64,
+    pub unsupported_messages: u64,
+}

@@ -1,0 +1,366 @@
+//! The sans-IO LISP-Decent control engine: datagrams and `now` in, datagrams and deadlines
+//! out (the quinn-proto / boringtun split). `node` drives it with real sockets and clocks,
+//! the simulator with virtual ones.
+//!
+//! One engine is a node's Map-Server, Map-Resolver, ETR registrar and the control half of
+//! its ITR (RFC 9962 §4: every member is all four).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::mapping::{EidPrefix, GroupEid, MapCache, SiteDb};
+use crate::wire::{
+    CONTROL_INSTANCE_ID, CONTROL_PORT, ControlMessage, DATA_PORT, DataHeader, Nonce, Reader,
+};
+
+use super::config::{EngineConfig, MappingSystem};
+use super::counters::Counters;
+
+/// A datagram the engine wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Our address to send from (an RLOC); `None` lets the node choose.
+    pub src: Option<IpAddr>,
+    /// Our port to send from: 4342 for control messages, 4341 for LISP-data encapsulation.
+    pub src_port: u16,
+    pub dst: SocketAddr,
+    /// IP TTL / hop limit (set for underlay multicast).
+    pub ttl: Option<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// An unsolicited Map-Notify waiting for its Ack (RFC 9301 §5.7).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingNotify {
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+    pub retries_left: u8,
+    pub next: Duration,
+}
+
+/// A Map-Request we sent and expect a reply to.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRequest {
+    pub eid: EidPrefix,
+    pub sent: Duration,
+    pub smr_invoked: bool,
+}
+
+/// The control engine of one node.
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) site: SiteDb,
+    pub(crate) map_cache: MapCache,
+    pub(crate) allowed: crate::mapping::PrefixTable<bool>,
+    pub(crate) counters: Counters,
+    pub(crate) rng: StdRng,
+    pub(crate) out: VecDeque<Transmit>,
+    /// When the next round of Map-Registers is due.
+    pub(crate) register_due: Duration,
+    pub(crate) last_register: Option<Duration>,
+    /// Peers that have had our current registrations since our last full round.
+    pub(crate) greeted: std::collections::HashSet<IpAddr>,
+    /// Peer-group members learned from Map-Notifies, with their expiry.
+    pub(crate) learned_members: HashMap<IpAddr, Duration>,
+    pub(crate) pending_notifies: HashMap<Nonce, PendingNotify>,
+    pub(crate) pending_requests: HashMap<Nonce, PendingRequest>,
+    /// Nonces of our recent Map-Registers (to tell a solicited Map-Notify from one to Ack).
+    pub(crate) sent_register_nonces: VecDeque<Nonce>,
+    /// Who asked us for which registered prefix, and when (the ITRs an SMR goes to).
+    pub(crate) requesters: HashMap<EidPrefix, Vec<(IpAddr, Duration)>>,
+    /// When an SMR last went to (ITR, prefix): at most one per 3 s (RFC 9301 §6.1).
+    pub(crate) smr_sent: HashMap<(IpAddr, EidPrefix), Duration>,
+    /// Per-source Map-Request token buckets: (tokens, last refill).
+    pub(crate) buckets: HashMap<IpAddr, (f64, Duration)>,
+    /// Pull mode: the Map-Server addresses of each set index.
+    pub(crate) pull_servers: HashMap<u32, Vec<IpAddr>>,
+    pub(crate) pull_rr: usize,
+    pub(crate) next_housekeeping: Duration,
+}
+
+/// Unsolicited Map-Notify retransmission (RFC 9301 §5.7: 3 tries, 3 s apart).
+pub(crate) const NOTIFY_RETRY: Duration = Duration::from_secs(3);
+/// The shortest gap between two rounds of Map-Registers triggered by a change.
+pub(crate) const QUICK_REGISTER_GAP: Duration = Duration::from_secs(1);
+/// How long a requester is remembered for SMRs.
+pub(crate) const REQUESTER_MEMORY: Duration = Duration::from_secs(600);
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        let mut allowed = crate::mapping::PrefixTable::new();
+        for a in &cfg.site.allowed {
+            allowed.insert(a.eid, a.accept_more_specifics);
+        }
+        Engine {
+            rng: StdRng::seed_from_u64(cfg.rng_seed),
+            cfg,
+            site: SiteDb::new(),
+            map_cache: MapCache::new(),
+            allowed,
+            counters: Counters::default(),
+            out: VecDeque::new(),
+            register_due: Duration::ZERO,
+            last_register: None,
+            greeted: std::collections::HashSet::new(),
+            learned_members: HashMap::new(),
+            pending_notifies: HashMap::new(),
+            pending_requests: HashMap::new(),
+            sent_register_nonces: VecDeque::new(),
+            requesters: HashMap::new(),
+            smr_sent: HashMap::new(),
+            buckets: HashMap::new(),
+            pull_servers: HashMap::new(),
+            pull_rr: 0,
+            next_housekeeping: Duration::ZERO,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The registrations this node's Map-Server holds (the peer group's database).
+    pub fn site_db(&self) -> &SiteDb {
+        &self.site
+    }
+
+    pub fn map_cache(&self) -> &MapCache {
+        &self.map_cache
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to be called next.
+    pub fn poll_timeout(&self) -> Duration {
+        let mut t = self.register_due.min(self.next_housekeeping);
+        if let Some(e) = self.site.next_expiry() {
+            t = t.min(e);
+        }
+        if let Some(n) = self.pending_notifies.values().map(|p| p.next).min() {
+            t = t.min(n);
+        }
+        t
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if now >= self.register_due {
+            self.send_registrations(now);
+        }
+        let expired = self.site.expire(now);
+        if !expired.is_empty() {
+            self.counters.registrations_expired += expired.len() as u64;
+            for (key, _) in &expired {
+                self.mapping_changed(now, key);
+            }
+        }
+        self.retransmit_notifies(now);
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            self.learned_members.retain(|_, t| *t > now);
+            self.map_cache.expire(now);
+            self.requesters.retain(|_, v| {
+                v.retain(|(_, t)| now.saturating_sub(*t) < REQUESTER_MEMORY);
+                !v.is_empty()
+            });
+            self.smr_sent
+                .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3));
+            self.pending_requests
+                .retain(|_, p| now.saturating_sub(p.sent) < Duration::from_secs(10));
+            let idle = Duration::from_secs(60);
+            self.buckets
+                .retain(|_, (_, t)| now.saturating_sub(*t) < idle);
+        }
+    }
+
+    /// Handles one received UDP datagram. `dst` is the local address and port it arrived on
+    /// (port 4341 carries LISP-Decent replication, 4342 control messages).
+    pub fn handle_datagram(
+        &mut self,
+        now: Duration,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) {
+        self.counters.packets_received += 1;
+        if dst.port() == DATA_PORT {
+            self.handle_data(now, src, payload);
+            return;
+        }
+        match ControlMessage::parse(payload) {
+            Ok(m) => self.handle_control(now, src, payload, &m, false),
+            Err(_) => self.counters.packets_malformed += 1,
+        }
+    }
+
+    /// LISP data on 4341: only Instance-ID 0xFFFFFF (control carried in data encapsulation,
+    /// RFC 9962 §4) is the control plane's; the rest belongs to the data plane.
+    fn handle_data(&mut self, now: Duration, src: SocketAddr, payload: &[u8]) {
+        let Ok(h) = DataHeader::parse(payload) else {
+            self.counters.packets_malformed += 1;
+            return;
+        };
+        if h.instance_id() != Some(CONTROL_INSTANCE_ID) || h.key_id != 0 {
+            self.counters.data_packets_ignored += 1;
+            return;
+        }
+        let mut r = Reader::new(&payload[DataHeader::LEN..]);
+        let Ok((ip, mut body)) = crate::wire::IpUdp::parse(&mut r) else {
+            self.counters.packets_malformed += 1;
+            return;
+        };
+        let to_group = match &self.cfg.mapping_system {
+            MappingSystem::Push(g) => ip.ip.dst() == g.group,
+            MappingSystem::Pull(_) => false,
+        };
+        if !to_group || ip.dport != CONTROL_PORT {
+            self.counters.data_packets_ignored += 1;
+            return;
+        }
+        let inner = body.rest();
+        self.counters.replicated_received += 1;
+        let sender = SocketAddr::new(ip.ip.src(), ip.sport);
+        let _ = src;
+        match ControlMessage::parse(inner) {
+            Ok(m) => self.handle_control(now, sender, inner, &m, true),
+            Err(_) => self.counters.packets_malformed += 1,
+        }
+    }
+
+    /// Dispatches a parsed control message. `via_group` is true when it reached us as a
+    /// group delivery (replication or underlay multicast), which every member also received.
+    pub(crate) fn handle_control(
+        &mut self,
+        now: Duration,
+        src: SocketAddr,
+        bytes: &[u8],
+        m: &ControlMessage,
+        via_group: bool,
+    ) {
+        match m {
+            ControlMessage::MapRegister(r) => {
+                self.process_register(now, src, bytes, r, via_group, false)
+            }
+            ControlMessage::MapNotify(n) => self.process_notify(now, src, bytes, n),
+            ControlMessage::MapNotifyAck(n) => self.process_notify_ack(bytes, n),
+            ControlMessage::MapRequest(q) => self.process_request(now, src, src.port(), q, false),
+            ControlMessage::Ecm(e) => match &*e.inner {
+                ControlMessage::MapRequest(q) => {
+                    self.process_request(now, src, e.inner_header.sport, q, true)
+                }
+                _ => self.counters.unsupported_messages += 1,
+            },
+            ControlMessage::MapReply(r) => self.process_reply(now, r),
+            ControlMessage::MapReferral(_) | ControlMessage::Info(_) => {
+                self.counters.unsupported_messages += 1
+            }
+        }
+    }
+
+    pub(crate) fn nonce(&mut self) -> Nonce {
+        self.rng.random()
+    }
+
+    pub(crate) fn push(&mut self, t: Transmit) {
+        self.out.push_back(t);
+    }
+
+    /// Our RLOC of the same family as `peer`.
+    pub(crate) fn rloc_for(&self, peer: IpAddr) -> Option<IpAddr> {
+        self.cfg
+            .rlocs
+            .iter()
+            .map(|r| r.address)
+            .find(|a| a.is_ipv4() == peer.is_ipv4())
+    }
+
+    pub(crate) fn is_own_rloc(&self, a: IpAddr) -> bool {
+        self.cfg.rlocs.iter().any(|r| r.address == a)
+    }
+
+    /// The peer group's `(0/0, G)` key, in push mode.
+    pub(crate) fn group_key(&self) -> Option<GroupEid> {
+        match &self.cfg.mapping_system {
+            MappingSystem::Push(g) => Some(GroupEid::any_source(0, g.group)),
+            MappingSystem::Pull(_) => None,
+        }
+    }
+
+    /// The members to replicate to: the merged RLE of our `(0/0, G)` entry and the members
+    /// Map-Notifies told us of, our own RLOCs left out.
+    pub fn members(&self) -> Vec<IpAddr> {
+        let mut m: Vec<IpAddr> = self
+            .group_key()
+            .and_then(|g| self.site.group(&g))
+            .map(|e| e.rle_members())
+            .unwrap_or_default();
+        for a in self.learned_members.keys() {
+            if !m.contains(a) {
+                m.push(*a);
+            }
+        }
+        m.retain(|a| !self.is_own_rloc(*a));
+        m.sort();
+        m
+    }
+
+    /// Pull mode: the addresses the node resolved for `<index>.<suffix>`.
+    pub fn set_pull_servers(&mut self, index: u32, addrs: Vec<IpAddr>) {
+        let changed = self.pull_servers.get(&index) != Some(&addrs);
+        self.pull_servers.insert(index, addrs);
+        if changed {
+            self.register_due = self
+                .register_due
+                .min(self.quick_register_time(self.register_due));
+        }
+    }
+
+    /// Replaces the node's RLOCs (an interface address changed): registers at once.
+    pub fn set_rlocs(&mut self, now: Duration, rlocs: Vec<super::config::LocalRloc>) {
+        if rlocs != self.cfg.rlocs {
+            self.cfg.rlocs = rlocs;
+            self.schedule_quick_register(now);
+        }
+    }
+
+    /// Replaces the database mappings: registers at once.
+    pub fn set_database(&mut self, now: Duration, db: Vec<super::config::DatabaseMapping>) {
+        if db != self.cfg.database {
+            let old: Vec<EidPrefix> = self.cfg.database.iter().map(|d| d.eid).collect();
+            self.cfg.database = db;
+            // Withdraw prefixes we no longer have.
+            for p in old {
+                if !self.cfg.database.iter().any(|d| d.eid == p) {
+                    self.withdraw(now, p);
+                }
+            }
+            self.schedule_quick_register(now);
+        }
+    }
+
+    pub(crate) fn quick_register_time(&self, now: Duration) -> Duration {
+        match self.last_register {
+            Some(l) => now.max(l + QUICK_REGISTER_GAP),
+            None => now,
+        }
+    }
+
+    pub(crate) fn schedule_quick_register(&mut self, now: Duration) {
+        let t = self.quick_register_time(now);
+        if t < self.register_due {
+            self.register_due = t;
+        }
+    }
+}

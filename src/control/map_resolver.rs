@@ -1,0 +1,438 @@
+//! The Map-Resolver half of the engine (RFC 9301 §8.3; RFC 9962 §4: every member answers
+//! lookups from its own copy of the database), RLOC-probe answers, SMR, and the control half
+//! of the ITR: the map-cache.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::mapping::{CachedRloc, EidKey, EidPrefix, MapCacheEntry, MappingSource, RlocState};
+use crate::wire::{
+    Address, CONTROL_PORT, ControlMessage, EidRecord, MapReply, MapRequest, RequestRecord,
+    RlocRecord, action,
+};
+
+use super::config::MappingSystem;
+use super::engine::{Engine, PendingRequest, Transmit};
+use super::map_server::proxy_rlocs;
+
+/// What the resolver answers for one EID.
+enum Answer {
+    Positive { key: EidKey, rlocs: Vec<RlocRecord> },
+    Negative { eid: EidPrefix, ttl_mins: u32 },
+}
+
+impl Engine {
+    /// Token bucket per source address; false when the source is over its rate.
+    fn admit(&mut self, now: Duration, src: IpAddr) -> bool {
+        let rate = f64::from(self.cfg.timers.requests_per_second.max(1));
+        let depth = rate * 2.0;
+        let (tokens, last) = self.buckets.entry(src).or_insert((depth, now));
+        let elapsed = now.saturating_sub(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * rate).min(depth);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A Map-Request, plain or from an ECM. `reply_port` is where the reply goes: the UDP
+    /// source port of a plain request, the inner UDP source port of an ECM (RFC 9301 §5.8).
+    pub(crate) fn process_request(
+        &mut self,
+        now: Duration,
+        src: SocketAddr,
+        reply_port: u16,
+        q: &MapRequest,
+        ecm: bool,
+    ) {
+        self.counters.map_requests_received += 1;
+        if !self.admit(now, src.ip()) {
+            self.counters.map_requests_rate_limited += 1;
+            return;
+        }
+        if q.smr {
+            self.process_smr(now, src, q);
+            return;
+        }
+        let reply_ip = q.reply_rloc().unwrap_or(src.ip());
+        let dst = SocketAddr::new(reply_ip, reply_port);
+        if q.probe {
+            if ecm {
+                // RLOC-probes are sent directly, never through the mapping system.
+                self.counters.unsupported_messages += 1;
+                return;
+            }
+            self.answer_probe(dst, q);
+            return;
+        }
+        let mut records = Vec::with_capacity(q.records.len());
+        let mut negative = false;
+        for rr in &q.records {
+            match self.answer(rr) {
+                Some(Answer::Positive { key, rlocs }) => {
+                    if let EidKey::Prefix(p) = &key {
+                        let list = self.requesters.entry(*p).or_default();
+                        match list.iter_mut().find(|(a, _)| *a == reply_ip) {
+                            Some(e) => e.1 = now,
+                            None => list.push((reply_ip, now)),
+                        }
+                    }
+                    let (eid, ml) = key.to_wire(false);
+                    let mut rec = EidRecord::new(
+                        eid,
+                        ml,
+                        self.cfg.timers.map_reply_ttl_mins,
+                        proxy_rlocs(rlocs),
+                    );
+                    rec.authoritative = false;
+                    records.push(rec);
+                }
+                Some(Answer::Negative { eid, ttl_mins }) => {
+                    negative = true;
+                    let (a, ml) = eid.to_wire();
+                    let mut rec = EidRecord::new(a, ml, ttl_mins, vec![]);
+                    rec.action = action::NATIVELY_FORWARD;
+                    records.push(rec);
+                }
+                None => {}
+            }
+        }
+        if records.is_empty() {
+            self.counters.packets_malformed += 1;
+            return;
+        }
+        let reply = ControlMessage::MapReply(MapReply::new(q.nonce, records));
+        let Ok(payload) = reply.to_bytes() else {
+            return;
+        };
+        self.counters.map_replies_sent += 1;
+        if negative {
+            self.counters.negative_replies_sent += 1;
+        }
+        self.push(Transmit {
+            src: self.rloc_for(reply_ip),
+            src_port: CONTROL_PORT,
+            dst,
+            ttl: None,
+            payload,
+        });
+    }
+
+    fn answer(&self, rr: &RequestRecord) -> Option<Answer> {
+        let key = EidKey::from_wire(&rr.eid, rr.mask_len)?;
+        match &key {
+            EidKey::Prefix(p) => match self.site.prefixes().lookup_prefix(p) {
+                Some((reg, entry)) => Some(Answer::Positive {
+                    key: EidKey::Prefix(reg),
+                    rlocs: entry.merged_rlocs(),
+                }),
+                None => {
+                    let (eid, ttl_mins) = self.negative_prefix(p);
+                    Some(Answer::Negative { eid, ttl_mins })
+                }
+            },
+            EidKey::Name { .. } | EidKey::Group(_) => {
+                self.site.get(&key).map(|entry| Answer::Positive {
+                    rlocs: entry.merged_rlocs(),
+                    key: key.clone(),
+                })
+            }
+        }
+    }
+
+    /// The negative Map-Reply prefix for an EID nobody registered (RFC 9301 §8.3): the
+    /// widest prefix that covers it and contains no registered and no other configured
+    /// prefix, inside the configured prefix that covers it if there is one. TTL: 1 minute
+    /// when a configured prefix covers the EID, 15 otherwise. (OOR gets this prefix wrong:
+    /// it answered 11.8.0.0/13 for 10.9.9.9.)
+    pub fn negative_prefix(&self, p: &EidPrefix) -> (EidPrefix, u32) {
+        let container = self.allowed.lookup_prefix(p).map(|(c, _)| c);
+        let (start, ttl) = match container {
+            Some(c) => (c.prefix.prefix_len(), self.cfg.timers.unregistered_ttl_mins),
+            None => (0, self.cfg.timers.negative_ttl_mins),
+        };
+        let addr = p.prefix.addr();
+        for len in start..=p.prefix.prefix_len() {
+            let Ok(net) = IpNet::new(addr, len) else {
+                break;
+            };
+            let cand = EidPrefix::new(p.iid, net);
+            let blocked = self.site.prefixes().has_within(&cand, None)
+                || self.allowed.has_within(&cand, container.as_ref());
+            if !blocked {
+                return (cand, ttl);
+            }
+        }
+        (*p, ttl)
+    }
+
+    /// RLOC-probe (RFC 9301 §6.3.2): the authoritative mapping of ours that covers the
+    /// target (or the lispers.net form: the prefix in the Source-EID and an empty target),
+    /// with the p bit on the locator that was probed.
+    fn answer_probe(&mut self, dst: SocketAddr, q: &MapRequest) {
+        let wanted: Option<EidPrefix> = q
+            .records
+            .iter()
+            .find_map(|r| match EidKey::from_wire(&r.eid, r.mask_len) {
+                Some(EidKey::Prefix(p)) => Some(p),
+                _ => None,
+            })
+            .or_else(|| match EidKey::from_wire(&q.source_eid, 32) {
+                Some(EidKey::Prefix(p)) => Some(p),
+                _ => None,
+            });
+        let probed = self.rloc_for(dst.ip());
+        let mut records = Vec::new();
+        for d in &self.cfg.database {
+            if wanted.is_some_and(|w| {
+                !(d.eid.prefix.contains(&w.prefix) || w.prefix.contains(&d.eid.prefix))
+            }) {
+                continue;
+            }
+            let (eid, ml) = d.eid.to_wire();
+            let rlocs = self
+                .cfg
+                .rlocs
+                .iter()
+                .map(|r| RlocRecord {
+                    priority: r.priority,
+                    weight: r.weight,
+                    m_priority: 255,
+                    m_weight: 0,
+                    flags: RlocRecord::LOCAL
+                        | RlocRecord::REACHABLE
+                        | if Some(r.address) == probed {
+                            RlocRecord::PROBED
+                        } else {
+                            0
+                        },
+                    locator: Address::from(r.address),
+                })
+                .collect();
+            let mut rec = EidRecord::new(eid, ml, self.cfg.timers.map_reply_ttl_mins, rlocs);
+            rec.authoritative = true;
+            records.push(rec);
+        }
+        if records.is_empty() {
+            return;
+        }
+        let mut reply = MapReply::new(q.nonce, records);
+        reply.probe = true;
+        let Ok(payload) = ControlMessage::MapReply(reply).to_bytes() else {
+            return;
+        };
+        self.counters.probes_answered += 1;
+        self.push(Transmit {
+            src: probed,
+            src_port: CONTROL_PORT,
+            dst,
+            ttl: None,
+            payload,
+        });
+    }
+
+    /// SMRs to the ITRs that asked for `p` in the last ten minutes (RFC 9301 §6.1), at most
+    /// one per ITR and prefix every 3 seconds.
+    pub(crate) fn send_smrs(&mut self, now: Duration, p: &EidPrefix) {
+        let Some(list) = self.requesters.get(p).cloned() else {
+            return;
+        };
+        for (itr, _) in list {
+            if self.is_own_rloc(itr) || self.smr_sent.contains_key(&(itr, *p)) {
+                continue;
+            }
+            let Some(own) = self.rloc_for(itr) else {
+                continue;
+            };
+            let nonce = self.nonce();
+            let (eid, ml) = p.to_wire();
+            let mut q = MapRequest::new(nonce, eid.clone(), Address::from(own), eid, ml);
+            q.smr = true;
+            let Ok(payload) = ControlMessage::MapRequest(q).to_bytes() else {
+                continue;
+            };
+            self.smr_sent.insert((itr, *p), now);
+            self.counters.smrs_sent += 1;
+            self.push(Transmit {
+                src: Some(own),
+                src_port: CONTROL_PORT,
+                dst: SocketAddr::new(itr, CONTROL_PORT),
+                ttl: None,
+                payload,
+            });
+        }
+    }
+
+    /// An SMR to us: re-resolve every cached entry it concerns (RFC 9301 §6.1: through the
+    /// mapping system, never trusting the SMR's sender).
+    fn process_smr(&mut self, now: Duration, _src: SocketAddr, q: &MapRequest) {
+        self.counters.smrs_received += 1;
+        for rr in &q.records {
+            if let Some(EidKey::Prefix(p)) = EidKey::from_wire(&rr.eid, rr.mask_len) {
+                for cached in self.map_cache.overlapping(&p) {
+                    self.map_cache.remove(&cached);
+                    self.resolve_prefix(now, cached, true);
+                }
+            }
+        }
+    }
+
+    /// Our database changed under `p`: refresh the cached entries that overlap it.
+    pub(crate) fn refresh_cache(&mut self, now: Duration, p: &EidPrefix) {
+        if matches!(self.cfg.mapping_system, MappingSystem::Push(_)) {
+            for cached in self.map_cache.overlapping(p) {
+                self.map_cache.remove(&cached);
+                self.resolve_prefix(now, cached, false);
+            }
+        }
+    }
+
+    /// ITR lookup: the live map-cache entry for an EID, resolving it on a miss. In push mode
+    /// the answer comes from the node's own database at once; in pull mode a Map-Request goes
+    /// to the Map-Resolver set of the EID and `None` is returned until the reply arrives.
+    pub fn resolve(&mut self, now: Duration, iid: u32, addr: IpAddr) -> Option<&MapCacheEntry> {
+        if self.map_cache.lookup(iid, addr, now).is_none() {
+            self.resolve_prefix(now, EidPrefix::host(iid, addr), false);
+        }
+        self.map_cache.lookup(iid, addr, now)
+    }
+
+    fn resolve_prefix(&mut self, now: Duration, p: EidPrefix, smr_invoked: bool) {
+        match &self.cfg.mapping_system {
+            MappingSystem::Push(_) => {
+                let entry = match self.site.prefixes().lookup_prefix(&p) {
+                    Some((reg, e)) => cache_entry(
+                        now,
+                        reg,
+                        e.merged_rlocs(),
+                        0,
+                        self.cfg.timers.map_reply_ttl_mins,
+                        MappingSource::LocalDatabase,
+                    ),
+                    None => {
+                        let (neg, ttl) = self.negative_prefix(&p);
+                        cache_entry(
+                            now,
+                            neg,
+                            vec![],
+                            action::NATIVELY_FORWARD,
+                            ttl,
+                            MappingSource::LocalDatabase,
+                        )
+                    }
+                };
+                self.map_cache.insert(entry);
+            }
+            MappingSystem::Pull(pull) => {
+                let text = p.to_string();
+                let index = pull.hash.index(&text, pull.modulus);
+                let Some(servers) = self.pull_servers.get(&index).filter(|s| !s.is_empty()) else {
+                    return;
+                };
+                let server = servers[self.pull_rr % servers.len()];
+                self.pull_rr = self.pull_rr.wrapping_add(1);
+                let Some(own) = self.rloc_for(server) else {
+                    return;
+                };
+                let nonce = self.nonce();
+                let (eid, ml) = p.to_wire();
+                let mut q = MapRequest::new(nonce, Address::None, Address::from(own), eid, ml);
+                q.smr_invoked = smr_invoked;
+                let Ok(payload) = ControlMessage::MapRequest(q).to_bytes() else {
+                    return;
+                };
+                self.pending_requests.insert(
+                    nonce,
+                    PendingRequest {
+                        eid: p,
+                        sent: now,
+                        smr_invoked,
+                    },
+                );
+                self.counters.map_requests_sent += 1;
+                self.push(Transmit {
+                    src: Some(own),
+                    src_port: CONTROL_PORT,
+                    dst: SocketAddr::new(server, CONTROL_PORT),
+                    ttl: None,
+                    payload,
+                });
+            }
+        }
+    }
+
+    /// A Map-Reply: accepted only for a request we have outstanding (by nonce); a record
+    /// that does not cover the requested EID is installed as the requested prefix.
+    pub(crate) fn process_reply(&mut self, now: Duration, r: &MapReply) {
+        self.counters.map_replies_received += 1;
+        let Some(pending) = self.pending_requests.remove(&r.nonce) else {
+            self.counters.map_replies_unmatched += 1;
+            return;
+        };
+        let _ = pending.smr_invoked;
+        for rec in &r.records {
+            let Some(EidKey::Prefix(p)) = EidKey::from_wire(&rec.eid, rec.mask_len) else {
+                continue;
+            };
+            let eid = if p.iid == pending.eid.iid && p.prefix.contains(&pending.eid.prefix) {
+                p
+            } else {
+                pending.eid
+            };
+            let source = MappingSource::MapReply {
+                authoritative: rec.authoritative,
+            };
+            self.map_cache.insert(cache_entry(
+                now,
+                eid,
+                rec.rlocs.clone(),
+                rec.action,
+                rec.ttl,
+                source,
+            ));
+        }
+    }
+
+    /// Withdraws one of our prefixes: registers it with TTL 0 wherever we registered it.
+    pub(crate) fn withdraw(&mut self, now: Duration, p: EidPrefix) {
+        let (eid, ml) = p.to_wire();
+        let rec = EidRecord::new(eid, ml, 0, vec![]);
+        self.send_register_set(now, vec![rec], false);
+    }
+}
+
+fn cache_entry(
+    now: Duration,
+    eid: EidPrefix,
+    rlocs: Vec<RlocRecord>,
+    act: u8,
+    ttl_mins: u32,
+    source: MappingSource,
+) -> MapCacheEntry {
+    let life = if ttl_mins & 0x8000_0000 != 0 {
+        Duration::from_secs(u64::from(ttl_mins & 0x7fff_ffff))
+    } else {
+        Duration::from_secs(u64::from(ttl_mins) * 60)
+    };
+    MapCacheEntry {
+        eid,
+        rlocs: rlocs
+            .into_iter()
+            .map(|record| CachedRloc {
+                record,
+                state: RlocState::Unknown,
+                rtt: None,
+            })
+            .collect(),
+        action: act,
+        ttl: ttl_mins,
+        installed: now,
+        expires: now + life,
+        source,
+    }
+}

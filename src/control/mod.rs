@@ -1,0 +1,14 @@
+//! The sans-IO control plane (RFC 9301, RFC 9962): Map-Server, Map-Resolver, ETR registrar,
+//! peer-group delivery, SMR and the ITR's map-cache, driven by datagrams and time.
+
+pub mod config;
+pub mod counters;
+pub mod engine;
+mod map_resolver;
+mod map_server;
+pub mod pull;
+mod registrar;
+
+pub use config::*;
+pub use counters::Counters;
+pub use engine::{Engine, Transmit};

@@ -1,0 +1,375 @@
+//! The ETR registrar (RFC 9301 §8.2) and LISP-Decent group delivery (RFC 9962 §4, §5):
+//! our Map-Registers go to our own Map-Server, to every member of the peer group (underlay
+//! multicast, or one LISP-data-encapsulated copy per member), to bootstrap seeds, or in pull
+//! mode to the Map-Server set each EID hashes to.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::mapping::{EidKey, GroupEid, rle_locator};
+use crate::wire::{
+    Address, Authentication, CONTROL_INSTANCE_ID, CONTROL_PORT, ControlMessage, DATA_PORT,
+    DataHeader, EidRecord, IpUdp, MapRegister, RleEntry, RlocRecord, XtrTrailer,
+};
+
+use super::config::{Delivery, MappingSystem};
+use super::engine::{Engine, Transmit};
+use super::map_server::signed;
+
+/// Records per Map-Register are capped so a register stays well inside one unfragmented
+/// datagram; a database larger than this goes out in several registers.
+const MAX_REGISTER_BYTES: usize = 1200;
+/// Inner IP TTL of a replicated Map-Register.
+const REPLICATION_TTL: u8 = 64;
+
+impl Engine {
+    /// The RLOC-records of our own mappings.
+    fn own_rlocs(&self) -> Vec<RlocRecord> {
+        self.cfg
+            .rlocs
+            .iter()
+            .map(|r| RlocRecord {
+                priority: r.priority,
+                weight: r.weight,
+                m_priority: 255,
+                m_weight: 0,
+                flags: RlocRecord::LOCAL | RlocRecord::REACHABLE,
+                locator: Address::from(r.address),
+            })
+            .collect()
+    }
+
+    /// Every database mapping, and the node name as a distinguished-name EID (as lispers.net
+    /// registers it).
+    pub(crate) fn own_records(&self) -> Vec<EidRecord> {
+        let ttl = self.cfg.timers.record_ttl_mins;
+        let rlocs = self.own_rlocs();
+        let mut v: Vec<EidRecord> = self
+            .cfg
+            .database
+            .iter()
+            .map(|d| {
+                let (eid, ml) = d.eid.to_wire();
+                let mut r = EidRecord::new(eid, ml, ttl, rlocs.clone());
+                r.authoritative = true;
+                r
+            })
+            .collect();
+        if !self.cfg.name.is_empty() {
+            let (eid, ml) = EidKey::Name {
+                iid: 0,
+                name: self.cfg.name.as_bytes().to_vec(),
+            }
+            .to_wire(false);
+            let mut r = EidRecord::new(eid, ml, ttl, rlocs);
+            r.authoritative = true;
+            v.push(r);
+        }
+        v
+    }
+
+    /// Our `(0/0, G)` membership record: an RLE holding our RLOC(s) at level 128, in
+    /// lispers.net's encoding (priority 255, M-priority 1 / M-weight 100, L+R, AFI List
+    /// {AFI 0, RLE}) (RFC 9962 §4; PROTOCOL.md §2.1).
+    fn membership_record(&self, g: &GroupEid, lispers_padding: bool) -> EidRecord {
+        let entries = self
+            .cfg
+            .rlocs
+            .iter()
+            .filter(|r| r.address.is_ipv4() == g.group.addr().is_ipv4())
+            .map(|r| RleEntry {
+                reserved: 0,
+                rsvd3: 0,
+                level: 128,
+                address: Address::from(r.address),
+                name: None,
+            })
+            .collect();
+        let (eid, ml) = EidKey::Group(*g).to_wire(lispers_padding);
+        let rloc = RlocRecord {
+            priority: 255,
+            weight: 0,
+            m_priority: 1,
+            m_weight: 100,
+            flags: RlocRecord::LOCAL | RlocRecord::REACHABLE,
+            locator: rle_locator(entries),
+        };
+        let mut r = EidRecord::new(eid, ml, self.cfg.timers.record_ttl_mins, vec![rloc]);
+        r.authoritative = true;
+        r
+    }
+
+    /// Builds signed Map-Registers holding `records`, split by size.
+    fn build_registers(
+        &mut self,
+        records: &[EidRecord],
+        membership: bool,
+        want_notify: bool,
+    ) -> Vec<Vec<u8>> {
+        let (key, alg) = match &self.cfg.site.own_key {
+            Some((k, a)) => (Some(k.clone()), *a),
+            None => (None, 0),
+        };
+        let mut out = Vec::new();
+        let mut batch: Vec<EidRecord> = Vec::new();
+        let mut size = 0;
+        let flush = |engine: &mut Engine, batch: &mut Vec<EidRecord>, out: &mut Vec<Vec<u8>>| {
+            if batch.is_empty() {
+                return;
+            }
+            let nonce = engine.nonce();
+            let reg = MapRegister {
+                proxy_reply: membership,
+                security: false,
+                eid_notify: false,
+                use_ttl: true,
+                merge: membership,
+                want_notify,
+                reserved: 0,
+                nonce,
+                auth: Authentication::unsigned(
+                    key.as_ref().and_then(|k| k.key_id).unwrap_or(0),
+                    alg,
+                ),
+                records: std::mem::take(batch),
+                trailer: Some(XtrTrailer {
+                    xtr_id: engine.cfg.xtr_id,
+                    site_id: engine.cfg.site_id,
+                }),
+            };
+            if let Some(bytes) = signed(
+                &ControlMessage::MapRegister(reg),
+                key.as_ref().map(|k| &k.secret[..]),
+            ) {
+                engine.sent_register_nonces.push_back(nonce);
+                while engine.sent_register_nonces.len() > 64 {
+                    engine.sent_register_nonces.pop_front();
+                }
+                out.push(bytes);
+            }
+        };
+        for r in records {
+            let mut tmp = Vec::new();
+            let len = r.emit(&mut tmp).map(|_| tmp.len()).unwrap_or(0);
+            if !batch.is_empty() && (size + len > MAX_REGISTER_BYTES || batch.len() == 255) {
+                flush(self, &mut batch, &mut out);
+                size = 0;
+            }
+            size += len;
+            batch.push(r.clone());
+        }
+        flush(self, &mut batch, &mut out);
+        out
+    }
+
+    /// One round of registrations: at start, every register interval, and at once after a
+    /// change (RFC 9301 §8.2; convergence must not wait for the interval).
+    pub(crate) fn send_registrations(&mut self, now: Duration) {
+        self.last_register = Some(now);
+        self.register_due = now + self.cfg.timers.register_interval;
+        self.greeted = self.members().into_iter().collect();
+        let records = self.own_records();
+        self.send_register_set(now, records, false);
+        if let Some(rec) = self.own_membership() {
+            self.send_register_set(now, vec![rec], true);
+        }
+    }
+
+    /// Our membership record, in replicate mode.
+    fn own_membership(&self) -> Option<EidRecord> {
+        match &self.cfg.mapping_system {
+            MappingSystem::Push(pg) if pg.delivery == Delivery::Replicate => {
+                let g = GroupEid::any_source(0, pg.group);
+                Some(self.membership_record(&g, pg.lispers_multicast_info))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends our registrations to one peer we have not sent them to since the last full
+    /// round: a newcomer learns the group's database from every member at once, without
+    /// waiting for the register interval and without a round to everyone.
+    pub(crate) fn greet(&mut self, now: Duration, peer: IpAddr) {
+        if self.is_own_rloc(peer) || !self.greeted.insert(peer) {
+            return;
+        }
+        let MappingSystem::Push(pg) = self.cfg.mapping_system.clone() else {
+            return;
+        };
+        let mut sets = vec![(self.own_records(), false)];
+        if let Some(m) = self.own_membership() {
+            sets.push((vec![m], true));
+        }
+        let _ = now;
+        for (records, membership) in sets {
+            for r in self.build_registers(&records, membership, false) {
+                match pg.delivery {
+                    Delivery::Replicate => self.replicate(peer, pg.group, &r),
+                    Delivery::Multicast { .. } => {
+                        self.counters.map_registers_sent += 1;
+                        self.push(Transmit {
+                            src: self.rloc_for(peer),
+                            src_port: CONTROL_PORT,
+                            dst: SocketAddr::new(peer, CONTROL_PORT),
+                            ttl: None,
+                            payload: r,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `records` everywhere our registrations go.
+    pub(crate) fn send_register_set(
+        &mut self,
+        now: Duration,
+        records: Vec<EidRecord>,
+        membership: bool,
+    ) {
+        if records.is_empty() {
+            return;
+        }
+        let system = self.cfg.mapping_system.clone();
+        match system {
+            MappingSystem::Push(pg) => {
+                let regs = self.build_registers(&records, membership, false);
+                let members = self.members();
+                match pg.delivery {
+                    Delivery::Multicast { ttl } => {
+                        for r in &regs {
+                            self.counters.map_registers_sent += 1;
+                            self.push(Transmit {
+                                src: self.rloc_for(pg.group),
+                                src_port: CONTROL_PORT,
+                                dst: SocketAddr::new(pg.group, CONTROL_PORT),
+                                ttl: Some(ttl),
+                                payload: r.clone(),
+                            });
+                        }
+                    }
+                    Delivery::Replicate => {
+                        for m in &members {
+                            for r in &regs {
+                                self.replicate(*m, pg.group, r);
+                            }
+                        }
+                    }
+                }
+                // Our own Map-Server too (RFC 9962 §4: a register to the group reaches every
+                // member, the sender included); after the copies, so that what a change
+                // triggers here (SMRs) leaves after the registrations.
+                for r in &regs {
+                    self.deliver_locally(now, r);
+                }
+                // Bootstrap: seeds we do not know as members yet get unicast registers,
+                // asking for a Map-Notify.
+                let seeds: Vec<IpAddr> = pg
+                    .seeds
+                    .iter()
+                    .copied()
+                    .filter(|s| !self.is_own_rloc(*s) && !members.contains(s))
+                    .collect();
+                if !seeds.is_empty() {
+                    let unicast = self.build_registers(&records, membership, true);
+                    for s in seeds {
+                        for r in &unicast {
+                            self.counters.map_registers_sent += 1;
+                            self.push(Transmit {
+                                src: self.rloc_for(s),
+                                src_port: CONTROL_PORT,
+                                dst: SocketAddr::new(s, CONTROL_PORT),
+                                ttl: None,
+                                payload: r.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            MappingSystem::Pull(pull) => {
+                // Group the records by the Map-Server set they hash to.
+                let mut by_set: std::collections::BTreeMap<u32, Vec<EidRecord>> =
+                    Default::default();
+                for r in records {
+                    let text = crate::wire::eid_text(&r.eid, r.mask_len);
+                    by_set
+                        .entry(pull.hash.index(&text, pull.modulus))
+                        .or_default()
+                        .push(r);
+                }
+                for (index, recs) in by_set {
+                    let servers = self.pull_servers.get(&index).cloned().unwrap_or_default();
+                    let regs = self.build_registers(&recs, false, true);
+                    for s in servers {
+                        if self.is_own_rloc(s) {
+                            for r in &regs {
+                                self.deliver_locally(now, r);
+                            }
+                            continue;
+                        }
+                        for r in &regs {
+                            self.counters.map_registers_sent += 1;
+                            self.push(Transmit {
+                                src: self.rloc_for(s),
+                                src_port: CONTROL_PORT,
+                                dst: SocketAddr::new(s, CONTROL_PORT),
+                                ttl: None,
+                                payload: r.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver_locally(&mut self, now: Duration, bytes: &[u8]) {
+        if let Ok(ControlMessage::MapRegister(reg)) = ControlMessage::parse(bytes) {
+            let me = self
+                .cfg
+                .rlocs
+                .first()
+                .map_or(IpAddr::from([127, 0, 0, 1]), |r| r.address);
+            self.process_register(
+                now,
+                SocketAddr::new(me, CONTROL_PORT),
+                bytes,
+                &reg,
+                true,
+                true,
+            );
+        }
+    }
+
+    /// One head-end-replicated copy: LISP data header with Instance-ID 0xFFFFFF (never
+    /// encrypted), inner IP from our RLOC to the group, inner UDP to 4342, the register.
+    fn replicate(&mut self, member: IpAddr, group: IpAddr, register: &[u8]) {
+        let Some(src) = self.rloc_for(member) else {
+            return;
+        };
+        if src.is_ipv4() != group.is_ipv4() {
+            return;
+        }
+        let nonce: u32 = rand::RngExt::random::<u32>(&mut self.rng) & 0x00ff_ffff;
+        let mut pkt = vec![0u8; DataHeader::LEN];
+        let hdr = DataHeader::with_instance(CONTROL_INSTANCE_ID, nonce, 0);
+        if hdr.emit(&mut pkt).is_err() {
+            return;
+        }
+        let Ok(inner) = IpUdp::new(src, group, REPLICATION_TTL, CONTROL_PORT, CONTROL_PORT) else {
+            return;
+        };
+        if inner.emit(register, &mut pkt).is_err() {
+            return;
+        }
+        self.counters.replicated_copies_sent += 1;
+        self.counters.map_registers_sent += 1;
+        self.push(Transmit {
+            src: Some(src),
+            src_port: DATA_PORT,
+            dst: SocketAddr::new(member, DATA_PORT),
+            ttl: None,
+            payload: pkt,
+        });
+    }
+}

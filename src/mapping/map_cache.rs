@@ -1,0 +1,129 @@
+//! The ITR's map-cache (RFC 9301 §6; RFC 9300 §6): EID-prefix to RLOC-set with TTLs,
+//! negative entries with their action, and per-RLOC state for the data plane.
+
+use std::time::Duration;
+
+use super::eid::EidPrefix;
+use super::table::PrefixTable;
+use crate::wire::RlocRecord;
+
+/// Reachability of one cached RLOC (set by RLOC-probing in the data plane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RlocState {
+    Unknown,
+    Up,
+    Down,
+}
+
+/// One RLOC of a cached mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedRloc {
+    pub record: RlocRecord,
+    pub state: RlocState,
+    /// Last RLOC-probe round-trip time.
+    pub rtt: Option<Duration>,
+}
+
+/// Where a cached mapping came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MappingSource {
+    /// The node's own synchronized database (push mode: every lookup is local).
+    LocalDatabase,
+    /// A Map-Reply from a Map-Resolver or ETR.
+    MapReply { authoritative: bool },
+}
+
+/// A cached mapping. An entry with no RLOCs is negative and carries its action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapCacheEntry {
+    pub eid: EidPrefix,
+    pub rlocs: Vec<CachedRloc>,
+    /// Map-Reply action (meaningful for negative entries).
+    pub action: u8,
+    /// Record TTL in minutes, as received.
+    pub ttl: u32,
+    pub installed: Duration,
+    pub expires: Duration,
+    pub source: MappingSource,
+}
+
+impl MapCacheEntry {
+    pub fn is_negative(&self) -> bool {
+        self.rlocs.is_empty()
+    }
+}
+
+/// The map-cache of one node, all Instance-IDs.
+#[derive(Debug, Default)]
+pub struct MapCache {
+    table: PrefixTable<MapCacheEntry>,
+}
+
+impl MapCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Installs (or replaces) the entry for its prefix.
+    pub fn insert(&mut self, e: MapCacheEntry) {
+        self.table.insert(e.eid, e);
+    }
+
+    /// The live entry covering an address.
+    pub fn lookup(
+        &self,
+        iid: u32,
+        addr: std::net::IpAddr,
+        now: Duration,
+    ) -> Option<&MapCacheEntry> {
+        self.table
+            .lookup(iid, addr)
+            .map(|(_, e)| e)
+            .filter(|e| e.expires > now)
+    }
+
+    pub fn get(&self, p: &EidPrefix) -> Option<&MapCacheEntry> {
+        self.table.get(p)
+    }
+
+    pub fn remove(&mut self, p: &EidPrefix) -> Option<MapCacheEntry> {
+        self.table.remove(p)
+    }
+
+    /// Drops expired entries; returns how many.
+    pub fn expire(&mut self, now: Duration) -> usize {
+        let dead: Vec<EidPrefix> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.expires <= now)
+            .map(|(p, _)| p)
+            .collect();
+        for p in &dead {
+            self.table.remove(p);
+        }
+        dead.len()
+    }
+
+    /// Every entry whose prefix covers or lies inside `p` (the ones an SMR for `p` concerns).
+    pub fn overlapping(&self, p: &EidPrefix) -> Vec<EidPrefix> {
+        self.table
+            .iter()
+            .filter(|(k, _)| {
+                k.iid == p.iid && (k.prefix.contains(&p.prefix) || p.prefix.contains(&k.prefix))
+            })
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &MapCacheEntry> {
+        self.table.iter().map(|(_, e)| e)
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}

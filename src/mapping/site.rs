@@ -1,0 +1,387 @@
+//! The Map-Server's registrations (RFC 9301 §8.2): one registration per xTR-ID under each
+//! EID, merged when the registrants ask for it, expiring on their TTL.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::eid::{EidKey, EidPrefix, GroupEid};
+use super::table::PrefixTable;
+use crate::wire::{Address, Lcaf, LcafBody, RleEntry, RlocRecord};
+
+/// What one xTR registered for one EID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XtrRegistration {
+    pub xtr_id: [u8; 16],
+    pub site_id: [u8; 8],
+    /// Source address of the Map-Register (the last registerer).
+    pub registerer: IpAddr,
+    pub first_registered: Duration,
+    pub last_registered: Duration,
+    pub expires: Duration,
+    /// Record TTL as registered (minutes).
+    pub ttl: u32,
+    /// P bit: the Map-Server answers Map-Requests for this EID (proxy Map-Reply).
+    pub proxy_reply: bool,
+    /// a bit: merge with the other xTR-IDs' registrations.
+    pub merge: bool,
+    pub want_notify: bool,
+    pub key_id: u8,
+    pub rlocs: Vec<RlocRecord>,
+}
+
+/// Every registration of one EID.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteEntry {
+    pub regs: Vec<XtrRegistration>,
+}
+
+impl SiteEntry {
+    /// The RLOC-set answered for this EID: the union of every xTR-ID's RLOCs when the latest
+    /// registration asks for merging, else the latest registration's RLOCs. RLE entries of a
+    /// group registration are merged into one RLE (RFC 8378; RFC 9962 §4).
+    pub fn merged_rlocs(&self) -> Vec<RlocRecord> {
+        let Some(latest) = self.latest() else {
+            return Vec::new();
+        };
+        if !latest.merge {
+            return latest.rlocs.clone();
+        }
+        let mut plain: Vec<RlocRecord> = Vec::new();
+        let mut rle: Vec<RleEntry> = Vec::new();
+        let mut rle_template: Option<RlocRecord> = None;
+        for r in &self.regs {
+            for l in &r.rlocs {
+                if let Some(entries) = rle_entries(&l.locator) {
+                    for e in entries {
+                        if !rle.iter().any(|x| x.address == e.address) {
+                            rle.push(e.clone());
+                        }
+                    }
+                    rle_template.get_or_insert_with(|| l.clone());
+                } else if !plain.iter().any(|x| x.locator == l.locator) {
+                    plain.push(l.clone());
+                }
+            }
+        }
+        if let Some(mut t) = rle_template {
+            rle.sort_by_key(|e| e.address.ip());
+            t.locator = rle_locator(rle);
+            plain.push(t);
+        }
+        plain
+    }
+
+    /// The most recently refreshed registration.
+    pub fn latest(&self) -> Option<&XtrRegistration> {
+        self.regs.iter().max_by_key(|r| r.last_registered)
+    }
+
+    /// The addresses in the merged RLE (a peer group's members).
+    pub fn rle_members(&self) -> Vec<IpAddr> {
+        self.merged_rlocs()
+            .iter()
+            .filter_map(|l| rle_entries(&l.locator))
+            .flat_map(|e| e.iter().filter_map(|e| e.address.ip()).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+/// The RLE entries of a locator: an RLE LCAF, or one inside an AFI List (lispers.net).
+pub fn rle_entries(locator: &Address) -> Option<&Vec<RleEntry>> {
+    let Address::Lcaf(l) = locator else {
+        return None;
+    };
+    match &l.body {
+        LcafBody::ReplicationList(e) => Some(e),
+        LcafBody::AfiList(items) => items.iter().find_map(rle_entries),
+        _ => None,
+    }
+}
+
+/// A locator holding an RLE, encoded as lispers.net does: AFI List {AFI 0, RLE}.
+pub fn rle_locator(entries: Vec<RleEntry>) -> Address {
+    let rle = Address::Lcaf(Box::new(Lcaf::new(LcafBody::ReplicationList(entries))));
+    Address::Lcaf(Box::new(Lcaf::new(LcafBody::AfiList(vec![
+        Address::None,
+        rle,
+    ]))))
+}
+
+/// What a registration did to the merged answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// A new xTR-ID under this EID (or a new EID).
+    New,
+    /// The merged RLOC-set changed.
+    Changed,
+    /// Only timers were refreshed.
+    Refreshed,
+}
+
+/// Every registration the Map-Server holds.
+#[derive(Debug, Default)]
+pub struct SiteDb {
+    prefixes: PrefixTable<SiteEntry>,
+    names: HashMap<(u32, Vec<u8>), SiteEntry>,
+    groups: HashMap<GroupEid, SiteEntry>,
+    /// (expiry, key, xTR-ID); entries made stale by a refresh are skipped when popped.
+    expiry: BinaryHeap<Reverse<(Duration, EidKey, [u8; 16])>>,
+}
+
+impl SiteDb {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn entry_mut(&mut self, key: &EidKey) -> Option<&mut SiteEntry> {
+        match key {
+            EidKey::Prefix(p) => self.prefixes.get_mut(p),
+            EidKey::Name { iid, name } => self.names.get_mut(&(*iid, name.clone())),
+            EidKey::Group(g) => self.groups.get_mut(g),
+        }
+    }
+
+    pub fn get(&self, key: &EidKey) -> Option<&SiteEntry> {
+        match key {
+            EidKey::Prefix(p) => self.prefixes.get(p),
+            EidKey::Name { iid, name } => self.names.get(&(*iid, name.clone())),
+            EidKey::Group(g) => self.groups.get(g),
+        }
+    }
+
+    /// Stores or refreshes one xTR-ID's registration of `key`.
+    pub fn register(&mut self, key: &EidKey, reg: XtrRegistration) -> RegisterOutcome {
+        self.expiry
+            .push(Reverse((reg.expires, key.clone(), reg.xtr_id)));
+        if self.entry_mut(key).is_none() {
+            let e = SiteEntry { regs: vec![reg] };
+            match key {
+                EidKey::Prefix(p) => {
+                    self.prefixes.insert(*p, e);
+                }
+                EidKey::Name { iid, name } => {
+                    self.names.insert((*iid, name.clone()), e);
+                }
+                EidKey::Group(g) => {
+                    self.groups.insert(*g, e);
+                }
+            }
+            return RegisterOutcome::New;
+        }
+        let Some(entry) = self.entry_mut(key) else {
+            return RegisterOutcome::New;
+        };
+        let before = entry.merged_rlocs();
+        let outcome = match entry.regs.iter_mut().find(|r| r.xtr_id == reg.xtr_id) {
+            Some(old) => {
+                let first = old.first_registered;
+                *old = reg;
+                old.first_registered = first;
+                RegisterOutcome::Refreshed
+            }
+            None => {
+                entry.regs.push(reg);
+                RegisterOutcome::New
+            }
+        };
+        if outcome == RegisterOutcome::Refreshed && entry.merged_rlocs() != before {
+            RegisterOutcome::Changed
+        } else {
+            outcome
+        }
+    }
+
+    /// Removes one xTR-ID's registration (Record TTL 0); true if something was removed.
+    pub fn deregister(&mut self, key: &EidKey, xtr_id: &[u8; 16]) -> bool {
+        let Some(entry) = self.entry_mut(key) else {
+            return false;
+        };
+        let n = entry.regs.len();
+        entry.regs.retain(|r| &r.xtr_id != xtr_id);
+        let removed = entry.regs.len() != n;
+        if entry.regs.is_empty() {
+            self.remove_key(key);
+        }
+        removed
+    }
+
+    fn remove_key(&mut self, key: &EidKey) {
+        match key {
+            EidKey::Prefix(p) => {
+                self.prefixes.remove(p);
+            }
+            EidKey::Name { iid, name } => {
+                self.names.remove(&(*iid, name.clone()));
+            }
+            EidKey::Group(g) => {
+                self.groups.remove(g);
+            }
+        }
+    }
+
+    /// Removes every registration whose time is up; returns what expired.
+    pub fn expire(&mut self, now: Duration) -> Vec<(EidKey, [u8; 16])> {
+        let mut gone = Vec::new();
+        while let Some(Reverse((t, _, _))) = self.expiry.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((t, key, xtr))) = self.expiry.pop() else {
+                break;
+            };
+            let current = self
+                .get(&key)
+                .and_then(|e| e.regs.iter().find(|r| r.xtr_id == xtr))
+                .map(|r| r.expires);
+            if current == Some(t) {
+                self.deregister(&key, &xtr);
+                gone.push((key, xtr));
+            }
+        }
+        gone
+    }
+
+    /// When the next registration may expire.
+    pub fn next_expiry(&self) -> Option<Duration> {
+        self.expiry.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Longest-prefix match among registered prefixes.
+    pub fn lookup(&self, iid: u32, addr: IpAddr) -> Option<(EidPrefix, &SiteEntry)> {
+        self.prefixes.lookup(iid, addr)
+    }
+
+    pub fn prefixes(&self) -> &PrefixTable<SiteEntry> {
+        &self.prefixes
+    }
+
+    pub fn group(&self, g: &GroupEid) -> Option<&SiteEntry> {
+        self.groups.get(g)
+    }
+
+    /// Every registered EID with its entry.
+    pub fn iter(&self) -> impl Iterator<Item = (EidKey, &SiteEntry)> {
+        self.prefixes
+            .iter()
+            .map(|(p, e)| (EidKey::Prefix(p), e))
+            .chain(self.names.iter().map(|((iid, n), e)| {
+                (
+                    EidKey::Name {
+                        iid: *iid,
+                        name: n.clone(),
+                    },
+                    e,
+                )
+            }))
+            .chain(self.groups.iter().map(|(g, e)| (EidKey::Group(*g), e)))
+    }
+
+    /// Number of registered EIDs.
+    pub fn len(&self) -> usize {
+        self.prefixes.len() + self.names.len() + self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(xtr: u8, rloc: &str, merge: bool, at: u64) -> XtrRegistration {
+        XtrRegistration {
+            xtr_id: [xtr; 16],
+            site_id: [0; 8],
+            registerer: rloc.parse().unwrap(),
+            first_registered: Duration::from_secs(at),
+            last_registered: Duration::from_secs(at),
+            expires: Duration::from_secs(at + 180),
+            ttl: 3,
+            proxy_reply: true,
+            merge,
+            want_notify: false,
+            key_id: 0,
+            rlocs: vec![RlocRecord {
+                priority: 1,
+                weight: 100,
+                m_priority: 255,
+                m_weight: 0,
+                flags: 5,
+                locator: Address::Ipv4(rloc.parse().unwrap()),
+            }],
+        }
+    }
+
+    fn member(xtr: u8, rloc: &str, at: u64) -> XtrRegistration {
+        let mut r = reg(xtr, rloc, true, at);
+        r.rlocs[0].locator = rle_locator(vec![RleEntry {
+            reserved: 0,
+            rsvd3: 0,
+            level: 128,
+            address: Address::Ipv4(rloc.parse().unwrap()),
+            name: None,
+        }]);
+        r
+    }
+
+    #[test]
+    fn merge_per_xtr_id_and_expiry() {
+        let mut db = SiteDb::new();
+        let k = EidKey::Prefix(EidPrefix::new(0, "10.1.0.0/16".parse().unwrap()));
+        assert_eq!(
+            db.register(&k, reg(1, "192.0.2.1", true, 0)),
+            RegisterOutcome::New
+        );
+        assert_eq!(
+            db.register(&k, reg(2, "192.0.2.2", true, 10)),
+            RegisterOutcome::New
+        );
+        assert_eq!(db.get(&k).unwrap().merged_rlocs().len(), 2);
+        assert_eq!(
+            db.register(&k, reg(1, "192.0.2.1", true, 60)),
+            RegisterOutcome::Refreshed
+        );
+        assert_eq!(
+            db.register(&k, reg(1, "192.0.2.9", true, 70)),
+            RegisterOutcome::Changed
+        );
+        assert_eq!(db.get(&k).unwrap().regs[0].first_registered, Duration::ZERO);
+        // Without merge, the latest registration alone answers.
+        db.register(&k, reg(2, "192.0.2.2", false, 80));
+        assert_eq!(db.get(&k).unwrap().merged_rlocs().len(), 1);
+        // xTR 2 expires at 260; xTR 1 at 250.
+        assert!(db.expire(Duration::from_secs(249)).is_empty());
+        assert_eq!(
+            db.expire(Duration::from_secs(250)),
+            vec![(k.clone(), [1; 16])]
+        );
+        assert_eq!(
+            db.expire(Duration::from_secs(260)),
+            vec![(k.clone(), [2; 16])]
+        );
+        assert!(db.get(&k).is_none() && db.is_empty());
+    }
+
+    #[test]
+    fn group_membership_rle_merge() {
+        let mut db = SiteDb::new();
+        let g = GroupEid::any_source(0, "224.1.1.1".parse().unwrap());
+        let k = EidKey::Group(g);
+        db.register(&k, member(1, "127.0.0.1", 0));
+        db.register(&k, member(2, "127.0.0.2", 0));
+        db.register(&k, member(3, "127.0.0.3", 0));
+        let m = db.group(&g).unwrap().rle_members();
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            db.get(&k).unwrap().merged_rlocs().len(),
+            1,
+            "one merged RLE record"
+        );
+        assert!(db.deregister(&k, &[2; 16]));
+        assert_eq!(db.group(&g).unwrap().rle_members().len(), 2);
+    }
+}

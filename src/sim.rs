@@ -1,0 +1,298 @@
+//! A deterministic simulator of a LISP-Decent peer group: N control engines on a virtual
+//! network with a virtual clock, delay, jitter, loss, partitions and dead nodes. Whole meshes
+//! run in milliseconds of real time, and the same seed gives the same run.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::control::{
+    AllowedPrefix, DatabaseMapping, Delivery, Engine, EngineConfig, LocalRloc, MappingSystem,
+    PeerGroup, SitePolicy, Timers,
+};
+use crate::crypto::auth::{AuthKey, KeyRing, alg};
+use crate::mapping::{EidKey, EidPrefix};
+
+/// The shared site key of simulated meshes.
+pub const SIM_KEY: &str = "sim-site-key";
+/// The peer group of simulated meshes.
+pub const SIM_GROUP: Ipv4Addr = Ipv4Addr::new(224, 1, 1, 1);
+
+/// RLOC of simulated node `i` (1-based): 198.18.0.0/15 plus `i`.
+pub fn rloc(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i as u32,
+    ))
+}
+
+/// EID-prefix of simulated node `i`: 10.(i / 256).(i % 256).0/24.
+pub fn eid(i: usize) -> EidPrefix {
+    let net = format!("10.{}.{}.0/24", (i >> 8) & 0xff, i & 0xff);
+    EidPrefix::new(0, net.parse().expect("valid prefix"))
+}
+
+/// The configuration of simulated node `i` in a peer group using `delivery`; node 1 is
+/// everyone's bootstrap seed.
+pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
+    let key = AuthKey::new(Some(1), SIM_KEY);
+    let mut xtr_id = [0u8; 16];
+    xtr_id[8..].copy_from_slice(&(i as u64).to_be_bytes());
+    EngineConfig {
+        name: format!("n{i}"),
+        xtr_id,
+        site_id: [0; 8],
+        rlocs: vec![LocalRloc {
+            address: rloc(i),
+            priority: 1,
+            weight: 100,
+        }],
+        database: vec![DatabaseMapping { eid: eid(i) }],
+        mapping_system: MappingSystem::Push(PeerGroup {
+            group: IpAddr::V4(SIM_GROUP),
+            delivery,
+            seeds: vec![rloc(1)],
+            lispers_multicast_info: false,
+        }),
+        site: SitePolicy {
+            keys: KeyRing::new(vec![key.clone()]),
+            own_key: Some((key, alg::HMAC_SHA_256_128)),
+            allowed: vec![AllowedPrefix {
+                eid: EidPrefix::new(0, "10.0.0.0/8".parse().expect("valid prefix")),
+                accept_more_specifics: true,
+            }],
+            accept_unauthenticated_membership: false,
+        },
+        timers: Timers::default(),
+        rng_seed: i as u64,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: Vec<u8>,
+}
+
+/// The virtual network and its nodes.
+pub struct Sim {
+    pub now: Duration,
+    pub nodes: Vec<Option<Engine>>,
+    /// One-way delay of every datagram.
+    pub delay: Duration,
+    /// Extra random delay, up to this much.
+    pub jitter: Duration,
+    /// Probability that a datagram is lost.
+    pub loss: f64,
+    by_addr: HashMap<IpAddr, usize>,
+    queue: BinaryHeap<Reverse<(Duration, u64, InFlight)>>,
+    seq: u64,
+    rng: StdRng,
+    /// Nodes cut off from each other: datagrams between different sides are dropped.
+    side: HashMap<usize, u8>,
+    /// Datagrams sent (whatever became of them).
+    pub sent: u64,
+    pub delivered: u64,
+}
+
+impl Sim {
+    pub fn new(delay: Duration, seed: u64) -> Self {
+        Sim {
+            now: Duration::ZERO,
+            nodes: Vec::new(),
+            delay,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            by_addr: HashMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            rng: StdRng::seed_from_u64(seed),
+            side: HashMap::new(),
+            sent: 0,
+            delivered: 0,
+        }
+    }
+
+    /// Starts a node now; returns its index.
+    pub fn add(&mut self, cfg: EngineConfig) -> usize {
+        let i = self.nodes.len();
+        for r in &cfg.rlocs {
+            self.by_addr.insert(r.address, i);
+        }
+        let mut e = Engine::new(cfg);
+        e.handle_timeout(self.now);
+        self.nodes.push(Some(e));
+        self.flush(i);
+        i
+    }
+
+    /// Stops a node for good (it sends nothing more and receives nothing).
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i] = None;
+    }
+
+    /// Puts nodes on sides; datagrams only flow within a side. `heal` undoes it.
+    pub fn partition(&mut self, sides: &[&[usize]]) {
+        self.side.clear();
+        for (s, members) in sides.iter().enumerate() {
+            for m in *members {
+                self.side.insert(*m, s as u8);
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.side.clear();
+    }
+
+    pub fn engine(&self, i: usize) -> Option<&Engine> {
+        self.nodes.get(i).and_then(Option::as_ref)
+    }
+
+    pub fn engine_mut(&mut self, i: usize) -> Option<&mut Engine> {
+        self.nodes.get_mut(i).and_then(Option::as_mut)
+    }
+
+    /// Hands a datagram to node `to` as if it came from `src` (for injecting packets).
+    pub fn inject(&mut self, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
+        self.enqueue(src, dst, payload);
+    }
+
+    fn connected(&self, a: usize, b: usize) -> bool {
+        match (self.side.get(&a), self.side.get(&b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => true,
+        }
+    }
+
+    fn enqueue(&mut self, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
+        self.sent += 1;
+        if self.loss > 0.0 && self.rng.random::<f64>() < self.loss {
+            return;
+        }
+        let jitter = if self.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            self.jitter.mul_f64(self.rng.random::<f64>())
+        };
+        self.seq += 1;
+        self.queue.push(Reverse((
+            self.now + self.delay + jitter,
+            self.seq,
+            InFlight { src, dst, payload },
+        )));
+    }
+
+    /// Moves everything node `i` wants to send onto the network.
+    fn flush(&mut self, i: usize) {
+        let mut out = Vec::new();
+        if let Some(e) = self.engine_mut(i) {
+            while let Some(t) = e.poll_transmit() {
+                out.push(t);
+            }
+        }
+        for t in out {
+            let src = SocketAddr::new(t.src.unwrap_or(rloc(i + 1)), t.src_port);
+            self.enqueue(src, t.dst, t.payload);
+        }
+    }
+
+    fn deliver(&mut self, f: InFlight) {
+        // A source outside the mesh (an injected packet) reaches every side.
+        let from = self.by_addr.get(&f.src.ip()).copied();
+        let targets: Vec<usize> = if f.dst.ip().is_multicast() {
+            (0..self.nodes.len()).collect()
+        } else {
+            self.by_addr.get(&f.dst.ip()).copied().into_iter().collect()
+        };
+        for to in targets {
+            if from.is_some_and(|from| !self.connected(from, to)) {
+                continue;
+            }
+            let now = self.now;
+            if let Some(e) = self.engine_mut(to) {
+                e.handle_datagram(now, f.src, f.dst, &f.payload);
+                self.delivered += 1;
+                self.flush(to);
+            }
+        }
+    }
+
+    /// Runs the next event (a delivery or a timer); false when there is none before `limit`.
+    pub fn step(&mut self, limit: Duration) -> bool {
+        let next_packet = self.queue.peek().map(|Reverse((t, _, _))| *t);
+        let next_timer = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|e| (e.poll_timeout(), i)))
+            .min();
+        let t = match (next_packet, next_timer) {
+            (Some(p), Some((tt, _))) => p.min(tt),
+            (Some(p), None) => p,
+            (None, Some((tt, _))) => tt,
+            (None, None) => return false,
+        };
+        if t > limit {
+            self.now = limit;
+            return false;
+        }
+        self.now = self.now.max(t);
+        if next_packet == Some(t) {
+            if let Some(Reverse((_, _, f))) = self.queue.pop() {
+                self.deliver(f);
+            }
+        } else if let Some((_, i)) = next_timer {
+            let now = self.now;
+            if let Some(e) = self.engine_mut(i) {
+                e.handle_timeout(now);
+            }
+            self.flush(i);
+        }
+        true
+    }
+
+    /// Runs until `done` holds (checked after every event) or `limit` passes; returns
+    /// whether `done` held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        while !done(self) {
+            if !self.step(limit) {
+                return done(self);
+            }
+        }
+        true
+    }
+
+    /// Runs until the virtual clock reaches `t`.
+    pub fn run_to(&mut self, t: Duration) {
+        while self.step(t) {}
+        self.now = self.now.max(t);
+    }
+
+    /// Whether every live node holds the database mappings of every live node.
+    pub fn converged(&self) -> bool {
+        let wanted: HashSet<EidKey> = self
+            .nodes
+            .iter()
+            .flatten()
+            .flat_map(|e| e.config().database.iter().map(|d| EidKey::Prefix(d.eid)))
+            .collect();
+        self.nodes
+            .iter()
+            .flatten()
+            .all(|e| wanted.iter().all(|k| e.site_db().get(k).is_some()))
+    }
+
+    /// How many live nodes hold a registration of `p`.
+    pub fn holders(&self, p: EidPrefix) -> usize {
+        self.nodes
+            .iter()
+            .flatten()
+            .filter(|e| e.site_db().get(&EidKey::Prefix(p)).is_some())
+            .count()
+    }
+}

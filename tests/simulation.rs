@@ -1,0 +1,268 @@
+//! Whole meshes of control engines in the deterministic simulator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lisp_decent::control::{Delivery, LocalRloc};
+use lisp_decent::crypto::auth::{self, alg};
+use lisp_decent::mapping::{EidKey, GroupEid};
+use lisp_decent::sim::{self, Sim};
+use lisp_decent::wire::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn mesh(n: usize, delivery: Delivery, delay: Duration) -> Sim {
+    let mut s = Sim::new(delay, 7);
+    for i in 1..=n {
+        s.add(sim::node_config(i, delivery.clone()));
+    }
+    s
+}
+
+const MULTICAST: Delivery = Delivery::Multicast { ttl: 32 };
+
+#[test]
+fn three_nodes_converge_in_each_push_form() {
+    for d in [Delivery::Replicate, MULTICAST] {
+        let mut s = mesh(3, d.clone(), 10 * MS);
+        assert!(
+            s.run_until(secs(5), Sim::converged),
+            "{d:?} did not converge"
+        );
+        assert!(s.now < secs(1), "{d:?} took {:?}", s.now);
+        // Every node also holds every node's name EID, and in replicate mode the merged
+        // membership lists all three.
+        s.run_to(s.now + secs(1));
+        for e in s.nodes.iter().flatten() {
+            for i in 1..=3 {
+                let name = EidKey::Name {
+                    iid: 0,
+                    name: format!("n{i}").into_bytes(),
+                };
+                assert!(e.site_db().get(&name).is_some());
+            }
+            if d == Delivery::Replicate {
+                assert_eq!(e.members().len(), 2, "members of {}", e.config().name);
+                let g = GroupEid::any_source(0, sim::SIM_GROUP.into());
+                assert_eq!(e.site_db().group(&g).unwrap().rle_members().len(), 3);
+            } else {
+                assert!(
+                    e.counters().own_looped_registers >= 1,
+                    "our own multicast copy came back once"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hundred_nodes_converge_under_a_second_on_a_1ms_network() {
+    for d in [Delivery::Replicate, MULTICAST] {
+        let mut s = mesh(100, d.clone(), MS);
+        assert!(s.run_until(secs(10), Sim::converged), "{d:?}");
+        assert!(s.now < secs(1), "{d:?} took {:?}", s.now);
+    }
+}
+
+#[test]
+fn a_dead_member_expires_everywhere_at_the_ttl() {
+    let mut s = mesh(3, Delivery::Replicate, 5 * MS);
+    assert!(s.run_until(secs(5), Sim::converged));
+    let dead = sim::eid(3);
+    let t0 = s.now;
+    s.kill(2);
+    // Record TTL 3 minutes: still there just before, gone everywhere just after.
+    s.run_to(t0 + secs(170));
+    assert_eq!(s.holders(dead), 2);
+    s.run_to(t0 + secs(190));
+    assert_eq!(s.holders(dead), 0);
+    for e in s.nodes.iter().flatten() {
+        assert!(e.counters().registrations_expired >= 1);
+        assert!(
+            !e.members().contains(&sim::rloc(3)),
+            "the dead member left the RLE"
+        );
+    }
+}
+
+#[test]
+fn a_partition_heals_and_the_databases_converge_again() {
+    let mut s = mesh(4, Delivery::Replicate, 5 * MS);
+    assert!(s.run_until(secs(5), Sim::converged));
+    s.partition(&[&[0, 1], &[2, 3]]);
+    s.run_to(s.now + secs(300));
+    // Each side lost the other's registrations.
+    assert_eq!(s.holders(sim::eid(1)), 2);
+    assert_eq!(s.holders(sim::eid(4)), 2);
+    assert!(!s.converged());
+    s.heal();
+    let healed = s.now;
+    assert!(s.run_until(healed + secs(120), Sim::converged));
+    // Within one register interval (plus a little).
+    assert!(s.now - healed <= secs(61), "took {:?}", s.now - healed);
+}
+
+#[test]
+fn a_new_member_joins_and_everyone_learns_it_quickly() {
+    for d in [Delivery::Replicate, MULTICAST] {
+        let mut s = mesh(5, d.clone(), 2 * MS);
+        assert!(s.run_until(secs(5), Sim::converged));
+        s.run_to(secs(20));
+        let joined = s.now;
+        s.add(sim::node_config(6, d.clone()));
+        assert!(s.run_until(joined + secs(5), Sim::converged), "{d:?}");
+        assert!(s.now - joined < secs(1), "{d:?}: {:?}", s.now - joined);
+    }
+}
+
+fn register_bytes(key: &[u8], alg_id: u8, prefix: &str) -> Vec<u8> {
+    let p: ipnet::IpNet = prefix.parse().unwrap();
+    let rec = EidRecord {
+        authoritative: true,
+        ..EidRecord::new(
+            Address::from(p.addr()),
+            p.prefix_len(),
+            3,
+            vec![RlocRecord {
+                priority: 1,
+                weight: 1,
+                m_priority: 255,
+                m_weight: 0,
+                flags: 5,
+                locator: Address::Ipv4("203.0.113.9".parse().unwrap()),
+            }],
+        )
+    };
+    let reg = MapRegister {
+        proxy_reply: false,
+        security: false,
+        eid_notify: false,
+        use_ttl: true,
+        merge: false,
+        want_notify: false,
+        reserved: 0,
+        nonce: [9; 8],
+        auth: Authentication::unsigned(1, alg_id),
+        records: vec![rec],
+        trailer: Some(XtrTrailer {
+            xtr_id: [0xee; 16],
+            site_id: [0; 8],
+        }),
+    };
+    let mut b = ControlMessage::MapRegister(reg).to_bytes().unwrap();
+    if alg_id != 0 {
+        auth::sign(&mut b, key).unwrap();
+    }
+    b
+}
+
+#[test]
+fn wrong_key_unauthenticated_and_disallowed_registers_are_rejected_and_counted() {
+    let mut s = mesh(2, Delivery::Replicate, MS);
+    assert!(s.run_until(secs(5), Sim::converged));
+    let before = s.engine(0).unwrap().site_db().len();
+    let from = SocketAddr::new("203.0.113.9".parse().unwrap(), 4342);
+    let to = SocketAddr::new(sim::rloc(1), 4342);
+    s.inject(
+        from,
+        to,
+        register_bytes(b"wrong-key", alg::HMAC_SHA_256_128, "10.200.0.0/16"),
+    );
+    s.inject(from, to, register_bytes(b"", 0, "10.201.0.0/16"));
+    s.inject(
+        from,
+        to,
+        register_bytes(
+            sim::SIM_KEY.as_bytes(),
+            alg::HMAC_SHA_256_128,
+            "192.168.0.0/16",
+        ),
+    );
+    s.inject(from, to, vec![0x30, 1, 2]);
+    s.run_to(s.now + secs(1));
+    let e = s.engine(0).unwrap();
+    assert_eq!(e.site_db().len(), before, "nothing stored");
+    let c = e.counters();
+    assert_eq!(c.register_rejected_auth, 1);
+    assert_eq!(c.register_rejected_unauthenticated, 1);
+    assert_eq!(c.register_rejected_not_allowed, 1);
+    assert_eq!(c.packets_malformed, 1);
+    // The right key and an allowed prefix are accepted.
+    s.inject(
+        from,
+        to,
+        register_bytes(
+            sim::SIM_KEY.as_bytes(),
+            alg::HMAC_SHA_256_128,
+            "10.200.0.0/16",
+        ),
+    );
+    s.run_to(s.now + secs(1));
+    assert_eq!(s.engine(0).unwrap().site_db().len(), before + 1);
+}
+
+#[test]
+fn an_smr_after_a_mapping_change_reaches_the_itrs() {
+    let mut s = mesh(3, Delivery::Replicate, 2 * MS);
+    assert!(s.run_until(secs(5), Sim::converged));
+    // Node 3's ITR asks node 1 (the ETR of 10.0.1.0/24) for 10.0.1.5, and caches the answer.
+    let now = s.now;
+    let itr = s.engine_mut(2).unwrap();
+    let cached = itr
+        .resolve(now, 0, "10.0.1.5".parse().unwrap())
+        .unwrap()
+        .clone();
+    assert_eq!(cached.rlocs[0].record.locator.ip(), Some(sim::rloc(1)));
+    let req = MapRequest::new(
+        [5; 8],
+        Address::None,
+        Address::from(sim::rloc(3)),
+        Address::Ipv4("10.0.1.5".parse().unwrap()),
+        32,
+    );
+    s.inject(
+        SocketAddr::new(sim::rloc(3), 4342),
+        SocketAddr::new(sim::rloc(1), 4342),
+        ControlMessage::MapRequest(req).to_bytes().unwrap(),
+    );
+    s.run_to(s.now + secs(1));
+    // Node 1 moves to a new RLOC.
+    let new_rloc: std::net::IpAddr = "198.19.9.9".parse().unwrap();
+    let now = s.now;
+    s.engine_mut(0).unwrap().set_rlocs(
+        now,
+        vec![LocalRloc {
+            address: new_rloc,
+            priority: 1,
+            weight: 100,
+        }],
+    );
+    s.run_to(s.now + secs(2));
+    assert!(s.engine(0).unwrap().counters().smrs_sent >= 1);
+    let itr = s.engine(2).unwrap();
+    assert!(itr.counters().smrs_received >= 1, "the SMR reached the ITR");
+    let e = itr
+        .map_cache()
+        .lookup(0, "10.0.1.5".parse().unwrap(), s.now)
+        .unwrap();
+    assert_eq!(
+        e.rlocs[0].record.locator.ip(),
+        Some(new_rloc),
+        "re-resolved to the new RLOC"
+    );
+}
+
+#[test]
+fn lossy_network_still_converges() {
+    // 5 % loss and 10 ms of jitter: a lost copy is made good by the next register interval.
+    for d in [Delivery::Replicate, MULTICAST] {
+        let mut s = mesh(10, d.clone(), 5 * MS);
+        s.loss = 0.05;
+        s.jitter = 10 * MS;
+        assert!(s.run_until(secs(130), Sim::converged), "{d:?}");
+    }
+}
