@@ -9,5 +9,6 @@ pub mod cli;
 pub mod control;
 pub mod crypto;
 pub mod mapping;
+pub mod node;
 pub mod sim;
 pub mod wire;

@@ -266,3 +266,18 @@ fn lossy_network_still_converges() {
         assert!(s.run_until(secs(130), Sim::converged), "{d:?}");
     }
 }
+
+#[test]
+fn registers_lost_before_the_seed_is_up_are_retried_until_a_notify() {
+    // Nodes 2 and 3 start while the seed (node 1) is still down: their unicast registers
+    // vanish. They retry after 1 s, 2 s, 4 s ... until a Map-Notify comes back.
+    let mut s = Sim::new(MS, 3);
+    for i in [2, 3] {
+        s.add(sim::node_config(i, Delivery::Replicate));
+    }
+    s.run_to(secs(5));
+    let seed_up = s.now;
+    s.add(sim::node_config(1, Delivery::Replicate));
+    assert!(s.run_until(seed_up + secs(30), Sim::converged));
+    assert!(s.now - seed_up < secs(9), "took {:?}", s.now - seed_up);
+}

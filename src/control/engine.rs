@@ -68,6 +68,13 @@ pub struct Engine {
     pub(crate) learned_members: HashMap<IpAddr, Duration>,
     pub(crate) pending_notifies: HashMap<Nonce, PendingNotify>,
     pub(crate) pending_requests: HashMap<Nonce, PendingRequest>,
+    /// Unicast registers to seeds waiting for their Map-Notify: nonce to seed.
+    pub(crate) seed_nonces: HashMap<Nonce, Vec<IpAddr>>,
+    /// Seeds that have answered a register with a Map-Notify.
+    pub(crate) acked_seeds: std::collections::HashSet<IpAddr>,
+    /// Wait before re-sending to seeds that have not answered (1 s, doubling, at most the
+    /// register interval; PROTOCOL.md §4).
+    pub(crate) seed_backoff: Duration,
     /// Nonces of our recent Map-Registers (to tell a solicited Map-Notify from one to Ack).
     pub(crate) sent_register_nonces: VecDeque<Nonce>,
     /// Who asked us for which registered prefix, and when (the ITRs an SMR goes to).
@@ -110,6 +117,9 @@ impl Engine {
             learned_members: HashMap::new(),
             pending_notifies: HashMap::new(),
             pending_requests: HashMap::new(),
+            seed_nonces: HashMap::new(),
+            acked_seeds: std::collections::HashSet::new(),
+            seed_backoff: Duration::from_secs(1),
             sent_register_nonces: VecDeque::new(),
             requesters: HashMap::new(),
             smr_sent: HashMap::new(),

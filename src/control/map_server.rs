@@ -322,6 +322,15 @@ impl Engine {
         for a in learned {
             self.greet(now, a);
         }
+        if let Some(seeds) = self.seed_nonces.remove(&n.nonce) {
+            // OOR may answer from another of its addresses: then the ack counts for every
+            // seed that register went to.
+            if seeds.contains(&src.ip()) {
+                self.acked_seeds.insert(src.ip());
+            } else {
+                self.acked_seeds.extend(seeds);
+            }
+        }
         if !self.sent_register_nonces.contains(&n.nonce) {
             self.send_notify_ack(src, n);
         }

@@ -175,6 +175,18 @@ impl Engine {
         }
     }
 
+    /// Leaves the peer group: every registration of ours is re-sent with Record TTL 0, so
+    /// every member drops it now instead of at its expiry (RFC 9962 §4).
+    pub fn leave(&mut self, now: Duration) {
+        let mut records = self.own_records();
+        records.iter_mut().for_each(|r| r.ttl = 0);
+        self.send_register_set(now, records, false);
+        if let Some(mut m) = self.own_membership() {
+            m.ttl = 0;
+            self.send_register_set(now, vec![m], true);
+        }
+    }
+
     /// Our membership record, in replicate mode.
     fn own_membership(&self) -> Option<EidRecord> {
         match &self.cfg.mapping_system {
@@ -272,8 +284,21 @@ impl Engine {
                     .collect();
                 if !seeds.is_empty() {
                     let unicast = self.build_registers(&records, membership, true);
+                    let unacked = seeds.iter().any(|s| !self.acked_seeds.contains(s));
+                    if !unacked {
+                        self.seed_backoff = Duration::from_secs(1);
+                    } else if !membership {
+                        // Until a seed answers with a Map-Notify, try again soon.
+                        let retry = now + self.seed_backoff;
+                        self.seed_backoff =
+                            (self.seed_backoff * 2).min(self.cfg.timers.register_interval);
+                        self.register_due = self.register_due.min(retry);
+                    }
                     for s in seeds {
                         for r in &unicast {
+                            if let Ok(ControlMessage::MapRegister(m)) = ControlMessage::parse(r) {
+                                self.seed_nonces.entry(m.nonce).or_default().push(s);
+                            }
                             self.counters.map_registers_sent += 1;
                             self.push(Transmit {
                                 src: self.rloc_for(s),

@@ -1,0 +1,670 @@
+//! The node's TOML configuration: what an operator writes, checked field by field. Every
+//! problem is reported with its path (`database[1].prefix: ...`), all of them at once, by
+//! `decent check-config` and by `decent run` before it starts.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::control::{
+    AllowedPrefix, DatabaseMapping, Delivery, MappingSystem, PeerGroup, PullMode, SitePolicy,
+    Timers, pull::PullHash,
+};
+use crate::crypto::auth::{AuthKey, KeyRing, alg};
+use crate::mapping::EidPrefix;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Option<String>,
+    state_dir: Option<PathBuf>,
+    site_id: Option<u64>,
+    #[serde(default)]
+    rloc: Vec<RawRloc>,
+    #[serde(default)]
+    database: Vec<RawDatabase>,
+    peer_group: Option<RawPeerGroup>,
+    pull: Option<RawPull>,
+    site: Option<RawSite>,
+    #[serde(default)]
+    timers: RawTimers,
+    #[serde(default)]
+    listen: RawListen,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRloc {
+    address: Option<String>,
+    interface: Option<String>,
+    family: Option<String>,
+    #[serde(default = "one")]
+    priority: u8,
+    #[serde(default = "hundred")]
+    weight: u8,
+}
+
+fn one() -> u8 {
+    1
+}
+fn hundred() -> u8 {
+    100
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    prefix: String,
+    #[serde(default)]
+    instance_id: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeerGroup {
+    group: String,
+    delivery: String,
+    #[serde(default)]
+    seeds: Vec<String>,
+    multicast_ttl: Option<u8>,
+    multicast_interface: Option<String>,
+    #[serde(default)]
+    lispers_multicast_info: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPull {
+    modulus: u32,
+    dns_suffix: String,
+    hash: String,
+    #[serde(default)]
+    hash_mask_len: usize,
+    hash_width: Option<usize>,
+    dns_server: Option<String>,
+    resolve_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    #[serde(default)]
+    key: Vec<RawKey>,
+    #[serde(default)]
+    allowed: Vec<RawAllowed>,
+    #[serde(default)]
+    accept_unauthenticated_membership: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    #[serde(default)]
+    key_id: u8,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    #[serde(default = "sha256")]
+    algorithm: String,
+}
+
+fn sha256() -> String {
+    "sha256".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllowed {
+    prefix: String,
+    #[serde(default)]
+    instance_id: u32,
+    #[serde(default)]
+    accept_more_specifics: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimers {
+    register_interval_secs: Option<u64>,
+    record_ttl_mins: Option<u32>,
+    map_reply_ttl_mins: Option<u32>,
+    negative_ttl_mins: Option<u32>,
+    unregistered_ttl_mins: Option<u32>,
+    requests_per_second: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    #[serde(default)]
+    addresses: Vec<String>,
+    control_port: Option<u16>,
+    data_port: Option<u16>,
+}
+
+/// An RLOC as configured: a fixed address, or whatever addresses an interface has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RlocSource {
+    Address(IpAddr),
+    Interface { name: String, v4: bool, v6: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RlocConfig {
+    pub source: RlocSource,
+    pub priority: u8,
+    pub weight: u8,
+}
+
+/// Pull-mode settings the node (not the engine) needs: how to resolve the set names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    pub server: Option<std::net::SocketAddr>,
+    pub resolve_interval: Duration,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub site_id: [u8; 8],
+    pub rlocs: Vec<RlocConfig>,
+    pub database: Vec<DatabaseMapping>,
+    pub mapping_system: MappingSystem,
+    pub multicast_interface: Option<String>,
+    pub dns: Option<DnsSettings>,
+    pub site: SitePolicy,
+    pub timers: Timers,
+    pub listen: Vec<IpAddr>,
+    pub control_port: u16,
+    pub data_port: u16,
+}
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn parse_prefix(errs: &mut Errors, path: &str, text: &str, iid: u32) -> Option<EidPrefix> {
+    if iid >= crate::wire::CONTROL_INSTANCE_ID {
+        errs.add(
+            path.replace("prefix", "instance_id"),
+            format!("{iid} is not a usable Instance-ID (24 bits; 0xFFFFFF is reserved)"),
+        );
+        return None;
+    }
+    match text.parse::<IpNet>() {
+        Ok(n) if n.trunc() == n => Some(EidPrefix::new(iid, n)),
+        Ok(n) => {
+            errs.add(
+                path,
+                format!("\"{text}\" has host bits set (did you mean {}?)", n.trunc()),
+            );
+            None
+        }
+        Err(_) => {
+            errs.add(
+                path,
+                format!("\"{text}\" is not an IP prefix (like 10.1.0.0/16)"),
+            );
+            None
+        }
+    }
+}
+
+fn parse_ip(errs: &mut Errors, path: &str, text: &str) -> Option<IpAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.add(path, format!("\"{text}\" is not an IP address"));
+            None
+        }
+    }
+}
+
+/// Reads and validates a configuration file; relative paths in it are relative to its
+/// directory.
+pub fn load(path: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            path: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        }]
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base)
+}
+
+/// Validates configuration text.
+pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                (
+                    before.lines().count().max(1),
+                    before.rsplit('\n').next().map_or(0, str::len) + 1,
+                )
+            })
+            .unwrap_or((0, 0));
+        vec![ConfigError {
+            path: format!("line {line}, column {col}"),
+            message: e.message().to_string(),
+        }]
+    })?;
+    let mut errs = Errors(Vec::new());
+
+    let name = raw.name.clone().unwrap_or_default();
+    if name.is_empty() || name.contains('\0') {
+        errs.add(
+            "name",
+            "required: the node's name (it is also registered as a distinguished-name EID)",
+        );
+    }
+
+    if raw.rloc.is_empty() {
+        errs.add(
+            "rloc",
+            "at least one [[rloc]] is required (an address or an interface)",
+        );
+    }
+    let mut rlocs = Vec::new();
+    for (i, r) in raw.rloc.iter().enumerate() {
+        let p = format!("rloc[{i}]");
+        let source = match (&r.address, &r.interface) {
+            (Some(a), None) => {
+                parse_ip(&mut errs, &format!("{p}.address"), a).map(RlocSource::Address)
+            }
+            (None, Some(n)) => {
+                let (v4, v6) = match r.family.as_deref().unwrap_or("both") {
+                    "ipv4" => (true, false),
+                    "ipv6" => (false, true),
+                    "both" => (true, true),
+                    other => {
+                        errs.add(
+                            format!("{p}.family"),
+                            format!("\"{other}\": expected ipv4, ipv6 or both"),
+                        );
+                        (true, true)
+                    }
+                };
+                Some(RlocSource::Interface {
+                    name: n.clone(),
+                    v4,
+                    v6,
+                })
+            }
+            _ => {
+                errs.add(&p, "give exactly one of `address` or `interface`");
+                None
+            }
+        };
+        if let Some(source) = source {
+            rlocs.push(RlocConfig {
+                source,
+                priority: r.priority,
+                weight: r.weight,
+            });
+        }
+    }
+
+    let mut database = Vec::new();
+    for (i, d) in raw.database.iter().enumerate() {
+        if let Some(eid) = parse_prefix(
+            &mut errs,
+            &format!("database[{i}].prefix"),
+            &d.prefix,
+            d.instance_id,
+        ) {
+            database.push(DatabaseMapping { eid });
+        }
+    }
+
+    let mut multicast_interface = None;
+    let mut dns = None;
+    let mapping_system = match (&raw.peer_group, &raw.pull) {
+        (Some(g), None) => {
+            let group = parse_ip(&mut errs, "peer_group.group", &g.group);
+            if let Some(a) = group
+                && !a.is_multicast()
+            {
+                errs.add(
+                    "peer_group.group",
+                    format!("{a} is not a multicast address"),
+                );
+            }
+            let delivery = match g.delivery.as_str() {
+                "multicast" => Delivery::Multicast {
+                    ttl: g.multicast_ttl.unwrap_or(32),
+                },
+                "replicate" => Delivery::Replicate,
+                other => {
+                    errs.add(
+                        "peer_group.delivery",
+                        format!("\"{other}\": expected multicast or replicate"),
+                    );
+                    Delivery::Replicate
+                }
+            };
+            let seeds = g
+                .seeds
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| parse_ip(&mut errs, &format!("peer_group.seeds[{i}]"), s))
+                .collect();
+            multicast_interface = g.multicast_interface.clone();
+            Some(MappingSystem::Push(PeerGroup {
+                group: group.unwrap_or(IpAddr::from([224, 0, 0, 0])),
+                delivery,
+                seeds,
+                lispers_multicast_info: g.lispers_multicast_info,
+            }))
+        }
+        (None, Some(p)) => {
+            if p.modulus == 0 || p.modulus > 255 {
+                errs.add("pull.modulus", format!("{}: expected 1 to 255", p.modulus));
+            }
+            if p.dns_suffix.is_empty() {
+                errs.add(
+                    "pull.dns_suffix",
+                    "required: the DNS suffix of the Map-Server set names",
+                );
+            }
+            let hash = match p.hash.as_str() {
+                "draft" => PullHash::Draft {
+                    mask_len: p.hash_mask_len,
+                },
+                "lispers" => PullHash::Lispers {
+                    width: p.hash_width.unwrap_or(6),
+                },
+                other => {
+                    errs.add(
+                        "pull.hash",
+                        format!("\"{other}\": expected draft or lispers"),
+                    );
+                    PullHash::Lispers { width: 6 }
+                }
+            };
+            if let Some(w) = p.hash_width
+                && !(1..=32).contains(&w)
+            {
+                errs.add("pull.hash_width", format!("{w}: expected 1 to 32 bytes"));
+            }
+            let server = p.dns_server.as_ref().and_then(|s| match s.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errs.add("pull.dns_server", format!("\"{s}\" is not an address:port"));
+                    None
+                }
+            });
+            dns = Some(DnsSettings {
+                server,
+                resolve_interval: Duration::from_secs(p.resolve_interval_secs.unwrap_or(30).max(1)),
+            });
+            Some(MappingSystem::Pull(PullMode {
+                modulus: p.modulus.clamp(1, 255),
+                dns_suffix: p.dns_suffix.clone(),
+                hash,
+            }))
+        }
+        (Some(_), Some(_)) => {
+            errs.add(
+                "peer_group",
+                "give either [peer_group] (push mode) or [pull], not both",
+            );
+            None
+        }
+        (None, None) => {
+            errs.add(
+                "peer_group",
+                "required: [peer_group] (push mode) or [pull] (pull mode)",
+            );
+            None
+        }
+    };
+
+    let mut site = SitePolicy::default();
+    match &raw.site {
+        None => errs.add("site", "required: [[site.key]] and [[site.allowed]]"),
+        Some(s) => {
+            if s.key.is_empty() {
+                errs.add(
+                    "site.key",
+                    "at least one [[site.key]] is required: Map-Registers are authenticated",
+                );
+            }
+            let mut keys = Vec::new();
+            for (i, k) in s.key.iter().enumerate() {
+                let p = format!("site.key[{i}]");
+                let alg_id = match k.algorithm.as_str() {
+                    "sha256" => alg::HMAC_SHA_256_128,
+                    "sha1" => alg::HMAC_SHA_1_96,
+                    other => {
+                        errs.add(
+                            format!("{p}.algorithm"),
+                            format!("\"{other}\": expected sha256 or sha1"),
+                        );
+                        alg::HMAC_SHA_256_128
+                    }
+                };
+                let secret = match (&k.secret, &k.secret_file) {
+                    (Some(s), None) => Some(s.as_bytes().to_vec()),
+                    (None, Some(f)) => {
+                        let f = base.join(f);
+                        match std::fs::read_to_string(&f) {
+                            Ok(s) => Some(s.trim_end_matches(['\n', '\r']).as_bytes().to_vec()),
+                            Err(e) => {
+                                errs.add(
+                                    format!("{p}.secret_file"),
+                                    format!("cannot read {}: {e}", f.display()),
+                                );
+                                None
+                            }
+                        }
+                    }
+                    _ => {
+                        errs.add(&p, "give exactly one of `secret` or `secret_file`");
+                        None
+                    }
+                };
+                if let Some(secret) = secret {
+                    if secret.is_empty() {
+                        errs.add(format!("{p}.secret"), "is empty");
+                    }
+                    keys.push((AuthKey::new(Some(k.key_id), secret), alg_id));
+                }
+            }
+            site.own_key = keys.first().cloned();
+            site.keys = KeyRing::new(keys.into_iter().map(|(k, _)| k).collect());
+            for (i, a) in s.allowed.iter().enumerate() {
+                if let Some(eid) = parse_prefix(
+                    &mut errs,
+                    &format!("site.allowed[{i}].prefix"),
+                    &a.prefix,
+                    a.instance_id,
+                ) {
+                    site.allowed.push(AllowedPrefix {
+                        eid,
+                        accept_more_specifics: a.accept_more_specifics,
+                    });
+                }
+            }
+            site.accept_unauthenticated_membership = s.accept_unauthenticated_membership;
+        }
+    }
+    for (i, d) in database.iter().enumerate() {
+        let ok = site.allowed.iter().any(|a| {
+            a.eid.iid == d.eid.iid
+                && (a.eid.prefix == d.eid.prefix
+                    || (a.accept_more_specifics && a.eid.prefix.contains(&d.eid.prefix)))
+        });
+        if !ok && raw.site.is_some() {
+            errs.add(
+                format!("database[{i}].prefix"),
+                format!(
+                    "{} is not allowed by any [[site.allowed]]: every member would refuse it",
+                    d.eid
+                ),
+            );
+        }
+    }
+
+    let t = &raw.timers;
+    let d = Timers::default();
+    let timers = Timers {
+        register_interval: Duration::from_secs(
+            t.register_interval_secs
+                .unwrap_or(d.register_interval.as_secs()),
+        ),
+        record_ttl_mins: t.record_ttl_mins.unwrap_or(d.record_ttl_mins),
+        map_reply_ttl_mins: t.map_reply_ttl_mins.unwrap_or(d.map_reply_ttl_mins),
+        negative_ttl_mins: t.negative_ttl_mins.unwrap_or(d.negative_ttl_mins),
+        unregistered_ttl_mins: t.unregistered_ttl_mins.unwrap_or(d.unregistered_ttl_mins),
+        requests_per_second: t.requests_per_second.unwrap_or(d.requests_per_second),
+    };
+    if timers.register_interval.is_zero() {
+        errs.add("timers.register_interval_secs", "must be at least 1");
+    }
+    if timers.record_ttl_mins == 0 {
+        errs.add(
+            "timers.record_ttl_mins",
+            "must be at least 1 (0 withdraws the registration)",
+        );
+    }
+    if timers.requests_per_second == 0 {
+        errs.add("timers.requests_per_second", "must be at least 1");
+    }
+    let listen = raw
+        .listen
+        .addresses
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| parse_ip(&mut errs, &format!("listen.addresses[{i}]"), a))
+        .collect();
+
+    let site_id = raw.site_id.unwrap_or(0).to_be_bytes();
+    let state_dir = base.join(
+        raw.state_dir
+            .unwrap_or_else(|| PathBuf::from(format!("state/{name}"))),
+    );
+    match (errs.0.is_empty(), mapping_system) {
+        (true, Some(mapping_system)) => Ok(NodeConfig {
+            name,
+            state_dir,
+            site_id,
+            rlocs,
+            database,
+            mapping_system,
+            multicast_interface,
+            dns,
+            site,
+            timers,
+            listen,
+            control_port: raw.listen.control_port.unwrap_or(crate::wire::CONTROL_PORT),
+            data_port: raw.listen.data_port.unwrap_or(crate::wire::DATA_PORT),
+        }),
+        _ => Err(errs.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "n1"
+[[rloc]]
+address = "127.0.0.1"
+[[database]]
+prefix = "10.1.0.0/16"
+[peer_group]
+group = "224.1.1.1"
+delivery = "replicate"
+seeds = ["127.0.0.2"]
+[site]
+[[site.key]]
+key_id = 1
+secret = "k"
+[[site.allowed]]
+prefix = "10.0.0.0/8"
+accept_more_specifics = true
+"#;
+
+    #[test]
+    fn a_good_config() {
+        let c = parse(GOOD, Path::new("/etc/decent")).unwrap();
+        assert_eq!(c.name, "n1");
+        assert_eq!(c.state_dir, PathBuf::from("/etc/decent/state/n1"));
+        assert_eq!(c.database[0].eid.to_string(), "[0]10.1.0.0/16");
+        assert_eq!(c.timers.register_interval, Duration::from_secs(60));
+        assert!(
+            matches!(&c.mapping_system, MappingSystem::Push(g) if g.delivery == Delivery::Replicate)
+        );
+        assert_eq!(
+            c.site.own_key.as_ref().map(|(k, a)| (k.key_id, *a)),
+            Some((Some(1), 2))
+        );
+    }
+
+    #[test]
+    fn every_error_with_its_path() {
+        let bad = GOOD
+            .replace("10.1.0.0/16", "10.1.0.0/33")
+            .replace("\"224.1.1.1\"", "\"10.0.0.1\"")
+            .replace("\"replicate\"", "\"flood\"")
+            .replace("127.0.0.2", "not-an-ip");
+        let errs = parse(&bad, Path::new(".")).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "database[0].prefix",
+                "peer_group.group",
+                "peer_group.delivery",
+                "peer_group.seeds[0]"
+            ],
+            "{errs:?}"
+        );
+        let errs = parse("name = 1", Path::new(".")).unwrap_err();
+        assert!(errs[0].path.starts_with("line 1"), "{errs:?}");
+        let errs = parse(
+            &GOOD.replace("name = \"n1\"", "name = \"n1\"\nbogus = 2"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            errs[0].message.contains("unknown field `bogus`"),
+            "{errs:?}"
+        );
+        let errs = parse(
+            &GOOD.replace("10.0.0.0/8", "192.168.0.0/16"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].path, "database[0].prefix");
+        assert!(errs[0].message.contains("not allowed"));
+    }
+}

@@ -1,0 +1,270 @@
+//! The node runtime: configuration, state, sockets, timers and signals around the sans-IO
+//! control engine (the `quinn` half of the quinn / quinn-proto split).
+
+pub mod config;
+pub mod dns;
+pub mod interfaces;
+pub mod state;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::control::{Delivery, Engine, EngineConfig, LocalRloc, MappingSystem, Transmit};
+use config::{NodeConfig, RlocSource};
+
+/// How often interface RLOCs are re-read.
+const RLOC_REFRESH: Duration = Duration::from_secs(10);
+
+fn bind_udp(addr: SocketAddr, reuse: bool) -> anyhow::Result<Socket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if reuse {
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot bind UDP {addr}"))?;
+    Ok(s)
+}
+
+/// Resolves the configured RLOCs to addresses (interfaces through netlink).
+async fn resolve_rlocs(cfg: &NodeConfig) -> anyhow::Result<Vec<LocalRloc>> {
+    let mut out = Vec::new();
+    for r in &cfg.rlocs {
+        match &r.source {
+            RlocSource::Address(a) => out.push(LocalRloc {
+                address: *a,
+                priority: r.priority,
+                weight: r.weight,
+            }),
+            RlocSource::Interface { name, v4, v6 } => {
+                let (_, addrs) = interfaces::addresses(name).await?;
+                for a in addrs {
+                    if (a.is_ipv4() && *v4) || (a.is_ipv6() && *v6) {
+                        out.push(LocalRloc {
+                            address: a,
+                            priority: r.priority,
+                            weight: r.weight,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A received datagram: local address it arrived on, sender, bytes.
+type Received = (SocketAddr, SocketAddr, Vec<u8>);
+
+fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Received>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match sock.recv_from(&mut buf).await {
+                Ok((n, from)) => {
+                    if tx.send((local, from, buf[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => warn!(%local, "receive error: {e}"),
+            }
+        }
+    });
+}
+
+/// The sockets of a node, by local address and port.
+struct Sockets {
+    by_local: HashMap<SocketAddr, Arc<UdpSocket>>,
+}
+
+impl Sockets {
+    fn pick(&self, t: &Transmit) -> Option<&Arc<UdpSocket>> {
+        if let Some(src) = t.src
+            && let Some(s) = self.by_local.get(&SocketAddr::new(src, t.src_port))
+        {
+            return Some(s);
+        }
+        self.by_local
+            .iter()
+            .filter(|(a, _)| {
+                a.port() == t.src_port && a.is_ipv4() == t.dst.is_ipv4() && !a.ip().is_multicast()
+            })
+            .min_by_key(|(a, _)| *a)
+            .map(|(_, s)| s)
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM; then it leaves the peer group and returns.
+pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    let xtr_id = state::xtr_id(&cfg.state_dir)?;
+    let rlocs = resolve_rlocs(&cfg).await?;
+    if rlocs.is_empty() {
+        bail!("no RLOC address: the configured interfaces have no usable address");
+    }
+    let engine_cfg = EngineConfig {
+        name: cfg.name.clone(),
+        xtr_id,
+        site_id: cfg.site_id,
+        rlocs: rlocs.clone(),
+        database: cfg.database.clone(),
+        mapping_system: cfg.mapping_system.clone(),
+        site: cfg.site.clone(),
+        timers: cfg.timers.clone(),
+        rng_seed: rand::random(),
+    };
+    let (tx, mut rx) = mpsc::channel::<Received>(4096);
+    let mut sockets = Sockets {
+        by_local: HashMap::new(),
+    };
+    let listen: Vec<IpAddr> = if cfg.listen.is_empty() {
+        rlocs.iter().map(|r| r.address).collect()
+    } else {
+        cfg.listen.clone()
+    };
+    let multicast = match &cfg.mapping_system {
+        MappingSystem::Push(g) => match g.delivery {
+            Delivery::Multicast { ttl } => Some((g.group, ttl)),
+            Delivery::Replicate => None,
+        },
+        MappingSystem::Pull(_) => None,
+    };
+    for ip in &listen {
+        for port in [cfg.control_port, cfg.data_port] {
+            let local = SocketAddr::new(*ip, port);
+            let s = bind_udp(local, false)?;
+            if let Some((group, ttl)) = multicast
+                && port == cfg.control_port
+                && ip.is_ipv4() == group.is_ipv4()
+            {
+                match ip {
+                    IpAddr::V4(a) => {
+                        s.set_multicast_ttl_v4(u32::from(ttl))?;
+                        s.set_multicast_if_v4(a)?;
+                    }
+                    IpAddr::V6(a) => {
+                        s.set_multicast_hops_v6(u32::from(ttl))?;
+                        s.set_multicast_if_v6(interfaces::index_of(IpAddr::V6(*a)).await?)?;
+                    }
+                }
+            }
+            let sock = Arc::new(UdpSocket::from_std(s.into())?);
+            spawn_reader(sock.clone(), local, tx.clone());
+            sockets.by_local.insert(local, sock);
+        }
+    }
+    if let Some((group, _)) = multicast {
+        // Join the group on the RLOC interface (or the configured one) and listen on G:4342.
+        let ifindex = match &cfg.multicast_interface {
+            Some(name) => interfaces::addresses(name).await?.0,
+            None => {
+                let a = rlocs
+                    .iter()
+                    .map(|r| r.address)
+                    .find(|a| a.is_ipv4() == group.is_ipv4())
+                    .context("no RLOC of the group's address family")?;
+                interfaces::index_of(a).await?
+            }
+        };
+        let local = SocketAddr::new(group, cfg.control_port);
+        let s = bind_udp(local, true)?;
+        match group {
+            IpAddr::V4(g) => {
+                s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?
+            }
+            IpAddr::V6(g) => s.join_multicast_v6(&g, ifindex)?,
+        }
+        info!(%group, ifindex, "joined the peer group");
+        let sock = Arc::new(UdpSocket::from_std(s.into())?);
+        spawn_reader(sock.clone(), local, tx.clone());
+        sockets.by_local.insert(local, sock);
+    }
+    drop(tx);
+
+    let start = Instant::now();
+    let mut engine = Engine::new(engine_cfg);
+    info!(
+        name = %cfg.name,
+        xtr_id = %hex::encode(xtr_id),
+        rlocs = ?rlocs.iter().map(|r| r.address).collect::<Vec<_>>(),
+        database = ?cfg.database.iter().map(|d| d.eid.to_string()).collect::<Vec<_>>(),
+        "node started"
+    );
+    let (dns_tx, mut dns_rx) = mpsc::channel::<(u32, Vec<IpAddr>)>(256);
+    if let (MappingSystem::Pull(p), Some(d)) = (&cfg.mapping_system, &cfg.dns) {
+        dns::spawn(p.clone(), d.clone(), dns_tx)?;
+    } else {
+        drop(dns_tx);
+    }
+    let mut next_rloc_refresh = start + RLOC_REFRESH;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut members_seen = 0usize;
+    loop {
+        let now = start.elapsed();
+        engine.handle_timeout(now);
+        flush(&mut engine, &sockets).await;
+        let members = engine.members().len();
+        if members != members_seen {
+            info!(members, "peer group membership changed");
+            members_seen = members;
+        }
+        let deadline = (start + engine.poll_timeout()).min(next_rloc_refresh);
+        tokio::select! {
+            got = rx.recv() => {
+                let Some((local, from, bytes)) = got else { bail!("all sockets closed") };
+                debug!(%from, %local, len = bytes.len(), "datagram");
+                engine.handle_datagram(start.elapsed(), from, local, &bytes);
+            }
+            Some((index, addrs)) = dns_rx.recv() => engine.set_pull_servers(index, addrs),
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+        if Instant::now() >= next_rloc_refresh {
+            next_rloc_refresh = Instant::now() + RLOC_REFRESH;
+            if cfg
+                .rlocs
+                .iter()
+                .any(|r| matches!(r.source, RlocSource::Interface { .. }))
+            {
+                match resolve_rlocs(&cfg).await {
+                    Ok(r) if !r.is_empty() => engine.set_rlocs(start.elapsed(), r),
+                    Ok(_) => warn!("the RLOC interfaces have no address"),
+                    Err(e) => warn!("cannot read RLOC interfaces: {e:#}"),
+                }
+            }
+        }
+    }
+    info!("leaving the peer group");
+    engine.leave(start.elapsed());
+    flush(&mut engine, &sockets).await;
+    Ok(())
+}
+
+async fn flush(engine: &mut Engine, sockets: &Sockets) {
+    while let Some(t) = engine.poll_transmit() {
+        let Some(sock) = sockets.pick(&t) else {
+            warn!(dst = %t.dst, "no socket to send from");
+            continue;
+        };
+        if let Err(e) = sock.send_to(&t.payload, t.dst).await {
+            debug!(dst = %t.dst, "send failed: {e}");
+        }
+    }
+}

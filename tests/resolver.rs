@@ -1,0 +1,247 @@
+//! One engine as Map-Server and Map-Resolver: what it answers, to whom, and what it refuses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use lisp_decent::control::{Delivery, Engine, Transmit};
+use lisp_decent::crypto::auth::{self, alg};
+use lisp_decent::sim;
+use lisp_decent::wire::*;
+
+fn started() -> Engine {
+    let mut e = Engine::new(sim::node_config(1, Delivery::Replicate));
+    e.handle_timeout(Duration::ZERO);
+    while e.poll_transmit().is_some() {}
+    e
+}
+
+fn sent(e: &mut Engine) -> Vec<Transmit> {
+    std::iter::from_fn(|| e.poll_transmit()).collect()
+}
+
+fn reply_of(t: &Transmit) -> MapReply {
+    match ControlMessage::parse(&t.payload).unwrap() {
+        ControlMessage::MapReply(r) => r,
+        other => panic!("not a Map-Reply: {other:?}"),
+    }
+}
+
+fn a4(s: &str) -> Address {
+    Address::Ipv4(s.parse().unwrap())
+}
+
+fn request(eid: &str, itr: &str) -> MapRequest {
+    MapRequest::new([7; 8], Address::None, a4(itr), a4(eid), 32)
+}
+
+const ITR: &str = "192.0.2.100";
+
+#[test]
+fn proxy_reply_for_a_registered_prefix() {
+    let mut e = started();
+    let src = SocketAddr::new(ITR.parse().unwrap(), 40000);
+    let q = ControlMessage::MapRequest(request("10.0.1.77", ITR))
+        .to_bytes()
+        .unwrap();
+    e.handle_datagram(
+        Duration::from_secs(1),
+        src,
+        SocketAddr::new(sim::rloc(1), 4342),
+        &q,
+    );
+    let out = sent(&mut e);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].dst, src,
+        "to the ITR-RLOC at the request's source port"
+    );
+    let r = reply_of(&out[0]);
+    assert_eq!(r.nonce, [7; 8]);
+    let rec = &r.records[0];
+    assert_eq!(rec.eid_text(), "[0]10.0.1.0/24");
+    assert!(!rec.authoritative, "proxy reply: A clear");
+    assert_eq!(rec.ttl, 1440);
+    assert_eq!(rec.rlocs[0].locator.ip(), Some(sim::rloc(1)));
+    assert!(!rec.rlocs[0].local(), "L clear in a proxy reply");
+}
+
+#[test]
+fn ecm_reply_goes_to_the_inner_source_port() {
+    let mut e = started();
+    let inner = IpUdp::new(
+        IpAddr::from([10, 9, 9, 1]),
+        IpAddr::from([10, 0, 1, 5]),
+        64,
+        51111,
+        4342,
+    )
+    .unwrap();
+    let ecm = ControlMessage::Ecm(Ecm::new(
+        inner,
+        ControlMessage::MapRequest(request("10.0.1.5", ITR)),
+    ));
+    let outer = SocketAddr::new(ITR.parse().unwrap(), 4342);
+    e.handle_datagram(
+        Duration::from_secs(1),
+        outer,
+        SocketAddr::new(sim::rloc(1), 4342),
+        &ecm.to_bytes().unwrap(),
+    );
+    let out = sent(&mut e);
+    assert_eq!(out[0].dst, SocketAddr::new(ITR.parse().unwrap(), 51111));
+}
+
+#[test]
+fn negative_replies_cover_the_eid_and_no_registered_prefix() {
+    let mut e = started();
+    // Registered: 10.0.1.0/24 (ours). Configured: 10.0.0.0/8 with more-specifics.
+    let cases = [
+        // Inside the configured /8, not registered: widest prefix free of 10.0.1.0/24, 1 min.
+        ("10.9.9.9", "[0]10.8.0.0/13", 1),
+        ("10.0.2.1", "[0]10.0.2.0/23", 1),
+        // Outside anything configured: 15 min, and the prefix stays clear of 10.0.0.0/8.
+        ("192.168.1.1", "[0]128.0.0.0/1", 15),
+        ("11.1.1.1", "[0]11.0.0.0/8", 15),
+    ];
+    for (eid, want, ttl) in cases {
+        let q = ControlMessage::MapRequest(request(eid, ITR))
+            .to_bytes()
+            .unwrap();
+        e.handle_datagram(
+            Duration::from_secs(1),
+            SocketAddr::new(ITR.parse().unwrap(), 4342),
+            SocketAddr::new(sim::rloc(1), 4342),
+            &q,
+        );
+        let r = reply_of(&sent(&mut e)[0]);
+        let rec = &r.records[0];
+        assert_eq!((rec.eid_text().as_str(), rec.ttl), (want, ttl), "{eid}");
+        assert_eq!(rec.action, action::NATIVELY_FORWARD);
+        assert!(rec.rlocs.is_empty());
+        let net: ipnet::IpNet = want[3..].parse().unwrap();
+        assert!(
+            net.contains(&eid.parse::<IpAddr>().unwrap()),
+            "covers the EID (OOR's bug)"
+        );
+    }
+    assert_eq!(e.counters().negative_replies_sent, 4);
+}
+
+#[test]
+fn probe_answered_authoritatively_with_the_probed_locator() {
+    let mut e = started();
+    let mut q = request("10.0.1.0", ITR);
+    q.probe = true;
+    q.records[0].mask_len = 24;
+    let bytes = ControlMessage::MapRequest(q).to_bytes().unwrap();
+    e.handle_datagram(
+        Duration::from_secs(1),
+        SocketAddr::new(ITR.parse().unwrap(), 4342),
+        SocketAddr::new(sim::rloc(1), 4342),
+        &bytes,
+    );
+    let r = reply_of(&sent(&mut e)[0]);
+    assert!(r.probe);
+    assert!(r.records[0].authoritative);
+    let l = &r.records[0].rlocs[0];
+    assert!(l.local() && l.probed() && l.reachable());
+}
+
+#[test]
+fn a_flood_from_one_source_is_rate_limited_and_counted() {
+    let mut e = started();
+    let q = ControlMessage::MapRequest(request("10.0.1.5", ITR))
+        .to_bytes()
+        .unwrap();
+    let src = SocketAddr::new(ITR.parse().unwrap(), 4342);
+    let dst = SocketAddr::new(sim::rloc(1), 4342);
+    for _ in 0..1000 {
+        e.handle_datagram(Duration::from_secs(1), src, dst, &q);
+    }
+    let answered = sent(&mut e).len();
+    assert_eq!(answered, 200, "bucket depth: twice the 100/s rate");
+    assert_eq!(e.counters().map_requests_rate_limited, 800);
+    // Another source is not affected; the first refills with time.
+    e.handle_datagram(
+        Duration::from_secs(1),
+        SocketAddr::new("192.0.2.101".parse().unwrap(), 4342),
+        dst,
+        &q,
+    );
+    e.handle_datagram(Duration::from_secs(2), src, dst, &q);
+    assert_eq!(sent(&mut e).len(), 2);
+}
+
+#[test]
+fn map_notify_when_asked_authenticated_with_the_same_key() {
+    let mut e = started();
+    let rec = EidRecord::new(
+        a4("10.0.9.0"),
+        24,
+        3,
+        vec![RlocRecord {
+            priority: 1,
+            weight: 1,
+            m_priority: 255,
+            m_weight: 0,
+            flags: 5,
+            locator: a4("192.0.2.9"),
+        }],
+    );
+    let reg = MapRegister {
+        proxy_reply: false,
+        security: false,
+        eid_notify: false,
+        use_ttl: true,
+        merge: false,
+        want_notify: true,
+        reserved: 0,
+        nonce: [3; 8],
+        auth: Authentication::unsigned(1, alg::HMAC_SHA_256_128),
+        records: vec![rec],
+        trailer: Some(XtrTrailer {
+            xtr_id: [0xab; 16],
+            site_id: [0; 8],
+        }),
+    };
+    let mut b = ControlMessage::MapRegister(reg).to_bytes().unwrap();
+    auth::sign(&mut b, sim::SIM_KEY.as_bytes()).unwrap();
+    let src = SocketAddr::new("192.0.2.9".parse().unwrap(), 4342);
+    e.handle_datagram(
+        Duration::from_secs(1),
+        src,
+        SocketAddr::new(sim::rloc(1), 4342),
+        &b,
+    );
+    let out = sent(&mut e);
+    let notify = out
+        .iter()
+        .find(|t| t.dst == src)
+        .expect("a Map-Notify back");
+    let ControlMessage::MapNotify(n) = ControlMessage::parse(&notify.payload).unwrap() else {
+        panic!()
+    };
+    assert_eq!(n.nonce, [3; 8]);
+    assert_eq!(n.records[0].eid_text(), "[0]10.0.9.0/24");
+    assert_eq!(
+        auth::verify(&notify.payload, sim::SIM_KEY.as_bytes()),
+        Ok(())
+    );
+    // TTL 0 removes the registration.
+    let mut reg0 = match ControlMessage::parse(&b).unwrap() {
+        ControlMessage::MapRegister(r) => r,
+        _ => unreachable!(),
+    };
+    reg0.records[0].ttl = 0;
+    reg0.want_notify = false;
+    let mut b0 = ControlMessage::MapRegister(reg0).to_bytes().unwrap();
+    auth::sign(&mut b0, sim::SIM_KEY.as_bytes()).unwrap();
+    let before = e.site_db().len();
+    e.handle_datagram(
+        Duration::from_secs(2),
+        src,
+        SocketAddr::new(sim::rloc(1), 4342),
+        &b0,
+    );
+    assert_eq!(e.site_db().len(), before - 1);
+}
