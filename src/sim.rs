@@ -55,7 +55,7 @@ pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
             group: IpAddr::V4(SIM_GROUP),
             delivery,
             seeds: vec![rloc(1)],
-            lispers_multicast_info: false,
+            lispers_membership_encoding: false,
         }),
         site: SitePolicy {
             keys: KeyRing::new(vec![key.clone()]),
@@ -96,6 +96,8 @@ pub struct Sim {
     side: HashMap<usize, u8>,
     /// Datagrams sent (whatever became of them).
     pub sent: u64,
+    /// When set, every datagram sent is kept here (source, destination, payload).
+    pub capture: Option<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
     pub delivered: u64,
 }
 
@@ -113,6 +115,7 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             side: HashMap::new(),
             sent: 0,
+            capture: None,
             delivered: 0,
         }
     }
@@ -171,6 +174,9 @@ impl Sim {
 
     fn enqueue(&mut self, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
         self.sent += 1;
+        if let Some(c) = self.capture.as_mut() {
+            c.push((src, dst, payload.clone()));
+        }
         if self.loss > 0.0 && self.rng.random::<f64>() < self.loss {
             return;
         }

@@ -291,6 +291,24 @@ fn frames() -> Vec<Frame> {
 }
 
 fn write_pcap(path: &std::path::Path, frames: &[Frame]) {
+    let addressed: Vec<_> = frames
+        .iter()
+        .map(|f| {
+            let sport = if f.dport == DATA_PORT { 4341 } else { 61000 };
+            (
+                std::net::SocketAddr::from(([192, 0, 2, 1], sport)),
+                std::net::SocketAddr::from(([192, 0, 2, 2], f.dport)),
+                f.payload.clone(),
+            )
+        })
+        .collect();
+    write_addressed_pcap(path, &addressed);
+}
+
+fn write_addressed_pcap(
+    path: &std::path::Path,
+    frames: &[(std::net::SocketAddr, std::net::SocketAddr, Vec<u8>)],
+) {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     let file = std::fs::File::create(path).unwrap();
     let mut w = PcapWriter::with_header(
@@ -301,16 +319,145 @@ fn write_pcap(path: &std::path::Path, frames: &[Frame]) {
         },
     )
     .unwrap();
-    for (i, f) in frames.iter().enumerate() {
+    for (i, (src, dst, payload)) in frames.iter().enumerate() {
+        let (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
+            panic!("IPv4 only")
+        };
         let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
-            .udp(if f.dport == DATA_PORT { 4341 } else { 61000 }, f.dport);
+            .ipv4(s.octets(), d.octets(), 64)
+            .udp(src.port(), dst.port());
         let mut bytes = Vec::new();
-        builder.write(&mut bytes, &f.payload).unwrap();
+        builder.write(&mut bytes, payload).unwrap();
         let ts = std::time::Duration::from_secs(i as u64 + 1);
         w.write_packet(&PcapPacket::new(ts, bytes.len() as u32, &bytes))
             .unwrap();
     }
+}
+
+fn have_tshark() -> bool {
+    if Command::new("tshark").arg("--version").output().is_ok() {
+        return true;
+    }
+    // CI sets LISP_DECENT_REQUIRE_TSHARK so that these tests can never skip there.
+    assert!(
+        std::env::var_os("LISP_DECENT_REQUIRE_TSHARK").is_none(),
+        "tshark is required here (LISP_DECENT_REQUIRE_TSHARK is set) but not installed"
+    );
+    println!("SKIPPED: tshark is not installed (CI installs it; apt-get install tshark)");
+    false
+}
+
+/// Frames tshark flags as malformed or with an expert error, with the messages.
+fn tshark_errors(p: &str) -> String {
+    tshark(&[
+        "-r",
+        p,
+        "-Y",
+        "_ws.malformed || _ws.expert.severity == error",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+        "-e",
+        "_ws.expert.message",
+    ])
+    .unwrap()
+}
+
+/// What the engines themselves send in both push forms (Map-Registers plain, replicated in
+/// Instance-ID 0xFFFFFF and multicast, Map-Notifies and Acks, Map-Requests, Map-Replies,
+/// SMRs) decodes in tshark without a malformed field.
+#[test]
+fn tshark_decodes_what_the_engines_send() {
+    use lisp_decent::control::{Delivery, LocalRloc};
+    use lisp_decent::sim::{self, Sim};
+    if !have_tshark() {
+        return;
+    }
+    let mut frames = Vec::new();
+    for d in [Delivery::Replicate, Delivery::Multicast { ttl: 32 }] {
+        let mut s = Sim::new(std::time::Duration::from_millis(1), 1);
+        s.capture = Some(Vec::new());
+        for i in 1..=3 {
+            s.add(sim::node_config(i, d.clone()));
+        }
+        assert!(s.run_until(std::time::Duration::from_secs(5), Sim::converged));
+        let req = MapRequest::new(
+            [5; 8],
+            Address::None,
+            Address::from(sim::rloc(3)),
+            a4("10.0.1.5"),
+            32,
+        );
+        s.inject(
+            std::net::SocketAddr::new(sim::rloc(3), 4342),
+            std::net::SocketAddr::new(sim::rloc(1), 4342),
+            ControlMessage::MapRequest(req).to_bytes().unwrap(),
+        );
+        let neg = MapRequest::new(
+            [6; 8],
+            Address::None,
+            Address::from(sim::rloc(3)),
+            a4("10.200.0.1"),
+            32,
+        );
+        s.inject(
+            std::net::SocketAddr::new(sim::rloc(3), 4342),
+            std::net::SocketAddr::new(sim::rloc(2), 4342),
+            ControlMessage::MapRequest(neg).to_bytes().unwrap(),
+        );
+        s.run_to(s.now + std::time::Duration::from_secs(1));
+        let now = s.now;
+        s.engine_mut(0).unwrap().set_rlocs(
+            now,
+            vec![LocalRloc {
+                address: "198.19.0.1".parse().unwrap(),
+                priority: 1,
+                weight: 100,
+            }],
+        );
+        s.run_to(s.now + std::time::Duration::from_secs(70));
+        frames.extend(s.capture.take().unwrap());
+    }
+    let kinds: std::collections::BTreeSet<&str> = frames
+        .iter()
+        .filter_map(|(_, d, p)| {
+            if d.port() == DATA_PORT {
+                Some("replicated")
+            } else {
+                ControlMessage::parse(p).ok().map(|m| m.type_name())
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "map-notify",
+            "map-notify-ack",
+            "map-register",
+            "map-reply",
+            "map-request",
+            "replicated"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engines.pcap");
+    write_addressed_pcap(&path, &frames);
+    let p = path.to_str().unwrap();
+    let bad = tshark_errors(p);
+    assert!(bad.trim().is_empty(), "tshark reports errors:\n{bad}");
+    let lisp = tshark(&[
+        "-r",
+        p,
+        "-Y",
+        "lisp || lisp-data",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+    ])
+    .unwrap();
+    assert_eq!(lisp.lines().count(), frames.len());
 }
 
 fn tshark(args: &[&str]) -> Option<String> {
@@ -325,13 +472,7 @@ fn tshark(args: &[&str]) -> Option<String> {
 
 #[test]
 fn tshark_agrees_with_our_encoding() {
-    if Command::new("tshark").arg("--version").output().is_err() {
-        // CI sets LISP_DECENT_REQUIRE_TSHARK so that this test can never skip there.
-        assert!(
-            std::env::var_os("LISP_DECENT_REQUIRE_TSHARK").is_none(),
-            "tshark is required here (LISP_DECENT_REQUIRE_TSHARK is set) but not installed"
-        );
-        println!("SKIPPED: tshark is not installed (CI installs it; apt-get install tshark)");
+    if !have_tshark() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -41,8 +41,11 @@ pub struct PeerGroup {
     pub delivery: Delivery,
     /// RLOCs of members to register with until the membership is known (bootstrap).
     pub seeds: Vec<IpAddr>,
-    /// Send the Multicast-Info LCAF in lispers.net's padded layout.
-    pub lispers_multicast_info: bool,
+    /// Encode the `(0/0, G)` membership registration as lispers.net does: its padded
+    /// Multicast-Info LCAF and the RLE wrapped in an AFI List after an AFI 0 item
+    /// (PROTOCOL.md §2.1, §3.11). Off: the RFC 8060 / RFC 8378 layout (a plain RLE locator),
+    /// which every decoder reads. Both layouts are always accepted.
+    pub lispers_membership_encoding: bool,
 }
 
 /// Pull mode: a hash picks the Map-Server set of each EID (RFC 9962 §5).

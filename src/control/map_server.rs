@@ -196,8 +196,7 @@ impl Engine {
     pub(crate) fn group_record(&self) -> Option<EidRecord> {
         let g = self.group_key()?;
         let entry = self.site.group(&g)?;
-        let pad =
-            matches!(&self.cfg.mapping_system, MappingSystem::Push(p) if p.lispers_multicast_info);
+        let pad = matches!(&self.cfg.mapping_system, MappingSystem::Push(p) if p.lispers_membership_encoding);
         let (eid, ml) = EidKey::Group(g).to_wire(pad);
         let mut rec = EidRecord::new(
             eid,

@@ -92,7 +92,7 @@ impl Engine {
             m_priority: 1,
             m_weight: 100,
             flags: RlocRecord::LOCAL | RlocRecord::REACHABLE,
-            locator: rle_locator(entries),
+            locator: rle_locator(entries, lispers_padding),
         };
         let mut r = EidRecord::new(eid, ml, self.cfg.timers.record_ttl_mins, vec![rloc]);
         r.authoritative = true;
@@ -192,7 +192,7 @@ impl Engine {
         match &self.cfg.mapping_system {
             MappingSystem::Push(pg) if pg.delivery == Delivery::Replicate => {
                 let g = GroupEid::any_source(0, pg.group);
-                Some(self.membership_record(&g, pg.lispers_multicast_info))
+                Some(self.membership_record(&g, pg.lispers_membership_encoding))
             }
             _ => None,
         }

@@ -51,9 +51,11 @@ impl SiteEntry {
         let mut plain: Vec<RlocRecord> = Vec::new();
         let mut rle: Vec<RleEntry> = Vec::new();
         let mut rle_template: Option<RlocRecord> = None;
+        let mut lispers_form = false;
         for r in &self.regs {
             for l in &r.rlocs {
                 if let Some(entries) = rle_entries(&l.locator) {
+                    lispers_form |= !matches!(&l.locator, Address::Lcaf(x) if matches!(x.body, LcafBody::ReplicationList(_)));
                     for e in entries {
                         if !rle.iter().any(|x| x.address == e.address) {
                             rle.push(e.clone());
@@ -67,7 +69,7 @@ impl SiteEntry {
         }
         if let Some(mut t) = rle_template {
             rle.sort_by_key(|e| e.address.ip());
-            t.locator = rle_locator(rle);
+            t.locator = rle_locator(rle, lispers_form);
             plain.push(t);
         }
         plain
@@ -100,13 +102,18 @@ pub fn rle_entries(locator: &Address) -> Option<&Vec<RleEntry>> {
     }
 }
 
-/// A locator holding an RLE, encoded as lispers.net does: AFI List {AFI 0, RLE}.
-pub fn rle_locator(entries: Vec<RleEntry>) -> Address {
+/// A locator holding an RLE: the RLE LCAF itself (RFC 8378), or, as lispers.net encodes
+/// it, an AFI List {AFI 0, RLE}.
+pub fn rle_locator(entries: Vec<RleEntry>, lispers: bool) -> Address {
     let rle = Address::Lcaf(Box::new(Lcaf::new(LcafBody::ReplicationList(entries))));
-    Address::Lcaf(Box::new(Lcaf::new(LcafBody::AfiList(vec![
-        Address::None,
-        rle,
-    ]))))
+    if lispers {
+        Address::Lcaf(Box::new(Lcaf::new(LcafBody::AfiList(vec![
+            Address::None,
+            rle,
+        ]))))
+    } else {
+        rle
+    }
 }
 
 /// What a registration did to the merged answer.
@@ -318,13 +325,16 @@ mod tests {
 
     fn member(xtr: u8, rloc: &str, at: u64) -> XtrRegistration {
         let mut r = reg(xtr, rloc, true, at);
-        r.rlocs[0].locator = rle_locator(vec![RleEntry {
-            reserved: 0,
-            rsvd3: 0,
-            level: 128,
-            address: Address::Ipv4(rloc.parse().unwrap()),
-            name: None,
-        }]);
+        r.rlocs[0].locator = rle_locator(
+            vec![RleEntry {
+                reserved: 0,
+                rsvd3: 0,
+                level: 128,
+                address: Address::Ipv4(rloc.parse().unwrap()),
+                name: None,
+            }],
+            xtr % 2 == 0,
+        );
         r
     }
 

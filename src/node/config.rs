@@ -72,7 +72,7 @@ struct RawPeerGroup {
     multicast_ttl: Option<u8>,
     multicast_interface: Option<String>,
     #[serde(default)]
-    lispers_multicast_info: bool,
+    lispers_membership_encoding: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,7 +380,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
                 group: group.unwrap_or(IpAddr::from([224, 0, 0, 0])),
                 delivery,
                 seeds,
-                lispers_multicast_info: g.lispers_multicast_info,
+                lispers_membership_encoding: g.lispers_membership_encoding,
             }))
         }
         (None, Some(p)) => {

@@ -1,0 +1,177 @@
+//! The three examples/loopback-mesh nodes as real processes on 127.0.0.1-3 (no root), and
+//! `decent lig` from each node to each other node's EID. Also `decent check-config`.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn decent() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_decent"))
+}
+
+/// Kills the nodes when the test ends, also when it fails.
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn lig(eid: &str, to: &str) -> Output {
+    decent()
+        .args([
+            "lig",
+            eid,
+            "--to",
+            to,
+            "--json",
+            "--count",
+            "1",
+            "--timeout",
+            "1",
+        ])
+        .output()
+        .unwrap()
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn loopback_mesh_resolves_every_eid_from_every_node() {
+    let mut nodes = Nodes(Vec::new());
+    for i in 1..=3 {
+        let child = decent()
+            .current_dir(root())
+            .args([
+                "run",
+                "--config",
+                &format!("examples/loopback-mesh/n{i}.toml"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        nodes.0.push(child);
+    }
+    // Every node answers for every other node's EID-prefix, converged well before the
+    // 60 s register interval.
+    let start = Instant::now();
+    let mut pending: Vec<(usize, usize)> = (1..=3)
+        .flat_map(|i| (1..=3).filter(move |j| *j != i).map(move |j| (i, j)))
+        .collect();
+    while !pending.is_empty() && start.elapsed() < Duration::from_secs(20) {
+        pending.retain(|(i, j)| {
+            let o = lig(&format!("10.{j}.0.1"), &format!("127.0.0.{i}"));
+            let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) else {
+                return true;
+            };
+            if v["negative"] != Value::Bool(false) {
+                return true;
+            }
+            assert_eq!(v["eid"], format!("[0]10.{j}.0.0/16"));
+            assert_eq!(v["rlocs"][0]["address"], format!("127.0.0.{j}"));
+            assert_eq!(v["rlocs"][0]["priority"], 1);
+            assert_eq!(v["rlocs"][0]["weight"], 100);
+            assert_eq!(v["ttl"], 1440);
+            assert!(v["rtt_ms"].as_f64().unwrap() >= 0.0);
+            false
+        });
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(pending.is_empty(), "not resolved after 20 s: {pending:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "converged in {:?}",
+        start.elapsed()
+    );
+    // A name EID and a negative answer.
+    let v: Value = serde_json::from_slice(&lig("'n2'", "127.0.0.3").stdout).unwrap();
+    assert_eq!(v["rlocs"][0]["address"], "127.0.0.2");
+    let v: Value = serde_json::from_slice(&lig("10.9.9.9", "127.0.0.1").stdout).unwrap();
+    assert_eq!(
+        (v["negative"].clone(), v["eid"].clone(), v["ttl"].clone()),
+        (Value::Bool(true), "[0]10.8.0.0/13".into(), 1.into())
+    );
+    // Text output, RFC 6835 style.
+    let o = decent()
+        .args(["lig", "10.3.0.1", "--to", "127.0.0.1"])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(t.contains("Mapping entry for EID [0]10.3.0.1:"), "{t}");
+    assert!(
+        t.contains("[0]10.3.0.0/16, via map-reply, record ttl: 1440"),
+        "{t}"
+    );
+    assert!(t.contains("127.0.0.3"), "{t}");
+    // A node that leaves withdraws its prefix from the others at once (TTL 0).
+    let mut n3 = nodes.0.pop().unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &n3.id().to_string()])
+        .status();
+    let _ = n3.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let v: Value = serde_json::from_slice(&lig("10.3.0.1", "127.0.0.1").stdout).unwrap();
+    assert_eq!(v["negative"], Value::Bool(true), "withdrawn: {v}");
+}
+
+#[test]
+fn lig_without_a_reply_says_so_and_exits_1() {
+    let o = decent()
+        .args([
+            "lig",
+            "10.1.0.1",
+            "--to",
+            "127.0.0.99",
+            "--count",
+            "1",
+            "--timeout",
+            "0.3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("*** No map-reply received ***"));
+}
+
+#[test]
+fn check_config_prints_every_error_with_its_path_and_run_refuses() {
+    for i in 1..=3 {
+        let o = decent()
+            .args(["check-config", &format!("examples/loopback-mesh/n{i}.toml")])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(root().join("examples/loopback-mesh/n1.toml")).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace("10.1.0.0/16", "10.1.0.0/99")
+            .replace("\"replicate\"", "\"carrier-pigeon\""),
+    )
+    .unwrap();
+    for cmd in [
+        vec!["check-config", bad.to_str().unwrap()],
+        vec!["run", "--config", bad.to_str().unwrap()],
+    ] {
+        let o = decent().args(&cmd).output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.contains("database[0].prefix: \"10.1.0.0/99\" is not an IP prefix"),
+            "{e}"
+        );
+        assert!(e.contains("peer_group.delivery: \"carrier-pigeon\""), "{e}");
+    }
+}
