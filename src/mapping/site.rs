@@ -333,7 +333,7 @@ mod tests {
                 address: Address::Ipv4(rloc.parse().unwrap()),
                 name: None,
             }],
-            xtr % 2 == 0,
+            xtr.is_multiple_of(2),
         );
         r
     }
