@@ -1,0 +1,200 @@
+//! Three nodes in their own network namespaces on a bridge, in push mode over underlay
+//! multicast (group 224.1.1.1), their RLOCs given as the interface name `eth0`. Each node
+//! must answer lig for the other two. Needs root (CI runs it as root); elsewhere it skips,
+//! saying why, unless LISP_DECENT_REQUIRE_ROOT is set.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) is installed");
+    assert!(
+        o.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Namespaces and processes of one test; removed when it ends, also when it fails.
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Lab {
+    fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.prefix)
+    }
+}
+
+fn config(i: usize) -> String {
+    format!(
+        r#"name = "mc{i}"
+state_dir = "state{i}"
+[[rloc]]
+interface = "eth0"
+family = "ipv4"
+[[database]]
+prefix = "10.{i}.0.0/16"
+[peer_group]
+group = "224.1.1.1"
+delivery = "multicast"
+multicast_ttl = 8
+[site]
+[[site.key]]
+key_id = 1
+secret = "netns-multicast-key"
+[[site.allowed]]
+prefix = "10.0.0.0/8"
+accept_more_specifics = true
+"#
+    )
+}
+
+#[test]
+fn three_namespaces_over_underlay_multicast() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("LISP_DECENT_REQUIRE_ROOT").is_none(),
+            "root is required here (LISP_DECENT_REQUIRE_ROOT is set)"
+        );
+        println!("SKIPPED: network namespaces need root (CI runs this as root)");
+        return;
+    }
+    let mut lab = Lab {
+        prefix: format!("dlt{}", std::process::id() % 100000),
+        namespaces: Vec::new(),
+        children: Vec::new(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let br = format!("{}b", lab.prefix);
+    ip(&["netns", "add", &br]);
+    lab.namespaces.push(br.clone());
+    ip(&[
+        "-n",
+        &br,
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ]);
+    ip(&["-n", &br, "link", "set", "br0", "up"]);
+    for i in 1..=3 {
+        let ns = lab.ns(i);
+        ip(&["netns", "add", &ns]);
+        lab.namespaces.push(ns.clone());
+        let v = format!("v{i}");
+        ip(&[
+            "-n", &br, "link", "add", &v, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip(&["-n", &br, "link", "set", &v, "master", "br0", "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("192.0.2.{i}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+        let cfg = lab.dir.path().join(format!("mc{i}.toml"));
+        std::fs::write(&cfg, config(i)).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                env!("CARGO_BIN_EXE_decent"),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        lab.children.push(child);
+    }
+    let start = Instant::now();
+    let mut pending: Vec<(usize, usize)> = (1..=3)
+        .flat_map(|i| (1..=3).filter(move |j| *j != i).map(move |j| (i, j)))
+        .collect();
+    while !pending.is_empty() && start.elapsed() < Duration::from_secs(30) {
+        pending.retain(|(i, j)| {
+            let o = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.ns(*i),
+                    env!("CARGO_BIN_EXE_decent"),
+                    "lig",
+                    &format!("10.{j}.0.1"),
+                ])
+                .args([
+                    "--to",
+                    &format!("192.0.2.{i}"),
+                    "--json",
+                    "--count",
+                    "1",
+                    "--timeout",
+                    "0.5",
+                ])
+                .output()
+                .unwrap();
+            let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) else {
+                return true;
+            };
+            if v["negative"] != Value::Bool(false) {
+                return true;
+            }
+            assert_eq!(v["eid"], format!("[0]10.{j}.0.0/16"));
+            assert_eq!(v["rlocs"][0]["address"], format!("192.0.2.{j}"));
+            false
+        });
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        pending.is_empty(),
+        "not resolved over multicast after 30 s: {pending:?}"
+    );
+    // Registers were multicast to the group, not unicast: no seeds are configured.
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "converged in {:?}",
+        start.elapsed()
+    );
+}
