@@ -193,8 +193,9 @@ impl Sim {
         )));
     }
 
-    /// Moves everything node `i` wants to send onto the network.
-    fn flush(&mut self, i: usize) {
+    /// Moves everything node `i` wants to send onto the network (call it after driving an
+    /// engine directly through [`engine_mut`](Self::engine_mut)).
+    pub fn flush(&mut self, i: usize) {
         let mut out = Vec::new();
         if let Some(e) = self.engine_mut(i) {
             while let Some(t) = e.poll_transmit() {
@@ -228,15 +229,28 @@ impl Sim {
         }
     }
 
-    /// Runs the next event (a delivery or a timer); false when there is none before `limit`.
-    pub fn step(&mut self, limit: Duration) -> bool {
-        let next_packet = self.queue.peek().map(|Reverse((t, _, _))| *t);
-        let next_timer = self
-            .nodes
+    fn next_timer(&self) -> Option<(Duration, usize)> {
+        self.nodes
             .iter()
             .enumerate()
             .filter_map(|(i, n)| n.as_ref().map(|e| (e.poll_timeout(), i)))
-            .min();
+            .min()
+    }
+
+    /// When the next event happens.
+    pub fn next_event(&self) -> Option<Duration> {
+        let p = self.queue.peek().map(|Reverse((t, _, _))| *t);
+        let t = self.next_timer().map(|(t, _)| t);
+        match (p, t) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the next event (a delivery or a timer); false when there is none before `limit`.
+    pub fn step(&mut self, limit: Duration) -> bool {
+        let next_packet = self.queue.peek().map(|Reverse((t, _, _))| *t);
+        let next_timer = self.next_timer();
         let t = match (next_packet, next_timer) {
             (Some(p), Some((tt, _))) => p.min(tt),
             (Some(p), None) => p,
@@ -271,6 +285,29 @@ impl Sim {
             }
         }
         true
+    }
+
+    /// Like [`run_until`](Self::run_until), checking `done` at most once per `every` of
+    /// virtual time (for large meshes, where a check costs more than an event).
+    pub fn run_until_every(
+        &mut self,
+        limit: Duration,
+        every: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> bool {
+        let mut next_check = self.now;
+        loop {
+            // Check on schedule, and always before the clock would jump past a check.
+            if self.now >= next_check || self.next_event().is_none_or(|t| t > next_check) {
+                if done(self) {
+                    return true;
+                }
+                next_check = self.now + every;
+            }
+            if !self.step(limit) {
+                return done(self);
+            }
+        }
     }
 
     /// Runs until the virtual clock reaches `t`.

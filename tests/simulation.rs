@@ -281,3 +281,105 @@ fn registers_lost_before_the_seed_is_up_are_retried_until_a_notify() {
     assert!(s.run_until(seed_up + secs(30), Sim::converged));
     assert!(s.now - seed_up < secs(9), "took {:?}", s.now - seed_up);
 }
+
+#[test]
+fn pull_mode_registers_to_the_hashed_set_and_resolves_through_it() {
+    use lisp_decent::control::{MappingSystem, PullMode, pull::PullHash};
+    // The draft hash with a 10-byte Hash Mask: "[0]10.0.2." is hashed for 10.0.2.0/24 and for
+    // every host in it alike, so host lookups reach the set holding the prefix.
+    let pull = PullMode {
+        modulus: 2,
+        dns_suffix: "map.test".into(),
+        hash: PullHash::Draft { mask_len: 10 },
+    };
+    let mut s = Sim::new(2 * MS, 5);
+    for i in 1..=4 {
+        let mut c = sim::node_config(i, Delivery::Replicate);
+        c.mapping_system = MappingSystem::Pull(pull.clone());
+        s.add(c);
+    }
+    // Set 0 is nodes 1 and 2, set 1 is nodes 3 and 4 (as DNS would say).
+    for n in 0..4 {
+        let now = s.now;
+        let e = s.engine_mut(n).unwrap();
+        e.set_pull_servers(now, 0, vec![sim::rloc(1), sim::rloc(2)]);
+        e.set_pull_servers(now, 1, vec![sim::rloc(3), sim::rloc(4)]);
+    }
+    s.run_to(secs(3));
+    for j in 1..=4 {
+        let set = pull.hash.index(&sim::eid(j).to_string(), 2) as usize;
+        let members = [set * 2, set * 2 + 1];
+        for n in 0..4 {
+            let held = s
+                .engine(n)
+                .unwrap()
+                .site_db()
+                .get(&EidKey::Prefix(sim::eid(j)))
+                .is_some();
+            assert_eq!(
+                held,
+                members.contains(&n),
+                "eid of n{j} (set {set}) at node {n}"
+            );
+        }
+    }
+    // An ITR resolves through the set: a Map-Request goes out, the reply fills the cache.
+    let target: std::net::IpAddr = "10.0.2.9".parse().unwrap();
+    let now = s.now;
+    assert!(
+        s.engine_mut(0).unwrap().resolve(now, 0, target).is_none(),
+        "pending until the reply"
+    );
+    s.flush(0);
+    s.run_to(s.now + secs(1));
+    let now = s.now;
+    let e = s
+        .engine_mut(0)
+        .unwrap()
+        .resolve(now, 0, target)
+        .cloned()
+        .expect("cached from the reply");
+    assert_eq!(e.eid, sim::eid(2));
+    assert_eq!(e.rlocs[0].record.locator.ip(), Some(sim::rloc(2)));
+    // Two unregistered EIDs of one set whose negative answers do not overlap (10.0.16.0/20,
+    // 10.0.32.0/19, 10.0.64.0/18, 10.0.128.0/17; two of four share a set): the two
+    // Map-Requests go to the set's two Map-Resolvers in turn.
+    let hosts: Vec<std::net::IpAddr> = [16u8, 32, 64, 128]
+        .iter()
+        .map(|o| std::net::IpAddr::from([10, 0, *o, 1]))
+        .collect();
+    let set_of = |h: &std::net::IpAddr| pull.hash.index(&format!("[0]{h}/32"), 2) as usize;
+    let set = (0..2)
+        .find(|k| hosts.iter().filter(|h| set_of(h) == *k).count() >= 2)
+        .unwrap();
+    let pair: Vec<_> = hosts
+        .iter()
+        .filter(|h| set_of(h) == set)
+        .take(2)
+        .copied()
+        .collect();
+    let before: Vec<u64> = (0..4)
+        .map(|n| s.engine(n).unwrap().counters().map_requests_received)
+        .collect();
+    for h in &pair {
+        let now = s.now;
+        assert!(s.engine_mut(0).unwrap().resolve(now, 0, *h).is_none());
+        s.flush(0);
+        s.run_to(s.now + secs(1));
+        let now = s.now;
+        assert!(
+            s.engine_mut(0)
+                .unwrap()
+                .resolve(now, 0, *h)
+                .is_some_and(|e| e.is_negative())
+        );
+    }
+    let got: Vec<u64> = (0..4)
+        .map(|n| s.engine(n).unwrap().counters().map_requests_received - before[n])
+        .collect();
+    assert_eq!(
+        (got[set * 2], got[set * 2 + 1]),
+        (1, 1),
+        "one request to each Map-Resolver of set {set}: {got:?}"
+    );
+}

@@ -326,14 +326,13 @@ impl Engine {
         m
     }
 
-    /// Pull mode: the addresses the node resolved for `<index>.<suffix>`.
-    pub fn set_pull_servers(&mut self, index: u32, addrs: Vec<IpAddr>) {
+    /// Pull mode: the addresses the node resolved for `<index>.<suffix>`; a change makes
+    /// the node register at once.
+    pub fn set_pull_servers(&mut self, now: Duration, index: u32, addrs: Vec<IpAddr>) {
         let changed = self.pull_servers.get(&index) != Some(&addrs);
         self.pull_servers.insert(index, addrs);
         if changed {
-            self.register_due = self
-                .register_due
-                .min(self.quick_register_time(self.register_due));
+            self.schedule_quick_register(now);
         }
     }
 

@@ -231,7 +231,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 debug!(%from, %local, len = bytes.len(), "datagram");
                 engine.handle_datagram(start.elapsed(), from, local, &bytes);
             }
-            Some((index, addrs)) = dns_rx.recv() => engine.set_pull_servers(index, addrs),
+            Some((index, addrs)) = dns_rx.recv() => engine.set_pull_servers(start.elapsed(), index, addrs),
             _ = tokio::time::sleep_until(deadline.into()) => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,

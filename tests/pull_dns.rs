@@ -1,0 +1,201 @@
+//! LISP-Decent pull mode with a real DNS server (hickory-server, in this process, on
+//! loopback): each node resolves the Map-Server set names `<index>.map.test`, registers every
+//! EID with every address of the set the EID hashes to, and the members of that set answer
+//! lig for it while the others do not hold it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_server::Server;
+use hickory_server::proto::rr::rdata::{A, SOA};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use lisp_decent::control::pull::PullHash;
+use serde_json::Value;
+
+const MODULUS: u32 = 3;
+
+fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 20 + i as u8)
+}
+
+/// Set `k` is node k+1; set 2 also has node 1 (two A records).
+fn set_members(index: u32) -> Vec<usize> {
+    match index {
+        0 => vec![1],
+        1 => vec![2],
+        _ => vec![3, 1],
+    }
+}
+
+/// Starts the DNS server on a free loopback port; returns the port.
+fn start_dns() -> u16 {
+    let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = std_sock.local_addr().unwrap().port();
+    std_sock.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let origin = Name::from_str("map.test.").unwrap();
+            let mut zone =
+                InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::empty(
+                    origin.clone(),
+                    ZoneType::Primary,
+                    AxfrPolicy::Deny,
+                );
+            let soa = SOA::new(
+                Name::from_str("ns.map.test.").unwrap(),
+                Name::from_str("admin.map.test.").unwrap(),
+                1,
+                60,
+                60,
+                600,
+                1,
+            );
+            zone.upsert_mut(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1);
+            for index in 0..MODULUS {
+                let name = Name::from_str(&format!("{index}.map.test.")).unwrap();
+                for m in set_members(index) {
+                    zone.upsert_mut(
+                        Record::from_rdata(name.clone(), 1, RData::A(A(node_ip(m)))),
+                        1,
+                    );
+                }
+            }
+            let mut catalog = Catalog::new();
+            catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
+            let mut server = Server::new(catalog);
+            server.register_socket(tokio::net::UdpSocket::from_std(std_sock).unwrap());
+            let _ = server.block_until_done().await;
+        });
+    });
+    port
+}
+
+struct Nodes(Vec<Child>, tempfile::TempDir);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn config(i: usize, dns_port: u16) -> String {
+    format!(
+        r#"name = "p{i}"
+state_dir = "state{i}"
+[[rloc]]
+address = "{ip}"
+[[database]]
+prefix = "10.{i}.0.0/16"
+[pull]
+modulus = {MODULUS}
+dns_suffix = "map.test"
+hash = "lispers"
+dns_server = "127.0.0.1:{dns_port}"
+resolve_interval_secs = 1
+[site]
+[[site.key]]
+key_id = 1
+secret = "pull-mode-key"
+[[site.allowed]]
+prefix = "10.0.0.0/8"
+accept_more_specifics = true
+"#,
+        ip = node_ip(i)
+    )
+}
+
+fn lig(eid: &str, to: Ipv4Addr) -> Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_decent"))
+        .args([
+            "lig",
+            eid,
+            "--to",
+            &to.to_string(),
+            "--json",
+            "--count",
+            "1",
+            "--timeout",
+            "0.5",
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn registrations_follow_the_hash_to_their_map_server_set() {
+    let dns_port = start_dns();
+    // The DNS answers as the node will ask it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let settings = lisp_decent::node::config::DnsSettings {
+        server: Some(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), dns_port)),
+        resolve_interval: Duration::from_secs(1),
+    };
+    let pull = lisp_decent::control::PullMode {
+        modulus: MODULUS,
+        dns_suffix: "map.test".into(),
+        hash: PullHash::Lispers { width: 6 },
+    };
+    let r = lisp_decent::node::dns::resolver(&settings).unwrap();
+    let got = rt.block_on(lisp_decent::node::dns::resolve_set(&r, &pull, 2));
+    assert_eq!(got, vec![IpAddr::V4(node_ip(1)), IpAddr::V4(node_ip(3))]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Nodes(Vec::new(), dir);
+    for i in 1..=3 {
+        let cfg = nodes.1.path().join(format!("p{i}.toml"));
+        std::fs::write(&cfg, config(i, dns_port)).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_decent"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        nodes.0.push(child);
+    }
+    let hash = PullHash::Lispers { width: 6 };
+    let start = Instant::now();
+    for j in 1..=3 {
+        let index = hash.index(&format!("[0]10.{j}.0.0/16"), MODULUS);
+        let holders = set_members(index);
+        for i in 1..=3 {
+            let v = loop {
+                let v = lig(&format!("10.{j}.0.1"), node_ip(i));
+                let settled = v["negative"] == Value::Bool(!holders.contains(&i));
+                if settled || start.elapsed() > Duration::from_secs(20) {
+                    break v;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            if holders.contains(&i) {
+                assert_eq!(
+                    v["eid"],
+                    format!("[0]10.{j}.0.0/16"),
+                    "set {index} member p{i}: {v}"
+                );
+                assert_eq!(v["rlocs"][0]["address"], node_ip(j).to_string());
+            } else {
+                assert_eq!(
+                    v["negative"],
+                    Value::Bool(true),
+                    "p{i} is not in set {index}: {v}"
+                );
+            }
+        }
+    }
+}
