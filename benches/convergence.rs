@@ -11,7 +11,12 @@ use lisp_decent::sim::{self, Sim};
 fn main() {
     // `cargo bench -- --test` (as scripts/test.sh runs it) only checks the smallest case.
     let quick = std::env::args().any(|a| a == "--test");
-    let sizes: &[usize] = if quick { &[3] } else { &[3, 10, 100, 1000] };
+    // CONVERGENCE_SIZES=100,1000 picks the sizes.
+    let chosen: Vec<usize> = std::env::var("CONVERGENCE_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![3, 10, 100, 1000]);
+    let sizes: &[usize] = if quick { &[3] } else { &chosen };
     println!(
         "| members | delivery | join converged after | datagrams for the join | initial mesh converged after | wall time |"
     );

@@ -67,6 +67,8 @@ pub struct Engine {
     /// Peer-group members learned from Map-Notifies, with their expiry.
     pub(crate) learned_members: HashMap<IpAddr, Duration>,
     pub(crate) pending_notifies: HashMap<Nonce, PendingNotify>,
+    /// When the coalesced round of membership Notifies is due.
+    pub(crate) notify_due: Option<Duration>,
     pub(crate) pending_requests: HashMap<Nonce, PendingRequest>,
     /// Unicast registers to seeds waiting for their Map-Notify: nonce to seed.
     pub(crate) seed_nonces: HashMap<Nonce, Vec<IpAddr>>,
@@ -91,6 +93,9 @@ pub struct Engine {
 
 /// Unsolicited Map-Notify retransmission (RFC 9301 §5.7: 3 tries, 3 s apart).
 pub(crate) const NOTIFY_RETRY: Duration = Duration::from_secs(3);
+/// Membership changes within this window share one round of Map-Notifies (a burst of joins
+/// costs one Notify per member, not one per join and member).
+pub(crate) const NOTIFY_COALESCE: Duration = Duration::from_millis(20);
 /// The shortest gap between two rounds of Map-Registers triggered by a change.
 pub(crate) const QUICK_REGISTER_GAP: Duration = Duration::from_secs(1);
 /// How long a requester is remembered for SMRs.
@@ -116,6 +121,7 @@ impl Engine {
             greeted: std::collections::HashSet::new(),
             learned_members: HashMap::new(),
             pending_notifies: HashMap::new(),
+            notify_due: None,
             pending_requests: HashMap::new(),
             seed_nonces: HashMap::new(),
             acked_seeds: std::collections::HashSet::new(),
@@ -161,6 +167,9 @@ impl Engine {
         if let Some(n) = self.pending_notifies.values().map(|p| p.next).min() {
             t = t.min(n);
         }
+        if let Some(n) = self.notify_due {
+            t = t.min(n);
+        }
         t
     }
 
@@ -175,6 +184,10 @@ impl Engine {
             for (key, _) in &expired {
                 self.mapping_changed(now, key);
             }
+        }
+        if self.notify_due.is_some_and(|t| t <= now) {
+            self.notify_due = None;
+            self.notify_rle_members(now);
         }
         self.retransmit_notifies(now);
         if now >= self.next_housekeeping {

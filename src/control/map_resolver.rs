@@ -129,7 +129,7 @@ impl Engine {
             EidKey::Prefix(p) => match self.site.prefixes().lookup_prefix(p) {
                 Some((reg, entry)) => Some(Answer::Positive {
                     key: EidKey::Prefix(reg),
-                    rlocs: entry.merged_rlocs(),
+                    rlocs: entry.merged_rlocs().to_vec(),
                 }),
                 None => {
                     let (eid, ttl_mins) = self.negative_prefix(p);
@@ -138,7 +138,7 @@ impl Engine {
             },
             EidKey::Name { .. } | EidKey::Group(_) => {
                 self.site.get(&key).map(|entry| Answer::Positive {
-                    rlocs: entry.merged_rlocs(),
+                    rlocs: entry.merged_rlocs().to_vec(),
                     key: key.clone(),
                 })
             }
@@ -309,7 +309,7 @@ impl Engine {
                     Some((reg, e)) => cache_entry(
                         now,
                         reg,
-                        e.merged_rlocs(),
+                        e.merged_rlocs().to_vec(),
                         0,
                         self.cfg.timers.map_reply_ttl_mins,
                         MappingSource::LocalDatabase,

@@ -9,7 +9,7 @@ use crate::mapping::{EidKey, RegisterOutcome, XtrRegistration};
 use crate::wire::{Authentication, CONTROL_PORT, EidRecord, MapNotify, MapRegister, RlocRecord};
 
 use super::config::MappingSystem;
-use super::engine::{Engine, NOTIFY_RETRY, PendingNotify, Transmit};
+use super::engine::{Engine, NOTIFY_COALESCE, NOTIFY_RETRY, PendingNotify, Transmit};
 
 /// The xTR-ID of a registrant that sends none (OOR): its source address, IPv4-mapped.
 fn xtr_id_of(src: IpAddr) -> [u8; 16] {
@@ -105,6 +105,7 @@ impl Engine {
         let mut accepted = false;
         let mut group_changed = false;
         let mut new_peer = false;
+        let mut rle_peers: Vec<IpAddr> = Vec::new();
         for rec in &reg.records {
             let Some(k) = EidKey::from_wire(&rec.eid, rec.mask_len) else {
                 self.counters.register_rejected_bad_eid += 1;
@@ -141,6 +142,14 @@ impl Engine {
             if changed {
                 if matches!(k, EidKey::Group(_)) {
                     group_changed = true;
+                    for l in &rec.rlocs {
+                        rle_peers.extend(
+                            crate::mapping::rle_entries(&l.locator)
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|e| e.address.ip()),
+                        );
+                    }
                 }
                 self.mapping_changed(now, &k);
             }
@@ -153,16 +162,15 @@ impl Engine {
             self.send_register_notify(src, reg, key.as_ref());
         }
         if group_changed && !via_group && !local {
-            self.notify_rle_members(now);
+            // One round of Notifies for every change within the coalescing window.
+            self.notify_due.get_or_insert(now + NOTIFY_COALESCE);
         }
         if new_peer && !local && matches!(self.cfg.mapping_system, MappingSystem::Push(_)) {
             // A newcomer: send it our registrations now rather than at the next interval.
             self.greet(now, src.ip());
         }
-        if group_changed {
-            for m in self.members() {
-                self.greet(now, m);
-            }
+        for peer in rle_peers {
+            self.greet(now, peer);
         }
     }
 
@@ -202,7 +210,7 @@ impl Engine {
             eid,
             ml,
             self.cfg.timers.record_ttl_mins,
-            entry.merged_rlocs(),
+            entry.merged_rlocs().to_vec(),
         );
         rec.authoritative = true;
         Some(rec)

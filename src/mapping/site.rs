@@ -1,8 +1,9 @@
 //! The Map-Server's registrations (RFC 9301 §8.2): one registration per xTR-ID under each
 //! EID, merged when the registrants ask for it, expiring on their TTL.
 
+use std::cell::OnceCell;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -31,17 +32,36 @@ pub struct XtrRegistration {
     pub rlocs: Vec<RlocRecord>,
 }
 
-/// Every registration of one EID.
+/// Every registration of one EID, and the merged RLOC-set answered for it: computed when
+/// first read after a change, so a burst of registrations (a thousand members joining a
+/// group at once) does not recompute it once per registration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SiteEntry {
-    pub regs: Vec<XtrRegistration>,
+    regs: Vec<XtrRegistration>,
+    merged: OnceCell<Vec<RlocRecord>>,
 }
 
 impl SiteEntry {
+    fn new(reg: XtrRegistration) -> Self {
+        SiteEntry {
+            regs: vec![reg],
+            merged: OnceCell::new(),
+        }
+    }
+
+    /// The registrations, one per xTR-ID.
+    pub fn regs(&self) -> &[XtrRegistration] {
+        &self.regs
+    }
+
     /// The RLOC-set answered for this EID: the union of every xTR-ID's RLOCs when the latest
     /// registration asks for merging, else the latest registration's RLOCs. RLE entries of a
     /// group registration are merged into one RLE (RFC 8378; RFC 9962 §4).
-    pub fn merged_rlocs(&self) -> Vec<RlocRecord> {
+    pub fn merged_rlocs(&self) -> &[RlocRecord] {
+        self.merged.get_or_init(|| self.compute_merged())
+    }
+
+    fn compute_merged(&self) -> Vec<RlocRecord> {
         let Some(latest) = self.latest() else {
             return Vec::new();
         };
@@ -49,7 +69,9 @@ impl SiteEntry {
             return latest.rlocs.clone();
         }
         let mut plain: Vec<RlocRecord> = Vec::new();
+        let mut seen_plain: HashSet<&Address> = HashSet::new();
         let mut rle: Vec<RleEntry> = Vec::new();
+        let mut seen_rle: HashSet<&Address> = HashSet::new();
         let mut rle_template: Option<RlocRecord> = None;
         let mut lispers_form = false;
         for r in &self.regs {
@@ -57,12 +79,12 @@ impl SiteEntry {
                 if let Some(entries) = rle_entries(&l.locator) {
                     lispers_form |= !matches!(&l.locator, Address::Lcaf(x) if matches!(x.body, LcafBody::ReplicationList(_)));
                     for e in entries {
-                        if !rle.iter().any(|x| x.address == e.address) {
+                        if seen_rle.insert(&e.address) {
                             rle.push(e.clone());
                         }
                     }
                     rle_template.get_or_insert_with(|| l.clone());
-                } else if !plain.iter().any(|x| x.locator == l.locator) {
+                } else if seen_plain.insert(&l.locator) {
                     plain.push(l.clone());
                 }
             }
@@ -85,7 +107,7 @@ impl SiteEntry {
         self.merged_rlocs()
             .iter()
             .filter_map(|l| rle_entries(&l.locator))
-            .flat_map(|e| e.iter().filter_map(|e| e.address.ip()).collect::<Vec<_>>())
+            .flat_map(|e| e.iter().filter_map(|e| e.address.ip()))
             .collect()
     }
 }
@@ -163,7 +185,7 @@ impl SiteDb {
         self.expiry
             .push(Reverse((reg.expires, key.clone(), reg.xtr_id)));
         if self.entry_mut(key).is_none() {
-            let e = SiteEntry { regs: vec![reg] };
+            let e = SiteEntry::new(reg);
             match key {
                 EidKey::Prefix(p) => {
                     self.prefixes.insert(*p, e);
@@ -180,24 +202,30 @@ impl SiteDb {
         let Some(entry) = self.entry_mut(key) else {
             return RegisterOutcome::New;
         };
-        let before = entry.merged_rlocs();
+        // Without merging, the latest registration alone answers: a refresh from another
+        // xTR-ID may change the answer.
+        let shared_unmerged = !reg.merge && entry.regs.len() > 1;
         let outcome = match entry.regs.iter_mut().find(|r| r.xtr_id == reg.xtr_id) {
             Some(old) => {
+                let same = old.rlocs == reg.rlocs && old.merge == reg.merge && !shared_unmerged;
                 let first = old.first_registered;
                 *old = reg;
                 old.first_registered = first;
-                RegisterOutcome::Refreshed
+                if same {
+                    RegisterOutcome::Refreshed
+                } else {
+                    RegisterOutcome::Changed
+                }
             }
             None => {
                 entry.regs.push(reg);
                 RegisterOutcome::New
             }
         };
-        if outcome == RegisterOutcome::Refreshed && entry.merged_rlocs() != before {
-            RegisterOutcome::Changed
-        } else {
-            outcome
+        if outcome != RegisterOutcome::Refreshed {
+            entry.merged = OnceCell::new();
         }
+        outcome
     }
 
     /// Removes one xTR-ID's registration (Record TTL 0); true if something was removed.
@@ -208,6 +236,9 @@ impl SiteDb {
         let n = entry.regs.len();
         entry.regs.retain(|r| &r.xtr_id != xtr_id);
         let removed = entry.regs.len() != n;
+        if removed {
+            entry.merged = OnceCell::new();
+        }
         if entry.regs.is_empty() {
             self.remove_key(key);
         }
@@ -359,7 +390,10 @@ mod tests {
             db.register(&k, reg(1, "192.0.2.9", true, 70)),
             RegisterOutcome::Changed
         );
-        assert_eq!(db.get(&k).unwrap().regs[0].first_registered, Duration::ZERO);
+        assert_eq!(
+            db.get(&k).unwrap().regs()[0].first_registered,
+            Duration::ZERO
+        );
         // Without merge, the latest registration alone answers.
         db.register(&k, reg(2, "192.0.2.2", false, 80));
         assert_eq!(db.get(&k).unwrap().merged_rlocs().len(), 1);
