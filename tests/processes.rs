@@ -175,3 +175,44 @@ fn check_config_prints_every_error_with_its_path_and_run_refuses() {
         assert!(e.contains("peer_group.delivery: \"carrier-pigeon\""), "{e}");
     }
 }
+
+/// An OOR-like Map-Resolver: it takes only the ECM, reads the inner UDP source port, and
+/// answers from another of its addresses (as OOR's MS did from 192.0.2.99 in the vectors).
+#[test]
+fn lig_works_against_an_oor_like_map_resolver() {
+    use lisp_decent::wire::*;
+    let ms = std::net::UdpSocket::bind("127.0.0.7:4342").unwrap();
+    let other = std::net::UdpSocket::bind("127.0.0.8:0").unwrap();
+    ms.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let (n, from) = ms.recv_from(&mut buf).unwrap();
+        let ControlMessage::Ecm(ecm) = ControlMessage::parse(&buf[..n]).expect("a well-formed ECM") else {
+            panic!("not an ECM");
+        };
+        assert_eq!(ecm.inner_header.dport, 4342);
+        let ControlMessage::MapRequest(q) = *ecm.inner else { panic!("inner is not a Map-Request") };
+        assert_eq!(q.records[0].eid_text(), "[0]10.2.2.2/32");
+        let itr = q.reply_rloc().expect("an ITR-RLOC");
+        let rec = EidRecord {
+            authoritative: true,
+            ..EidRecord::new(
+                Address::Ipv4("10.2.2.0".parse().unwrap()),
+                24,
+                10,
+                vec![RlocRecord { priority: 1, weight: 100, m_priority: 255, m_weight: 0, flags: 5, locator: Address::Ipv4("192.0.2.3".parse().unwrap()) }],
+            )
+        };
+        let reply = ControlMessage::MapReply(MapReply::new(q.nonce, vec![rec])).to_bytes().unwrap();
+        other.send_to(&reply, std::net::SocketAddr::new(itr, ecm.inner_header.sport)).unwrap();
+        (from.port(), ecm.inner_header.sport)
+    });
+    let o = decent().args(["lig", "10.2.2.2", "--to", "127.0.0.7", "--json", "--count", "1"]).output().unwrap();
+    let (outer_port, inner_port) = server.join().unwrap();
+    assert_eq!(outer_port, inner_port, "lig listens on the port it names as inner source");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["eid"], "[0]10.2.2.0/24");
+    assert_eq!(v["replier"], "127.0.0.8");
+    assert_eq!(v["kind"], "authoritative");
+    assert_eq!(v["rlocs"][0]["address"], "192.0.2.3");
+}
