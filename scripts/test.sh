@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --release
-cargo bench --locked --bench wire -- --test
+cargo bench --locked -- --test
