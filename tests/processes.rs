@@ -187,11 +187,14 @@ fn lig_works_against_an_oor_like_map_resolver() {
     let server = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         let (n, from) = ms.recv_from(&mut buf).unwrap();
-        let ControlMessage::Ecm(ecm) = ControlMessage::parse(&buf[..n]).expect("a well-formed ECM") else {
+        let ControlMessage::Ecm(ecm) = ControlMessage::parse(&buf[..n]).expect("a well-formed ECM")
+        else {
             panic!("not an ECM");
         };
         assert_eq!(ecm.inner_header.dport, 4342);
-        let ControlMessage::MapRequest(q) = *ecm.inner else { panic!("inner is not a Map-Request") };
+        let ControlMessage::MapRequest(q) = *ecm.inner else {
+            panic!("inner is not a Map-Request")
+        };
         assert_eq!(q.records[0].eid_text(), "[0]10.2.2.2/32");
         let itr = q.reply_rloc().expect("an ITR-RLOC");
         let rec = EidRecord {
@@ -200,16 +203,44 @@ fn lig_works_against_an_oor_like_map_resolver() {
                 Address::Ipv4("10.2.2.0".parse().unwrap()),
                 24,
                 10,
-                vec![RlocRecord { priority: 1, weight: 100, m_priority: 255, m_weight: 0, flags: 5, locator: Address::Ipv4("192.0.2.3".parse().unwrap()) }],
+                vec![RlocRecord {
+                    priority: 1,
+                    weight: 100,
+                    m_priority: 255,
+                    m_weight: 0,
+                    flags: 5,
+                    locator: Address::Ipv4("192.0.2.3".parse().unwrap()),
+                }],
             )
         };
-        let reply = ControlMessage::MapReply(MapReply::new(q.nonce, vec![rec])).to_bytes().unwrap();
-        other.send_to(&reply, std::net::SocketAddr::new(itr, ecm.inner_header.sport)).unwrap();
+        let reply = ControlMessage::MapReply(MapReply::new(q.nonce, vec![rec]))
+            .to_bytes()
+            .unwrap();
+        other
+            .send_to(
+                &reply,
+                std::net::SocketAddr::new(itr, ecm.inner_header.sport),
+            )
+            .unwrap();
         (from.port(), ecm.inner_header.sport)
     });
-    let o = decent().args(["lig", "10.2.2.2", "--to", "127.0.0.7", "--json", "--count", "1"]).output().unwrap();
+    let o = decent()
+        .args([
+            "lig",
+            "10.2.2.2",
+            "--to",
+            "127.0.0.7",
+            "--json",
+            "--count",
+            "1",
+        ])
+        .output()
+        .unwrap();
     let (outer_port, inner_port) = server.join().unwrap();
-    assert_eq!(outer_port, inner_port, "lig listens on the port it names as inner source");
+    assert_eq!(
+        outer_port, inner_port,
+        "lig listens on the port it names as inner source"
+    );
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["eid"], "[0]10.2.2.0/24");
     assert_eq!(v["replier"], "127.0.0.8");
