@@ -47,7 +47,6 @@ pub(crate) struct PendingNotify {
 pub(crate) struct PendingRequest {
     pub eid: EidPrefix,
     pub sent: Duration,
-    pub smr_invoked: bool,
 }
 
 /// The control engine of one node.
@@ -219,7 +218,7 @@ impl Engine {
     ) {
         self.counters.packets_received += 1;
         if dst.port() == DATA_PORT {
-            self.handle_data(now, src, payload);
+            self.handle_data(now, payload);
             return;
         }
         match ControlMessage::parse(payload) {
@@ -230,7 +229,7 @@ impl Engine {
 
     /// LISP data on 4341: only Instance-ID 0xFFFFFF (control carried in data encapsulation,
     /// RFC 9962 §4) is the control plane's; the rest belongs to the data plane.
-    fn handle_data(&mut self, now: Duration, src: SocketAddr, payload: &[u8]) {
+    fn handle_data(&mut self, now: Duration, payload: &[u8]) {
         let Ok(h) = DataHeader::parse(payload) else {
             self.counters.packets_malformed += 1;
             return;
@@ -255,7 +254,6 @@ impl Engine {
         let inner = body.rest();
         self.counters.replicated_received += 1;
         let sender = SocketAddr::new(ip.ip.src(), ip.sport);
-        let _ = src;
         match ControlMessage::parse(inner) {
             Ok(m) => self.handle_control(now, sender, inner, &m, true),
             Err(_) => self.counters.packets_malformed += 1,

@@ -195,25 +195,12 @@ impl Engine {
                 continue;
             }
             let (eid, ml) = d.eid.to_wire();
-            let rlocs = self
-                .cfg
-                .rlocs
-                .iter()
-                .map(|r| RlocRecord {
-                    priority: r.priority,
-                    weight: r.weight,
-                    m_priority: 255,
-                    m_weight: 0,
-                    flags: RlocRecord::LOCAL
-                        | RlocRecord::REACHABLE
-                        | if Some(r.address) == probed {
-                            RlocRecord::PROBED
-                        } else {
-                            0
-                        },
-                    locator: Address::from(r.address),
-                })
-                .collect();
+            let mut rlocs = self.own_rlocs();
+            for r in &mut rlocs {
+                if r.locator.ip() == probed {
+                    r.flags |= RlocRecord::PROBED;
+                }
+            }
             let mut rec = EidRecord::new(eid, ml, self.cfg.timers.map_reply_ttl_mins, rlocs);
             rec.authoritative = true;
             records.push(rec);
@@ -346,14 +333,8 @@ impl Engine {
                 let Ok(payload) = ControlMessage::MapRequest(q).to_bytes() else {
                     return;
                 };
-                self.pending_requests.insert(
-                    nonce,
-                    PendingRequest {
-                        eid: p,
-                        sent: now,
-                        smr_invoked,
-                    },
-                );
+                self.pending_requests
+                    .insert(nonce, PendingRequest { eid: p, sent: now });
                 self.counters.map_requests_sent += 1;
                 self.push(Transmit {
                     src: Some(own),
@@ -374,7 +355,6 @@ impl Engine {
             self.counters.map_replies_unmatched += 1;
             return;
         };
-        let _ = pending.smr_invoked;
         for rec in &r.records {
             let Some(EidKey::Prefix(p)) = EidKey::from_wire(&rec.eid, rec.mask_len) else {
                 continue;

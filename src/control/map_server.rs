@@ -167,10 +167,10 @@ impl Engine {
         }
         if new_peer && !local && matches!(self.cfg.mapping_system, MappingSystem::Push(_)) {
             // A newcomer: send it our registrations now rather than at the next interval.
-            self.greet(now, src.ip());
+            self.greet(src.ip());
         }
         for peer in rle_peers {
-            self.greet(now, peer);
+            self.greet(peer);
         }
     }
 
@@ -327,7 +327,7 @@ impl Engine {
             }
         }
         for a in learned {
-            self.greet(now, a);
+            self.greet(a);
         }
         if let Some(seeds) = self.seed_nonces.remove(&n.nonce) {
             // OOR may answer from another of its addresses: then the ack counts for every

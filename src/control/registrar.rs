@@ -24,7 +24,7 @@ const REPLICATION_TTL: u8 = 64;
 
 impl Engine {
     /// The RLOC-records of our own mappings.
-    fn own_rlocs(&self) -> Vec<RlocRecord> {
+    pub(crate) fn own_rlocs(&self) -> Vec<RlocRecord> {
         self.cfg
             .rlocs
             .iter()
@@ -201,7 +201,7 @@ impl Engine {
     /// Sends our registrations to one peer we have not sent them to since the last full
     /// round: a newcomer learns the group's database from every member at once, without
     /// waiting for the register interval and without a round to everyone.
-    pub(crate) fn greet(&mut self, now: Duration, peer: IpAddr) {
+    pub(crate) fn greet(&mut self, peer: IpAddr) {
         if self.is_own_rloc(peer) || !self.greeted.insert(peer) {
             return;
         }
@@ -212,20 +212,12 @@ impl Engine {
         if let Some(m) = self.own_membership() {
             sets.push((vec![m], true));
         }
-        let _ = now;
         for (records, membership) in sets {
             for r in self.build_registers(&records, membership, false) {
                 match pg.delivery {
                     Delivery::Replicate => self.replicate(peer, pg.group, &r),
                     Delivery::Multicast { .. } => {
-                        self.counters.map_registers_sent += 1;
-                        self.push(Transmit {
-                            src: self.rloc_for(peer),
-                            src_port: CONTROL_PORT,
-                            dst: SocketAddr::new(peer, CONTROL_PORT),
-                            ttl: None,
-                            payload: r,
-                        });
+                        self.send_unicast_register(peer, r);
                     }
                 }
             }
@@ -299,14 +291,7 @@ impl Engine {
                             if let Ok(ControlMessage::MapRegister(m)) = ControlMessage::parse(r) {
                                 self.seed_nonces.entry(m.nonce).or_default().push(s);
                             }
-                            self.counters.map_registers_sent += 1;
-                            self.push(Transmit {
-                                src: self.rloc_for(s),
-                                src_port: CONTROL_PORT,
-                                dst: SocketAddr::new(s, CONTROL_PORT),
-                                ttl: None,
-                                payload: r.clone(),
-                            });
+                            self.send_unicast_register(s, r.clone());
                         }
                     }
                 }
@@ -333,19 +318,24 @@ impl Engine {
                             continue;
                         }
                         for r in &regs {
-                            self.counters.map_registers_sent += 1;
-                            self.push(Transmit {
-                                src: self.rloc_for(s),
-                                src_port: CONTROL_PORT,
-                                dst: SocketAddr::new(s, CONTROL_PORT),
-                                ttl: None,
-                                payload: r.clone(),
-                            });
+                            self.send_unicast_register(s, r.clone());
                         }
                     }
                 }
             }
         }
+    }
+
+    /// One Map-Register straight to `dst`:4342.
+    fn send_unicast_register(&mut self, dst: IpAddr, payload: Vec<u8>) {
+        self.counters.map_registers_sent += 1;
+        self.push(Transmit {
+            src: self.rloc_for(dst),
+            src_port: CONTROL_PORT,
+            dst: SocketAddr::new(dst, CONTROL_PORT),
+            ttl: None,
+            payload,
+        });
     }
 
     fn deliver_locally(&mut self, now: Duration, bytes: &[u8]) {
