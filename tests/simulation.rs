@@ -383,3 +383,36 @@ fn pull_mode_registers_to_the_hashed_set_and_resolves_through_it() {
         "one request to each Map-Resolver of set {set}: {got:?}"
     );
 }
+
+#[test]
+fn ipv6_rlocs_and_an_ipv6_group_converge_in_each_push_form() {
+    use lisp_decent::control::{MappingSystem, PeerGroup};
+    for d in [Delivery::Replicate, MULTICAST] {
+        let mut s = Sim::new(2 * MS, 9);
+        for i in 1..=4 {
+            let mut c = sim::node_config(i, d.clone());
+            let v6 = |k: usize| std::net::IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, k as u16]);
+            c.rlocs[0].address = v6(i);
+            c.mapping_system = MappingSystem::Push(PeerGroup {
+                group: "ff05::1:1".parse().unwrap(),
+                delivery: d.clone(),
+                seeds: vec![v6(1)],
+                lispers_membership_encoding: false,
+            });
+            s.add(c);
+        }
+        assert!(s.run_until(secs(5), Sim::converged), "{d:?}");
+        assert!(s.now < secs(1), "{d:?}: {:?}", s.now);
+        if d == Delivery::Replicate {
+            for e in s.nodes.iter().flatten() {
+                assert_eq!(
+                    e.members().len(),
+                    3,
+                    "(::/0, G) membership at {}",
+                    e.config().name
+                );
+                assert!(e.counters().replicated_received > 0);
+            }
+        }
+    }
+}
