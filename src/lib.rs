@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod control;
 pub mod crypto;
+pub mod dataplane;
 pub mod mapping;
 pub mod node;
 pub mod sim;

@@ -23,6 +23,18 @@ fn all_parsers(bytes: &[u8]) {
     let _ = IpUdp::parse(&mut Reader::new(bytes));
     let _ = auth::verify(bytes, b"k");
     let _ = auth::auth_field(bytes);
+    let _ = lisp_decent::dataplane::FlowKey::of(bytes);
+    let _ = lisp_decent::dataplane::encap::inner_destination(bytes);
+    let _ = lisp_decent::dataplane::decapsulate(bytes, &ours());
+}
+
+fn ours() -> lisp_decent::mapping::PrefixTable<()> {
+    let mut t = lisp_decent::mapping::PrefixTable::new();
+    t.insert(
+        lisp_decent::mapping::EidPrefix::new(0, "10.0.0.0/8".parse().unwrap()),
+        (),
+    );
+    t
 }
 
 fn vectors() -> Vec<Vec<u8>> {

@@ -1,0 +1,174 @@
+//! LISP data encapsulation and decapsulation (RFC 9300 §5, §7), without the outer IP and UDP
+//! headers (the socket adds those). Buffers are the caller's, so the steady state allocates
+//! nothing.
+
+use std::net::IpAddr;
+
+use crate::mapping::{EidPrefix, PrefixTable};
+use crate::wire::{CONTROL_INSTANCE_ID, DataHeader};
+
+/// Writes the LISP header (N bit with `nonce`, I bit with `iid`, K bits `key_id`) and the
+/// inner packet into `out`, replacing what it held.
+pub fn encapsulate(out: &mut Vec<u8>, iid: u32, nonce: u32, key_id: u8, inner: &[u8]) {
+    out.clear();
+    out.reserve(DataHeader::LEN + inner.len());
+    let mut h = [0u8; DataHeader::LEN];
+    // An 8-byte array always takes the header.
+    let _ = DataHeader::with_instance(iid, nonce, key_id).emit(&mut h);
+    out.extend_from_slice(&h);
+    out.extend_from_slice(inner);
+}
+
+/// Why the ETR dropped a packet (each one a counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than a LISP header, or the inner packet is not IPv4 / IPv6.
+    Malformed,
+    /// No I bit: the Instance-ID is unknown (we never send without it).
+    NoInstanceId,
+    /// An Instance-ID we have no EIDs in.
+    UnknownInstance,
+    /// The inner destination is not one of our EIDs in that Instance-ID.
+    NotOurEid,
+    /// Encrypted (K bits set) and no key for it (lisp-crypto decides before this).
+    Encrypted,
+}
+
+/// What to do with a received LISP data packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decapsulated<'a> {
+    /// Hand the inner packet to the TUN device of this Instance-ID.
+    Deliver {
+        iid: u32,
+        packet: &'a [u8],
+    },
+    /// Instance-ID 0xFFFFFF: control carried in data (LISP-Decent replication) for the
+    /// control plane; never decrypted, never delivered to a TUN.
+    Control {
+        payload: &'a [u8],
+    },
+    Drop(DropReason),
+}
+
+/// The destination address of an IPv4 or IPv6 packet.
+pub fn inner_destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => {
+            let d: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::from(d))
+        }
+        6 => {
+            let d: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::from(d))
+        }
+        _ => None,
+    }
+}
+
+/// The ETR's decision for a clear (or already decrypted) LISP data packet: our EIDs are
+/// the database prefixes per Instance-ID.
+pub fn decapsulate<'a>(packet: &'a [u8], ours: &PrefixTable<()>) -> Decapsulated<'a> {
+    let Ok(h) = DataHeader::parse(packet) else {
+        return Decapsulated::Drop(DropReason::Malformed);
+    };
+    let inner = &packet[DataHeader::LEN..];
+    let Some(iid) = h.instance_id() else {
+        return Decapsulated::Drop(DropReason::NoInstanceId);
+    };
+    if iid == CONTROL_INSTANCE_ID {
+        if h.key_id != 0 {
+            return Decapsulated::Drop(DropReason::Encrypted);
+        }
+        return Decapsulated::Control { payload: inner };
+    }
+    if h.key_id != 0 {
+        return Decapsulated::Drop(DropReason::Encrypted);
+    }
+    let Some(dst) = inner_destination(inner) else {
+        return Decapsulated::Drop(DropReason::Malformed);
+    };
+    if ours.lookup(iid, dst).is_some() {
+        return Decapsulated::Deliver { iid, packet: inner };
+    }
+    let known_instance = ours.iter().any(|(p, _): (EidPrefix, _)| p.iid == iid);
+    Decapsulated::Drop(if known_instance {
+        DropReason::NotOurEid
+    } else {
+        DropReason::UnknownInstance
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ours() -> PrefixTable<()> {
+        let mut t = PrefixTable::new();
+        t.insert(EidPrefix::new(0, "10.1.0.0/16".parse().unwrap()), ());
+        t.insert(EidPrefix::new(7, "10.0.0.0/24".parse().unwrap()), ());
+        t
+    }
+
+    fn ping(dst: [u8; 4]) -> Vec<u8> {
+        let mut p = hex::decode("4500001c00000000400100000a020001").unwrap();
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn deliver_only_our_eids_per_instance() {
+        let t = ours();
+        let mut buf = Vec::new();
+        encapsulate(&mut buf, 0, 0x123456, 0, &ping([10, 1, 2, 3]));
+        assert_eq!(&buf[..8], &[0x88, 0x12, 0x34, 0x56, 0, 0, 0, 0]);
+        assert_eq!(
+            decapsulate(&buf, &t),
+            Decapsulated::Deliver {
+                iid: 0,
+                packet: &ping([10, 1, 2, 3])[..]
+            }
+        );
+        // The same inner destination in another Instance-ID is not ours.
+        encapsulate(&mut buf, 7, 1, 0, &ping([10, 1, 2, 3]));
+        assert_eq!(
+            decapsulate(&buf, &t),
+            Decapsulated::Drop(DropReason::NotOurEid)
+        );
+        encapsulate(&mut buf, 7, 1, 0, &ping([10, 0, 0, 9]));
+        assert!(matches!(
+            decapsulate(&buf, &t),
+            Decapsulated::Deliver { iid: 7, .. }
+        ));
+        encapsulate(&mut buf, 9, 1, 0, &ping([10, 0, 0, 9]));
+        assert_eq!(
+            decapsulate(&buf, &t),
+            Decapsulated::Drop(DropReason::UnknownInstance)
+        );
+        encapsulate(&mut buf, CONTROL_INSTANCE_ID, 1, 0, b"register");
+        assert_eq!(
+            decapsulate(&buf, &t),
+            Decapsulated::Control {
+                payload: b"register"
+            }
+        );
+        encapsulate(&mut buf, 0, 1, 1, &ping([10, 1, 2, 3]));
+        assert_eq!(
+            decapsulate(&buf, &t),
+            Decapsulated::Drop(DropReason::Encrypted)
+        );
+        assert_eq!(
+            decapsulate(&[0x80, 0, 0], &t),
+            Decapsulated::Drop(DropReason::Malformed)
+        );
+        assert_eq!(
+            decapsulate(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0x45], &t),
+            Decapsulated::Drop(DropReason::NoInstanceId)
+        );
+        encapsulate(&mut buf, 0, 1, 0, &[0x45, 0, 0]);
+        assert_eq!(
+            decapsulate(&buf, &t),
+            Decapsulated::Drop(DropReason::Malformed)
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The flow of an inner packet (RFC 9300 §5.3: the outer UDP source port, and the RLOC a
+//! flow uses, come from a hash of the inner headers so one flow stays on one path).
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+/// What identifies a flow: addresses, protocol and, for TCP / UDP / SCTP not fragmented,
+/// the ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    pub ports: Option<(u16, u16)>,
+}
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const SCTP: u8 = 132;
+
+fn ports(proto: u8, l4: &[u8]) -> Option<(u16, u16)> {
+    if !matches!(proto, TCP | UDP | SCTP) {
+        return None;
+    }
+    let p = l4.get(..4)?;
+    Some((
+        u16::from_be_bytes([p[0], p[1]]),
+        u16::from_be_bytes([p[2], p[3]]),
+    ))
+}
+
+impl FlowKey {
+    /// Reads the flow of an IPv4 or IPv6 packet; `None` if it is neither.
+    pub fn of(packet: &[u8]) -> Option<FlowKey> {
+        match packet.first()? >> 4 {
+            4 => {
+                let h = packet.get(..20)?;
+                let ihl = usize::from(h[0] & 0xf) * 4;
+                let proto = h[9];
+                let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+                let src = IpAddr::from(<[u8; 4]>::try_from(&h[12..16]).ok()?);
+                let dst = IpAddr::from(<[u8; 4]>::try_from(&h[16..20]).ok()?);
+                let ports = if fragment {
+                    None
+                } else {
+                    ports(proto, packet.get(ihl..)?)
+                };
+                Some(FlowKey {
+                    src,
+                    dst,
+                    protocol: proto,
+                    ports,
+                })
+            }
+            6 => {
+                let h = packet.get(..40)?;
+                let proto = h[6];
+                let src = IpAddr::from(<[u8; 16]>::try_from(&h[8..24]).ok()?);
+                let dst = IpAddr::from(<[u8; 16]>::try_from(&h[24..40]).ok()?);
+                Some(FlowKey {
+                    src,
+                    dst,
+                    protocol: proto,
+                    ports: ports(proto, &packet[40..]),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// A hash of the flow, the same in every process (SipHash with fixed keys).
+    pub fn hash64(&self) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+
+    /// The outer UDP source port of the flow: in the dynamic range 49152-65535 (RFC 9300
+    /// §5.3 asks for a hash of the inner headers; the range keeps it clear of 4341 / 4342).
+    pub fn source_port(&self) -> u16 {
+        49152 + (self.hash64() % 16384) as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = hex::decode("450000280000400040000000c0000201c0000202").unwrap();
+        p[9] = proto;
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0; 16]);
+        p
+    }
+
+    #[test]
+    fn flows_by_five_tuple() {
+        let a = FlowKey::of(&v4(6, 1000, 80)).unwrap();
+        assert_eq!(a.ports, Some((1000, 80)));
+        assert_eq!(a.src.to_string(), "192.0.2.1");
+        assert_eq!(a.hash64(), FlowKey::of(&v4(6, 1000, 80)).unwrap().hash64());
+        assert_ne!(a.hash64(), FlowKey::of(&v4(6, 1001, 80)).unwrap().hash64());
+        let icmp = FlowKey::of(&v4(1, 1000, 80)).unwrap();
+        assert_eq!(icmp.ports, None, "no ports for ICMP");
+        let p = a.source_port();
+        assert!((49152..=65535).contains(&p));
+        // A non-first fragment has no ports to read.
+        let mut frag = v4(6, 1000, 80);
+        frag[7] = 10;
+        assert_eq!(FlowKey::of(&frag).unwrap().ports, None);
+        assert_eq!(FlowKey::of(&[0x45, 0]), None);
+        assert_eq!(FlowKey::of(&[]), None);
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        v6.extend_from_slice(
+            &[0x20, 1, 0xd, 0xb8]
+                .iter()
+                .chain([0u8; 11].iter())
+                .chain([1u8].iter())
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        v6.extend_from_slice(
+            &[0x20, 1, 0xd, 0xb8]
+                .iter()
+                .chain([0u8; 11].iter())
+                .chain([2u8].iter())
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        v6.extend_from_slice(&[0x13, 0x88, 0x00, 0x35, 0, 8, 0, 0]);
+        let f = FlowKey::of(&v6).unwrap();
+        assert_eq!(
+            (f.src.to_string().as_str(), f.ports),
+            ("2001:db8::1", Some((5000, 53)))
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Choosing the RLOC of a flow (RFC 9300 §10; PROTOCOL.md §6.5): never priority 255, never
+//! an RLOC marked down; the lowest priority among the rest; within it, flows split by
+//! weight (all weights 0: evenly), each flow pinned by its hash.
+
+use crate::mapping::{CachedRloc, RlocState};
+
+/// The index in `rlocs` of the RLOC for a flow with hash `flow`, or `None` when no RLOC
+/// may carry unicast traffic.
+pub fn choose(rlocs: &[CachedRloc], flow: u64) -> Option<usize> {
+    let usable = |r: &CachedRloc| r.record.priority != 255 && r.state != RlocState::Down;
+    let best = rlocs
+        .iter()
+        .filter(|r| usable(r))
+        .map(|r| r.record.priority)
+        .min()?;
+    let tier = || {
+        rlocs
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| usable(r) && r.record.priority == best)
+    };
+    let total: u64 = tier().map(|(_, r)| u64::from(r.record.weight)).sum();
+    if total == 0 {
+        let n = tier().count() as u64;
+        return tier().nth((flow % n) as usize).map(|(i, _)| i);
+    }
+    let mut point = flow % total;
+    for (i, r) in tier() {
+        let w = u64::from(r.record.weight);
+        if point < w {
+            return Some(i);
+        }
+        point -= w;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Address, RlocRecord};
+
+    fn rloc(last: u8, priority: u8, weight: u8, state: RlocState) -> CachedRloc {
+        CachedRloc {
+            record: RlocRecord {
+                priority,
+                weight,
+                m_priority: 255,
+                m_weight: 0,
+                flags: 1,
+                locator: Address::Ipv4([192, 0, 2, last].into()),
+            },
+            state,
+            rtt: None,
+        }
+    }
+
+    fn shares(rlocs: &[CachedRloc]) -> Vec<f64> {
+        let mut n = vec![0u32; rlocs.len()];
+        for f in 0..100_000u64 {
+            let h = crate::dataplane::flow::FlowKey {
+                src: [10, 0, 0, 1].into(),
+                dst: [10, 0, 0, 2].into(),
+                protocol: 17,
+                ports: Some(((f % 60000) as u16, (f / 60000) as u16)),
+            }
+            .hash64();
+            n[choose(rlocs, h).unwrap()] += 1;
+        }
+        n.iter().map(|c| f64::from(*c) / 100_000.0).collect()
+    }
+
+    #[test]
+    fn lowest_priority_then_weight() {
+        use RlocState::*;
+        // 30/20/20/10 splits 37.5 / 25 / 25 / 12.5 %; the priority-2 RLOC is unused.
+        let set = [
+            rloc(1, 1, 30, Up),
+            rloc(2, 1, 20, Up),
+            rloc(3, 1, 20, Unknown),
+            rloc(4, 1, 10, Up),
+            rloc(5, 2, 100, Up),
+        ];
+        let s = shares(&set);
+        for (got, want) in s.iter().zip([0.375, 0.25, 0.25, 0.125, 0.0]) {
+            assert!((got - want).abs() < 0.01, "{s:?}");
+        }
+        // Weights all 0: an even split.
+        let s = shares(&[rloc(1, 1, 0, Up), rloc(2, 1, 0, Up)]);
+        assert!((s[0] - 0.5).abs() < 0.01, "{s:?}");
+        // Down RLOCs are skipped; when the whole best tier is down, the next one carries.
+        assert_eq!(
+            choose(&[rloc(1, 1, 50, Down), rloc(2, 2, 50, Up)], 7),
+            Some(1)
+        );
+        // Priority 255 never carries unicast.
+        assert_eq!(choose(&[rloc(1, 255, 50, Up)], 7), None);
+        assert_eq!(choose(&[], 7), None);
+        // A flow stays on its RLOC.
+        assert_eq!(choose(&set, 12345), choose(&set, 12345));
+    }
+}
