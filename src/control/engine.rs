@@ -88,6 +88,8 @@ pub struct Engine {
     pub(crate) pull_servers: HashMap<u32, Vec<IpAddr>>,
     pub(crate) pull_rr: usize,
     pub(crate) next_housekeeping: Duration,
+    /// Bumped on every change of a registered mapping.
+    pub(crate) generation: u64,
 }
 
 /// Unsolicited Map-Notify retransmission (RFC 9301 §5.7: 3 tries, 3 s apart).
@@ -132,6 +134,7 @@ impl Engine {
             pull_servers: HashMap::new(),
             pull_rr: 0,
             next_housekeeping: Duration::ZERO,
+            generation: 0,
         }
     }
 
@@ -150,6 +153,12 @@ impl Engine {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// A number that changes whenever a registered mapping does (for the node to follow
+    /// the database with routes without comparing it whole).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The next datagram to send.

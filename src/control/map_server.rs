@@ -382,6 +382,7 @@ impl Engine {
     /// The answer for `key` changed: ITRs that asked for it get an SMR, and our own
     /// map-cache entries for it are refreshed.
     pub(crate) fn mapping_changed(&mut self, now: Duration, key: &EidKey) {
+        self.generation += 1;
         let EidKey::Prefix(p) = key else { return };
         self.refresh_cache(now, p);
         self.send_smrs(now, p);

@@ -33,6 +33,18 @@ struct RawConfig {
     timers: RawTimers,
     #[serde(default)]
     listen: RawListen,
+    #[serde(default)]
+    instance: Vec<RawInstance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    #[serde(default)]
+    instance_id: u32,
+    tun: Option<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +177,15 @@ pub struct DnsSettings {
     pub resolve_interval: Duration,
 }
 
+/// A TUN device carrying one Instance-ID's traffic (RFC 9300 §8: one VRF per Instance-ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceConfig {
+    pub instance_id: u32,
+    pub tun: String,
+    /// EID addresses of this node, put on the device as host addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -181,6 +202,8 @@ pub struct NodeConfig {
     pub listen: Vec<IpAddr>,
     pub control_port: u16,
     pub data_port: u16,
+    /// Instance-IDs with a TUN device (none: the node is control plane only).
+    pub instances: Vec<InstanceConfig>,
 }
 
 /// One configuration problem.
@@ -565,6 +588,60 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
         .filter_map(|(i, a)| parse_ip(&mut errs, &format!("listen.addresses[{i}]"), a))
         .collect();
 
+    let mut instances = Vec::new();
+    for (i, inst) in raw.instance.iter().enumerate() {
+        let p = format!("instance[{i}]");
+        if inst.instance_id >= crate::wire::CONTROL_INSTANCE_ID {
+            errs.add(
+                format!("{p}.instance_id"),
+                "0xFFFFFF is reserved for control traffic",
+            );
+        }
+        let tun = inst
+            .tun
+            .clone()
+            .unwrap_or_else(|| format!("lisp{}", inst.instance_id));
+        if tun.is_empty() || tun.len() > 15 {
+            errs.add(
+                format!("{p}.tun"),
+                format!("\"{tun}\": an interface name has 1 to 15 characters"),
+            );
+        }
+        let mut addresses = Vec::new();
+        for (k, a) in inst.addresses.iter().enumerate() {
+            let ap = format!("{p}.addresses[{k}]");
+            if let Some(ip) = parse_ip(&mut errs, &ap, a) {
+                if !database
+                    .iter()
+                    .any(|d| d.eid.iid == inst.instance_id && d.eid.prefix.contains(&ip))
+                {
+                    errs.add(
+                        ap,
+                        format!(
+                            "{ip} is not inside a [[database]] prefix of Instance-ID {}",
+                            inst.instance_id
+                        ),
+                    );
+                }
+                addresses.push(ip);
+            }
+        }
+        if instances
+            .iter()
+            .any(|x: &InstanceConfig| x.instance_id == inst.instance_id)
+        {
+            errs.add(
+                format!("{p}.instance_id"),
+                format!("Instance-ID {} has two devices", inst.instance_id),
+            );
+        }
+        instances.push(InstanceConfig {
+            instance_id: inst.instance_id,
+            tun,
+            addresses,
+        });
+    }
+
     let site_id = raw.site_id.unwrap_or(0).to_be_bytes();
     let state_dir = base.join(
         raw.state_dir
@@ -585,6 +662,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             listen,
             control_port: raw.listen.control_port.unwrap_or(crate::wire::CONTROL_PORT),
             data_port: raw.listen.data_port.unwrap_or(crate::wire::DATA_PORT),
+            instances,
         }),
         _ => Err(errs.0),
     }

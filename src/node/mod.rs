@@ -5,6 +5,7 @@ pub mod config;
 pub mod dns;
 pub mod interfaces;
 pub mod state;
+pub mod tun;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -197,6 +198,33 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     }
     drop(tx);
 
+    // The data plane: one TUN device per configured Instance-ID.
+    let mut tuns: Vec<tun::Tun> = Vec::new();
+    for inst in &cfg.instances {
+        let t = tun::Tun::create(inst).await?;
+        info!(device = %inst.tun, iid = inst.instance_id, addresses = ?inst.addresses, "TUN device up");
+        tuns.push(t);
+    }
+    let (tun_tx, mut tun_rx) = mpsc::channel::<(usize, Vec<u8>)>(4096);
+    for (k, t) in tuns.iter().enumerate() {
+        let dev = t.device.clone();
+        let tx = tun_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = dev.recv(&mut buf).await {
+                if tx.send((k, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tun_tx);
+    let mut ours = crate::mapping::PrefixTable::new();
+    for d in &cfg.database {
+        ours.insert(d.eid, ());
+    }
+    let mut data = DataPath::default();
+
     let start = Instant::now();
     let mut engine = Engine::new(engine_cfg);
     info!(
@@ -213,6 +241,8 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         drop(dns_tx);
     }
     let mut next_rloc_refresh = start + RLOC_REFRESH;
+    let mut next_route_sync = start;
+    let mut routed_generation = u64::MAX;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut members_seen = 0usize;
     loop {
@@ -224,12 +254,38 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             info!(members, "peer group membership changed");
             members_seen = members;
         }
-        let deadline = (start + engine.poll_timeout()).min(next_rloc_refresh);
+        if !tuns.is_empty()
+            && (Instant::now() >= next_route_sync || engine.generation() != routed_generation)
+        {
+            next_route_sync = Instant::now() + ROUTE_SYNC;
+            routed_generation = engine.generation();
+            for t in tuns.iter_mut() {
+                let wanted = remote_prefixes(&engine, &ours, t.instance_id);
+                match t.sync_routes(&wanted).await {
+                    Ok((0, 0)) => {}
+                    Ok((added, removed)) => {
+                        info!(iid = t.instance_id, added, removed, "EID routes updated")
+                    }
+                    Err(e) => warn!(iid = t.instance_id, "cannot update EID routes: {e:#}"),
+                }
+            }
+        }
+        let mut deadline = (start + engine.poll_timeout()).min(next_rloc_refresh);
+        if !tuns.is_empty() {
+            deadline = deadline.min(next_route_sync);
+        }
         tokio::select! {
             got = rx.recv() => {
                 let Some((local, from, bytes)) = got else { bail!("all sockets closed") };
                 debug!(%from, %local, len = bytes.len(), "datagram");
-                engine.handle_datagram(start.elapsed(), from, local, &bytes);
+                if local.port() == cfg.data_port && !tuns.is_empty() {
+                    data.decapsulate(&mut engine, &tuns, &ours, start.elapsed(), from, local, &bytes).await;
+                } else {
+                    engine.handle_datagram(start.elapsed(), from, local, &bytes);
+                }
+            }
+            Some((k, packet)) = tun_rx.recv() => {
+                data.encapsulate(&mut engine, &sockets, tuns[k].instance_id, start.elapsed(), &packet).await;
             }
             Some((index, addrs)) = dns_rx.recv() => engine.set_pull_servers(start.elapsed(), index, addrs),
             _ = tokio::time::sleep_until(deadline.into()) => {}
@@ -251,10 +307,142 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             }
         }
     }
+    if !tuns.is_empty() {
+        info!(stats = ?data.stats, "data plane totals");
+    }
     info!("leaving the peer group");
     engine.leave(start.elapsed());
     flush(&mut engine, &sockets).await;
     Ok(())
+}
+
+/// How often the routes into the TUN devices are checked against the database even when
+/// nothing changed (a route removed by hand comes back).
+const ROUTE_SYNC: Duration = Duration::from_secs(1);
+
+/// The remote EID-prefixes of an Instance-ID: what the database holds, minus our own.
+fn remote_prefixes(
+    engine: &Engine,
+    ours: &crate::mapping::PrefixTable<()>,
+    iid: u32,
+) -> std::collections::BTreeSet<ipnet::IpNet> {
+    engine
+        .site_db()
+        .prefixes()
+        .iter()
+        .filter(|(p, _)| p.iid == iid && ours.get(p).is_none())
+        .map(|(p, _)| p.prefix)
+        .collect()
+}
+
+/// Counters of the data path.
+#[derive(Debug, Default)]
+struct DataStats {
+    encapsulated: u64,
+    encapsulated_bytes: u64,
+    decapsulated: u64,
+    decapsulated_bytes: u64,
+    no_mapping: u64,
+    negative: u64,
+    no_rloc: u64,
+    drops: HashMap<crate::dataplane::DropReason, u64>,
+    no_device: u64,
+}
+
+/// The clear-text data path of the node (RFC 9300 §5, §7), with a buffer reused for every
+/// encapsulation.
+#[derive(Default)]
+struct DataPath {
+    stats: DataStats,
+    buf: Vec<u8>,
+}
+
+impl DataPath {
+    /// ITR: a packet from the TUN of `iid` leaves LISP-encapsulated to the flow's RLOC.
+    async fn encapsulate(
+        &mut self,
+        engine: &mut Engine,
+        sockets: &Sockets,
+        iid: u32,
+        now: Duration,
+        packet: &[u8],
+    ) {
+        use crate::dataplane::{FlowKey, encap, select};
+        let (Some(flow), Some(dst)) = (FlowKey::of(packet), encap::inner_destination(packet))
+        else {
+            *self
+                .stats
+                .drops
+                .entry(crate::dataplane::DropReason::Malformed)
+                .or_insert(0) += 1;
+            return;
+        };
+        let Some(entry) = engine.resolve(now, iid, dst) else {
+            self.stats.no_mapping += 1;
+            return;
+        };
+        if entry.is_negative() {
+            self.stats.negative += 1;
+            return;
+        }
+        let Some(rloc) = select::choose(&entry.rlocs, flow.hash64())
+            .and_then(|i| entry.rlocs[i].record.locator.ip())
+        else {
+            self.stats.no_rloc += 1;
+            return;
+        };
+        encap::encapsulate(
+            &mut self.buf,
+            iid,
+            rand::random::<u32>() & 0x00ff_ffff,
+            0,
+            packet,
+        );
+        let t = Transmit {
+            src: None,
+            src_port: crate::wire::DATA_PORT,
+            dst: SocketAddr::new(rloc, crate::wire::DATA_PORT),
+            ttl: None,
+            payload: Vec::new(),
+        };
+        if let Some(sock) = sockets.pick(&t)
+            && sock.send_to(&self.buf, t.dst).await.is_ok()
+        {
+            self.stats.encapsulated += 1;
+            self.stats.encapsulated_bytes += packet.len() as u64;
+        }
+    }
+
+    /// ETR: a LISP data packet is delivered to its Instance-ID's TUN, handed to the control
+    /// plane (Instance-ID 0xFFFFFF), or dropped and counted by reason.
+    #[allow(clippy::too_many_arguments)]
+    async fn decapsulate(
+        &mut self,
+        engine: &mut Engine,
+        tuns: &[tun::Tun],
+        ours: &crate::mapping::PrefixTable<()>,
+        now: Duration,
+        from: SocketAddr,
+        local: SocketAddr,
+        bytes: &[u8],
+    ) {
+        use crate::dataplane::{Decapsulated, decapsulate};
+        match decapsulate(bytes, ours) {
+            Decapsulated::Deliver { iid, packet } => {
+                match tuns.iter().find(|t| t.instance_id == iid) {
+                    Some(t) => {
+                        if t.device.send(packet).await.is_ok() {
+                            self.stats.decapsulated += 1;
+                            self.stats.decapsulated_bytes += packet.len() as u64;
+                        }
+                    }
+                    None => self.stats.no_device += 1,
+                }
+            }
+            Decapsulated::Control { .. } => engine.handle_datagram(now, from, local, bytes),
+            Decapsulated::Drop(r) => *self.stats.drops.entry(r).or_insert(0) += 1,
+        }
+    }
 }
 
 async fn flush(engine: &mut Engine, sockets: &Sockets) {

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# A LISP-Decent mesh on one machine, each node in its own network namespace (needs root).
+#   scripts/mesh-netns.sh up N [--mode replicate|multicast]   (N from 1 to 10)
+#   scripts/mesh-netns.sh down
+# Node I lives in namespace dl-nI with RLOC 192.0.2.I/24 on eth0, joined by a bridge in
+# namespace dl-br; its EID-prefix is 10.I.0.0/16 and 10.I.0.1 sits on its TUN device lisp0.
+# `up` builds the project if needed, starts the nodes and returns once every node holds
+# the whole mesh in its database. `down` removes every namespace, link and process `up`
+# made, also after a failed `up`. Traffic is not yet encrypted (lisp-crypto is to come).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run=target/mesh-netns
+bin=target/release/decent
+
+down() {
+    if [ -d "$run" ]; then
+        for f in "$run"/*.pid; do
+            [ -e "$f" ] || continue
+            kill "$(cat "$f")" 2>/dev/null || true
+        done
+        sleep 0.3
+        for f in "$run"/*.pid; do
+            [ -e "$f" ] || continue
+            kill -9 "$(cat "$f")" 2>/dev/null || true
+            rm -f "$f"
+        done
+    fi
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^dl-(n[0-9]+|br)$' || true); do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+
+config() { # i mode
+    local i=$1 mode=$2 seeds=""
+    [ "$mode" = replicate ] && seeds='seeds = ["192.0.2.1"]'
+    cat <<CFG
+name = "n$i"
+state_dir = "state-n$i"
+[[rloc]]
+address = "192.0.2.$i"
+[[database]]
+prefix = "10.$i.0.0/16"
+[[instance]]
+instance_id = 0
+tun = "lisp0"
+addresses = ["10.$i.0.1"]
+[peer_group]
+group = "224.1.1.1"
+delivery = "$mode"
+$seeds
+[site]
+[[site.key]]
+key_id = 1
+secret = "mesh-netns-key"
+[[site.allowed]]
+prefix = "10.0.0.0/8"
+accept_more_specifics = true
+CFG
+}
+
+up() {
+    local n=$1 mode=$2
+    [[ "$n" =~ ^[0-9]+$ ]] && (( n >= 1 && n <= 10 )) || { echo "N must be 1 to 10" >&2; exit 2; }
+    [ "$mode" = replicate ] || [ "$mode" = multicast ] || { echo "--mode replicate or multicast" >&2; exit 2; }
+    [ "$(id -u)" = 0 ] || { echo "network namespaces need root" >&2; exit 2; }
+    if [ ! -x "$bin" ] || [ -n "$(find src Cargo.toml -newer "$bin" -print -quit)" ]; then
+        cargo build --release --quiet
+    fi
+    down
+    trap 'echo "mesh-netns: up failed; cleaning up" >&2; down' ERR
+    mkdir -p "$run"
+    ip netns add dl-br
+    ip -n dl-br link add br0 type bridge mcast_snooping 0
+    ip -n dl-br link set br0 up
+    for i in $(seq 1 "$n"); do
+        ip netns add "dl-n$i"
+        ip -n dl-br link add "v$i" type veth peer name eth0 netns "dl-n$i"
+        ip -n dl-br link set "v$i" master br0 up
+        ip -n "dl-n$i" addr add "192.0.2.$i/24" dev eth0
+        ip -n "dl-n$i" link set eth0 up
+        ip -n "dl-n$i" link set lo up
+        ip -n "dl-n$i" route add 224.0.0.0/4 dev eth0
+        config "$i" "$mode" > "$run/n$i.toml"
+        ip netns exec "dl-n$i" "$bin" run --config "$run/n$i.toml" > "$run/n$i.log" 2>&1 &
+        echo $! > "$run/n$i.pid"
+    done
+    # Done when every node answers for every other node's prefix.
+    local deadline=$((SECONDS + 30))
+    for i in $(seq 1 "$n"); do
+        for j in $(seq 1 "$n"); do
+            [ "$i" = "$j" ] && continue
+            until ip netns exec "dl-n$i" "$bin" lig "10.$j.0.1" --to "192.0.2.$i" --json --count 1 --timeout 0.5 2>/dev/null | grep -q '"negative":false'; do
+                if (( SECONDS > deadline )); then
+                    echo "mesh-netns: node n$i does not know 10.$j.0.0/16 after 30 s (logs: $run)" >&2
+                    false
+                fi
+                sleep 0.2
+            done
+        done
+    done
+    trap - ERR
+    echo "mesh of $n nodes up ($mode); try: ip netns exec dl-n1 ping -c 3 10.$n.0.1"
+}
+
+case "${1:-}" in
+    up)
+        mode=replicate
+        [ "${3:-}" = "--mode" ] && mode="${4:-}"
+        up "${2:-}" "$mode"
+        ;;
+    down) down ;;
+    *) echo "usage: $0 up N [--mode replicate|multicast] | down" >&2; exit 2 ;;
+esac
