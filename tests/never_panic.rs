@@ -6,6 +6,7 @@ use std::path::Path;
 use lisp_decent::cli::capture::{FrameItem, read_capture};
 use lisp_decent::cli::describe;
 use lisp_decent::crypto::auth;
+use lisp_decent::crypto::lisp_crypto::{CipherSuite, RecvKey};
 use lisp_decent::wire::*;
 use proptest::prelude::*;
 
@@ -26,6 +27,18 @@ fn all_parsers(bytes: &[u8]) {
     let _ = lisp_decent::dataplane::FlowKey::of(bytes);
     let _ = lisp_decent::dataplane::encap::inner_destination(bytes);
     let _ = lisp_decent::dataplane::decapsulate(bytes, &ours());
+    for suite in [CipherSuite::Aes128Gcm, CipherSuite::ChaCha20Poly1305] {
+        let mut rx = RecvKey::new(
+            suite,
+            (bytes.first().copied().unwrap_or(0)) & 3,
+            &[9u8; 32][..if suite == CipherSuite::Aes128Gcm {
+                16
+            } else {
+                32
+            }],
+        );
+        let _ = rx.open(&mut bytes.to_vec());
+    }
 }
 
 fn ours() -> lisp_decent::mapping::PrefixTable<()> {
