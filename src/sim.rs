@@ -96,6 +96,8 @@ pub struct Sim {
     side: HashMap<usize, u8>,
     /// Datagrams sent (whatever became of them).
     pub sent: u64,
+    /// Addresses cut off: datagrams from or to them are lost.
+    pub blackhole: HashSet<IpAddr>,
     /// When set, every datagram sent is kept here (source, destination, payload).
     pub capture: Option<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
     pub delivered: u64,
@@ -116,6 +118,7 @@ impl Sim {
             side: HashMap::new(),
             sent: 0,
             capture: None,
+            blackhole: HashSet::new(),
             delivered: 0,
         }
     }
@@ -178,6 +181,9 @@ impl Sim {
             c.push((src, dst, payload.clone()));
         }
         if self.loss > 0.0 && self.rng.random::<f64>() < self.loss {
+            return;
+        }
+        if self.blackhole.contains(&src.ip()) || self.blackhole.contains(&dst.ip()) {
             return;
         }
         let jitter = if self.jitter.is_zero() {

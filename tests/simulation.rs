@@ -416,3 +416,81 @@ fn ipv6_rlocs_and_an_ipv6_group_converge_in_each_push_form() {
         }
     }
 }
+
+#[test]
+fn rloc_probes_mark_an_unreachable_rloc_down_and_traffic_moves() {
+    use lisp_decent::control::LocalRloc;
+    use lisp_decent::dataplane::select;
+    use lisp_decent::mapping::RlocState;
+    let mut s = Sim::new(5 * MS, 11);
+    // Node 1 has two RLOCs: 198.19.0.1 (priority 1, preferred) and its usual one (priority 2).
+    let preferred: std::net::IpAddr = "198.19.0.1".parse().unwrap();
+    for i in 1..=3 {
+        let mut c = sim::node_config(i, Delivery::Replicate);
+        if i == 1 {
+            c.rlocs = vec![
+                LocalRloc {
+                    address: sim::rloc(1),
+                    priority: 2,
+                    weight: 100,
+                },
+                LocalRloc {
+                    address: preferred,
+                    priority: 1,
+                    weight: 100,
+                },
+            ];
+        }
+        s.add(c);
+    }
+    assert!(s.run_until(secs(5), Sim::converged));
+    let eid: std::net::IpAddr = "10.0.1.5".parse().unwrap();
+    let chosen = |s: &mut Sim| {
+        let now = s.now;
+        let e = s
+            .engine_mut(2)
+            .unwrap()
+            .resolve(now, 0, eid)
+            .unwrap()
+            .clone();
+        let i = select::choose(&e.rlocs, 42).expect("a usable RLOC");
+        (e.rlocs[i].record.locator.ip().unwrap(), e)
+    };
+    assert_eq!(chosen(&mut s).0, preferred);
+    s.run_to(s.now + secs(25));
+    let itr = s.engine(2).unwrap();
+    let p = &itr.probes()[&preferred];
+    assert_eq!(p.state, RlocState::Up);
+    let rtt = p.rtt.unwrap();
+    assert!(rtt >= 10 * MS && rtt < 20 * MS, "two 5 ms hops: {rtt:?}");
+    // The preferred RLOC goes dark: three unanswered probes later it is down, and the flow
+    // moves to the other RLOC.
+    s.blackhole.insert(preferred);
+    s.run_to(s.now + secs(12));
+    assert_eq!(
+        s.engine(2).unwrap().probes()[&preferred].state,
+        RlocState::Up,
+        "one miss is not enough"
+    );
+    s.run_to(s.now + secs(30));
+    assert_eq!(
+        s.engine(2).unwrap().probes()[&preferred].state,
+        RlocState::Down
+    );
+    let (now_chosen, entry) = chosen(&mut s);
+    assert_eq!(
+        now_chosen,
+        sim::rloc(1),
+        "traffic moved to the next usable RLOC"
+    );
+    assert!(entry.rlocs.iter().any(|r| r.state == RlocState::Down));
+    assert!(s.engine(2).unwrap().counters().rlocs_marked_down >= 1);
+    // Reachable again: the next answered probe brings it back.
+    s.blackhole.clear();
+    s.run_to(s.now + secs(12));
+    assert_eq!(
+        s.engine(2).unwrap().probes()[&preferred].state,
+        RlocState::Up
+    );
+    assert_eq!(chosen(&mut s).0, preferred);
+}

@@ -95,6 +95,8 @@ pub struct Timers {
     pub unregistered_ttl_mins: u32,
     /// Map-Requests per second accepted from one source address (bucket depth: twice that).
     pub requests_per_second: u32,
+    /// RLOC-probe interval for the RLOCs in use (RFC 9301 §6.3.2); zero turns probing off.
+    pub probe_interval: Duration,
 }
 
 impl Default for Timers {
@@ -106,6 +108,7 @@ impl Default for Timers {
             negative_ttl_mins: 15,
             unregistered_ttl_mins: 1,
             requests_per_second: 100,
+            probe_interval: Duration::from_secs(10),
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct Engine {
     pub(crate) pull_servers: HashMap<u32, Vec<IpAddr>>,
     pub(crate) pull_rr: usize,
     pub(crate) next_housekeeping: Duration,
+    /// RLOC-probing state per RLOC in use.
+    pub(crate) probes: HashMap<IpAddr, super::probe::ProbeState>,
     /// Bumped on every change of a registered mapping.
     pub(crate) generation: u64,
 }
@@ -135,6 +137,7 @@ impl Engine {
             pull_rr: 0,
             next_housekeeping: Duration::ZERO,
             generation: 0,
+            probes: HashMap::new(),
         }
     }
 
@@ -178,6 +181,9 @@ impl Engine {
         if let Some(n) = self.notify_due {
             t = t.min(n);
         }
+        if let Some(n) = self.next_probe() {
+            t = t.min(n);
+        }
         t
     }
 
@@ -198,10 +204,12 @@ impl Engine {
             self.notify_rle_members(now);
         }
         self.retransmit_notifies(now);
+        self.send_probes(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.learned_members.retain(|_, t| *t > now);
             self.map_cache.expire(now);
+            self.track_probed_rlocs(now);
             self.requesters.retain(|_, v| {
                 v.retain(|(_, t)| now.saturating_sub(*t) < REQUESTER_MEMORY);
                 !v.is_empty()

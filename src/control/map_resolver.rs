@@ -313,7 +313,7 @@ impl Engine {
                         )
                     }
                 };
-                self.map_cache.insert(entry);
+                self.insert_cached(entry);
             }
             MappingSystem::Pull(pull) => {
                 let text = p.to_string();
@@ -351,6 +351,9 @@ impl Engine {
     /// that does not cover the requested EID is installed as the requested prefix.
     pub(crate) fn process_reply(&mut self, now: Duration, r: &MapReply) {
         self.counters.map_replies_received += 1;
+        if r.probe && self.probe_answered(now, &r.nonce) {
+            return;
+        }
         let Some(pending) = self.pending_requests.remove(&r.nonce) else {
             self.counters.map_replies_unmatched += 1;
             return;
@@ -367,7 +370,7 @@ impl Engine {
             let source = MappingSource::MapReply {
                 authoritative: rec.authoritative,
             };
-            self.map_cache.insert(cache_entry(
+            self.insert_cached(cache_entry(
                 now,
                 eid,
                 rec.rlocs.clone(),
@@ -376,6 +379,17 @@ impl Engine {
                 source,
             ));
         }
+    }
+
+    /// Installs a map-cache entry with what probing already knows of its RLOCs.
+    fn insert_cached(&mut self, mut entry: MapCacheEntry) {
+        for r in &mut entry.rlocs {
+            if let Some(p) = r.record.locator.ip().and_then(|ip| self.probes.get(&ip)) {
+                r.state = p.state;
+                r.rtt = p.rtt;
+            }
+        }
+        self.map_cache.insert(entry);
     }
 
     /// Withdraws one of our prefixes: registers it with TTL 0 wherever we registered it.

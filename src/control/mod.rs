@@ -6,6 +6,7 @@ pub mod counters;
 pub mod engine;
 mod map_resolver;
 mod map_server;
+pub mod probe;
 pub mod pull;
 mod registrar;
 

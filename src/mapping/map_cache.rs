@@ -104,6 +104,51 @@ impl MapCache {
         dead.len()
     }
 
+    /// Sets the state (and RTT, when measured) of one RLOC in every entry that has it.
+    pub fn set_rloc_state(
+        &mut self,
+        rloc: std::net::IpAddr,
+        state: RlocState,
+        rtt: Option<Duration>,
+    ) {
+        let keys: Vec<EidPrefix> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.rlocs.iter().any(|r| r.record.locator.ip() == Some(rloc)))
+            .map(|(p, _)| p)
+            .collect();
+        for k in keys {
+            if let Some(e) = self.table.get_mut(&k) {
+                for r in e
+                    .rlocs
+                    .iter_mut()
+                    .filter(|r| r.record.locator.ip() == Some(rloc))
+                {
+                    r.state = state;
+                    if rtt.is_some() {
+                        r.rtt = rtt;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The RLOCs the cached entries use, each with one prefix that uses it.
+    pub fn rlocs_in_use(&self) -> Vec<(std::net::IpAddr, EidPrefix)> {
+        let mut v: Vec<(std::net::IpAddr, EidPrefix)> = Vec::new();
+        for (p, e) in self.table.iter() {
+            for r in &e.rlocs {
+                if let Some(ip) = r.record.locator.ip()
+                    && r.record.priority != 255
+                    && !v.iter().any(|(x, _)| *x == ip)
+                {
+                    v.push((ip, p));
+                }
+            }
+        }
+        v
+    }
+
     /// Every entry whose prefix covers or lies inside `p` (the ones an SMR for `p` concerns).
     pub fn overlapping(&self, p: &EidPrefix) -> Vec<EidPrefix> {
         self.table

@@ -145,6 +145,7 @@ struct RawTimers {
     negative_ttl_mins: Option<u32>,
     unregistered_ttl_mins: Option<u32>,
     requests_per_second: Option<u32>,
+    probe_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -567,6 +568,9 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
         negative_ttl_mins: t.negative_ttl_mins.unwrap_or(d.negative_ttl_mins),
         unregistered_ttl_mins: t.unregistered_ttl_mins.unwrap_or(d.unregistered_ttl_mins),
         requests_per_second: t.requests_per_second.unwrap_or(d.requests_per_second),
+        probe_interval: t
+            .probe_interval_secs
+            .map_or(d.probe_interval, Duration::from_secs),
     };
     if timers.register_interval.is_zero() {
         errs.add("timers.register_interval_secs", "must be at least 1");
