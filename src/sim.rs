@@ -67,6 +67,7 @@ pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
             accept_unauthenticated_membership: false,
         },
         timers: Timers::default(),
+        encryption: None,
         rng_seed: i as u64,
     }
 }

@@ -494,3 +494,87 @@ fn rloc_probes_mark_an_unreachable_rloc_down_and_traffic_moves() {
     );
     assert_eq!(chosen(&mut s).0, preferred);
 }
+
+#[test]
+fn lisp_crypto_keys_are_agreed_through_rloc_probes_and_renewed() {
+    use lisp_decent::control::KeyEvent;
+    use lisp_decent::crypto::lisp_crypto::{CipherSuite, RecvKey, SendKey};
+    use lisp_decent::wire::DataHeader;
+    for suite in [CipherSuite::Aes128Gcm, CipherSuite::ChaCha20Poly1305] {
+        let mut s = Sim::new(2 * MS, 13);
+        for i in 1..=3 {
+            let mut c = sim::node_config(i, Delivery::Replicate);
+            c.encryption = Some(suite);
+            c.timers.rekey_interval = secs(120);
+            s.add(c);
+        }
+        assert!(s.run_until(secs(5), Sim::converged));
+        // Node 3's ITR uses node 1's RLOC; its probes carry the key exchange.
+        let now = s.now;
+        assert!(
+            s.engine_mut(2)
+                .unwrap()
+                .resolve(now, 0, "10.0.1.5".parse().unwrap())
+                .is_some()
+        );
+        s.run_to(s.now + secs(3));
+        let drain = |s: &mut Sim, n: usize| -> Vec<KeyEvent> {
+            std::iter::from_fn(|| s.engine_mut(n).unwrap().poll_key_event()).collect()
+        };
+        let itr = drain(&mut s, 2);
+        let etr = drain(&mut s, 0);
+        let [
+            KeyEvent::Send {
+                rloc,
+                suite: s1,
+                key_id: 1,
+                key: k_itr,
+            },
+        ] = &itr[..]
+        else {
+            panic!("ITR events {itr:?}")
+        };
+        let [
+            KeyEvent::Recv {
+                itr: from,
+                suite: s2,
+                key_id: 1,
+                key: k_etr,
+            },
+        ] = &etr[..]
+        else {
+            panic!("ETR events {etr:?}")
+        };
+        assert_eq!(
+            (*rloc, *from, *s1, *s2),
+            (sim::rloc(1), sim::rloc(3), suite, suite)
+        );
+        assert_eq!(k_itr, k_etr, "{suite:?}: both ends derived the same key");
+        // The keys work together.
+        let mut tx = SendKey::new(suite, 1, k_itr);
+        let mut rx = RecvKey::new(suite, 1, k_etr);
+        let mut pkt = Vec::new();
+        tx.seal(DataHeader::with_instance(0, 1, 0), b"ping", &mut pkt)
+            .unwrap();
+        assert_eq!(rx.open(&mut pkt).unwrap(), b"ping");
+        // Further probes re-offer the same key: no new event. After the rekey interval a
+        // fresh key is agreed on both ends.
+        s.run_to(s.now + secs(60));
+        assert!(
+            drain(&mut s, 2).is_empty() && drain(&mut s, 0).is_empty(),
+            "no rekey before the interval"
+        );
+        s.run_to(s.now + secs(80));
+        let itr2 = drain(&mut s, 2);
+        let etr2 = drain(&mut s, 0);
+        let [KeyEvent::Send { key: n_itr, .. }] = &itr2[..] else {
+            panic!("ITR rekey {itr2:?}")
+        };
+        let [KeyEvent::Recv { key: n_etr, .. }] = &etr2[..] else {
+            panic!("ETR rekey {etr2:?}")
+        };
+        assert_eq!(n_itr, n_etr);
+        assert_ne!(n_itr, k_itr, "a new key");
+        assert_eq!(s.engine(2).unwrap().probes()[&sim::rloc(1)].rekeys, 2);
+    }
+}

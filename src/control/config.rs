@@ -97,6 +97,8 @@ pub struct Timers {
     pub requests_per_second: u32,
     /// RLOC-probe interval for the RLOCs in use (RFC 9301 §6.3.2); zero turns probing off.
     pub probe_interval: Duration,
+    /// lisp-crypto keys older than this are replaced through the next probe.
+    pub rekey_interval: Duration,
 }
 
 impl Default for Timers {
@@ -109,6 +111,7 @@ impl Default for Timers {
             unregistered_ttl_mins: 1,
             requests_per_second: 100,
             probe_interval: Duration::from_secs(10),
+            rekey_interval: Duration::from_secs(600),
         }
     }
 }
@@ -124,6 +127,9 @@ pub struct EngineConfig {
     pub mapping_system: MappingSystem,
     pub site: SitePolicy,
     pub timers: Timers,
+    /// lisp-crypto (RFC 8061): the suite offered in RLOC-probes and accepted from ITRs;
+    /// `None` leaves data in clear.
+    pub encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
     /// Seed of the engine's random numbers (nonces); fixed in the simulator.
     pub rng_seed: u64,
 }

@@ -30,6 +30,7 @@ pub struct Counters {
     pub probes_sent: u64,
     pub probe_replies_received: u64,
     pub rlocs_marked_down: u64,
+    pub keys_agreed: u64,
     pub smrs_sent: u64,
     pub smrs_received: u64,
     pub replicated_copies_sent: u64,

@@ -88,6 +88,10 @@ pub struct Engine {
     pub(crate) pull_servers: HashMap<u32, Vec<IpAddr>>,
     pub(crate) pull_rr: usize,
     pub(crate) next_housekeeping: Duration,
+    /// lisp-crypto events for the data plane.
+    pub(crate) key_events: VecDeque<super::probe::KeyEvent>,
+    /// ETR side of lisp-crypto: per ITR RLOC, the public key it offered and our key pair.
+    pub(crate) etr_keys: HashMap<IpAddr, ([u8; 32], crate::crypto::lisp_crypto::KeyPair)>,
     /// RLOC-probing state per RLOC in use.
     pub(crate) probes: HashMap<IpAddr, super::probe::ProbeState>,
     /// Bumped on every change of a registered mapping.
@@ -138,6 +142,8 @@ impl Engine {
             next_housekeeping: Duration::ZERO,
             generation: 0,
             probes: HashMap::new(),
+            key_events: VecDeque::new(),
+            etr_keys: HashMap::new(),
         }
     }
 

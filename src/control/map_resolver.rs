@@ -67,7 +67,7 @@ impl Engine {
                 self.counters.unsupported_messages += 1;
                 return;
             }
-            self.answer_probe(dst, q);
+            self.answer_probe(src, dst, q);
             return;
         }
         let mut records = Vec::with_capacity(q.records.len());
@@ -174,7 +174,7 @@ impl Engine {
     /// RLOC-probe (RFC 9301 §6.3.2): the authoritative mapping of ours that covers the
     /// target (or the lispers.net form: the prefix in the Source-EID and an empty target),
     /// with the p bit on the locator that was probed.
-    fn answer_probe(&mut self, dst: SocketAddr, q: &MapRequest) {
+    fn answer_probe(&mut self, src: SocketAddr, dst: SocketAddr, q: &MapRequest) {
         let wanted: Option<EidPrefix> = q
             .records
             .iter()
@@ -188,7 +188,7 @@ impl Engine {
             });
         let probed = self.rloc_for(dst.ip());
         let mut records = Vec::new();
-        for d in &self.cfg.database {
+        for d in self.cfg.database.clone() {
             if wanted.is_some_and(|w| {
                 !(d.eid.prefix.contains(&w.prefix) || w.prefix.contains(&d.eid.prefix))
             }) {
@@ -199,6 +199,12 @@ impl Engine {
             for r in &mut rlocs {
                 if r.locator.ip() == probed {
                     r.flags |= RlocRecord::PROBED;
+                    // lisp-crypto: our key goes in the probed locator's record.
+                    if let Some(p) = probed
+                        && let Some(lcaf) = self.accept_offered_key(q, src.ip(), p)
+                    {
+                        r.locator = lcaf;
+                    }
                 }
             }
             let mut rec = EidRecord::new(eid, ml, self.cfg.timers.map_reply_ttl_mins, rlocs);
@@ -351,7 +357,7 @@ impl Engine {
     /// that does not cover the requested EID is installed as the requested prefix.
     pub(crate) fn process_reply(&mut self, now: Duration, r: &MapReply) {
         self.counters.map_replies_received += 1;
-        if r.probe && self.probe_answered(now, &r.nonce) {
+        if r.probe && self.probe_answered(now, r) {
             return;
         }
         let Some(pending) = self.pending_requests.remove(&r.nonce) else {

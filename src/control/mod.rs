@@ -13,3 +13,4 @@ mod registrar;
 pub use config::*;
 pub use counters::Counters;
 pub use engine::{Engine, Transmit};
+pub use probe::KeyEvent;

@@ -10,14 +10,79 @@ use std::time::Duration;
 use rand::RngExt;
 
 use super::engine::{Engine, Transmit};
+use crate::crypto::lisp_crypto::{CipherSuite, KeyPair, derive_key};
 use crate::mapping::{EidPrefix, RlocState};
-use crate::wire::{Address, CONTROL_PORT, ControlMessage, MapRequest, Nonce};
+use crate::wire::{
+    Address, CONTROL_PORT, ControlMessage, Lcaf, LcafBody, MapReply, MapRequest, Nonce, SecurityKey,
+};
+
+/// A lisp-crypto key for the data plane, from an exchange in an RLOC-probe (RFC 8061 §4).
+/// Key-id 1 is used; a rekey replaces it, and the data plane keeps the previous receive
+/// key until packets under the new one arrive, so a rekey loses nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyEvent {
+    /// ITR: encrypt what goes to `rloc` with this key.
+    Send {
+        rloc: IpAddr,
+        suite: CipherSuite,
+        key_id: u8,
+        key: Vec<u8>,
+    },
+    /// ETR: decrypt what `itr` sends under `key_id` with this key.
+    Recv {
+        itr: IpAddr,
+        suite: CipherSuite,
+        key_id: u8,
+        key: Vec<u8>,
+    },
+}
+
+impl std::fmt::Debug for KeyEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyEvent::Send {
+                rloc,
+                suite,
+                key_id,
+                ..
+            } => write!(f, "Send({rloc}, {suite:?}, key-id {key_id})"),
+            KeyEvent::Recv {
+                itr, suite, key_id, ..
+            } => write!(f, "Recv({itr}, {suite:?}, key-id {key_id})"),
+        }
+    }
+}
+
+/// A Security Key LCAF (RFC 8061 §6) with one X25519 public key and the RLOC it is for.
+pub(crate) fn security_key(suite: CipherSuite, public: [u8; 32], rloc: IpAddr) -> Address {
+    Address::Lcaf(Box::new(Lcaf::new(LcafBody::SecurityKey(SecurityKey {
+        rsvd3: 0,
+        cipher_suite: suite.id(),
+        rsvd4: 0,
+        keys: vec![public.to_vec()],
+        locator: Address::from(rloc),
+    }))))
+}
+
+/// The first usable (suite, public key, RLOC) found in a Security Key LCAF, looking through
+/// AFI Lists (lispers.net wraps it so).
+pub(crate) fn find_security_key(a: &Address) -> Option<(u8, [u8; 32], Option<IpAddr>)> {
+    let Address::Lcaf(l) = a else { return None };
+    match &l.body {
+        LcafBody::SecurityKey(k) if k.rsvd4 & SecurityKey::REVOKE == 0 => {
+            let key: [u8; 32] = k.keys.first()?.as_slice().try_into().ok()?;
+            Some((k.cipher_suite, key, k.locator.ip()))
+        }
+        LcafBody::AfiList(items) => items.iter().find_map(find_security_key),
+        _ => None,
+    }
+}
 
 /// Unanswered probes in a row that mark an RLOC down.
 pub const MISSES_DOWN: u8 = 3;
 
 /// Probing state of one RLOC.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProbeState {
     /// A prefix the RLOC serves (the probe's target).
     pub prefix: EidPrefix,
@@ -27,6 +92,10 @@ pub struct ProbeState {
     pub misses: u8,
     pub state: RlocState,
     pub rtt: Option<Duration>,
+    /// lisp-crypto: our key pair offered in the probes, and when a key was agreed with it.
+    pub offer: Option<KeyPair>,
+    pub keyed_at: Option<Duration>,
+    pub rekeys: u64,
 }
 
 impl Engine {
@@ -55,6 +124,9 @@ impl Engine {
                 misses: 0,
                 state: RlocState::Unknown,
                 rtt: None,
+                offer: None,
+                keyed_at: None,
+                rekeys: 0,
             });
         }
     }
@@ -100,7 +172,26 @@ impl Engine {
                 self.map_cache.set_rloc_state(rloc, s, None);
                 self.counters.rlocs_marked_down += 1;
             }
-            let mut q = MapRequest::new(nonce, Address::None, Address::from(own), eid, ml);
+            // lisp-crypto: a fresh key pair when there is none yet or the key is old; the same
+            // one otherwise, so the ETR derives the same key again.
+            let mut itr_rloc = Address::from(own);
+            if let Some(suite) = self.cfg.encryption
+                && let Some(p) = self.probes.get_mut(&rloc)
+            {
+                let stale = p
+                    .keyed_at
+                    .is_some_and(|t| now.saturating_sub(t) >= self.cfg.timers.rekey_interval);
+                if p.offer.is_none() || stale {
+                    p.offer = Some(KeyPair::generate());
+                    if stale {
+                        p.keyed_at = None;
+                    }
+                }
+                if let Some(k) = &p.offer {
+                    itr_rloc = security_key(suite, k.public(), own);
+                }
+            }
+            let mut q = MapRequest::new(nonce, Address::None, itr_rloc, eid, ml);
             q.probe = true;
             let Ok(payload) = ControlMessage::MapRequest(q).to_bytes() else {
                 continue;
@@ -118,7 +209,8 @@ impl Engine {
 
     /// A probe reply (matched by nonce, from any address): the RLOC is up, with its RTT.
     /// Returns false when the nonce is not one of our probes.
-    pub(crate) fn probe_answered(&mut self, now: Duration, nonce: &Nonce) -> bool {
+    pub(crate) fn probe_answered(&mut self, now: Duration, reply: &MapReply) -> bool {
+        let nonce = &reply.nonce;
         let Some((rloc, p)) = self
             .probes
             .iter_mut()
@@ -133,8 +225,77 @@ impl Engine {
         p.state = RlocState::Up;
         p.rtt = Some(now.saturating_sub(sent));
         let rtt = p.rtt;
+        // lisp-crypto: the ETR's key in the RLOC-record of the probed RLOC.
+        let mut event = None;
+        if let (Some(suite), Some(offer)) = (self.cfg.encryption, p.offer.as_ref()) {
+            let etr = reply
+                .records
+                .iter()
+                .flat_map(|r| r.rlocs.iter())
+                .filter_map(|l| find_security_key(&l.locator))
+                .find(|(cs, _, at)| *cs == suite.id() && at.is_none_or(|a| a == rloc));
+            if let Some((_, etr_pub, _)) = etr
+                && let Ok(z) = offer.shared_secret(&etr_pub)
+            {
+                let key = derive_key(suite, &z, &offer.public(), &etr_pub);
+                if p.keyed_at.is_none() {
+                    p.keyed_at = Some(now);
+                    p.rekeys += 1;
+                    event = Some(KeyEvent::Send {
+                        rloc,
+                        suite,
+                        key_id: 1,
+                        key,
+                    });
+                }
+            }
+        }
         self.map_cache.set_rloc_state(rloc, RlocState::Up, rtt);
         self.counters.probe_replies_received += 1;
+        if let Some(e) = event {
+            self.counters.keys_agreed += 1;
+            self.key_events.push_back(e);
+        }
         true
+    }
+
+    /// The next lisp-crypto key for the data plane.
+    pub fn poll_key_event(&mut self) -> Option<KeyEvent> {
+        self.key_events.pop_front()
+    }
+
+    /// ETR: the key an RLOC-probe offers (RFC 8061 §4): derive ours and tell the data plane;
+    /// returns the Security Key LCAF to put in our probed RLOC-record, or `None` when the
+    /// probe offers no key, or a suite we do not run.
+    pub(crate) fn accept_offered_key(
+        &mut self,
+        q: &MapRequest,
+        from: IpAddr,
+        probed: IpAddr,
+    ) -> Option<Address> {
+        let suite = self.cfg.encryption?;
+        let (cs, itr_pub, at) = q.itr_rlocs.iter().find_map(find_security_key)?;
+        if cs != suite.id() {
+            return None;
+        }
+        let itr = at.unwrap_or(from);
+        let reuse = matches!(self.etr_keys.get(&itr), Some((p, _)) if *p == itr_pub);
+        if !reuse {
+            self.etr_keys.insert(itr, (itr_pub, KeyPair::generate()));
+        }
+        let (_, ours) = self.etr_keys.get(&itr)?;
+        let z = ours.shared_secret(&itr_pub).ok()?;
+        let key = derive_key(suite, &z, &itr_pub, &ours.public());
+        let lcaf = security_key(suite, ours.public(), probed);
+        if !reuse {
+            self.counters.keys_agreed += 1;
+            self.key_events.push_back(KeyEvent::Recv {
+                itr,
+                suite,
+                key_id: 1,
+                key,
+            });
+        }
+        Some(lcaf)
     }
 }

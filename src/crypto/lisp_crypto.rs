@@ -103,6 +103,12 @@ pub struct KeyPair {
     public: [u8; 32],
 }
 
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyPair(public {})", hex::encode(self.public))
+    }
+}
+
 impl KeyPair {
     /// A fresh ephemeral key pair.
     pub fn generate() -> Self {

@@ -571,6 +571,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
         probe_interval: t
             .probe_interval_secs
             .map_or(d.probe_interval, Duration::from_secs),
+        rekey_interval: d.rekey_interval,
     };
     if timers.register_interval.is_zero() {
         errs.add("timers.register_interval_secs", "must be at least 1");

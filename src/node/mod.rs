@@ -128,6 +128,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         mapping_system: cfg.mapping_system.clone(),
         site: cfg.site.clone(),
         timers: cfg.timers.clone(),
+        encryption: None,
         rng_seed: rand::random(),
     };
     let (tx, mut rx) = mpsc::channel::<Received>(4096);
