@@ -6,7 +6,8 @@
 # namespace dl-br; its EID-prefix is 10.I.0.0/16 and 10.I.0.1 sits on its TUN device lisp0.
 # `up` builds the project if needed, starts the nodes and returns once every node holds
 # the whole mesh in its database. `down` removes every namespace, link and process `up`
-# made, also after a failed `up`. Traffic is not yet encrypted (lisp-crypto is to come).
+# made, also after a failed `up`. Traffic between the nodes is encrypted (lisp-crypto,
+# AES-128-GCM, keys agreed through RLOC-probes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=target/mesh-netns

@@ -222,7 +222,9 @@ fn ping(ns: &str, dst: &str, count: &str) -> bool {
 }
 
 /// scripts/mesh-netns.sh brings up three nodes with TUN devices; hosts reach each other
-/// through LISP encapsulation (the first packet included), in both push forms.
+/// through encrypted LISP (the first packet included), in both push forms. A capture on the
+/// bridge shows only UDP 4341 / 4342, every data packet with a key-id in its K bits, and
+/// no ICMP in clear.
 #[test]
 fn mesh_netns_script_and_ping_through_lisp() {
     if !is_root() {
@@ -241,7 +243,37 @@ fn mesh_netns_script_and_ping_through_lisp() {
             .status()
             .unwrap();
         assert!(up.success(), "mesh-netns.sh up 3 --mode {mode}");
-        // The very first packet to a known EID arrives (no resolution delay in push mode).
+        let have_tshark = Command::new("tshark").arg("--version").output().is_ok();
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join("bridge.pcap");
+        let mut capture = if have_tshark {
+            let c = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    "dl-br",
+                    "tshark",
+                    "-q",
+                    "-i",
+                    "br0",
+                    "-w",
+                    pcap.to_str().unwrap(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            Some(c)
+        } else {
+            assert!(
+                std::env::var_os("LISP_DECENT_REQUIRE_TSHARK").is_none(),
+                "tshark is required here"
+            );
+            println!("SKIPPED capture check: tshark is not installed");
+            None
+        };
+        // The very first packet to a known EID arrives (held while its key is agreed).
         assert!(
             ping("dl-n1", "10.3.0.1", "1"),
             "{mode}: first ping n1 -> n3"
@@ -253,10 +285,63 @@ fn mesh_netns_script_and_ping_through_lisp() {
         ] {
             assert!(ping(from, to, "3"), "{mode}: {from} -> {to}");
         }
+        if let Some(c) = capture.as_mut() {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+            check_capture(&pcap, mode);
+        }
         // An EID nobody registered is not routed into the tunnel.
         assert!(
             !ping("dl-n1", "10.9.0.1", "1"),
             "{mode}: 10.9.0.1 must not answer"
         );
     }
+}
+
+/// Every UDP datagram on the bridge is LISP (4341 / 4342); every data packet but the
+/// control-in-data of Instance-ID 0xFFFFFF has a key-id; tshark finds no ICMP at all.
+fn check_capture(pcap: &std::path::Path, mode: &str) {
+    use lisp_decent::cli::capture::{FrameItem, read_capture};
+    use lisp_decent::wire::{CONTROL_INSTANCE_ID, DataHeader};
+    let items = read_capture(pcap).expect("the capture is readable");
+    let mut data = 0;
+    for item in &items {
+        let FrameItem::Lisp(d) = item else { continue };
+        if d.is_data() {
+            let h = DataHeader::parse(&d.payload).unwrap();
+            if h.instance_id() != Some(CONTROL_INSTANCE_ID) {
+                assert_ne!(
+                    h.key_id, 0,
+                    "{mode}: frame {} is LISP data in clear",
+                    d.frame
+                );
+                data += 1;
+            }
+        }
+    }
+    assert!(
+        data >= 14,
+        "{mode}: {data} encrypted data packets seen (7 pings there and back)"
+    );
+    let o = Command::new("tshark")
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-Y",
+            "icmp || (udp && !(udp.port == 4341 || udp.port == 4342))",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "{mode}: ICMP or non-LISP UDP on the bridge: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }

@@ -35,6 +35,8 @@ pub enum KeyEvent {
         key_id: u8,
         key: Vec<u8>,
     },
+    /// ITR: `rloc` answered a probe without a key (it runs no lisp-crypto, or not our suite).
+    NoKey { rloc: IpAddr },
 }
 
 impl std::fmt::Debug for KeyEvent {
@@ -49,6 +51,7 @@ impl std::fmt::Debug for KeyEvent {
             KeyEvent::Recv {
                 itr, suite, key_id, ..
             } => write!(f, "Recv({itr}, {suite:?}, key-id {key_id})"),
+            KeyEvent::NoKey { rloc } => write!(f, "NoKey({rloc})"),
         }
     }
 }
@@ -110,7 +113,21 @@ impl Engine {
         if self.cfg.timers.probe_interval.is_zero() {
             return;
         }
-        let in_use = self.map_cache.rlocs_in_use();
+        let mut in_use = self.map_cache.rlocs_in_use();
+        // With lisp-crypto, every registered RLOC is probed (and keyed) before traffic needs
+        // it, so the first packet does not wait for a key exchange.
+        if self.cfg.encryption.is_some() {
+            for (p, e) in self.site.prefixes().iter() {
+                for l in e.merged_rlocs() {
+                    if let Some(ip) = l.locator.ip()
+                        && l.priority != 255
+                        && !in_use.iter().any(|(x, _)| *x == ip)
+                    {
+                        in_use.push((ip, p));
+                    }
+                }
+            }
+        }
         self.probes
             .retain(|ip, _| in_use.iter().any(|(x, _)| x == ip));
         for (ip, prefix) in in_use {
@@ -128,6 +145,28 @@ impl Engine {
                 keyed_at: None,
                 rekeys: 0,
             });
+        }
+    }
+
+    /// Probes `rloc` (serving `prefix`) at the next timeout: the data plane needs a key for
+    /// it now.
+    pub fn probe_now(&mut self, now: Duration, rloc: IpAddr, prefix: EidPrefix) {
+        if self.cfg.timers.probe_interval.is_zero() || self.is_own_rloc(rloc) {
+            return;
+        }
+        let p = self.probes.entry(rloc).or_insert(ProbeState {
+            prefix,
+            next: now,
+            outstanding: None,
+            misses: 0,
+            state: RlocState::Unknown,
+            rtt: None,
+            offer: None,
+            keyed_at: None,
+            rekeys: 0,
+        });
+        if p.outstanding.is_none() {
+            p.next = p.next.min(now);
         }
     }
 
@@ -234,6 +273,9 @@ impl Engine {
                 .flat_map(|r| r.rlocs.iter())
                 .filter_map(|l| find_security_key(&l.locator))
                 .find(|(cs, _, at)| *cs == suite.id() && at.is_none_or(|a| a == rloc));
+            if etr.is_none() && p.keyed_at.is_none() {
+                event = Some(KeyEvent::NoKey { rloc });
+            }
             if let Some((_, etr_pub, _)) = etr
                 && let Ok(z) = offer.shared_secret(&etr_pub)
             {

@@ -65,13 +65,22 @@ pub fn inner_destination(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// The ETR's decision for a clear (or already decrypted) LISP data packet: our EIDs are
-/// the database prefixes per Instance-ID.
+/// The ETR's decision for a clear LISP data packet: our EIDs are the database prefixes per
+/// Instance-ID.
 pub fn decapsulate<'a>(packet: &'a [u8], ours: &PrefixTable<()>) -> Decapsulated<'a> {
     let Ok(h) = DataHeader::parse(packet) else {
         return Decapsulated::Drop(DropReason::Malformed);
     };
-    let inner = &packet[DataHeader::LEN..];
+    decapsulate_inner(&h, &packet[DataHeader::LEN..], ours)
+}
+
+/// The ETR's decision for the inner packet under a header already read (and, for an
+/// encrypted packet, after it was decrypted: then its K bits no longer matter).
+pub fn decapsulate_inner<'a>(
+    h: &DataHeader,
+    inner: &'a [u8],
+    ours: &PrefixTable<()>,
+) -> Decapsulated<'a> {
     let Some(iid) = h.instance_id() else {
         return Decapsulated::Drop(DropReason::NoInstanceId);
     };

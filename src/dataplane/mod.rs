@@ -7,5 +7,5 @@ pub mod flow;
 pub mod select;
 
 pub use crate::crypto::replay::ReplayWindow;
-pub use encap::{Decapsulated, DropReason, decapsulate, encapsulate};
+pub use encap::{Decapsulated, DropReason, decapsulate, decapsulate_inner, encapsulate};
 pub use flow::FlowKey;

@@ -35,6 +35,16 @@ struct RawConfig {
     listen: RawListen,
     #[serde(default)]
     instance: Vec<RawInstance>,
+    #[serde(default)]
+    data_plane: RawDataPlane,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataPlane {
+    encryption: Option<String>,
+    #[serde(default)]
+    allow_clear: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +215,10 @@ pub struct NodeConfig {
     pub data_port: u16,
     /// Instance-IDs with a TUN device (none: the node is control plane only).
     pub instances: Vec<InstanceConfig>,
+    /// lisp-crypto suite (RFC 8061); `None`: data in clear.
+    pub encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
+    /// Send and accept clear data where no key can be agreed.
+    pub allow_clear: bool,
 }
 
 /// One configuration problem.
@@ -647,6 +661,19 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
         });
     }
 
+    let encryption = match raw.data_plane.encryption.as_deref().unwrap_or("aes128-gcm") {
+        "aes128-gcm" => Some(crate::crypto::lisp_crypto::CipherSuite::Aes128Gcm),
+        "chacha20-poly1305" => Some(crate::crypto::lisp_crypto::CipherSuite::ChaCha20Poly1305),
+        "none" => None,
+        other => {
+            errs.add(
+                "data_plane.encryption",
+                format!("\"{other}\": expected aes128-gcm, chacha20-poly1305 or none"),
+            );
+            None
+        }
+    };
+
     let site_id = raw.site_id.unwrap_or(0).to_be_bytes();
     let state_dir = base.join(
         raw.state_dir
@@ -668,6 +695,8 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             control_port: raw.listen.control_port.unwrap_or(crate::wire::CONTROL_PORT),
             data_port: raw.listen.data_port.unwrap_or(crate::wire::DATA_PORT),
             instances,
+            encryption,
+            allow_clear: raw.data_plane.allow_clear || encryption.is_none(),
         }),
         _ => Err(errs.0),
     }

@@ -128,7 +128,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         mapping_system: cfg.mapping_system.clone(),
         site: cfg.site.clone(),
         timers: cfg.timers.clone(),
-        encryption: None,
+        encryption: cfg.encryption,
         rng_seed: rand::random(),
     };
     let (tx, mut rx) = mpsc::channel::<Received>(4096);
@@ -224,7 +224,11 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     for d in &cfg.database {
         ours.insert(d.eid, ());
     }
-    let mut data = DataPath::default();
+    let mut data = DataPath {
+        encryption: cfg.encryption,
+        allow_clear: cfg.allow_clear,
+        ..DataPath::default()
+    };
 
     let start = Instant::now();
     let mut engine = Engine::new(engine_cfg);
@@ -250,6 +254,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         let now = start.elapsed();
         engine.handle_timeout(now);
         flush(&mut engine, &sockets).await;
+        while let Some(e) = engine.poll_key_event() {
+            data.key_event(&sockets, e).await;
+        }
         let members = engine.members().len();
         if members != members_seen {
             info!(members, "peer group membership changed");
@@ -277,10 +284,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         }
         tokio::select! {
             got = rx.recv() => {
-                let Some((local, from, bytes)) = got else { bail!("all sockets closed") };
+                let Some((local, from, mut bytes)) = got else { bail!("all sockets closed") };
                 debug!(%from, %local, len = bytes.len(), "datagram");
                 if local.port() == cfg.data_port && !tuns.is_empty() {
-                    data.decapsulate(&mut engine, &tuns, &ours, start.elapsed(), from, local, &bytes).await;
+                    data.decapsulate(&mut engine, &tuns, &ours, start.elapsed(), from, local, &mut bytes).await;
                 } else {
                     engine.handle_datagram(start.elapsed(), from, local, &bytes);
                 }
@@ -348,14 +355,41 @@ struct DataStats {
     no_rloc: u64,
     drops: HashMap<crate::dataplane::DropReason, u64>,
     no_device: u64,
+    encrypted: u64,
+    decrypted: u64,
+    queued_for_key: u64,
+    queue_full: u64,
+    no_key: u64,
+    icv_failed: u64,
+    replayed: u64,
+    clear_refused: u64,
 }
 
-/// The clear-text data path of the node (RFC 9300 §5, §7), with a buffer reused for every
+/// Packets held per RLOC while its lisp-crypto key is being agreed.
+const KEY_QUEUE: usize = 64;
+
+/// The data path of the node (RFC 9300 §5, §7; RFC 8061), with a buffer reused for every
 /// encapsulation.
 #[derive(Default)]
 struct DataPath {
     stats: DataStats,
     buf: Vec<u8>,
+    encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
+    allow_clear: bool,
+    /// ITR keys per RLOC; RLOCs that answered without a key.
+    send_keys: HashMap<IpAddr, crate::crypto::lisp_crypto::SendKey>,
+    keyless: std::collections::HashSet<IpAddr>,
+    /// ETR keys per ITR RLOC: the current one and the one before it (kept for packets still
+    /// in flight under it after a rekey).
+    recv_keys: HashMap<
+        IpAddr,
+        (
+            crate::crypto::lisp_crypto::RecvKey,
+            Option<crate::crypto::lisp_crypto::RecvKey>,
+        ),
+    >,
+    /// Packets waiting for a key: RLOC -> (Instance-ID, packet).
+    pending: HashMap<IpAddr, std::collections::VecDeque<(u32, Vec<u8>)>>,
 }
 
 impl DataPath {
@@ -392,13 +426,46 @@ impl DataPath {
             self.stats.no_rloc += 1;
             return;
         };
-        encap::encapsulate(
-            &mut self.buf,
-            iid,
-            rand::random::<u32>() & 0x00ff_ffff,
-            0,
-            packet,
-        );
+        if self.encryption.is_some()
+            && !self.send_keys.contains_key(&rloc)
+            && !self.keyless.contains(&rloc)
+        {
+            // No key yet: hold the packet (bounded) and probe the RLOC now.
+            let q = self.pending.entry(rloc).or_default();
+            if q.len() < KEY_QUEUE {
+                q.push_back((iid, packet.to_vec()));
+                self.stats.queued_for_key += 1;
+            } else {
+                self.stats.queue_full += 1;
+            }
+            let prefix = entry.eid;
+            engine.probe_now(now, rloc, prefix);
+            return;
+        }
+        self.send(sockets, rloc, iid, packet).await;
+    }
+
+    /// Encapsulates (and encrypts, when there is a key) one packet to `rloc`:4341.
+    async fn send(&mut self, sockets: &Sockets, rloc: IpAddr, iid: u32, packet: &[u8]) {
+        use crate::dataplane::encap;
+        let nonce = rand::random::<u32>() & 0x00ff_ffff;
+        match self.send_keys.get_mut(&rloc) {
+            Some(k) => {
+                let hdr = crate::wire::DataHeader::with_instance(iid, nonce, 0);
+                if k.seal(hdr, packet, &mut self.buf).is_err() {
+                    self.stats.no_key += 1;
+                    return;
+                }
+                self.stats.encrypted += 1;
+            }
+            None if self.encryption.is_none() || self.allow_clear => {
+                encap::encapsulate(&mut self.buf, iid, nonce, 0, packet)
+            }
+            None => {
+                self.stats.no_key += 1;
+                return;
+            }
+        }
         let t = Transmit {
             src: None,
             src_port: crate::wire::DATA_PORT,
@@ -414,6 +481,55 @@ impl DataPath {
         }
     }
 
+    /// Installs what the control plane agreed (RFC 8061 key exchange in RLOC-probes) and
+    /// sends the packets that waited for it.
+    async fn key_event(&mut self, sockets: &Sockets, e: crate::control::KeyEvent) {
+        use crate::control::KeyEvent;
+        use crate::crypto::lisp_crypto::{RecvKey, SendKey};
+        match e {
+            KeyEvent::Send {
+                rloc,
+                suite,
+                key_id,
+                key,
+            } => {
+                info!(%rloc, ?suite, "lisp-crypto key agreed (send)");
+                self.send_keys
+                    .insert(rloc, SendKey::new(suite, key_id, &key));
+                self.keyless.remove(&rloc);
+                self.flush_pending(sockets, rloc).await;
+            }
+            KeyEvent::Recv {
+                itr,
+                suite,
+                key_id,
+                key,
+            } => {
+                info!(%itr, ?suite, "lisp-crypto key agreed (receive)");
+                let new = RecvKey::new(suite, key_id, &key);
+                let slot = self.recv_keys.remove(&itr);
+                self.recv_keys.insert(itr, (new, slot.map(|(cur, _)| cur)));
+            }
+            KeyEvent::NoKey { rloc } => {
+                warn!(%rloc, allow_clear = self.allow_clear, "RLOC offers no lisp-crypto key");
+                self.keyless.insert(rloc);
+                if self.allow_clear {
+                    self.flush_pending(sockets, rloc).await;
+                } else if let Some(q) = self.pending.remove(&rloc) {
+                    self.stats.no_key += q.len() as u64;
+                }
+            }
+        }
+    }
+
+    async fn flush_pending(&mut self, sockets: &Sockets, rloc: IpAddr) {
+        if let Some(q) = self.pending.remove(&rloc) {
+            for (iid, p) in q {
+                self.send(sockets, rloc, iid, &p).await;
+            }
+        }
+    }
+
     /// ETR: a LISP data packet is delivered to its Instance-ID's TUN, handed to the control
     /// plane (Instance-ID 0xFFFFFF), or dropped and counted by reason.
     #[allow(clippy::too_many_arguments)]
@@ -425,10 +541,71 @@ impl DataPath {
         now: Duration,
         from: SocketAddr,
         local: SocketAddr,
-        bytes: &[u8],
+        bytes: &mut [u8],
     ) {
-        use crate::dataplane::{Decapsulated, decapsulate};
-        match decapsulate(bytes, ours) {
+        use crate::crypto::lisp_crypto::CryptoError;
+        use crate::dataplane::{Decapsulated, decapsulate_inner};
+        let Ok(h) = crate::wire::DataHeader::parse(bytes) else {
+            *self
+                .stats
+                .drops
+                .entry(crate::dataplane::DropReason::Malformed)
+                .or_insert(0) += 1;
+            return;
+        };
+        let decision = if h.key_id != 0 {
+            // ICV first, then the replay window, then decryption (RFC 8061 §6); the key of
+            // the sending RLOC, or the one before it during a rekey.
+            let Some((cur, prev)) = self.recv_keys.get_mut(&from.ip()) else {
+                self.stats.no_key += 1;
+                return;
+            };
+            let mut copy = bytes.to_vec();
+            let opened = match cur.open(bytes) {
+                Ok(p) => Ok(p.to_vec()),
+                Err(e) => match prev.as_mut().map(|k| k.open(&mut copy)) {
+                    Some(Ok(p)) => Ok(p.to_vec()),
+                    _ => Err(e),
+                },
+            };
+            match opened {
+                Ok(plain) => {
+                    self.stats.decrypted += 1;
+                    self.buf = plain;
+                    let clear = crate::wire::DataHeader { key_id: 0, ..h };
+                    match decapsulate_inner(&clear, &self.buf, ours) {
+                        Decapsulated::Deliver { iid, .. } => Decapsulated::Deliver {
+                            iid,
+                            packet: &self.buf,
+                        },
+                        other => other,
+                    }
+                }
+                Err(CryptoError::Replay) => {
+                    self.stats.replayed += 1;
+                    return;
+                }
+                Err(CryptoError::NoKey(_)) => {
+                    self.stats.no_key += 1;
+                    return;
+                }
+                Err(_) => {
+                    self.stats.icv_failed += 1;
+                    return;
+                }
+            }
+        } else {
+            let d = decapsulate_inner(&h, &bytes[crate::wire::DataHeader::LEN..], ours);
+            if self.encryption.is_some()
+                && !self.allow_clear
+                && matches!(d, Decapsulated::Deliver { .. })
+            {
+                self.stats.clear_refused += 1;
+                return;
+            }
+            d
+        };
+        match decision {
             Decapsulated::Deliver { iid, packet } => {
                 match tuns.iter().find(|t| t.instance_id == iid) {
                     Some(t) => {
@@ -440,7 +617,10 @@ impl DataPath {
                     None => self.stats.no_device += 1,
                 }
             }
-            Decapsulated::Control { .. } => engine.handle_datagram(now, from, local, bytes),
+            Decapsulated::Control { .. } => {
+                let raw = bytes.to_vec();
+                engine.handle_datagram(now, from, local, &raw)
+            }
             Decapsulated::Drop(r) => *self.stats.drops.entry(r).or_insert(0) += 1,
         }
     }
