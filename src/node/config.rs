@@ -156,6 +156,7 @@ struct RawTimers {
     unregistered_ttl_mins: Option<u32>,
     requests_per_second: Option<u32>,
     probe_interval_secs: Option<u64>,
+    rekey_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -585,7 +586,9 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
         probe_interval: t
             .probe_interval_secs
             .map_or(d.probe_interval, Duration::from_secs),
-        rekey_interval: d.rekey_interval,
+        rekey_interval: t
+            .rekey_interval_secs
+            .map_or(d.rekey_interval, Duration::from_secs),
     };
     if timers.register_interval.is_zero() {
         errs.add("timers.register_interval_secs", "must be at least 1");
@@ -595,6 +598,9 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             "timers.record_ttl_mins",
             "must be at least 1 (0 withdraws the registration)",
         );
+    }
+    if timers.rekey_interval < Duration::from_secs(10) {
+        errs.add("timers.rekey_interval_secs", "must be at least 10");
     }
     if timers.requests_per_second == 0 {
         errs.add("timers.requests_per_second", "must be at least 1");
