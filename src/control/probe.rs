@@ -101,6 +101,23 @@ pub struct ProbeState {
     pub rekeys: u64,
 }
 
+impl ProbeState {
+    /// A newly probed RLOC, first probe due at `next`.
+    fn new(prefix: EidPrefix, next: Duration) -> Self {
+        ProbeState {
+            prefix,
+            next,
+            outstanding: None,
+            misses: 0,
+            state: RlocState::Unknown,
+            rtt: None,
+            offer: None,
+            keyed_at: None,
+            rekeys: 0,
+        }
+    }
+}
+
 impl Engine {
     /// The probing state of every RLOC in use.
     pub fn probes(&self) -> &HashMap<IpAddr, ProbeState> {
@@ -134,17 +151,9 @@ impl Engine {
             if self.is_own_rloc(ip) {
                 continue;
             }
-            self.probes.entry(ip).or_insert(ProbeState {
-                prefix,
-                next: now,
-                outstanding: None,
-                misses: 0,
-                state: RlocState::Unknown,
-                rtt: None,
-                offer: None,
-                keyed_at: None,
-                rekeys: 0,
-            });
+            self.probes
+                .entry(ip)
+                .or_insert_with(|| ProbeState::new(prefix, now));
         }
     }
 
@@ -154,17 +163,10 @@ impl Engine {
         if self.cfg.timers.probe_interval.is_zero() || self.is_own_rloc(rloc) {
             return;
         }
-        let p = self.probes.entry(rloc).or_insert(ProbeState {
-            prefix,
-            next: now,
-            outstanding: None,
-            misses: 0,
-            state: RlocState::Unknown,
-            rtt: None,
-            offer: None,
-            keyed_at: None,
-            rekeys: 0,
-        });
+        let p = self
+            .probes
+            .entry(rloc)
+            .or_insert_with(|| ProbeState::new(prefix, now));
         if p.outstanding.is_none() {
             p.next = p.next.min(now);
         }
