@@ -11,9 +11,9 @@ use tun_rs::{AsyncDevice, DeviceBuilder};
 
 use super::config::InstanceConfig;
 
-/// LISP encapsulation overhead with an IPv6 outer header: IPv6 40 + UDP 8 + LISP 8. The TUN
-/// MTU leaves room for it on a 1500-byte underlay.
-pub const ENCAP_OVERHEAD: u16 = 56;
+/// Encapsulation overhead, at most: IPv6 outer header 40 + UDP 8 + LISP 8, plus lisp-crypto's
+/// IV (up to 12) and AEAD tag (16). The TUN MTU leaves room for it on a 1500-byte underlay.
+pub const ENCAP_OVERHEAD: u16 = 40 + 8 + 8 + 12 + 16;
 pub const TUN_MTU: u16 = 1500 - ENCAP_OVERHEAD;
 
 /// One Instance-ID's device and the remote prefixes routed into it.
