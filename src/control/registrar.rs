@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::mapping::{EidKey, GroupEid, rle_locator};
 use crate::wire::{
     Address, Authentication, CONTROL_INSTANCE_ID, CONTROL_PORT, ControlMessage, DATA_PORT,
-    DataHeader, EidRecord, IpUdp, MapRegister, RleEntry, RlocRecord, XtrTrailer,
+    DataHeader, EidRecord, IpUdp, MapRegister, Nonce, RleEntry, RlocRecord, XtrTrailer,
 };
 
 use super::config::{Delivery, MappingSystem};
@@ -99,13 +99,13 @@ impl Engine {
         r
     }
 
-    /// Builds signed Map-Registers holding `records`, split by size.
+    /// Builds signed Map-Registers holding `records`, split by size; each with its nonce.
     fn build_registers(
         &mut self,
         records: &[EidRecord],
         membership: bool,
         want_notify: bool,
-    ) -> Vec<Vec<u8>> {
+    ) -> Vec<(Nonce, Vec<u8>)> {
         let (key, alg) = match &self.cfg.site.own_key {
             Some((k, a)) => (Some(k.clone()), *a),
             None => (None, 0),
@@ -113,41 +113,42 @@ impl Engine {
         let mut out = Vec::new();
         let mut batch: Vec<EidRecord> = Vec::new();
         let mut size = 0;
-        let flush = |engine: &mut Engine, batch: &mut Vec<EidRecord>, out: &mut Vec<Vec<u8>>| {
-            if batch.is_empty() {
-                return;
-            }
-            let nonce = engine.nonce();
-            let reg = MapRegister {
-                proxy_reply: membership,
-                security: false,
-                eid_notify: false,
-                use_ttl: true,
-                merge: membership,
-                want_notify,
-                reserved: 0,
-                nonce,
-                auth: Authentication::unsigned(
-                    key.as_ref().and_then(|k| k.key_id).unwrap_or(0),
-                    alg,
-                ),
-                records: std::mem::take(batch),
-                trailer: Some(XtrTrailer {
-                    xtr_id: engine.cfg.xtr_id,
-                    site_id: engine.cfg.site_id,
-                }),
-            };
-            if let Some(bytes) = signed(
-                &ControlMessage::MapRegister(reg),
-                key.as_ref().map(|k| &k.secret[..]),
-            ) {
-                engine.sent_register_nonces.push_back(nonce);
-                while engine.sent_register_nonces.len() > 64 {
-                    engine.sent_register_nonces.pop_front();
+        let flush =
+            |engine: &mut Engine, batch: &mut Vec<EidRecord>, out: &mut Vec<(Nonce, Vec<u8>)>| {
+                if batch.is_empty() {
+                    return;
                 }
-                out.push(bytes);
-            }
-        };
+                let nonce = engine.nonce();
+                let reg = MapRegister {
+                    proxy_reply: membership,
+                    security: false,
+                    eid_notify: false,
+                    use_ttl: true,
+                    merge: membership,
+                    want_notify,
+                    reserved: 0,
+                    nonce,
+                    auth: Authentication::unsigned(
+                        key.as_ref().and_then(|k| k.key_id).unwrap_or(0),
+                        alg,
+                    ),
+                    records: std::mem::take(batch),
+                    trailer: Some(XtrTrailer {
+                        xtr_id: engine.cfg.xtr_id,
+                        site_id: engine.cfg.site_id,
+                    }),
+                };
+                if let Some(bytes) = signed(
+                    &ControlMessage::MapRegister(reg),
+                    key.as_ref().map(|k| &k.secret[..]),
+                ) {
+                    engine.sent_register_nonces.push_back(nonce);
+                    while engine.sent_register_nonces.len() > 64 {
+                        engine.sent_register_nonces.pop_front();
+                    }
+                    out.push((nonce, bytes));
+                }
+            };
         for r in records {
             let mut tmp = Vec::new();
             let len = r.emit(&mut tmp).map(|_| tmp.len()).unwrap_or(0);
@@ -213,7 +214,7 @@ impl Engine {
             sets.push((vec![m], true));
         }
         for (records, membership) in sets {
-            for r in self.build_registers(&records, membership, false) {
+            for (_, r) in self.build_registers(&records, membership, false) {
                 match pg.delivery {
                     Delivery::Replicate => self.replicate(peer, pg.group, &r),
                     Delivery::Multicast { .. } => {
@@ -241,7 +242,7 @@ impl Engine {
                 let members = self.members();
                 match pg.delivery {
                     Delivery::Multicast { ttl } => {
-                        for r in &regs {
+                        for (_, r) in &regs {
                             self.counters.map_registers_sent += 1;
                             self.push(Transmit {
                                 src: self.rloc_for(pg.group),
@@ -254,7 +255,7 @@ impl Engine {
                     }
                     Delivery::Replicate => {
                         for m in &members {
-                            for r in &regs {
+                            for (_, r) in &regs {
                                 self.replicate(*m, pg.group, r);
                             }
                         }
@@ -263,7 +264,7 @@ impl Engine {
                 // Our own Map-Server too (RFC 9962 §4: a register to the group reaches every
                 // member, the sender included); after the copies, so that what a change
                 // triggers here (SMRs) leaves after the registrations.
-                for r in &regs {
+                for (_, r) in &regs {
                     self.deliver_locally(now, r);
                 }
                 // Bootstrap: seeds we do not know as members yet get unicast registers,
@@ -287,10 +288,8 @@ impl Engine {
                         self.register_due = self.register_due.min(retry);
                     }
                     for s in seeds {
-                        for r in &unicast {
-                            if let Ok(ControlMessage::MapRegister(m)) = ControlMessage::parse(r) {
-                                self.seed_nonces.entry(m.nonce).or_default().push(s);
-                            }
+                        for (nonce, r) in &unicast {
+                            self.seed_nonces.entry(*nonce).or_default().push(s);
                             self.send_unicast_register(s, r.clone());
                         }
                     }
@@ -312,12 +311,12 @@ impl Engine {
                     let regs = self.build_registers(&recs, false, true);
                     for s in servers {
                         if self.is_own_rloc(s) {
-                            for r in &regs {
+                            for (_, r) in &regs {
                                 self.deliver_locally(now, r);
                             }
                             continue;
                         }
-                        for r in &regs {
+                        for (_, r) in &regs {
                             self.send_unicast_register(s, r.clone());
                         }
                     }

@@ -250,17 +250,24 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let mut routed_generation = u64::MAX;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut members_seen = 0usize;
+    // The engine's timers, output and key events are looked at when it is due or was just
+    // driven, not for every data packet that only hit the map-cache.
+    let mut engine_due = start;
+    let mut engine_driven = true;
     loop {
-        let now = start.elapsed();
-        engine.handle_timeout(now);
-        flush(&mut engine, &sockets).await;
-        while let Some(e) = engine.poll_key_event() {
-            data.key_event(&sockets, e).await;
-        }
-        let members = engine.members().len();
-        if members != members_seen {
-            info!(members, "peer group membership changed");
-            members_seen = members;
+        if engine_driven || Instant::now() >= engine_due {
+            engine_driven = false;
+            engine.handle_timeout(start.elapsed());
+            flush(&mut engine, &sockets).await;
+            while let Some(e) = engine.poll_key_event() {
+                data.key_event(&sockets, e).await;
+            }
+            let members = engine.members().len();
+            if members != members_seen {
+                info!(members, "peer group membership changed");
+                members_seen = members;
+            }
+            engine_due = start + engine.poll_timeout();
         }
         if !tuns.is_empty()
             && (Instant::now() >= next_route_sync || engine.generation() != routed_generation)
@@ -278,7 +285,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 }
             }
         }
-        let mut deadline = (start + engine.poll_timeout()).min(next_rloc_refresh);
+        let mut deadline = engine_due.min(next_rloc_refresh);
         if !tuns.is_empty() {
             deadline = deadline.min(next_route_sync);
         }
@@ -287,15 +294,20 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 let Some((local, from, mut bytes)) = got else { bail!("all sockets closed") };
                 debug!(%from, %local, len = bytes.len(), "datagram");
                 if local.port() == cfg.data_port && !tuns.is_empty() {
-                    data.decapsulate(&mut engine, &tuns, &ours, start.elapsed(), from, local, &mut bytes).await;
+                    engine_driven = data.decapsulate(&mut engine, &tuns, &ours, start.elapsed(), from, local, &mut bytes).await;
                 } else {
                     engine.handle_datagram(start.elapsed(), from, local, &bytes);
+                    engine_driven = true;
                 }
             }
             Some((k, packet)) = tun_rx.recv() => {
-                data.encapsulate(&mut engine, &sockets, tuns[k].instance_id, start.elapsed(), &packet).await;
+                let probed = data.encapsulate(&mut engine, &sockets, tuns[k].instance_id, start.elapsed(), &packet).await;
+                engine_driven = probed || engine.has_output();
             }
-            Some((index, addrs)) = dns_rx.recv() => engine.set_pull_servers(start.elapsed(), index, addrs),
+            Some((index, addrs)) = dns_rx.recv() => {
+                engine.set_pull_servers(start.elapsed(), index, addrs);
+                engine_driven = true;
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -308,7 +320,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 .any(|r| matches!(r.source, RlocSource::Interface { .. }))
             {
                 match resolve_rlocs(&cfg).await {
-                    Ok(r) if !r.is_empty() => engine.set_rlocs(start.elapsed(), r),
+                    Ok(r) if !r.is_empty() => {
+                        engine.set_rlocs(start.elapsed(), r);
+                        engine_driven = true;
+                    }
                     Ok(_) => warn!("the RLOC interfaces have no address"),
                     Err(e) => warn!("cannot read RLOC interfaces: {e:#}"),
                 }
@@ -394,6 +409,7 @@ struct DataPath {
 
 impl DataPath {
     /// ITR: a packet from the TUN of `iid` leaves LISP-encapsulated to the flow's RLOC.
+    /// Returns true when it asked the engine for an RLOC-probe (the packet waits for a key).
     async fn encapsulate(
         &mut self,
         engine: &mut Engine,
@@ -401,7 +417,7 @@ impl DataPath {
         iid: u32,
         now: Duration,
         packet: &[u8],
-    ) {
+    ) -> bool {
         use crate::dataplane::{FlowKey, encap, select};
         let (Some(flow), Some(dst)) = (FlowKey::of(packet), encap::inner_destination(packet))
         else {
@@ -410,21 +426,21 @@ impl DataPath {
                 .drops
                 .entry(crate::dataplane::DropReason::Malformed)
                 .or_insert(0) += 1;
-            return;
+            return false;
         };
         let Some(entry) = engine.resolve(now, iid, dst) else {
             self.stats.no_mapping += 1;
-            return;
+            return false;
         };
         if entry.is_negative() {
             self.stats.negative += 1;
-            return;
+            return false;
         }
         let Some(rloc) = select::choose(&entry.rlocs, flow.hash64())
             .and_then(|i| entry.rlocs[i].record.locator.ip())
         else {
             self.stats.no_rloc += 1;
-            return;
+            return false;
         };
         if self.encryption.is_some()
             && !self.send_keys.contains_key(&rloc)
@@ -440,9 +456,10 @@ impl DataPath {
             }
             let prefix = entry.eid;
             engine.probe_now(now, rloc, prefix);
-            return;
+            return true;
         }
         self.send(sockets, rloc, iid, packet).await;
+        false
     }
 
     /// Encapsulates (and encrypts, when there is a key) one packet to `rloc`:4341.
@@ -531,7 +548,8 @@ impl DataPath {
     }
 
     /// ETR: a LISP data packet is delivered to its Instance-ID's TUN, handed to the control
-    /// plane (Instance-ID 0xFFFFFF), or dropped and counted by reason.
+    /// plane (Instance-ID 0xFFFFFF), or dropped and counted by reason. Returns whether the
+    /// control engine was driven (its timers and output then need a look).
     #[allow(clippy::too_many_arguments)]
     async fn decapsulate(
         &mut self,
@@ -542,7 +560,7 @@ impl DataPath {
         from: SocketAddr,
         local: SocketAddr,
         bytes: &mut [u8],
-    ) {
+    ) -> bool {
         use crate::crypto::lisp_crypto::CryptoError;
         use crate::dataplane::{Decapsulated, decapsulate_inner};
         let Ok(h) = crate::wire::DataHeader::parse(bytes) else {
@@ -551,61 +569,66 @@ impl DataPath {
                 .drops
                 .entry(crate::dataplane::DropReason::Malformed)
                 .or_insert(0) += 1;
-            return;
+            return false;
         };
-        let decision = if h.key_id != 0 {
+        if h.instance_id() == Some(crate::wire::CONTROL_INSTANCE_ID) {
+            // Control carried in data (LISP-Decent replication): never encrypted.
+            if h.key_id == 0 {
+                engine.handle_datagram(now, from, local, bytes);
+                return true;
+            }
+            *self
+                .stats
+                .drops
+                .entry(crate::dataplane::DropReason::Encrypted)
+                .or_insert(0) += 1;
+            return false;
+        }
+        let inner: &[u8] = if h.key_id != 0 {
             // ICV first, then the replay window, then decryption (RFC 8061 §6); the key of
-            // the sending RLOC, or the one before it during a rekey.
+            // the sending RLOC, or the one before it during a rekey. Opening works in place,
+            // so a copy is kept only when a previous key may still have to be tried.
             let Some((cur, prev)) = self.recv_keys.get_mut(&from.ip()) else {
                 self.stats.no_key += 1;
-                return;
+                return false;
             };
-            let mut copy = bytes.to_vec();
+            if prev.is_some() {
+                self.buf.clear();
+                self.buf.extend_from_slice(bytes);
+            }
             let opened = match cur.open(bytes) {
-                Ok(p) => Ok(p.to_vec()),
-                Err(e) => match prev.as_mut().map(|k| k.open(&mut copy)) {
-                    Some(Ok(p)) => Ok(p.to_vec()),
-                    _ => Err(e),
+                Ok(p) => Ok(p),
+                Err(e) => match prev.as_mut() {
+                    Some(k) => k.open(&mut self.buf).map_err(|_| e),
+                    None => Err(e),
                 },
             };
             match opened {
-                Ok(plain) => {
+                Ok(p) => {
                     self.stats.decrypted += 1;
-                    self.buf = plain;
-                    let clear = crate::wire::DataHeader { key_id: 0, ..h };
-                    match decapsulate_inner(&clear, &self.buf, ours) {
-                        Decapsulated::Deliver { iid, .. } => Decapsulated::Deliver {
-                            iid,
-                            packet: &self.buf,
-                        },
-                        other => other,
-                    }
+                    p
                 }
                 Err(CryptoError::Replay) => {
                     self.stats.replayed += 1;
-                    return;
+                    return false;
                 }
                 Err(CryptoError::NoKey(_)) => {
                     self.stats.no_key += 1;
-                    return;
+                    return false;
                 }
                 Err(_) => {
                     self.stats.icv_failed += 1;
-                    return;
+                    return false;
                 }
             }
+        } else if self.encryption.is_some() && !self.allow_clear {
+            self.stats.clear_refused += 1;
+            return false;
         } else {
-            let d = decapsulate_inner(&h, &bytes[crate::wire::DataHeader::LEN..], ours);
-            if self.encryption.is_some()
-                && !self.allow_clear
-                && matches!(d, Decapsulated::Deliver { .. })
-            {
-                self.stats.clear_refused += 1;
-                return;
-            }
-            d
+            &bytes[crate::wire::DataHeader::LEN..]
         };
-        match decision {
+        let clear = crate::wire::DataHeader { key_id: 0, ..h };
+        match decapsulate_inner(&clear, inner, ours) {
             Decapsulated::Deliver { iid, packet } => {
                 match tuns.iter().find(|t| t.instance_id == iid) {
                     Some(t) => {
@@ -617,12 +640,11 @@ impl DataPath {
                     None => self.stats.no_device += 1,
                 }
             }
-            Decapsulated::Control { .. } => {
-                let raw = bytes.to_vec();
-                engine.handle_datagram(now, from, local, &raw)
-            }
+            // Instance-ID 0xFFFFFF was handed to the control plane above.
+            Decapsulated::Control { .. } => {}
             Decapsulated::Drop(r) => *self.stats.drops.entry(r).or_insert(0) += 1,
         }
+        false
     }
 }
 
