@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A LISP-Decent mesh on one machine, each node in its own network namespace (needs root).
-#   scripts/mesh-netns.sh up N [--mode replicate|multicast]   (N from 1 to 10)
+#   scripts/mesh-netns.sh up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS]
+#                                                    (N from 1 to 10)
 #   scripts/mesh-netns.sh down
 # Node I lives in namespace dl-nI with RLOC 192.0.2.I/24 on eth0, joined by a bridge in
 # namespace dl-br; its EID-prefix is 10.I.0.0/16 and 10.I.0.1 sits on its TUN device lisp0.
@@ -31,8 +32,8 @@ down() {
     done
 }
 
-config() { # i mode
-    local i=$1 mode=$2 seeds=""
+config() { # i mode probe rekey
+    local i=$1 mode=$2 probe=$3 rekey=$4 seeds=""
     [ "$mode" = replicate ] && seeds='seeds = ["192.0.2.1"]'
     cat <<CFG
 name = "n$i"
@@ -56,13 +57,18 @@ secret = "mesh-netns-key"
 [[site.allowed]]
 prefix = "10.0.0.0/8"
 accept_more_specifics = true
+[timers]
+probe_interval_secs = $probe
+rekey_interval_secs = $rekey
 CFG
 }
 
 up() {
-    local n=$1 mode=$2
+    local n=$1 mode=$2 probe=$3 rekey=$4
     [[ "$n" =~ ^[0-9]+$ ]] && (( n >= 1 && n <= 10 )) || { echo "N must be 1 to 10" >&2; exit 2; }
     [ "$mode" = replicate ] || [ "$mode" = multicast ] || { echo "--mode replicate or multicast" >&2; exit 2; }
+    [[ "$probe" =~ ^[0-9]+$ ]] && (( probe >= 1 )) || { echo "--probe takes whole seconds, at least 1" >&2; exit 2; }
+    [[ "$rekey" =~ ^[0-9]+$ ]] && (( rekey >= 1 )) || { echo "--rekey takes whole seconds, at least 1" >&2; exit 2; }
     [ "$(id -u)" = 0 ] || { echo "network namespaces need root" >&2; exit 2; }
     if [ ! -x "$bin" ] || [ -n "$(find src Cargo.toml -newer "$bin" -print -quit)" ]; then
         cargo build --release --quiet
@@ -81,7 +87,7 @@ up() {
         ip -n "dl-n$i" link set eth0 up
         ip -n "dl-n$i" link set lo up
         ip -n "dl-n$i" route add 224.0.0.0/4 dev eth0
-        config "$i" "$mode" > "$run/n$i.toml"
+        config "$i" "$mode" "$probe" "$rekey" > "$run/n$i.toml"
         ip netns exec "dl-n$i" "$bin" run --config "$run/n$i.toml" > "$run/n$i.log" 2>&1 &
         echo $! > "$run/n$i.pid"
     done
@@ -105,10 +111,20 @@ up() {
 
 case "${1:-}" in
     up)
-        mode=replicate
-        [ "${3:-}" = "--mode" ] && mode="${4:-}"
-        up "${2:-}" "$mode"
+        n="${2:-}"
+        mode=replicate probe=10 rekey=600
+        shift 2 || true
+        while [ $# -gt 0 ]; do
+            case "$1" in
+                --mode) mode="${2:-}" ;;
+                --probe) probe="${2:-}" ;;
+                --rekey) rekey="${2:-}" ;;
+                *) echo "unknown option $1" >&2; exit 2 ;;
+            esac
+            shift 2 || { echo "$1 needs a value" >&2; exit 2; }
+        done
+        up "$n" "$mode" "$probe" "$rekey"
         ;;
     down) down ;;
-    *) echo "usage: $0 up N [--mode replicate|multicast] | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS] | down" >&2; exit 2 ;;
 esac

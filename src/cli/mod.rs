@@ -49,7 +49,8 @@ fn init_logging(cli: &Cli) {
     });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match cli.log_format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),

@@ -273,7 +273,8 @@ impl RecvKey {
     }
 
     /// Checks and decrypts a packet (LISP header included) in place; returns the inner
-    /// packet. Order: length, replay (without recording), ICV, then the counter is recorded.
+    /// packet. Order (RFC 8061 §6): length and key-id, then the ICV before anything else,
+    /// then the anti-replay window, which records the counter of an authentic packet.
     pub fn open<'a>(&mut self, packet: &'a mut [u8]) -> Result<&'a [u8], CryptoError> {
         let iv_len = self.suite.iv_len();
         if packet.len() < DataHeader::LEN + iv_len + TAG_LEN {
@@ -287,16 +288,15 @@ impl RecvKey {
         let mut seq = [0u8; 8];
         seq.copy_from_slice(&packet[iv_end - 8..iv_end]);
         let seq = u64::from_be_bytes(seq);
-        if !self.window.check(seq) {
-            return Err(CryptoError::Replay);
-        }
         let n = nonce(self.suite, &packet[DataHeader::LEN..iv_end]);
         let (head, data) = packet.split_at_mut(iv_end);
         let plain = self
             .key
             .open_in_place(n, Aad::from(&head[..DataHeader::LEN]), data)
             .map_err(|_| CryptoError::Icv)?;
-        self.window.accept(seq);
+        if !self.window.accept(seq) {
+            return Err(CryptoError::Replay);
+        }
         Ok(plain)
     }
 }

@@ -5,7 +5,9 @@
 pub mod encap;
 pub mod flow;
 pub mod select;
+pub mod stats;
 
 pub use crate::crypto::replay::ReplayWindow;
 pub use encap::{Decapsulated, DropReason, decapsulate, decapsulate_inner, encapsulate};
 pub use flow::FlowKey;
+pub use stats::{DataStats, Drop};

@@ -599,8 +599,8 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             "must be at least 1 (0 withdraws the registration)",
         );
     }
-    if timers.rekey_interval < Duration::from_secs(10) {
-        errs.add("timers.rekey_interval_secs", "must be at least 10");
+    if timers.rekey_interval < Duration::from_secs(1) {
+        errs.add("timers.rekey_interval_secs", "must be at least 1");
     }
     if timers.requests_per_second == 0 {
         errs.add("timers.requests_per_second", "must be at least 1");

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::control::{Delivery, Engine, EngineConfig, LocalRloc, MappingSystem, Transmit};
+use crate::dataplane::Drop;
 use config::{NodeConfig, RlocSource};
 
 /// How often interface RLOCs are re-read.
@@ -249,6 +250,8 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let mut next_route_sync = start;
     let mut routed_generation = u64::MAX;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigusr1 =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let mut members_seen = 0usize;
     // The engine's timers, output and key events are looked at when it is due or was just
     // driven, not for every data packet that only hit the map-cache.
@@ -311,6 +314,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             _ = tokio::time::sleep_until(deadline.into()) => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
+            _ = sigusr1.recv() => log_counters(&engine, &data.stats),
         }
         if Instant::now() >= next_rloc_refresh {
             next_rloc_refresh = Instant::now() + RLOC_REFRESH;
@@ -330,13 +334,17 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             }
         }
     }
-    if !tuns.is_empty() {
-        info!(stats = ?data.stats, "data plane totals");
-    }
+    log_counters(&engine, &data.stats);
     info!("leaving the peer group");
     engine.leave(start.elapsed());
     flush(&mut engine, &sockets).await;
     Ok(())
+}
+
+/// Logs every counter as one JSON object (on SIGUSR1 and when the node stops).
+fn log_counters(engine: &Engine, data: &crate::dataplane::DataStats) {
+    let all = serde_json::json!({ "control": engine.counters(), "data": data });
+    info!(counters = %all, "counters");
 }
 
 /// How often the routes into the TUN devices are checked against the database even when
@@ -358,28 +366,6 @@ fn remote_prefixes(
         .collect()
 }
 
-/// Counters of the data path.
-#[derive(Debug, Default)]
-struct DataStats {
-    encapsulated: u64,
-    encapsulated_bytes: u64,
-    decapsulated: u64,
-    decapsulated_bytes: u64,
-    no_mapping: u64,
-    negative: u64,
-    no_rloc: u64,
-    drops: HashMap<crate::dataplane::DropReason, u64>,
-    no_device: u64,
-    encrypted: u64,
-    decrypted: u64,
-    queued_for_key: u64,
-    queue_full: u64,
-    no_key: u64,
-    icv_failed: u64,
-    replayed: u64,
-    clear_refused: u64,
-}
-
 /// Packets held per RLOC while its lisp-crypto key is being agreed.
 const KEY_QUEUE: usize = 64;
 
@@ -387,7 +373,7 @@ const KEY_QUEUE: usize = 64;
 /// encapsulation.
 #[derive(Default)]
 struct DataPath {
-    stats: DataStats,
+    stats: crate::dataplane::DataStats,
     buf: Vec<u8>,
     encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
     allow_clear: bool,
@@ -421,25 +407,21 @@ impl DataPath {
         use crate::dataplane::{FlowKey, encap, select};
         let (Some(flow), Some(dst)) = (FlowKey::of(packet), encap::inner_destination(packet))
         else {
-            *self
-                .stats
-                .drops
-                .entry(crate::dataplane::DropReason::Malformed)
-                .or_insert(0) += 1;
+            self.stats.drop(Drop::Malformed);
             return false;
         };
         let Some(entry) = engine.resolve(now, iid, dst) else {
-            self.stats.no_mapping += 1;
+            self.stats.drop(Drop::NoMapping);
             return false;
         };
         if entry.is_negative() {
-            self.stats.negative += 1;
+            self.stats.drop(Drop::Negative);
             return false;
         }
         let Some(rloc) = select::choose(&entry.rlocs, flow.hash64())
             .and_then(|i| entry.rlocs[i].record.locator.ip())
         else {
-            self.stats.no_rloc += 1;
+            self.stats.drop(Drop::NoRloc);
             return false;
         };
         if self.encryption.is_some()
@@ -452,7 +434,7 @@ impl DataPath {
                 q.push_back((iid, packet.to_vec()));
                 self.stats.queued_for_key += 1;
             } else {
-                self.stats.queue_full += 1;
+                self.stats.drop(Drop::KeyQueueFull);
             }
             let prefix = entry.eid;
             engine.probe_now(now, rloc, prefix);
@@ -470,7 +452,7 @@ impl DataPath {
             Some(k) => {
                 let hdr = crate::wire::DataHeader::with_instance(iid, nonce, 0);
                 if k.seal(hdr, packet, &mut self.buf).is_err() {
-                    self.stats.no_key += 1;
+                    self.stats.drop(Drop::NoKey);
                     return;
                 }
                 self.stats.encrypted += 1;
@@ -479,7 +461,7 @@ impl DataPath {
                 encap::encapsulate(&mut self.buf, iid, nonce, 0, packet)
             }
             None => {
-                self.stats.no_key += 1;
+                self.stats.drop(Drop::NoKey);
                 return;
             }
         }
@@ -493,8 +475,9 @@ impl DataPath {
         if let Some(sock) = sockets.pick(&t)
             && sock.send_to(&self.buf, t.dst).await.is_ok()
         {
-            self.stats.encapsulated += 1;
-            self.stats.encapsulated_bytes += packet.len() as u64;
+            self.stats.sent(rloc, iid, packet.len());
+        } else {
+            self.stats.drop(Drop::SendFailed);
         }
     }
 
@@ -533,7 +516,7 @@ impl DataPath {
                 if self.allow_clear {
                     self.flush_pending(sockets, rloc).await;
                 } else if let Some(q) = self.pending.remove(&rloc) {
-                    self.stats.no_key += q.len() as u64;
+                    self.stats.drop_n(Drop::NoKey, q.len() as u64);
                 }
             }
         }
@@ -564,11 +547,7 @@ impl DataPath {
         use crate::crypto::lisp_crypto::CryptoError;
         use crate::dataplane::{Decapsulated, decapsulate_inner};
         let Ok(h) = crate::wire::DataHeader::parse(bytes) else {
-            *self
-                .stats
-                .drops
-                .entry(crate::dataplane::DropReason::Malformed)
-                .or_insert(0) += 1;
+            self.stats.drop(Drop::Malformed);
             return false;
         };
         if h.instance_id() == Some(crate::wire::CONTROL_INSTANCE_ID) {
@@ -577,11 +556,7 @@ impl DataPath {
                 engine.handle_datagram(now, from, local, bytes);
                 return true;
             }
-            *self
-                .stats
-                .drops
-                .entry(crate::dataplane::DropReason::Encrypted)
-                .or_insert(0) += 1;
+            self.stats.drop(Drop::EncryptedControl);
             return false;
         }
         let inner: &[u8] = if h.key_id != 0 {
@@ -589,19 +564,24 @@ impl DataPath {
             // the sending RLOC, or the one before it during a rekey. Opening works in place,
             // so a copy is kept only when a previous key may still have to be tried.
             let Some((cur, prev)) = self.recv_keys.get_mut(&from.ip()) else {
-                self.stats.no_key += 1;
+                self.stats.drop(Drop::NoKey);
                 return false;
             };
             if prev.is_some() {
                 self.buf.clear();
                 self.buf.extend_from_slice(bytes);
             }
+            // Only a packet that failed the current key's ICV may be under the previous key.
             let opened = match cur.open(bytes) {
                 Ok(p) => Ok(p),
-                Err(e) => match prev.as_mut() {
-                    Some(k) => k.open(&mut self.buf).map_err(|_| e),
-                    None => Err(e),
+                Err(CryptoError::Icv) => match prev.as_mut() {
+                    Some(k) => k.open(&mut self.buf).map_err(|e| match e {
+                        CryptoError::Replay => e,
+                        _ => CryptoError::Icv,
+                    }),
+                    None => Err(CryptoError::Icv),
                 },
+                Err(e) => Err(e),
             };
             match opened {
                 Ok(p) => {
@@ -609,20 +589,20 @@ impl DataPath {
                     p
                 }
                 Err(CryptoError::Replay) => {
-                    self.stats.replayed += 1;
+                    self.stats.drop(Drop::Replayed);
                     return false;
                 }
                 Err(CryptoError::NoKey(_)) => {
-                    self.stats.no_key += 1;
+                    self.stats.drop(Drop::NoKey);
                     return false;
                 }
                 Err(_) => {
-                    self.stats.icv_failed += 1;
+                    self.stats.drop(Drop::IcvFailed);
                     return false;
                 }
             }
         } else if self.encryption.is_some() && !self.allow_clear {
-            self.stats.clear_refused += 1;
+            self.stats.drop(Drop::ClearRefused);
             return false;
         } else {
             &bytes[crate::wire::DataHeader::LEN..]
@@ -633,16 +613,15 @@ impl DataPath {
                 match tuns.iter().find(|t| t.instance_id == iid) {
                     Some(t) => {
                         if t.device.send(packet).await.is_ok() {
-                            self.stats.decapsulated += 1;
-                            self.stats.decapsulated_bytes += packet.len() as u64;
+                            self.stats.received(from.ip(), iid, packet.len());
                         }
                     }
-                    None => self.stats.no_device += 1,
+                    None => self.stats.drop(Drop::NoDevice),
                 }
             }
             // Instance-ID 0xFFFFFF was handed to the control plane above.
             Decapsulated::Control { .. } => {}
-            Decapsulated::Drop(r) => *self.stats.drops.entry(r).or_insert(0) += 1,
+            Decapsulated::Drop(r) => self.stats.drop(r),
         }
         false
     }

@@ -1,0 +1,196 @@
+//! Data-plane counters: packets and bytes per RLOC and per Instance-ID, in each direction, and
+//! every drop by reason (RFC 9300 §5 encapsulation / decapsulation; RFC 8061 §6 for the
+//! lisp-crypto drops, which are silent on the wire and so only visible here).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::DropReason;
+
+/// Packets and their inner bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// Traffic of one RLOC or one Instance-ID: encapsulated (sent to it / from it) and
+/// decapsulated (received from it / into it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Directions {
+    pub encapsulated: Traffic,
+    pub decapsulated: Traffic,
+}
+
+/// Why a data packet was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Drop {
+    /// Too short, or the inner packet is not IPv4 / IPv6.
+    Malformed,
+    /// A LISP data packet without the I bit.
+    NoInstanceId,
+    /// An Instance-ID we have no EIDs in.
+    UnknownInstance,
+    /// The inner destination is not one of our EIDs in that Instance-ID (RFC 9300 §7).
+    NotOurEid,
+    /// Instance-ID 0xFFFFFF with the K bits set: control is never encrypted.
+    EncryptedControl,
+    /// ITR: no mapping for the destination (yet), and the wait queue was full or timed out.
+    NoMapping,
+    /// ITR: a negative map-cache entry whose action is to drop.
+    Negative,
+    /// ITR: a mapping whose RLOCs are all down or priority 255.
+    NoRloc,
+    /// ETR: no TUN device for the Instance-ID.
+    NoDevice,
+    /// lisp-crypto: no key for the RLOC / key-id (RFC 8061 §6).
+    NoKey,
+    /// lisp-crypto: the ICV did not verify.
+    IcvFailed,
+    /// lisp-crypto: outside or already seen in the anti-replay window.
+    Replayed,
+    /// Clear LISP data refused while encryption is on (`allow_clear` unset).
+    ClearRefused,
+    /// ITR: the bounded queue waiting for a key was full.
+    KeyQueueFull,
+    /// ITR: larger than the tunnel can carry; an ICMP error went back into the TUN.
+    TooBig,
+    /// The underlay socket refused the datagram.
+    SendFailed,
+}
+
+impl From<DropReason> for Drop {
+    fn from(r: DropReason) -> Self {
+        match r {
+            DropReason::Malformed => Drop::Malformed,
+            DropReason::NoInstanceId => Drop::NoInstanceId,
+            DropReason::UnknownInstance => Drop::UnknownInstance,
+            DropReason::NotOurEid => Drop::NotOurEid,
+            DropReason::Encrypted => Drop::EncryptedControl,
+        }
+    }
+}
+
+/// RLOCs counted one by one; traffic of any further RLOC is added to `other_rlocs`, so
+/// spoofed sources cannot grow the table without bound.
+pub const MAX_RLOCS: usize = 4096;
+
+/// Every counter of the data path.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DataStats {
+    pub encapsulated: Traffic,
+    pub decapsulated: Traffic,
+    /// Packets sealed / opened with lisp-crypto.
+    pub encrypted: u64,
+    pub decrypted: u64,
+    /// Packets that waited for a key, or for a mapping (pull mode), before they left.
+    pub queued_for_key: u64,
+    pub queued_for_mapping: u64,
+    /// ICMP "fragmentation needed" / "packet too big" written back into a TUN.
+    pub icmp_too_big: u64,
+    pub per_rloc: BTreeMap<IpAddr, Directions>,
+    pub other_rlocs: Directions,
+    pub per_instance: BTreeMap<u32, Directions>,
+    pub drops: BTreeMap<Drop, u64>,
+}
+
+impl DataStats {
+    fn rloc(&mut self, rloc: IpAddr) -> &mut Directions {
+        if self.per_rloc.len() >= MAX_RLOCS && !self.per_rloc.contains_key(&rloc) {
+            return &mut self.other_rlocs;
+        }
+        self.per_rloc.entry(rloc).or_default()
+    }
+
+    /// A packet of `bytes` (inner) left for `rloc` in `iid`.
+    pub fn sent(&mut self, rloc: IpAddr, iid: u32, bytes: usize) {
+        self.encapsulated.add(bytes);
+        self.rloc(rloc).encapsulated.add(bytes);
+        self.per_instance
+            .entry(iid)
+            .or_default()
+            .encapsulated
+            .add(bytes);
+    }
+
+    /// A packet of `bytes` (inner) from `rloc` was delivered into `iid`.
+    pub fn received(&mut self, rloc: IpAddr, iid: u32, bytes: usize) {
+        self.decapsulated.add(bytes);
+        self.rloc(rloc).decapsulated.add(bytes);
+        self.per_instance
+            .entry(iid)
+            .or_default()
+            .decapsulated
+            .add(bytes);
+    }
+
+    pub fn drop(&mut self, d: impl Into<Drop>) {
+        self.drop_n(d, 1);
+    }
+
+    pub fn drop_n(&mut self, d: impl Into<Drop>, n: u64) {
+        *self.drops.entry(d.into()).or_insert(0) += n;
+    }
+
+    /// Drops for one reason.
+    pub fn dropped(&self, d: Drop) -> u64 {
+        self.drops.get(&d).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_rloc_and_instance_and_serializes_by_name() {
+        let mut s = DataStats::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        s.sent(a, 1, 100);
+        s.sent(a, 2, 50);
+        s.received(b, 1, 10);
+        s.drop(DropReason::NotOurEid);
+        s.drop(Drop::Replayed);
+        s.drop(Drop::Replayed);
+        assert_eq!(
+            s.encapsulated,
+            Traffic {
+                packets: 2,
+                bytes: 150
+            }
+        );
+        assert_eq!(s.per_rloc[&a].encapsulated.bytes, 150);
+        assert_eq!(s.per_rloc[&b].decapsulated.packets, 1);
+        assert_eq!(s.per_instance[&1].encapsulated.bytes, 100);
+        assert_eq!(s.per_instance[&1].decapsulated.bytes, 10);
+        assert_eq!(s.per_instance[&2].encapsulated.packets, 1);
+        assert_eq!(s.dropped(Drop::Replayed), 2);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["drops"]["replayed"], 2);
+        assert_eq!(v["drops"]["not_our_eid"], 1);
+        assert_eq!(v["per_rloc"]["192.0.2.1"]["encapsulated"]["packets"], 2);
+        assert_eq!(v["per_instance"]["2"]["encapsulated"]["bytes"], 50);
+    }
+
+    #[test]
+    fn the_rloc_table_is_bounded() {
+        let mut s = DataStats::default();
+        for i in 0..(MAX_RLOCS as u32 + 10) {
+            s.received(IpAddr::from(i.to_be_bytes()), 0, 1);
+        }
+        assert_eq!(s.per_rloc.len(), MAX_RLOCS);
+        assert_eq!(s.other_rlocs.decapsulated.packets, 10);
+        assert_eq!(s.decapsulated.packets, MAX_RLOCS as u64 + 10);
+    }
+}
