@@ -45,6 +45,7 @@ struct RawDataPlane {
     encryption: Option<String>,
     #[serde(default)]
     allow_clear: bool,
+    underlay_mtu: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +56,8 @@ struct RawInstance {
     tun: Option<String>,
     #[serde(default)]
     addresses: Vec<String>,
+    table: Option<u32>,
+    mtu: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +199,11 @@ pub struct InstanceConfig {
     pub tun: String,
     /// EID addresses of this node, put on the device as host addresses.
     pub addresses: Vec<IpAddr>,
+    /// Routing table for the Instance-ID's EID routes (a VRF-like split: the node adds a
+    /// rule "from <address> lookup <table>" per EID address); `None`: the main table.
+    pub table: Option<u32>,
+    /// MTU of the TUN device; `None`: the underlay MTU minus the largest encapsulation.
+    pub mtu: Option<u16>,
 }
 
 /// A validated configuration.
@@ -220,6 +228,9 @@ pub struct NodeConfig {
     pub encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
     /// Send and accept clear data where no key can be agreed.
     pub allow_clear: bool,
+    /// MTU of the underlay path (RFC 9300 §7.1 stateless MTU handling): an inner packet
+    /// whose encapsulation would exceed it is refused with an ICMP error into its TUN.
+    pub underlay_mtu: u16,
 }
 
 /// One configuration problem.
@@ -660,13 +671,40 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
                 format!("Instance-ID {} has two devices", inst.instance_id),
             );
         }
+        if let Some(t) = inst.table
+            && (t == 0 || (253..=255).contains(&t))
+        {
+            errs.add(
+                format!("{p}.table"),
+                format!("{t} is reserved (0 unspecified, 253 default, 254 main, 255 local)"),
+            );
+        }
+        let mtu = match inst.mtu {
+            Some(m) if !(576..=65535).contains(&m) => {
+                errs.add(format!("{p}.mtu"), format!("{m}: expected 576 to 65535"));
+                None
+            }
+            m => m.map(|m| m as u16),
+        };
         instances.push(InstanceConfig {
             instance_id: inst.instance_id,
             tun,
             addresses,
+            table: inst.table,
+            mtu,
         });
     }
 
+    let underlay_mtu = match raw.data_plane.underlay_mtu.unwrap_or(1500) {
+        m @ 1280..=65535 => m as u16,
+        m => {
+            errs.add(
+                "data_plane.underlay_mtu",
+                format!("{m}: expected 1280 to 65535"),
+            );
+            1500
+        }
+    };
     let encryption = match raw.data_plane.encryption.as_deref().unwrap_or("aes128-gcm") {
         "aes128-gcm" => Some(crate::crypto::lisp_crypto::CipherSuite::Aes128Gcm),
         "chacha20-poly1305" => Some(crate::crypto::lisp_crypto::CipherSuite::ChaCha20Poly1305),
@@ -703,6 +741,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             instances,
             encryption,
             allow_clear: raw.data_plane.allow_clear || encryption.is_none(),
+            underlay_mtu,
         }),
         _ => Err(errs.0),
     }

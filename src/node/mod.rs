@@ -203,8 +203,8 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     // The data plane: one TUN device per configured Instance-ID.
     let mut tuns: Vec<tun::Tun> = Vec::new();
     for inst in &cfg.instances {
-        let t = tun::Tun::create(inst).await?;
-        info!(device = %inst.tun, iid = inst.instance_id, addresses = ?inst.addresses, "TUN device up");
+        let t = tun::Tun::create(inst, cfg.underlay_mtu).await?;
+        info!(device = %inst.tun, iid = inst.instance_id, addresses = ?inst.addresses, mtu = t.mtu, table = ?inst.table, "TUN device up");
         tuns.push(t);
     }
     let (tun_tx, mut tun_rx) = mpsc::channel::<(usize, Vec<u8>)>(4096);
@@ -335,6 +335,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         }
     }
     log_counters(&engine, &data.stats);
+    for t in tuns.iter_mut() {
+        t.remove_rules().await;
+    }
     info!("leaving the peer group");
     engine.leave(start.elapsed());
     flush(&mut engine, &sockets).await;

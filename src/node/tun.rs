@@ -2,6 +2,7 @@
 //! and the routes to remote EID-prefixes are installed over netlink (rtnetlink).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,15 +13,21 @@ use tun_rs::{AsyncDevice, DeviceBuilder};
 use super::config::InstanceConfig;
 
 /// Encapsulation overhead, at most: IPv6 outer header 40 + UDP 8 + LISP 8, plus lisp-crypto's
-/// IV (up to 12) and AEAD tag (16). The TUN MTU leaves room for it on a 1500-byte underlay.
+/// IV (up to 12) and AEAD tag (16). The default TUN MTU leaves room for it on the underlay
+/// (1416 on a 1500-byte underlay).
 pub const ENCAP_OVERHEAD: u16 = 40 + 8 + 8 + 12 + 16;
-pub const TUN_MTU: u16 = 1500 - ENCAP_OVERHEAD;
+
+/// Priority of the "from <EID address> lookup <table>" rules of Instance-IDs with a table.
+pub const RULE_PRIORITY: u32 = 1000;
 
 /// One Instance-ID's device and the remote prefixes routed into it.
 pub struct Tun {
     pub instance_id: u32,
     pub device: Arc<AsyncDevice>,
     pub index: u32,
+    pub mtu: u16,
+    table: Option<u32>,
+    rules: Vec<IpAddr>,
     routed: BTreeSet<IpNet>,
 }
 
@@ -31,11 +38,15 @@ async fn netlink() -> anyhow::Result<Handle> {
 }
 
 impl Tun {
-    /// Creates the device, gives it its EID addresses (host prefixes) and brings it up.
-    pub async fn create(cfg: &InstanceConfig) -> anyhow::Result<Tun> {
+    /// Creates the device, gives it its EID addresses (host prefixes) and brings it up; with
+    /// a routing table, traffic from its addresses is steered into that table.
+    pub async fn create(cfg: &InstanceConfig, underlay_mtu: u16) -> anyhow::Result<Tun> {
+        let mtu = cfg
+            .mtu
+            .unwrap_or(underlay_mtu.saturating_sub(ENCAP_OVERHEAD).max(576));
         let device = DeviceBuilder::new()
             .name(&cfg.tun)
-            .mtu(TUN_MTU)
+            .mtu(mtu)
             .build_async()
             .with_context(|| {
                 format!(
@@ -59,12 +70,60 @@ impl Tun {
             .execute()
             .await
             .with_context(|| format!("cannot bring {} up", cfg.tun))?;
+        let mut rules = Vec::new();
+        if let Some(table) = cfg.table {
+            for a in &cfg.addresses {
+                let req = h
+                    .rule()
+                    .add()
+                    .table_id(table)
+                    .priority(RULE_PRIORITY)
+                    .action(rtnetlink::packet_route::rule::RuleAction::ToTable);
+                let r = match a {
+                    IpAddr::V4(v4) => req.v4().source_prefix(*v4, 32).execute().await,
+                    IpAddr::V6(v6) => req.v6().source_prefix(*v6, 128).execute().await,
+                };
+                match r {
+                    Ok(()) => rules.push(*a),
+                    // Left by an earlier run: it is the rule we want.
+                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {
+                        rules.push(*a)
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("rule from {a} lookup {table}"));
+                    }
+                }
+            }
+        }
         Ok(Tun {
             instance_id: cfg.instance_id,
             device: Arc::new(device),
             index,
+            mtu,
+            table: cfg.table,
+            rules,
             routed: BTreeSet::new(),
         })
+    }
+
+    /// Removes the rules `create` added (the routes go with the device).
+    pub async fn remove_rules(&mut self) {
+        let (Some(table), Ok(h)) = (self.table, netlink().await) else {
+            return;
+        };
+        for a in std::mem::take(&mut self.rules) {
+            let req = h
+                .rule()
+                .add()
+                .table_id(table)
+                .priority(RULE_PRIORITY)
+                .action(rtnetlink::packet_route::rule::RuleAction::ToTable);
+            let msg = match a {
+                IpAddr::V4(v4) => req.v4().source_prefix(v4, 32).message_mut().clone(),
+                IpAddr::V6(v6) => req.v6().source_prefix(v6, 128).message_mut().clone(),
+            };
+            let _ = h.rule().del(msg).execute().await;
+        }
     }
 
     /// Makes the routes into the device equal `wanted` (the remote EID-prefixes of its
@@ -81,7 +140,7 @@ impl Tun {
         let mut removed = 0;
         for p in wanted.difference(&self.routed.clone()) {
             h.route()
-                .add(route(*p, self.index))
+                .add(route(*p, self.index, self.table))
                 .replace()
                 .execute()
                 .await
@@ -91,7 +150,11 @@ impl Tun {
         }
         for p in self.routed.difference(wanted).copied().collect::<Vec<_>>() {
             // The route may be gone already (the device went down): that is fine.
-            let _ = h.route().del(route(p, self.index)).execute().await;
+            let _ = h
+                .route()
+                .del(route(p, self.index, self.table))
+                .execute()
+                .await;
             self.routed.remove(&p);
             removed += 1;
         }
@@ -99,15 +162,23 @@ impl Tun {
     }
 }
 
-fn route(p: IpNet, index: u32) -> rtnetlink::packet_route::route::RouteMessage {
+fn route(p: IpNet, index: u32, table: Option<u32>) -> rtnetlink::packet_route::route::RouteMessage {
+    let table = table.unwrap_or(254);
     match p {
         IpNet::V4(n) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
             .destination_prefix(n.addr(), n.prefix_len())
             .output_interface(index)
+            .table_id(table)
             .build(),
         IpNet::V6(n) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
             .destination_prefix(n.addr(), n.prefix_len())
             .output_interface(index)
+            .table_id(table)
             .build(),
     }
+}
+
+/// EEXIST, as netlink reports it (negated).
+const fn libc_eexist() -> i32 {
+    17
 }

