@@ -127,3 +127,99 @@ fn two_instance_ids_with_the_same_prefix_stay_isolated() {
     assert!(!ping(&nss[1], "10.2.0.1", "1"), "node 2 reached VPN B");
     assert!(!ping(&nss[2], "10.1.0.1", "1"), "node 3 reached VPN A");
 }
+
+fn two_rloc_config(i: usize) -> String {
+    format!(
+        "name = \"f{i}\"\nstate_dir = \"state-f{i}\"\n\
+         [[rloc]]\naddress = \"192.0.2.{i}\"\npriority = 1\n\
+         [[rloc]]\naddress = \"198.51.100.{i}\"\npriority = 2\n\
+         [[database]]\nprefix = \"10.{i}.0.0/16\"\n\
+         [[instance]]\ninstance_id = 0\ntun = \"lisp0\"\naddresses = [\"10.{i}.0.1\"]\n\
+         [peer_group]\ngroup = \"224.1.1.1\"\ndelivery = \"replicate\"\nseeds = [\"192.0.2.1\"]\n\
+         [timers]\nprobe_interval_secs = 1\n{SITE}{}",
+        allowed(&[0], "10.0.0.0/8")
+    )
+}
+
+/// Pings `dst` from `ns` once a tenth of a second until one is answered; returns how long
+/// that took, or `None` after `limit`.
+fn until_ping(ns: &str, dst: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "0.3", dst])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Two nodes, each with two RLOCs on two networks (priority 1 on 192.0.2.0/24, 2 on
+/// 198.51.100.0/24), probing every second. When node 2's first link goes down, traffic
+/// moves to its second RLOC within 3 probe intervals (plus the ping's own timeout), and
+/// comes back to the first one when the link is up again.
+#[test]
+fn traffic_moves_to_the_second_rloc_when_a_link_goes_down() {
+    let _serial = lab::serial();
+    if !have_root() {
+        return;
+    }
+    let mut lab = Lab::new("fo");
+    let b = lab.bridge("b");
+    let c = lab.bridge("c");
+    let mut nss = Vec::new();
+    for i in 1..=2 {
+        let ns = lab.netns(&format!("n{i}"));
+        lab.link(&ns, "eth0", &b, &[&format!("192.0.2.{i}/24")]);
+        lab.link(&ns, "eth1", &c, &[&format!("198.51.100.{i}/24")]);
+        nss.push(ns);
+    }
+    let f1 = lab.start(&nss[0], "f1", &two_rloc_config(1));
+    lab.start(&nss[1], "f2", &two_rloc_config(2));
+    lab.wait_resolved(&nss[0], "10.2.0.1", "192.0.2.1");
+    lab.wait_resolved(&nss[1], "10.1.0.1", "192.0.2.2");
+    assert!(ping(&nss[0], "10.2.0.1", "3"), "ping over the first RLOCs");
+    let sent = |v: &serde_json::Value, rloc: &str| {
+        counter(v, &format!("data/per_rloc/{rloc}/encapsulated/packets"))
+    };
+    let before = lab.counters(f1);
+    assert!(sent(&before, "192.0.2.2") >= 3);
+
+    lab::ip(&["-n", &nss[1], "link", "set", "eth0", "down"]);
+    let took = until_ping(&nss[0], "10.2.0.1", Duration::from_secs(15))
+        .expect("no ping answered within 15 s of the link going down");
+    assert!(
+        took <= Duration::from_millis(3 * 1100 + 700),
+        "traffic took {took:?} to move (3 probe intervals of 1 s are allowed)"
+    );
+    println!("traffic moved to the second RLOC in {took:?}");
+    let moved = lab.counters(f1);
+    assert!(
+        sent(&moved, "198.51.100.2") >= 1,
+        "nothing went to the second RLOC"
+    );
+    assert!(counter(&moved, "control/rlocs_marked_down") >= 1);
+
+    lab::ip(&["-n", &nss[1], "link", "set", "eth0", "up"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(
+            ping(&nss[0], "10.2.0.1", "1"),
+            "ping after the link came back"
+        );
+        if sent(&lab.counters(f1), "192.0.2.2") > sent(&moved, "192.0.2.2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "traffic did not come back to the first RLOC"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

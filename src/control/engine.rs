@@ -329,11 +329,32 @@ impl Engine {
 
     /// Our RLOC of the same family as `peer`.
     pub(crate) fn rloc_for(&self, peer: IpAddr) -> Option<IpAddr> {
-        self.cfg
-            .rlocs
-            .iter()
-            .map(|r| r.address)
-            .find(|a| a.is_ipv4() == peer.is_ipv4())
+        self.source_rloc(peer)
+    }
+
+    /// Our RLOC to talk to `peer` from: of the same family, the one sharing the longest
+    /// prefix with it (on a multi-homed node, the one on the peer's network), the first
+    /// configured on a tie. Probes and data use the same source, so the lisp-crypto keys the
+    /// ETR holds per ITR RLOC (RFC 8061 §4) match the packets' source.
+    pub fn source_rloc(&self, peer: IpAddr) -> Option<IpAddr> {
+        fn common(a: IpAddr, b: IpAddr) -> u32 {
+            match (a, b) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
+                (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
+                _ => 0,
+            }
+        }
+        let mut best: Option<(u32, IpAddr)> = None;
+        for a in self.cfg.rlocs.iter().map(|r| r.address) {
+            if a.is_ipv4() != peer.is_ipv4() {
+                continue;
+            }
+            let c = common(a, peer);
+            if best.is_none_or(|(b, _)| c > b) {
+                best = Some((c, a));
+            }
+        }
+        best.map(|(_, a)| a)
     }
 
     pub(crate) fn is_own_rloc(&self, a: IpAddr) -> bool {

@@ -263,7 +263,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             engine.handle_timeout(start.elapsed());
             flush(&mut engine, &sockets).await;
             while let Some(e) = engine.poll_key_event() {
-                data.key_event(&sockets, e).await;
+                data.key_event(&engine, &sockets, e).await;
             }
             let members = engine.members().len();
             if members != members_seen {
@@ -443,12 +443,21 @@ impl DataPath {
             engine.probe_now(now, rloc, prefix);
             return true;
         }
-        self.send(sockets, rloc, iid, packet).await;
+        let src = engine.source_rloc(rloc);
+        self.send(sockets, src, rloc, iid, packet).await;
         false
     }
 
-    /// Encapsulates (and encrypts, when there is a key) one packet to `rloc`:4341.
-    async fn send(&mut self, sockets: &Sockets, rloc: IpAddr, iid: u32, packet: &[u8]) {
+    /// Encapsulates (and encrypts, when there is a key) one packet to `rloc`:4341, from our
+    /// RLOC `src`.
+    async fn send(
+        &mut self,
+        sockets: &Sockets,
+        src: Option<IpAddr>,
+        rloc: IpAddr,
+        iid: u32,
+        packet: &[u8],
+    ) {
         use crate::dataplane::encap;
         let nonce = rand::random::<u32>() & 0x00ff_ffff;
         match self.send_keys.get_mut(&rloc) {
@@ -469,7 +478,7 @@ impl DataPath {
             }
         }
         let t = Transmit {
-            src: None,
+            src,
             src_port: crate::wire::DATA_PORT,
             dst: SocketAddr::new(rloc, crate::wire::DATA_PORT),
             ttl: None,
@@ -486,7 +495,7 @@ impl DataPath {
 
     /// Installs what the control plane agreed (RFC 8061 key exchange in RLOC-probes) and
     /// sends the packets that waited for it.
-    async fn key_event(&mut self, sockets: &Sockets, e: crate::control::KeyEvent) {
+    async fn key_event(&mut self, engine: &Engine, sockets: &Sockets, e: crate::control::KeyEvent) {
         use crate::control::KeyEvent;
         use crate::crypto::lisp_crypto::{RecvKey, SendKey};
         match e {
@@ -500,7 +509,7 @@ impl DataPath {
                 self.send_keys
                     .insert(rloc, SendKey::new(suite, key_id, &key));
                 self.keyless.remove(&rloc);
-                self.flush_pending(sockets, rloc).await;
+                self.flush_pending(engine, sockets, rloc).await;
             }
             KeyEvent::Recv {
                 itr,
@@ -517,7 +526,7 @@ impl DataPath {
                 warn!(%rloc, allow_clear = self.allow_clear, "RLOC offers no lisp-crypto key");
                 self.keyless.insert(rloc);
                 if self.allow_clear {
-                    self.flush_pending(sockets, rloc).await;
+                    self.flush_pending(engine, sockets, rloc).await;
                 } else if let Some(q) = self.pending.remove(&rloc) {
                     self.stats.drop_n(Drop::NoKey, q.len() as u64);
                 }
@@ -525,10 +534,11 @@ impl DataPath {
         }
     }
 
-    async fn flush_pending(&mut self, sockets: &Sockets, rloc: IpAddr) {
+    async fn flush_pending(&mut self, engine: &Engine, sockets: &Sockets, rloc: IpAddr) {
         if let Some(q) = self.pending.remove(&rloc) {
+            let src = engine.source_rloc(rloc);
             for (iid, p) in q {
-                self.send(sockets, rloc, iid, &p).await;
+                self.send(sockets, src, rloc, iid, &p).await;
             }
         }
     }
