@@ -223,3 +223,45 @@ fn traffic_moves_to_the_second_rloc_when_a_link_goes_down() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Two nodes whose RLOCs are IPv6 only (2001:db8::1, ::2), each with an IPv4 and an IPv6
+/// EID-prefix: IPv6 over IPv6 and IPv4 over IPv6 reach the other node, encrypted.
+#[test]
+fn ipv6_inside_and_outside() {
+    let _serial = lab::serial();
+    if !have_root() {
+        return;
+    }
+    let mut lab = Lab::new("v6");
+    let b = lab.bridge("b");
+    let mut nss = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 1..=2 {
+        let ns = lab.netns(&format!("n{i}"));
+        lab.link(&ns, "eth0", &b, &[&format!("2001:db8::{i}/64")]);
+        let cfg = format!(
+            "name = \"s{i}\"\nstate_dir = \"state-s{i}\"\n\
+             [[rloc]]\naddress = \"2001:db8::{i}\"\n\
+             [[database]]\nprefix = \"10.{i}.0.0/16\"\n\
+             [[database]]\nprefix = \"fd00:{i}::/48\"\n\
+             [[instance]]\ninstance_id = 0\ntun = \"lisp0\"\naddresses = [\"10.{i}.0.1\", \"fd00:{i}::1\"]\n\
+             [peer_group]\ngroup = \"ff05::4c\"\ndelivery = \"replicate\"\nseeds = [\"2001:db8::1\"]\n\
+             {SITE}{}{}",
+            allowed(&[0], "10.0.0.0/8"),
+            allowed(&[0], "fd00::/8")
+        );
+        nodes.push(lab.start(&ns, &format!("s{i}"), &cfg));
+        nss.push(ns);
+    }
+    lab.wait_resolved(&nss[0], "fd00:2::1", "2001:db8::1");
+    lab.wait_resolved(&nss[0], "10.2.0.1", "2001:db8::1");
+    lab.wait_resolved(&nss[1], "fd00:1::1", "2001:db8::2");
+    lab.wait_resolved(&nss[1], "10.1.0.1", "2001:db8::2");
+    assert!(ping(&nss[0], "fd00:2::1", "3"), "IPv6 in IPv6, n1 -> n2");
+    assert!(ping(&nss[1], "fd00:1::1", "3"), "IPv6 in IPv6, n2 -> n1");
+    assert!(ping(&nss[0], "10.2.0.1", "3"), "IPv4 in IPv6, n1 -> n2");
+    let v = lab.counters(nodes[1]);
+    assert!(counter(&v, "data/per_rloc/2001:db8::1/decapsulated/packets") >= 6);
+    assert!(counter(&v, "data/decrypted") >= 6);
+    assert_eq!(counter(&v, "data/drops/clear_refused"), 0);
+}

@@ -58,10 +58,16 @@ impl Tun {
         let h = netlink().await?;
         for a in &cfg.addresses {
             let len = if a.is_ipv4() { 32 } else { 128 };
-            h.address()
-                .add(index, *a, len)
-                .replace()
-                .execute()
+            let mut req = h.address().add(index, *a, len).replace();
+            if a.is_ipv6() {
+                // An EID on a point-to-point device needs no duplicate address detection,
+                // and a tentative address could not be used at once.
+                use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+                req.message_mut()
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            req.execute()
                 .await
                 .with_context(|| format!("cannot add {a} to {}", cfg.tun))?;
         }
