@@ -265,3 +265,84 @@ fn ipv6_inside_and_outside() {
     assert!(counter(&v, "data/decrypted") >= 6);
     assert_eq!(counter(&v, "data/drops/clear_refused"), 0);
 }
+
+/// A TUN MTU of 1500 on a 1500-byte underlay: a 1500-byte IPv4 packet with DF set cannot
+/// cross the tunnel (64 bytes of IPv4, UDP, LISP and AES-GCM overhead), so the node writes
+/// ICMP "fragmentation needed" with MTU 1436 back into the TUN; the host learns that path
+/// MTU, and a 1436-byte packet then crosses. The same for IPv6 with "packet too big".
+#[test]
+fn too_big_for_the_tunnel_gets_icmp_back() {
+    let _serial = lab::serial();
+    if !have_root() {
+        return;
+    }
+    let mut lab = Lab::new("mtu");
+    let b = lab.bridge("b");
+    let mut nss = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 1..=2 {
+        let ns = lab.netns(&format!("n{i}"));
+        lab.link(&ns, "eth0", &b, &[&format!("192.0.2.{i}/24")]);
+        let cfg = format!(
+            "name = \"m{i}\"\nstate_dir = \"state-m{i}\"\n\
+             [[rloc]]\naddress = \"192.0.2.{i}\"\n\
+             [[database]]\nprefix = \"10.{i}.0.0/16\"\n\
+             [[database]]\nprefix = \"fd00:{i}::/48\"\n\
+             [[instance]]\ninstance_id = 0\ntun = \"lisp0\"\nmtu = 1500\n\
+             addresses = [\"10.{i}.0.1\", \"fd00:{i}::1\"]\n\
+             [peer_group]\ngroup = \"224.1.1.1\"\ndelivery = \"replicate\"\nseeds = [\"192.0.2.1\"]\n\
+             {SITE}{}{}",
+            allowed(&[0], "10.0.0.0/8"),
+            allowed(&[0], "fd00::/8")
+        );
+        nodes.push(lab.start(&ns, &format!("m{i}"), &cfg));
+        nss.push(ns);
+    }
+    lab.wait_resolved(&nss[0], "10.2.0.1", "192.0.2.1");
+    lab.wait_resolved(&nss[1], "10.1.0.1", "192.0.2.2");
+    assert!(ping(&nss[0], "10.2.0.1", "1"), "small ping");
+    let ping_size = |dst: &str, size: &str| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &nss[0], "ping", "-c", "1", "-W", "1", "-M", "do",
+            ])
+            .args(["-s", size, dst])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    // 1472 + 28 = 1500 bytes: refused with an ICMP error, which the kernel remembers.
+    assert!(!ping_size("10.2.0.1", "1472"), "a 1500-byte packet crossed");
+    let route = Command::new("ip")
+        .args(["-n", &nss[0], "route", "get", "10.2.0.1"])
+        .output()
+        .unwrap();
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(route.contains("mtu 1436"), "no learned path MTU: {route}");
+    assert!(
+        ping_size("10.2.0.1", "1408"),
+        "a 1436-byte packet did not cross"
+    );
+    // IPv6 over an IPv4 underlay: the same overhead, "packet too big" with MTU 1436.
+    assert!(
+        !ping_size("fd00:2::1", "1452"),
+        "a 1500-byte IPv6 packet crossed"
+    );
+    let route = Command::new("ip")
+        .args(["-n", &nss[0], "-6", "route", "get", "fd00:2::1"])
+        .output()
+        .unwrap();
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains("mtu 1436"),
+        "no learned IPv6 path MTU: {route}"
+    );
+    assert!(
+        ping_size("fd00:2::1", "1388"),
+        "a 1436-byte IPv6 packet did not cross"
+    );
+    let v = lab.counters(nodes[0]);
+    assert!(counter(&v, "data/icmp_too_big") >= 2);
+    assert!(counter(&v, "data/drops/too_big") >= 2);
+}

@@ -4,6 +4,7 @@
 
 pub mod encap;
 pub mod flow;
+pub mod icmp;
 pub mod select;
 pub mod stats;
 

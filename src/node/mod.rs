@@ -228,6 +228,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let mut data = DataPath {
         encryption: cfg.encryption,
         allow_clear: cfg.allow_clear,
+        underlay_mtu: cfg.underlay_mtu,
         ..DataPath::default()
     };
 
@@ -304,7 +305,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 }
             }
             Some((k, packet)) = tun_rx.recv() => {
-                let probed = data.encapsulate(&mut engine, &sockets, tuns[k].instance_id, start.elapsed(), &packet).await;
+                let probed = data.encapsulate(&mut engine, &sockets, &tuns[k], start.elapsed(), &packet).await;
                 engine_driven = probed || engine.has_output();
             }
             Some((index, addrs)) = dns_rx.recv() => {
@@ -380,6 +381,7 @@ struct DataPath {
     buf: Vec<u8>,
     encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
     allow_clear: bool,
+    underlay_mtu: u16,
     /// ITR keys per RLOC; RLOCs that answered without a key.
     send_keys: HashMap<IpAddr, crate::crypto::lisp_crypto::SendKey>,
     keyless: std::collections::HashSet<IpAddr>,
@@ -403,11 +405,12 @@ impl DataPath {
         &mut self,
         engine: &mut Engine,
         sockets: &Sockets,
-        iid: u32,
+        tun: &tun::Tun,
         now: Duration,
         packet: &[u8],
     ) -> bool {
-        use crate::dataplane::{FlowKey, encap, select};
+        use crate::dataplane::{FlowKey, encap, icmp, select};
+        let iid = tun.instance_id;
         let (Some(flow), Some(dst)) = (FlowKey::of(packet), encap::inner_destination(packet))
         else {
             self.stats.drop(Drop::Malformed);
@@ -427,6 +430,21 @@ impl DataPath {
             self.stats.drop(Drop::NoRloc);
             return false;
         };
+        // RFC 9300 §7.1: what the tunnel cannot carry with DF set is refused with an ICMP
+        // error into the TUN; without DF the outer packet is fragmented by the kernel.
+        let overhead = self.overhead(rloc);
+        if packet.len() + overhead > usize::from(self.underlay_mtu) {
+            let mtu = self.underlay_mtu.saturating_sub(overhead as u16);
+            // From the unreachable side of the tunnel: the kernel takes an error from one
+            // of its own addresses for a martian, and the route back to `dst` is the TUN.
+            if let Some(error) = icmp::too_big(packet, mtu, dst) {
+                self.stats.drop(Drop::TooBig);
+                if tun.device.send(&error).await.is_ok() {
+                    self.stats.icmp_too_big += 1;
+                }
+                return false;
+            }
+        }
         if self.encryption.is_some()
             && !self.send_keys.contains_key(&rloc)
             && !self.keyless.contains(&rloc)
@@ -446,6 +464,18 @@ impl DataPath {
         let src = engine.source_rloc(rloc);
         self.send(sockets, src, rloc, iid, packet).await;
         false
+    }
+
+    /// Bytes the encapsulation to `rloc` adds: outer IP, UDP and LISP headers, and the IV
+    /// and tag of lisp-crypto when the packet will be encrypted.
+    fn overhead(&self, rloc: IpAddr) -> usize {
+        let outer = if rloc.is_ipv4() { 20 } else { 40 } + 8 + crate::wire::DataHeader::LEN;
+        let suite = match self.send_keys.get(&rloc) {
+            Some(k) => Some(k.suite),
+            None if self.keyless.contains(&rloc) => None,
+            None => self.encryption,
+        };
+        outer + suite.map_or(0, |s| s.overhead())
     }
 
     /// Encapsulates (and encrypts, when there is a key) one packet to `rloc`:4341, from our
