@@ -9,6 +9,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod lab;
+
 use hickory_server::Server;
 use hickory_server::proto::rr::rdata::{A, SOA};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
@@ -34,10 +36,23 @@ fn set_members(index: u32) -> Vec<usize> {
 
 /// Starts the DNS server on a free loopback port; returns the port.
 fn start_dns() -> u16 {
-    let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = std_sock.local_addr().unwrap().port();
-    std_sock.set_nonblocking(true).unwrap();
+    let sets = (0..MODULUS)
+        .map(|i| (i, set_members(i).into_iter().map(node_ip).collect()))
+        .collect();
+    start_dns_at(None, "127.0.0.1:0".parse().unwrap(), sets)
+}
+
+/// Starts a DNS server for zone map.test on `bind` (in network namespace `netns`), with
+/// `<index>.map.test` holding the A records of each set; returns the port.
+fn start_dns_at(netns: Option<String>, bind: SocketAddr, sets: Vec<(u32, Vec<Ipv4Addr>)>) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        if let Some(ns) = netns {
+            lab::enter_netns(&ns);
+        }
+        let std_sock = std::net::UdpSocket::bind(bind).unwrap();
+        tx.send(std_sock.local_addr().unwrap().port()).unwrap();
+        std_sock.set_nonblocking(true).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -60,13 +75,10 @@ fn start_dns() -> u16 {
                 1,
             );
             zone.upsert_mut(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1);
-            for index in 0..MODULUS {
+            for (index, members) in sets {
                 let name = Name::from_str(&format!("{index}.map.test.")).unwrap();
-                for m in set_members(index) {
-                    zone.upsert_mut(
-                        Record::from_rdata(name.clone(), 1, RData::A(A(node_ip(m)))),
-                        1,
-                    );
+                for m in members {
+                    zone.upsert_mut(Record::from_rdata(name.clone(), 1, RData::A(A(m))), 1);
                 }
             }
             let mut catalog = Catalog::new();
@@ -76,7 +88,8 @@ fn start_dns() -> u16 {
             let _ = server.block_until_done().await;
         });
     });
-    port
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the DNS server started")
 }
 
 struct Nodes(Vec<Child>, tempfile::TempDir);
@@ -197,5 +210,81 @@ fn registrations_follow_the_hash_to_their_map_server_set() {
                 );
             }
         }
+    }
+}
+
+/// Pull mode with TUN devices in network namespaces: node 1 is the only Map-Server (the DNS
+/// in the bridge namespace names it for the one set). Node 2 has no mapping for node 3's
+/// EID until it asks; its first ping waits for the Map-Reply (and then for the key) instead
+/// of being dropped, and arrives.
+#[test]
+fn pull_mode_first_packet_waits_for_its_mapping() {
+    let _serial = lab::serial();
+    if !lab::have_root() {
+        return;
+    }
+    let mut lab = lab::Lab::new("pull");
+    let b = lab.bridge("b");
+    lab::ip(&["-n", &b, "addr", "add", "192.0.2.100/24", "dev", "br0"]);
+    start_dns_at(
+        Some(b.clone()),
+        "192.0.2.100:53".parse().unwrap(),
+        vec![(0, vec![Ipv4Addr::new(192, 0, 2, 1)])],
+    );
+    let mut nss = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let ns = lab.netns(&format!("n{i}"));
+        lab.link(&ns, "eth0", &b, &[&format!("192.0.2.{i}/24")]);
+        let cfg = format!(
+            r#"name = "q{i}"
+state_dir = "state-q{i}"
+[[rloc]]
+address = "192.0.2.{i}"
+[[database]]
+prefix = "10.{i}.0.0/16"
+[[instance]]
+instance_id = 0
+tun = "lisp0"
+addresses = ["10.{i}.0.1"]
+[pull]
+modulus = 1
+dns_suffix = "map.test"
+hash = "draft"
+hash_mask_len = 8
+dns_server = "192.0.2.100:53"
+resolve_interval_secs = 1
+[site]
+[[site.key]]
+key_id = 1
+secret = "pull-netns-key"
+[[site.allowed]]
+prefix = "10.0.0.0/8"
+accept_more_specifics = true
+"#
+        );
+        nodes.push(lab.start(&ns, &format!("q{i}"), &cfg));
+        nss.push(ns);
+    }
+    // Node 1, the Map-Server, knows both.
+    lab.wait_resolved(&nss[0], "10.3.0.1", "192.0.2.1");
+    lab.wait_resolved(&nss[0], "10.2.0.1", "192.0.2.1");
+    let ok = Command::new("ip")
+        .args([
+            "netns", "exec", &nss[1], "ping", "-c", "1", "-W", "3", "10.3.0.1",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "the first ping n2 -> n3 in pull mode was lost");
+    for (k, who) in [(1, "node 2"), (2, "node 3")] {
+        let v = lab.counters(nodes[k]);
+        assert!(
+            lab::counter(&v, "data/queued_for_mapping") >= 1,
+            "{who} held nothing for a mapping: {v}"
+        );
+        assert_eq!(lab::counter(&v, "data/drops/no_mapping"), 0, "{who}");
+        assert!(lab::counter(&v, "control/map_requests_sent") >= 1, "{who}");
     }
 }

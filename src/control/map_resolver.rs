@@ -288,9 +288,19 @@ impl Engine {
     /// ITR lookup: the live map-cache entry for an EID, resolving it on a miss. In push mode
     /// the answer comes from the node's own database at once; in pull mode a Map-Request goes
     /// to the Map-Resolver set of the EID and `None` is returned until the reply arrives.
+    /// A pull-mode EID already asked for in the last second is not asked for again (RFC 9301
+    /// §5.3: at most one Map-Request per second for a destination).
     pub fn resolve(&mut self, now: Duration, iid: u32, addr: IpAddr) -> Option<&MapCacheEntry> {
         if self.map_cache.lookup(iid, addr, now).is_none() {
-            self.resolve_prefix(now, EidPrefix::host(iid, addr), false);
+            let host = EidPrefix::host(iid, addr);
+            let asked = matches!(self.cfg.mapping_system, MappingSystem::Pull(_))
+                && self
+                    .pending_requests
+                    .values()
+                    .any(|p| p.eid == host && now.saturating_sub(p.sent) < Duration::from_secs(1));
+            if !asked {
+                self.resolve_prefix(now, host, false);
+            }
         }
         self.map_cache.lookup(iid, addr, now)
     }

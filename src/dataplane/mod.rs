@@ -7,6 +7,7 @@ pub mod flow;
 pub mod icmp;
 pub mod select;
 pub mod stats;
+pub mod waiting;
 
 pub use crate::crypto::replay::ReplayWindow;
 pub use encap::{Decapsulated, DropReason, decapsulate, decapsulate_inner, encapsulate};

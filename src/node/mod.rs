@@ -266,6 +266,11 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             while let Some(e) = engine.poll_key_event() {
                 data.key_event(&engine, &sockets, e).await;
             }
+            if !data.waiting.is_empty() {
+                data.release_waiting(&mut engine, &sockets, &tuns, start.elapsed())
+                    .await;
+                flush(&mut engine, &sockets).await;
+            }
             let members = engine.members().len();
             if members != members_seen {
                 info!(members, "peer group membership changed");
@@ -355,19 +360,33 @@ fn log_counters(engine: &Engine, data: &crate::dataplane::DataStats) {
 /// nothing changed (a route removed by hand comes back).
 const ROUTE_SYNC: Duration = Duration::from_secs(1);
 
-/// The remote EID-prefixes of an Instance-ID: what the database holds, minus our own.
+/// The remote EID-prefixes of an Instance-ID: what the database holds, minus our own. In
+/// pull mode the database holds only what this node serves as a Map-Server, so the site's
+/// allowed prefixes are routed into the TUN as well and the ITR looks each packet up.
 fn remote_prefixes(
     engine: &Engine,
     ours: &crate::mapping::PrefixTable<()>,
     iid: u32,
 ) -> std::collections::BTreeSet<ipnet::IpNet> {
-    engine
+    let mut out: std::collections::BTreeSet<ipnet::IpNet> = engine
         .site_db()
         .prefixes()
         .iter()
         .filter(|(p, _)| p.iid == iid && ours.get(p).is_none())
         .map(|(p, _)| p.prefix)
-        .collect()
+        .collect();
+    if matches!(engine.config().mapping_system, MappingSystem::Pull(_)) {
+        out.extend(
+            engine
+                .config()
+                .site
+                .allowed
+                .iter()
+                .filter(|a| a.eid.iid == iid && ours.get(&a.eid).is_none())
+                .map(|a| a.eid.prefix),
+        );
+    }
+    out
 }
 
 /// Packets held per RLOC while its lisp-crypto key is being agreed.
@@ -394,6 +413,8 @@ struct DataPath {
             Option<crate::crypto::lisp_crypto::RecvKey>,
         ),
     >,
+    /// Packets waiting for a mapping (pull mode).
+    waiting: crate::dataplane::waiting::MappingQueue,
     /// Packets waiting for a key: RLOC -> (Instance-ID, packet).
     pending: HashMap<IpAddr, std::collections::VecDeque<(u32, Vec<u8>)>>,
 }
@@ -417,8 +438,13 @@ impl DataPath {
             return false;
         };
         let Some(entry) = engine.resolve(now, iid, dst) else {
-            self.stats.drop(Drop::NoMapping);
-            return false;
+            // Pull mode: a Map-Request is out; the packet waits (bounded) for the reply.
+            if self.waiting.hold(now, iid, dst, packet) {
+                self.stats.queued_for_mapping += 1;
+            } else {
+                self.stats.drop(Drop::NoMapping);
+            }
+            return engine.has_output();
         };
         if entry.is_negative() {
             self.stats.drop(Drop::Negative);
@@ -464,6 +490,28 @@ impl DataPath {
         let src = engine.source_rloc(rloc);
         self.send(sockets, src, rloc, iid, packet).await;
         false
+    }
+
+    /// Sends the packets whose mapping arrived; drops those that waited too long.
+    async fn release_waiting(
+        &mut self,
+        engine: &mut Engine,
+        sockets: &Sockets,
+        tuns: &[tun::Tun],
+        now: Duration,
+    ) {
+        let (ready, expired) = self.waiting.release(now, |iid, dst| {
+            engine.map_cache().lookup(iid, dst, now).is_some()
+        });
+        self.stats.drop_n(Drop::NoMapping, expired as u64);
+        for (iid, packet) in ready {
+            match tuns.iter().find(|t| t.instance_id == iid) {
+                Some(t) => {
+                    self.encapsulate(engine, sockets, t, now, &packet).await;
+                }
+                None => self.stats.drop(Drop::NoDevice),
+            }
+        }
     }
 
     /// Bytes the encapsulation to `rloc` adds: outer IP, UDP and LISP headers, and the IV
