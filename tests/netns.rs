@@ -194,7 +194,7 @@ fn replay_and_tamper(mode: &str, packet: Vec<u8>, pid3: u32, log3: &std::path::P
 
 /// Every IPv4 packet on the bridge but IGMP is LISP (UDP 4341 / 4342), so no ICMP and no
 /// TCP crosses it in clear; every data packet but the control-in-data of Instance-ID
-/// 0xFFFFFF has a key-id. (tshark's own data dissector reads ciphertext as an inner packet,
+/// 0xFFFFFF has a key-id, and flows leave from their own UDP source ports. (tshark's own data dissector reads ciphertext as an inner packet,
 /// so a filter on inner protocols would match noise.)
 /// Returns the last data packet from 192.0.2.1 to 192.0.2.3.
 fn check_capture(pcap: &std::path::Path, mode: &str) -> Vec<u8> {
@@ -203,6 +203,7 @@ fn check_capture(pcap: &std::path::Path, mode: &str) -> Vec<u8> {
     let items = read_capture(pcap).expect("the capture is readable");
     let mut data = 0;
     let mut last = None;
+    let mut ports = std::collections::BTreeSet::new();
     for item in &items {
         let FrameItem::Lisp(d) = item else { continue };
         if d.is_data() {
@@ -214,6 +215,7 @@ fn check_capture(pcap: &std::path::Path, mode: &str) -> Vec<u8> {
                     d.frame
                 );
                 data += 1;
+                ports.insert(d.sport);
                 if d.src.to_string() == "192.0.2.1" && d.dst.to_string() == "192.0.2.3" {
                     last = Some(d.payload.clone());
                 }
@@ -221,6 +223,11 @@ fn check_capture(pcap: &std::path::Path, mode: &str) -> Vec<u8> {
         }
     }
     assert!(data >= 1000, "{mode}: {data} encrypted data packets seen");
+    // Each flow leaves from its own UDP source port (a hash of the inner headers).
+    assert!(
+        ports.len() >= 4 && !ports.contains(&4341),
+        "{mode}: data source ports {ports:?}"
+    );
     let o = Command::new("tshark")
         .args(["-r", pcap.to_str().unwrap()])
         .args([

@@ -91,6 +91,46 @@ fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Receiv
     });
 }
 
+/// Send-only raw sockets (IPPROTO_RAW: the IP header is ours) for LISP data, so each flow
+/// leaves with its own UDP source port (RFC 9300 §5.3). Without CAP_NET_RAW there are none
+/// and data leaves from the bound port 4341.
+#[derive(Default)]
+struct RawOut {
+    v4: Option<Socket>,
+    v6: Option<Socket>,
+}
+
+impl RawOut {
+    fn open() -> RawOut {
+        let open = |d: Domain| {
+            let s = Socket::new(d, Type::RAW, Some(Protocol::from(libc_ipproto_raw()))).ok()?;
+            s.set_nonblocking(true).ok()?;
+            Some(s)
+        };
+        let raw = RawOut {
+            v4: open(Domain::IPV4),
+            v6: open(Domain::IPV6),
+        };
+        if raw.v4.is_none() && raw.v6.is_none() {
+            info!("no raw socket (CAP_NET_RAW): LISP data leaves from UDP port 4341");
+        }
+        raw
+    }
+
+    fn for_dst(&self, dst: IpAddr) -> Option<&Socket> {
+        if dst.is_ipv4() {
+            self.v4.as_ref()
+        } else {
+            self.v6.as_ref()
+        }
+    }
+}
+
+/// IPPROTO_RAW.
+const fn libc_ipproto_raw() -> i32 {
+    255
+}
+
 /// The sockets of a node, by local address and port.
 struct Sockets {
     by_local: HashMap<SocketAddr, Arc<UdpSocket>>,
@@ -226,6 +266,11 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         ours.insert(d.eid, ());
     }
     let mut data = DataPath {
+        raw: if tuns.is_empty() {
+            RawOut::default()
+        } else {
+            RawOut::open()
+        },
         encryption: cfg.encryption,
         allow_clear: cfg.allow_clear,
         underlay_mtu: cfg.underlay_mtu,
@@ -401,6 +446,9 @@ struct DataPath {
     encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
     allow_clear: bool,
     underlay_mtu: u16,
+    raw: RawOut,
+    /// The outer headers and the LISP packet, for the raw socket.
+    outer: Vec<u8>,
     /// ITR keys per RLOC; RLOCs that answered without a key.
     send_keys: HashMap<IpAddr, crate::crypto::lisp_crypto::SendKey>,
     keyless: std::collections::HashSet<IpAddr>,
@@ -552,6 +600,18 @@ impl DataPath {
             }
             None => {
                 self.stats.drop(Drop::NoKey);
+                return;
+            }
+        }
+        if let (Some(from), Some(raw)) = (src, self.raw.for_dst(rloc)) {
+            let sport = crate::dataplane::FlowKey::of(packet)
+                .map_or(crate::wire::DATA_PORT, |f| f.source_port());
+            if encap::outer_packet(&mut self.outer, from, rloc, sport, packet, &self.buf).is_ok()
+                && raw
+                    .send_to(&self.outer, &SocketAddr::new(rloc, 0).into())
+                    .is_ok()
+            {
+                self.stats.sent(rloc, iid, packet.len());
                 return;
             }
         }
