@@ -584,5 +584,67 @@ fn lisp_crypto_keys_are_agreed_through_rloc_probes_and_renewed() {
         assert_eq!(n_itr, n_etr);
         assert_ne!(n_itr, k_itr, "a new key");
         assert_eq!(s.engine(2).unwrap().probes()[&sim::rloc(1)].rekeys, 2);
+        // A spent packet budget asks for a fresh key at once, long before the interval.
+        let now = s.now;
+        s.engine_mut(2).unwrap().rekey_now(now, sim::rloc(1));
+        s.run_to(s.now + secs(1));
+        let itr3 = drain(&mut s, 2);
+        let etr3 = drain(&mut s, 0);
+        let [KeyEvent::Send { key: b_itr, .. }] = &itr3[..] else {
+            panic!("ITR budget rekey {itr3:?}")
+        };
+        let [KeyEvent::Recv { key: b_etr, .. }] = &etr3[..] else {
+            panic!("ETR budget rekey {etr3:?}")
+        };
+        assert_eq!(b_itr, b_etr);
+        assert_ne!(b_itr, n_itr, "a new key");
+        assert_eq!(s.engine(2).unwrap().probes()[&sim::rloc(1)].rekeys, 3);
     }
+}
+
+/// The ITR offers its preferred suite and the ETR answers with it, whatever the ETR itself
+/// prefers: node 3 (ChaCha20-Poly1305) keys with node 1 (AES-128-GCM) under ChaCha20.
+#[test]
+fn the_itr_offered_cipher_suite_is_taken_by_the_etr() {
+    use lisp_decent::control::KeyEvent;
+    use lisp_decent::crypto::lisp_crypto::CipherSuite;
+    let mut s = Sim::new(2 * MS, 17);
+    for i in 1..=3 {
+        let mut c = sim::node_config(i, Delivery::Replicate);
+        c.encryption = Some(if i == 3 {
+            CipherSuite::ChaCha20Poly1305
+        } else {
+            CipherSuite::Aes128Gcm
+        });
+        s.add(c);
+    }
+    assert!(s.run_until(secs(5), Sim::converged));
+    s.run_to(s.now + secs(3));
+    let itr: Vec<KeyEvent> = std::iter::from_fn(|| s.engine_mut(2).unwrap().poll_key_event())
+        .filter(|e| matches!(e, KeyEvent::Send { rloc, .. } if *rloc == sim::rloc(1)))
+        .collect();
+    let etr: Vec<KeyEvent> = std::iter::from_fn(|| s.engine_mut(0).unwrap().poll_key_event())
+        .filter(|e| matches!(e, KeyEvent::Recv { itr, .. } if *itr == sim::rloc(3)))
+        .collect();
+    let [
+        KeyEvent::Send {
+            suite: a, key: ka, ..
+        },
+    ] = &itr[..]
+    else {
+        panic!("ITR {itr:?}")
+    };
+    let [
+        KeyEvent::Recv {
+            suite: b, key: kb, ..
+        },
+    ] = &etr[..]
+    else {
+        panic!("ETR {etr:?}")
+    };
+    assert_eq!(
+        (*a, *b),
+        (CipherSuite::ChaCha20Poly1305, CipherSuite::ChaCha20Poly1305)
+    );
+    assert_eq!(ka, kb);
 }

@@ -99,6 +99,8 @@ pub struct Timers {
     pub probe_interval: Duration,
     /// lisp-crypto keys older than this are replaced through the next probe.
     pub rekey_interval: Duration,
+    /// Packets an ITR seals under one lisp-crypto key before it asks for a new one.
+    pub rekey_packets: u64,
 }
 
 impl Default for Timers {
@@ -112,6 +114,7 @@ impl Default for Timers {
             requests_per_second: 100,
             probe_interval: Duration::from_secs(10),
             rekey_interval: Duration::from_secs(600),
+            rekey_packets: 1 << 32,
         }
     }
 }

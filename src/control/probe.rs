@@ -99,6 +99,8 @@ pub struct ProbeState {
     pub offer: Option<KeyPair>,
     pub keyed_at: Option<Duration>,
     pub rekeys: u64,
+    /// The data plane asked for a fresh key (its packet budget is spent).
+    pub rekey_asked: bool,
 }
 
 impl ProbeState {
@@ -114,6 +116,7 @@ impl ProbeState {
             offer: None,
             keyed_at: None,
             rekeys: 0,
+            rekey_asked: false,
         }
     }
 }
@@ -172,6 +175,21 @@ impl Engine {
         }
     }
 
+    /// Agrees a fresh key with `rloc` through a probe now (RFC 8061 §4: any Map-Request may
+    /// bring a new key), as when the key's packet budget is spent. The current key stays in
+    /// use until the new one is agreed.
+    pub fn rekey_now(&mut self, now: Duration, rloc: IpAddr) {
+        if self.cfg.encryption.is_none() {
+            return;
+        }
+        if let Some(p) = self.probes.get_mut(&rloc) {
+            p.rekey_asked = true;
+            if p.outstanding.is_none() {
+                p.next = p.next.min(now);
+            }
+        }
+    }
+
     /// When the next probe is due.
     pub(crate) fn next_probe(&self) -> Option<Duration> {
         self.probes.values().map(|p| p.next).min()
@@ -225,9 +243,10 @@ impl Engine {
             if let Some(suite) = self.cfg.encryption
                 && let Some(p) = self.probes.get_mut(&rloc)
             {
-                let stale = p
-                    .keyed_at
-                    .is_some_and(|t| now.saturating_sub(t) >= self.cfg.timers.rekey_interval);
+                let stale = p.keyed_at.is_some_and(|t| {
+                    p.rekey_asked || now.saturating_sub(t) >= self.cfg.timers.rekey_interval
+                });
+                p.rekey_asked = false;
                 if p.offer.is_none() || stale {
                     p.offer = Some(KeyPair::generate());
                     if stale {
@@ -274,17 +293,19 @@ impl Engine {
         let rtt = p.rtt;
         // lisp-crypto: the ETR's key in the RLOC-record of the probed RLOC.
         let mut event = None;
-        if let (Some(suite), Some(offer)) = (self.cfg.encryption, p.offer.as_ref()) {
+        if let (Some(_), Some(offer)) = (self.cfg.encryption, p.offer.as_ref()) {
+            // The ETR answers with the suite it chose among those we implement.
             let etr = reply
                 .records
                 .iter()
                 .flat_map(|r| r.rlocs.iter())
                 .filter_map(|l| find_security_key(&l.locator))
-                .find(|(cs, _, at)| *cs == suite.id() && at.is_none_or(|a| a == rloc));
+                .filter(|(_, _, at)| at.is_none_or(|a| a == rloc))
+                .find_map(|(cs, k, at)| Some((CipherSuite::from_id(cs)?, k, at)));
             if etr.is_none() && p.keyed_at.is_none() {
                 event = Some(KeyEvent::NoKey { rloc });
             }
-            if let Some((_, etr_pub, _)) = etr
+            if let Some((suite, etr_pub, _)) = etr
                 && let Ok(z) = offer.shared_secret(&etr_pub)
             {
                 let key = derive_key(suite, &z, &offer.public(), &etr_pub);
@@ -323,11 +344,11 @@ impl Engine {
         from: IpAddr,
         probed: IpAddr,
     ) -> Option<Address> {
-        let suite = self.cfg.encryption?;
+        // The ITR's offered suite is taken whenever we run lisp-crypto: both suites are
+        // implemented here, so the ITR's preference stands (RFC 8061 §4).
+        self.cfg.encryption?;
         let (cs, itr_pub, at) = q.itr_rlocs.iter().find_map(find_security_key)?;
-        if cs != suite.id() {
-            return None;
-        }
+        let suite = CipherSuite::from_id(cs)?;
         let itr = at.unwrap_or(from);
         let reuse = matches!(self.etr_keys.get(&itr), Some((p, _)) if *p == itr_pub);
         if !reuse {

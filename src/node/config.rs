@@ -160,6 +160,7 @@ struct RawTimers {
     requests_per_second: Option<u32>,
     probe_interval_secs: Option<u64>,
     rekey_interval_secs: Option<u64>,
+    rekey_packets: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -600,6 +601,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
         rekey_interval: t
             .rekey_interval_secs
             .map_or(d.rekey_interval, Duration::from_secs),
+        rekey_packets: t.rekey_packets.unwrap_or(d.rekey_packets),
     };
     if timers.register_interval.is_zero() {
         errs.add("timers.register_interval_secs", "must be at least 1");
@@ -609,6 +611,9 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             "timers.record_ttl_mins",
             "must be at least 1 (0 withdraws the registration)",
         );
+    }
+    if timers.rekey_packets < 1000 {
+        errs.add("timers.rekey_packets", "must be at least 1000");
     }
     if timers.rekey_interval < Duration::from_secs(1) {
         errs.add("timers.rekey_interval_secs", "must be at least 1");

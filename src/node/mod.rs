@@ -271,6 +271,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         } else {
             RawOut::open()
         },
+        rekey_packets: cfg.timers.rekey_packets,
         encryption: cfg.encryption,
         allow_clear: cfg.allow_clear,
         underlay_mtu: cfg.underlay_mtu,
@@ -357,6 +358,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             Some((k, packet)) = tun_rx.recv() => {
                 let probed = data.encapsulate(&mut engine, &sockets, &tuns[k], start.elapsed(), &packet).await;
                 engine_driven = probed || engine.has_output();
+                for rloc in data.rekey_wanted.drain(..) {
+                    engine.rekey_now(start.elapsed(), rloc);
+                    engine_driven = true;
+                }
             }
             Some((index, addrs)) = dns_rx.recv() => {
                 engine.set_pull_servers(start.elapsed(), index, addrs);
@@ -447,6 +452,11 @@ struct DataPath {
     allow_clear: bool,
     underlay_mtu: u16,
     raw: RawOut,
+    /// The packet budget of a key; RLOCs whose budget is spent (asked once per key) and
+    /// those still to be reported to the engine.
+    rekey_packets: u64,
+    rekey_asked: std::collections::HashSet<IpAddr>,
+    rekey_wanted: Vec<IpAddr>,
     /// The outer headers and the LISP packet, for the raw socket.
     outer: Vec<u8>,
     /// ITR keys per RLOC; RLOCs that answered without a key.
@@ -594,6 +604,9 @@ impl DataPath {
                     return;
                 }
                 self.stats.encrypted += 1;
+                if k.packets() >= self.rekey_packets && self.rekey_asked.insert(rloc) {
+                    self.rekey_wanted.push(rloc);
+                }
             }
             None if self.encryption.is_none() || self.allow_clear => {
                 encap::encapsulate(&mut self.buf, iid, nonce, 0, packet)
@@ -646,6 +659,7 @@ impl DataPath {
                 info!(%rloc, ?suite, "lisp-crypto key agreed (send)");
                 self.send_keys
                     .insert(rloc, SendKey::new(suite, key_id, &key));
+                self.rekey_asked.remove(&rloc);
                 self.keyless.remove(&rloc);
                 self.flush_pending(engine, sockets, rloc).await;
             }
