@@ -79,16 +79,9 @@ impl Tun {
         let mut rules = Vec::new();
         if let Some(table) = cfg.table {
             for a in &cfg.addresses {
-                let req = h
-                    .rule()
-                    .add()
-                    .table_id(table)
-                    .priority(RULE_PRIORITY)
-                    .action(rtnetlink::packet_route::rule::RuleAction::ToTable);
-                let r = match a {
-                    IpAddr::V4(v4) => req.v4().source_prefix(*v4, 32).execute().await,
-                    IpAddr::V6(v6) => req.v6().source_prefix(*v6, 128).execute().await,
-                };
+                let mut req = h.rule().add();
+                *req.message_mut() = rule_message(&h, table, *a);
+                let r = req.execute().await;
                 match r {
                     Ok(()) => rules.push(*a),
                     // Left by an earlier run: it is the rule we want.
@@ -118,16 +111,7 @@ impl Tun {
             return;
         };
         for a in std::mem::take(&mut self.rules) {
-            let req = h
-                .rule()
-                .add()
-                .table_id(table)
-                .priority(RULE_PRIORITY)
-                .action(rtnetlink::packet_route::rule::RuleAction::ToTable);
-            let msg = match a {
-                IpAddr::V4(v4) => req.v4().source_prefix(v4, 32).message_mut().clone(),
-                IpAddr::V6(v6) => req.v6().source_prefix(v6, 128).message_mut().clone(),
-            };
+            let msg = rule_message(&h, table, a);
             let _ = h.rule().del(msg).execute().await;
         }
     }
@@ -181,6 +165,20 @@ fn route(p: IpNet, index: u32, table: Option<u32>) -> rtnetlink::packet_route::r
             .output_interface(index)
             .table_id(table)
             .build(),
+    }
+}
+
+/// The rule "from <a> lookup <table>" of an Instance-ID with its own table.
+fn rule_message(h: &Handle, table: u32, a: IpAddr) -> rtnetlink::packet_route::rule::RuleMessage {
+    let req = h
+        .rule()
+        .add()
+        .table_id(table)
+        .priority(RULE_PRIORITY)
+        .action(rtnetlink::packet_route::rule::RuleAction::ToTable);
+    match a {
+        IpAddr::V4(v4) => req.v4().source_prefix(v4, 32).message_mut().clone(),
+        IpAddr::V6(v6) => req.v6().source_prefix(v6, 128).message_mut().clone(),
     }
 }
 
