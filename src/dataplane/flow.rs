@@ -78,8 +78,14 @@ impl FlowKey {
     /// The outer UDP source port of the flow: in the dynamic range 49152-65535 (RFC 9300
     /// §5.3 asks for a hash of the inner headers; the range keeps it clear of 4341 / 4342).
     pub fn source_port(&self) -> u16 {
-        49152 + (self.hash64() % 16384) as u16
+        port_of_hash(self.hash64())
     }
+}
+
+/// The outer UDP source port of a flow whose [`FlowKey::hash64`] is `hash` (the one hash
+/// serves both the RLOC choice and the port).
+pub fn port_of_hash(hash: u64) -> u16 {
+    49152 + (hash % 16384) as u16
 }
 
 #[cfg(test)]

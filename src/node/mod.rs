@@ -103,7 +103,7 @@ struct RawOut {
 impl RawOut {
     fn open() -> RawOut {
         let open = |d: Domain| {
-            let s = Socket::new(d, Type::RAW, Some(Protocol::from(libc_ipproto_raw()))).ok()?;
+            let s = Socket::new(d, Type::RAW, Some(Protocol::from(IPPROTO_RAW))).ok()?;
             s.set_nonblocking(true).ok()?;
             Some(s)
         };
@@ -126,10 +126,8 @@ impl RawOut {
     }
 }
 
-/// IPPROTO_RAW.
-const fn libc_ipproto_raw() -> i32 {
-    255
-}
+/// IPPROTO_RAW: a send-only raw socket whose IP header is ours.
+const IPPROTO_RAW: i32 = 255;
 
 /// The sockets of a node, by local address and port.
 struct Sockets {
@@ -358,10 +356,6 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             Some((k, packet)) = tun_rx.recv() => {
                 let probed = data.encapsulate(&mut engine, &sockets, &tuns[k], start.elapsed(), &packet).await;
                 engine_driven = probed || engine.has_output();
-                for rloc in data.rekey_wanted.drain(..) {
-                    engine.rekey_now(start.elapsed(), rloc);
-                    engine_driven = true;
-                }
             }
             Some((index, addrs)) = dns_rx.recv() => {
                 engine.set_pull_servers(start.elapsed(), index, addrs);
@@ -452,11 +446,9 @@ struct DataPath {
     allow_clear: bool,
     underlay_mtu: u16,
     raw: RawOut,
-    /// The packet budget of a key; RLOCs whose budget is spent (asked once per key) and
-    /// those still to be reported to the engine.
+    /// The packet budget of a key, and the RLOCs whose budget is spent (asked once per key).
     rekey_packets: u64,
     rekey_asked: std::collections::HashSet<IpAddr>,
-    rekey_wanted: Vec<IpAddr>,
     /// The outer headers and the LISP packet, for the raw socket.
     outer: Vec<u8>,
     /// ITR keys per RLOC; RLOCs that answered without a key.
@@ -508,16 +500,23 @@ impl DataPath {
             self.stats.drop(Drop::Negative);
             return false;
         }
-        let Some(rloc) = select::choose(&entry.rlocs, flow.hash64())
-            .and_then(|i| entry.rlocs[i].record.locator.ip())
+        let hash = flow.hash64();
+        let Some(rloc) =
+            select::choose(&entry.rlocs, hash).and_then(|i| entry.rlocs[i].record.locator.ip())
         else {
             self.stats.drop(Drop::NoRloc);
             return false;
         };
         // RFC 9300 §7.1: what the tunnel cannot carry with DF set is refused with an ICMP
-        // error into the TUN; without DF the outer packet is fragmented by the kernel.
-        let overhead = self.overhead(rloc);
-        if packet.len() + overhead > usize::from(self.underlay_mtu) {
+        // error into the TUN; without DF the outer packet is fragmented by the kernel. The
+        // exact overhead is looked at only when the largest one would not fit.
+        let overhead = if packet.len() + usize::from(tun::ENCAP_OVERHEAD) > self.underlay_mtu.into()
+        {
+            self.overhead(rloc)
+        } else {
+            0
+        };
+        if packet.len() + overhead > self.underlay_mtu.into() {
             let mtu = self.underlay_mtu.saturating_sub(overhead as u16);
             // From the unreachable side of the tunnel: the kernel takes an error from one
             // of its own addresses for a martian, and the route back to `dst` is the TUN.
@@ -546,7 +545,18 @@ impl DataPath {
             return true;
         }
         let src = engine.source_rloc(rloc);
-        self.send(sockets, src, rloc, iid, packet).await;
+        let sport = crate::dataplane::flow::port_of_hash(hash);
+        self.send(sockets, src, sport, rloc, iid, packet).await;
+        // The key's packet budget is spent: ask once for a fresh key (RFC 8061 §4).
+        if self
+            .send_keys
+            .get(&rloc)
+            .is_some_and(|k| k.packets() >= self.rekey_packets)
+            && self.rekey_asked.insert(rloc)
+        {
+            engine.rekey_now(now, rloc);
+            return true;
+        }
         false
     }
 
@@ -590,6 +600,7 @@ impl DataPath {
         &mut self,
         sockets: &Sockets,
         src: Option<IpAddr>,
+        sport: u16,
         rloc: IpAddr,
         iid: u32,
         packet: &[u8],
@@ -604,9 +615,6 @@ impl DataPath {
                     return;
                 }
                 self.stats.encrypted += 1;
-                if k.packets() >= self.rekey_packets && self.rekey_asked.insert(rloc) {
-                    self.rekey_wanted.push(rloc);
-                }
             }
             None if self.encryption.is_none() || self.allow_clear => {
                 encap::encapsulate(&mut self.buf, iid, nonce, 0, packet)
@@ -616,17 +624,14 @@ impl DataPath {
                 return;
             }
         }
-        if let (Some(from), Some(raw)) = (src, self.raw.for_dst(rloc)) {
-            let sport = crate::dataplane::FlowKey::of(packet)
-                .map_or(crate::wire::DATA_PORT, |f| f.source_port());
-            if encap::outer_packet(&mut self.outer, from, rloc, sport, packet, &self.buf).is_ok()
-                && raw
-                    .send_to(&self.outer, &SocketAddr::new(rloc, 0).into())
-                    .is_ok()
-            {
-                self.stats.sent(rloc, iid, packet.len());
-                return;
-            }
+        if let (Some(from), Some(raw)) = (src, self.raw.for_dst(rloc))
+            && encap::outer_packet(&mut self.outer, from, rloc, sport, packet, &self.buf).is_ok()
+            && raw
+                .send_to(&self.outer, &SocketAddr::new(rloc, 0).into())
+                .is_ok()
+        {
+            self.stats.sent(rloc, iid, packet.len());
+            return;
         }
         let t = Transmit {
             src,
@@ -690,7 +695,9 @@ impl DataPath {
         if let Some(q) = self.pending.remove(&rloc) {
             let src = engine.source_rloc(rloc);
             for (iid, p) in q {
-                self.send(sockets, src, rloc, iid, &p).await;
+                let sport = crate::dataplane::FlowKey::of(&p)
+                    .map_or(crate::wire::DATA_PORT, |f| f.source_port());
+                self.send(sockets, src, sport, rloc, iid, &p).await;
             }
         }
     }

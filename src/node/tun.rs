@@ -85,7 +85,10 @@ impl Tun {
                 match r {
                     Ok(()) => rules.push(*a),
                     // Left by an earlier run: it is the rule we want.
-                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {
+                    Err(rtnetlink::Error::NetlinkError(e))
+                        if std::io::Error::from_raw_os_error(-e.raw_code()).kind()
+                            == std::io::ErrorKind::AlreadyExists =>
+                    {
                         rules.push(*a)
                     }
                     Err(e) => {
@@ -180,9 +183,4 @@ fn rule_message(h: &Handle, table: u32, a: IpAddr) -> rtnetlink::packet_route::r
         IpAddr::V4(v4) => req.v4().source_prefix(v4, 32).message_mut().clone(),
         IpAddr::V6(v6) => req.v6().source_prefix(v6, 128).message_mut().clone(),
     }
-}
-
-/// EEXIST, as netlink reports it (negated).
-const fn libc_eexist() -> i32 {
-    17
 }
