@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # A LISP-Decent mesh on one machine, each node in its own network namespace (needs root).
 #   scripts/mesh-netns.sh up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS]
-#                                                    (N from 1 to 10)
+#                              [--crypto aes128-gcm|chacha20-poly1305|none]   (N from 1 to 10)
+#   scripts/mesh-netns.sh net N      (the namespaces, links and addresses only, no nodes)
 #   scripts/mesh-netns.sh down
 # Node I lives in namespace dl-nI with RLOC 192.0.2.I/24 on eth0, joined by a bridge in
 # namespace dl-br; its EID-prefix is 10.I.0.0/16 and 10.I.0.1 sits on its TUN device lisp0.
 # `up` builds the project if needed, starts the nodes and returns once every node holds
 # the whole mesh in its database. `down` removes every namespace, link and process `up`
 # made, also after a failed `up`. Traffic between the nodes is encrypted (lisp-crypto,
-# AES-128-GCM, keys agreed through RLOC-probes).
+# AES-128-GCM by default, keys agreed through RLOC-probes). `net` builds the same network
+# without nodes, for other tunnels on the same topology (scripts/bench-dataplane.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=target/mesh-netns
@@ -32,8 +34,8 @@ down() {
     done
 }
 
-config() { # i mode probe rekey
-    local i=$1 mode=$2 probe=$3 rekey=$4 seeds=""
+config() { # i mode probe rekey crypto
+    local i=$1 mode=$2 probe=$3 rekey=$4 crypto=$5 seeds=""
     [ "$mode" = replicate ] && seeds='seeds = ["192.0.2.1"]'
     cat <<CFG
 name = "n$i"
@@ -60,22 +62,18 @@ accept_more_specifics = true
 [timers]
 probe_interval_secs = $probe
 rekey_interval_secs = $rekey
+[data_plane]
+encryption = "$crypto"
 CFG
 }
 
-up() {
-    local n=$1 mode=$2 probe=$3 rekey=$4
-    [[ "$n" =~ ^[0-9]+$ ]] && (( n >= 1 && n <= 10 )) || { echo "N must be 1 to 10" >&2; exit 2; }
-    [ "$mode" = replicate ] || [ "$mode" = multicast ] || { echo "--mode replicate or multicast" >&2; exit 2; }
-    [[ "$probe" =~ ^[0-9]+$ ]] && (( probe >= 1 )) || { echo "--probe takes whole seconds, at least 1" >&2; exit 2; }
-    [[ "$rekey" =~ ^[0-9]+$ ]] && (( rekey >= 1 )) || { echo "--rekey takes whole seconds, at least 1" >&2; exit 2; }
+check_n() {
+    [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= 10 )) || { echo "N must be 1 to 10" >&2; exit 2; }
     [ "$(id -u)" = 0 ] || { echo "network namespaces need root" >&2; exit 2; }
-    if [ ! -x "$bin" ] || [ -n "$(find src Cargo.toml -newer "$bin" -print -quit)" ]; then
-        cargo build --release --quiet
-    fi
-    down
-    trap 'echo "mesh-netns: up failed; cleaning up" >&2; down' ERR
-    mkdir -p "$run"
+}
+
+net() { # n
+    local n=$1
     ip netns add dl-br
     ip -n dl-br link add br0 type bridge mcast_snooping 0
     ip -n dl-br link set br0 up
@@ -87,7 +85,25 @@ up() {
         ip -n "dl-n$i" link set eth0 up
         ip -n "dl-n$i" link set lo up
         ip -n "dl-n$i" route add 224.0.0.0/4 dev eth0
-        config "$i" "$mode" "$probe" "$rekey" > "$run/n$i.toml"
+    done
+}
+
+up() {
+    local n=$1 mode=$2 probe=$3 rekey=$4 crypto=$5
+    check_n "$n"
+    [ "$mode" = replicate ] || [ "$mode" = multicast ] || { echo "--mode replicate or multicast" >&2; exit 2; }
+    [[ "$probe" =~ ^[0-9]+$ ]] && (( probe >= 1 )) || { echo "--probe takes whole seconds, at least 1" >&2; exit 2; }
+    [[ "$rekey" =~ ^[0-9]+$ ]] && (( rekey >= 1 )) || { echo "--rekey takes whole seconds, at least 1" >&2; exit 2; }
+    case "$crypto" in aes128-gcm|chacha20-poly1305|none) ;; *) echo "--crypto aes128-gcm, chacha20-poly1305 or none" >&2; exit 2 ;; esac
+    if [ ! -x "$bin" ] || [ -n "$(find src Cargo.toml -newer "$bin" -print -quit)" ]; then
+        cargo build --release --quiet
+    fi
+    down
+    trap 'echo "mesh-netns: up failed; cleaning up" >&2; down' ERR
+    mkdir -p "$run"
+    net "$n"
+    for i in $(seq 1 "$n"); do
+        config "$i" "$mode" "$probe" "$rekey" "$crypto" > "$run/n$i.toml"
         ip netns exec "dl-n$i" "$bin" run --config "$run/n$i.toml" > "$run/n$i.log" 2>&1 &
         echo $! > "$run/n$i.pid"
     done
@@ -112,19 +128,27 @@ up() {
 case "${1:-}" in
     up)
         n="${2:-}"
-        mode=replicate probe=10 rekey=600
+        mode=replicate probe=10 rekey=600 crypto=aes128-gcm
         shift 2 || true
         while [ $# -gt 0 ]; do
             case "$1" in
                 --mode) mode="${2:-}" ;;
                 --probe) probe="${2:-}" ;;
                 --rekey) rekey="${2:-}" ;;
+                --crypto) crypto="${2:-}" ;;
                 *) echo "unknown option $1" >&2; exit 2 ;;
             esac
             shift 2 || { echo "$1 needs a value" >&2; exit 2; }
         done
-        up "$n" "$mode" "$probe" "$rekey"
+        up "$n" "$mode" "$probe" "$rekey" "$crypto"
+        ;;
+    net)
+        check_n "${2:-}"
+        down
+        trap 'echo "mesh-netns: net failed; cleaning up" >&2; down' ERR
+        net "$2"
+        trap - ERR
         ;;
     down) down ;;
-    *) echo "usage: $0 up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS] | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS] [--crypto SUITE] | net N | down" >&2; exit 2 ;;
 esac
