@@ -1,5 +1,5 @@
-//! LISP data encapsulation and decapsulation (RFC 9300 §5, §7), and the outer IP and UDP
-//! headers for a raw socket (otherwise a UDP socket adds them). Buffers are the caller's, so
+//! LISP data encapsulation and decapsulation (RFC 9300 §5, §7), and the outer header fields
+//! copied from the inner packet. Buffers are the caller's, so
 //! the steady state allocates nothing.
 
 use std::net::IpAddr;
@@ -19,39 +19,17 @@ pub fn encapsulate(out: &mut Vec<u8>, iid: u32, nonce: u32, key_id: u8, inner: &
     out.extend_from_slice(inner);
 }
 
-/// The outer IP and UDP headers around a LISP data packet `lisp`, for sending through a raw
-/// socket (RFC 9300 §5.3): the UDP source port is the flow's (`sport`, from a hash of the
-/// inner headers, so the underlay's ECMP spreads flows), the destination port 4341; the TTL
-/// / hop limit and the TOS / traffic class (ECN included, RFC 6040 normal mode) are copied
-/// from the inner packet `inner`; the IPv6 flow label also carries the flow. The UDP
-/// checksum is computed, since IPv6 receivers drop a zero one.
-pub fn outer_packet(
-    out: &mut Vec<u8>,
-    src: IpAddr,
-    dst: IpAddr,
-    sport: u16,
-    inner: &[u8],
-    lisp: &[u8],
-) -> Result<(), crate::wire::WireError> {
+/// The outer TTL / hop limit and TOS / traffic class of a LISP data packet, copied from the
+/// inner packet (RFC 9300 §5.3; ECN in RFC 6040 normal mode): (64, 0) when the inner packet
+/// is not IPv4 / IPv6. The outer UDP source port comes from the flow hash, so the underlay's
+/// ECMP spreads flows; the node's sockets set all three.
+pub fn outer_ttl_tos(inner: &[u8]) -> (u8, u8) {
     let (ttl, tos) = match inner.first().map(|b| b >> 4) {
         Some(4) if inner.len() >= 20 => (inner[8], inner[1]),
         Some(6) if inner.len() >= 40 => (inner[7], (inner[0] << 4) | (inner[1] >> 4)),
         _ => (64, 0),
     };
-    let mut h = crate::wire::IpUdp::new(src, dst, ttl.max(1), sport, crate::wire::DATA_PORT)?;
-    match &mut h.ip {
-        crate::wire::InnerIp::V4 { tos: t, .. } => *t = tos,
-        crate::wire::InnerIp::V6 {
-            traffic_class,
-            flow_label,
-            ..
-        } => {
-            *traffic_class = tos;
-            *flow_label = u32::from(sport);
-        }
-    }
-    out.clear();
-    h.emit(lisp, out)
+    (ttl.max(1), tos)
 }
 
 /// Why the ETR dropped a packet (each one a counter).
@@ -161,61 +139,19 @@ mod tests {
     }
 
     #[test]
-    fn outer_headers_copy_ttl_and_tos_and_carry_the_flow_port() {
-        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    fn outer_ttl_and_tos_are_the_inner_ones() {
         let mut inner = ping([10, 3, 0, 1]);
         inner[8] = 17;
         inner[1] = 0xb9;
-        let lisp = [0x88u8, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3];
-        let mut out = Vec::new();
-        let (src, dst) = ("192.0.2.1".parse().unwrap(), "192.0.2.3".parse().unwrap());
-        outer_packet(&mut out, src, dst, 50000, &inner, &lisp).unwrap();
-        let s = SlicedPacket::from_ip(&out).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = &s.net else {
-            panic!("not IPv4")
-        };
-        assert_eq!(ip.header().ttl(), 17);
-        assert_eq!(
-            ip.header().dcp().value() << 2 | ip.header().ecn().value(),
-            0xb9
-        );
-        let Some(TransportSlice::Udp(u)) = &s.transport else {
-            panic!("not UDP")
-        };
-        assert_eq!((u.source_port(), u.destination_port()), (50000, 4341));
-        assert_eq!(u.payload(), &lisp);
-        let want = u
-            .to_header()
-            .calc_checksum_ipv4(&ip.header().to_header(), u.payload())
-            .unwrap();
-        assert_eq!(u.checksum(), want);
-
-        // IPv6: hop limit and traffic class copied, flow label = the port.
+        assert_eq!(outer_ttl_tos(&inner), (17, 0xb9));
+        // IPv6: hop limit and traffic class (split over the first two bytes).
         let mut v6 = vec![0x6b, 0x90, 0, 0, 0, 8, 17, 9];
         v6.extend_from_slice(&[0xfd; 32]);
-        v6.extend_from_slice(&[0; 8]);
-        let (src, dst) = (
-            "2001:db8::1".parse().unwrap(),
-            "2001:db8::2".parse().unwrap(),
-        );
-        let mut out6 = Vec::new();
-        outer_packet(&mut out6, src, dst, 50001, &v6, &lisp).unwrap();
-        let s = SlicedPacket::from_ip(&out6).unwrap();
-        let Some(NetSlice::Ipv6(ip)) = &s.net else {
-            panic!("not IPv6")
-        };
-        assert_eq!(ip.header().hop_limit(), 9);
-        assert_eq!(ip.header().traffic_class(), 0xb9);
-        assert_eq!(ip.header().flow_label().value(), 50001);
-        let Some(TransportSlice::Udp(u)) = &s.transport else {
-            panic!("not UDP")
-        };
-        let want = u
-            .to_header()
-            .calc_checksum_ipv6(&ip.header().to_header(), u.payload())
-            .unwrap();
-        assert_eq!(u.checksum(), want);
-        assert_ne!(u.checksum(), 0);
+        assert_eq!(outer_ttl_tos(&v6), (9, 0xb9));
+        // TTL 0 would be dropped at once; something not IP gets the defaults.
+        inner[8] = 0;
+        assert_eq!(outer_ttl_tos(&inner).0, 1);
+        assert_eq!(outer_ttl_tos(&[0x00; 30]), (64, 0));
     }
 
     #[test]

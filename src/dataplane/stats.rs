@@ -98,6 +98,12 @@ pub struct DataStats {
     pub queued_for_mapping: u64,
     /// ICMP "fragmentation needed" / "packet too big" written back into a TUN.
     pub icmp_too_big: u64,
+    /// Batching by the kernel: TUN reads that carried several packets (a TCP super-packet,
+    /// TSO), sends that carried several datagrams (UDP GSO), and data-port reads that
+    /// carried several (UDP GRO).
+    pub split_reads: u64,
+    pub batched_sends: u64,
+    pub coalesced_reads: u64,
     pub per_rloc: BTreeMap<IpAddr, Directions>,
     pub other_rlocs: Directions,
     pub per_instance: BTreeMap<u32, Directions>,

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod interfaces;
 pub mod state;
 pub mod tun;
+pub mod udp_io;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use udp_io::{DataSender, Outer};
 
 use crate::control::{Delivery, Engine, EngineConfig, LocalRloc, MappingSystem, Transmit};
 use crate::dataplane::Drop;
@@ -91,43 +93,71 @@ fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Receiv
     });
 }
 
-/// Send-only raw sockets (IPPROTO_RAW: the IP header is ours) for LISP data, so each flow
-/// leaves with its own UDP source port (RFC 9300 §5.3). Without CAP_NET_RAW there are none
-/// and data leaves from the bound port 4341.
-#[derive(Default)]
-struct RawOut {
-    v4: Option<Socket>,
-    v6: Option<Socket>,
+/// Datagrams read from one data-port socket in one go: each buffer holds one datagram or,
+/// with UDP GRO, several of `segment` bytes (the last one may be shorter).
+struct DataIn {
+    local: SocketAddr,
+    from: SocketAddr,
+    buf: Vec<u8>,
+    segment: usize,
 }
 
-impl RawOut {
-    fn open() -> RawOut {
-        let open = |d: Domain| {
-            let s = Socket::new(d, Type::RAW, Some(Protocol::from(IPPROTO_RAW))).ok()?;
-            s.set_nonblocking(true).ok()?;
-            Some(s)
-        };
-        let raw = RawOut {
-            v4: open(Domain::IPV4),
-            v6: open(Domain::IPV6),
-        };
-        if raw.v4.is_none() && raw.v6.is_none() {
-            info!("no raw socket (CAP_NET_RAW): LISP data leaves from UDP port 4341");
-        }
-        raw
-    }
+/// At most this many reads are handed over together from a data-port socket.
+const DATA_BATCH: usize = 64;
 
-    fn for_dst(&self, dst: IpAddr) -> Option<&Socket> {
-        if dst.is_ipv4() {
-            self.v4.as_ref()
-        } else {
-            self.v6.as_ref()
+/// Adds what one read gave to `batch`; false when there was nothing (or an error).
+fn take(
+    local: SocketAddr,
+    buf: &[u8],
+    batch: &mut Vec<DataIn>,
+    r: std::io::Result<(usize, SocketAddr, Option<usize>)>,
+) -> bool {
+    match r {
+        Ok((n, from, segment)) => {
+            batch.push(DataIn {
+                local,
+                from,
+                buf: buf[..n].to_vec(),
+                segment: segment.unwrap_or(n).max(1),
+            });
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => {
+            warn!(%local, "receive error: {e}");
+            false
         }
     }
 }
 
-/// IPPROTO_RAW: a send-only raw socket whose IP header is ours.
-const IPPROTO_RAW: i32 = 255;
+/// Reads the LISP data port (UDP GRO where the kernel has it) and hands over what arrived
+/// since the last wake-up, as one batch.
+fn spawn_data_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<DataIn>>) {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    let gro = udp_io::enable_gro(sock.as_ref());
+    debug!(%local, gro, "data port reader");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        let fd = sock.as_raw_fd();
+        loop {
+            let mut batch = Vec::new();
+            let r = sock
+                .async_io(Interest::READABLE, || udp_io::recv(fd, &mut buf))
+                .await;
+            take(local, &buf, &mut batch, r);
+            while batch.len() < DATA_BATCH {
+                let r = sock.try_io(Interest::READABLE, || udp_io::recv(fd, &mut buf));
+                if !take(local, &buf, &mut batch, r) {
+                    break;
+                }
+            }
+            if !batch.is_empty() && tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+}
 
 /// The sockets of a node, by local address and port.
 struct Sockets {
@@ -171,6 +201,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         rng_seed: rand::random(),
     };
     let (tx, mut rx) = mpsc::channel::<Received>(4096);
+    let (data_tx, mut data_rx) = mpsc::channel::<Vec<DataIn>>(256);
     let mut sockets = Sockets {
         by_local: HashMap::new(),
     };
@@ -206,7 +237,11 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 }
             }
             let sock = Arc::new(UdpSocket::from_std(s.into())?);
-            spawn_reader(sock.clone(), local, tx.clone());
+            if port == cfg.data_port && !cfg.instances.is_empty() {
+                spawn_data_reader(sock.clone(), local, data_tx.clone());
+            } else {
+                spawn_reader(sock.clone(), local, tx.clone());
+            }
             sockets.by_local.insert(local, sock);
         }
     }
@@ -237,6 +272,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         sockets.by_local.insert(local, sock);
     }
     drop(tx);
+    drop(data_tx);
 
     // The data plane: one TUN device per configured Instance-ID.
     let mut tuns: Vec<tun::Tun> = Vec::new();
@@ -245,18 +281,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         info!(device = %inst.tun, iid = inst.instance_id, addresses = ?inst.addresses, mtu = t.mtu, table = ?inst.table, "TUN device up");
         tuns.push(t);
     }
-    let (tun_tx, mut tun_rx) = mpsc::channel::<(usize, Vec<u8>)>(4096);
+    let (tun_tx, mut tun_rx) = mpsc::channel::<tun::TunBatch>(256);
     for (k, t) in tuns.iter().enumerate() {
-        let dev = t.device.clone();
-        let tx = tun_tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
-            while let Ok(n) = dev.recv(&mut buf).await {
-                if tx.send((k, buf[..n].to_vec())).await.is_err() {
-                    return;
-                }
-            }
-        });
+        t.spawn_reader(k, tun_tx.clone());
     }
     drop(tun_tx);
     let mut ours = crate::mapping::PrefixTable::new();
@@ -264,11 +291,14 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         ours.insert(d.eid, ());
     }
     let mut data = DataPath {
-        raw: if tuns.is_empty() {
-            RawOut::default()
+        out: if tuns.is_empty() {
+            None
         } else {
-            RawOut::open()
+            let out = DataSender::open();
+            info!(ports = ?out.ports(), "LISP data leaves from these UDP ports, by flow");
+            Some(out)
         },
+        tun_out: tuns.iter().map(|_| TunOut::default()).collect(),
         rekey_packets: cfg.timers.rekey_packets,
         encryption: cfg.encryption,
         allow_clear: cfg.allow_clear,
@@ -308,10 +338,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             engine.handle_timeout(start.elapsed());
             flush(&mut engine, &sockets).await;
             while let Some(e) = engine.poll_key_event() {
-                data.key_event(&engine, &sockets, e).await;
+                data.key_event(&engine, e);
             }
             if !data.waiting.is_empty() {
-                data.release_waiting(&mut engine, &sockets, &tuns, start.elapsed())
+                data.release_waiting(&mut engine, &tuns, start.elapsed())
                     .await;
                 flush(&mut engine, &sockets).await;
             }
@@ -344,17 +374,33 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         }
         tokio::select! {
             got = rx.recv() => {
-                let Some((local, from, mut bytes)) = got else { bail!("all sockets closed") };
+                let Some((local, from, bytes)) = got else { bail!("all sockets closed") };
                 debug!(%from, %local, len = bytes.len(), "datagram");
-                if local.port() == cfg.data_port && !tuns.is_empty() {
-                    engine_driven = data.decapsulate(&mut engine, &tuns, &ours, start.elapsed(), from, local, &mut bytes).await;
-                } else {
-                    engine.handle_datagram(start.elapsed(), from, local, &bytes);
-                    engine_driven = true;
-                }
+                engine.handle_datagram(start.elapsed(), from, local, &bytes);
+                engine_driven = true;
             }
-            Some((k, packet)) = tun_rx.recv() => {
-                let probed = data.encapsulate(&mut engine, &sockets, &tuns[k], start.elapsed(), &packet).await;
+            Some(batch) = data_rx.recv() => {
+                let now = start.elapsed();
+                for mut d in batch {
+                    if d.buf.len() > d.segment {
+                        data.stats.coalesced_reads += 1;
+                    }
+                    for datagram in d.buf.chunks_mut(d.segment) {
+                        engine_driven |= data.decapsulate(&mut engine, &tuns, &ours, now, d.from, d.local, datagram);
+                    }
+                }
+                data.write_tuns(&tuns).await;
+            }
+            Some((k, batch)) = tun_rx.recv() => {
+                let now = start.elapsed();
+                let mut probed = false;
+                if batch.len() > 1 {
+                    data.stats.split_reads += 1;
+                }
+                for packet in &batch {
+                    probed |= data.encapsulate(&mut engine, &tuns[k], now, packet).await;
+                }
+                data.flush_out();
                 engine_driven = probed || engine.has_output();
             }
             Some((index, addrs)) = dns_rx.recv() => {
@@ -436,6 +482,29 @@ fn remote_prefixes(
 /// Packets held per RLOC while its lisp-crypto key is being agreed.
 const KEY_QUEUE: usize = 64;
 
+/// Sealed datagrams to one RLOC waiting to leave in one send (UDP GSO): the same outer
+/// header and source port, all of `segment` bytes but possibly the last.
+#[derive(Default)]
+struct Staged {
+    outer: Option<Outer>,
+    flow: u64,
+    segment: usize,
+    /// The last datagram was shorter than `segment`: nothing more may follow it.
+    closed: bool,
+    buf: Vec<u8>,
+    /// Per datagram: the RLOC, Instance-ID and inner length (for the counters).
+    sent: Vec<(IpAddr, u32, usize)>,
+}
+
+/// Inner packets decapsulated for one TUN device, written together (GRO) at the end of a
+/// batch: each buffer holds [`tun::HEADROOM`] bytes, then the packet.
+#[derive(Default)]
+struct TunOut {
+    bufs: Vec<Vec<u8>>,
+    /// Per packet: the sending RLOC and inner length (for the counters).
+    from: Vec<(IpAddr, usize)>,
+}
+
 /// The data path of the node (RFC 9300 §5, §7; RFC 8061), with a buffer reused for every
 /// encapsulation.
 #[derive(Default)]
@@ -445,12 +514,15 @@ struct DataPath {
     encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
     allow_clear: bool,
     underlay_mtu: u16,
-    raw: RawOut,
+    /// The sockets LISP data leaves from (none without a TUN device).
+    out: Option<DataSender>,
+    staged: Staged,
+    /// Per TUN device (in the order of `tuns`): what waits to be written into it.
+    tun_out: Vec<TunOut>,
+    gro: tun_rs::GROTable,
     /// The packet budget of a key, and the RLOCs whose budget is spent (asked once per key).
     rekey_packets: u64,
     rekey_asked: std::collections::HashSet<IpAddr>,
-    /// The outer headers and the LISP packet, for the raw socket.
-    outer: Vec<u8>,
     /// ITR keys per RLOC; RLOCs that answered without a key.
     send_keys: HashMap<IpAddr, crate::crypto::lisp_crypto::SendKey>,
     keyless: std::collections::HashSet<IpAddr>,
@@ -472,10 +544,10 @@ struct DataPath {
 impl DataPath {
     /// ITR: a packet from the TUN of `iid` leaves LISP-encapsulated to the flow's RLOC.
     /// Returns true when it asked the engine for an RLOC-probe (the packet waits for a key).
+    /// The sealed datagram is staged: [`DataPath::flush_out`] sends what a batch staged.
     async fn encapsulate(
         &mut self,
         engine: &mut Engine,
-        sockets: &Sockets,
         tun: &tun::Tun,
         now: Duration,
         packet: &[u8],
@@ -522,7 +594,7 @@ impl DataPath {
             // of its own addresses for a martian, and the route back to `dst` is the TUN.
             if let Some(error) = icmp::too_big(packet, mtu, dst) {
                 self.stats.drop(Drop::TooBig);
-                if tun.device.send(&error).await.is_ok() {
+                if tun.write(&error).await.is_ok() {
                     self.stats.icmp_too_big += 1;
                 }
                 return false;
@@ -545,8 +617,7 @@ impl DataPath {
             return true;
         }
         let src = engine.source_rloc(rloc);
-        let sport = crate::dataplane::flow::port_of_hash(hash);
-        self.send(sockets, src, sport, rloc, iid, packet).await;
+        self.send(src, hash, rloc, iid, packet);
         // The key's packet budget is spent: ask once for a fresh key (RFC 8061 §4).
         if self
             .send_keys
@@ -561,13 +632,7 @@ impl DataPath {
     }
 
     /// Sends the packets whose mapping arrived; drops those that waited too long.
-    async fn release_waiting(
-        &mut self,
-        engine: &mut Engine,
-        sockets: &Sockets,
-        tuns: &[tun::Tun],
-        now: Duration,
-    ) {
+    async fn release_waiting(&mut self, engine: &mut Engine, tuns: &[tun::Tun], now: Duration) {
         let (ready, expired) = self.waiting.release(now, |iid, dst| {
             engine.map_cache().lookup(iid, dst, now).is_some()
         });
@@ -575,11 +640,12 @@ impl DataPath {
         for (iid, packet) in ready {
             match tuns.iter().find(|t| t.instance_id == iid) {
                 Some(t) => {
-                    self.encapsulate(engine, sockets, t, now, &packet).await;
+                    self.encapsulate(engine, t, now, &packet).await;
                 }
                 None => self.stats.drop(Drop::NoDevice),
             }
         }
+        self.flush_out();
     }
 
     /// Bytes the encapsulation to `rloc` adds: outer IP, UDP and LISP headers, and the IV
@@ -595,16 +661,8 @@ impl DataPath {
     }
 
     /// Encapsulates (and encrypts, when there is a key) one packet to `rloc`:4341, from our
-    /// RLOC `src`.
-    async fn send(
-        &mut self,
-        sockets: &Sockets,
-        src: Option<IpAddr>,
-        sport: u16,
-        rloc: IpAddr,
-        iid: u32,
-        packet: &[u8],
-    ) {
+    /// RLOC `src`, from the source port of the flow hash `flow`; the datagram is staged.
+    fn send(&mut self, src: Option<IpAddr>, flow: u64, rloc: IpAddr, iid: u32, packet: &[u8]) {
         use crate::dataplane::encap;
         let nonce = rand::random::<u32>() & 0x00ff_ffff;
         match self.send_keys.get_mut(&rloc) {
@@ -624,34 +682,85 @@ impl DataPath {
                 return;
             }
         }
-        if let (Some(from), Some(raw)) = (src, self.raw.for_dst(rloc))
-            && encap::outer_packet(&mut self.outer, from, rloc, sport, packet, &self.buf).is_ok()
-            && raw
-                .send_to(&self.outer, &SocketAddr::new(rloc, 0).into())
-                .is_ok()
-        {
-            self.stats.sent(rloc, iid, packet.len());
-            return;
-        }
-        let t = Transmit {
+        let (ttl, tos) = encap::outer_ttl_tos(packet);
+        let outer = Outer {
             src,
-            src_port: crate::wire::DATA_PORT,
             dst: SocketAddr::new(rloc, crate::wire::DATA_PORT),
-            ttl: None,
-            payload: Vec::new(),
+            ttl,
+            tos,
         };
-        if let Some(sock) = sockets.pick(&t)
-            && sock.send_to(&self.buf, t.dst).await.is_ok()
-        {
-            self.stats.sent(rloc, iid, packet.len());
-        } else {
-            self.stats.drop(Drop::SendFailed);
+        let len = self.buf.len();
+        let st = &self.staged;
+        let joins = st.outer == Some(outer)
+            && st.flow == flow
+            && !st.closed
+            && len <= st.segment
+            && st.sent.len() < udp_io::MAX_SEGMENTS
+            && st.buf.len() + len <= udp_io::MAX_GSO_BYTES;
+        if !joins {
+            self.flush_out();
+            self.staged.outer = Some(outer);
+            self.staged.flow = flow;
+            self.staged.segment = len;
+        }
+        let st = &mut self.staged;
+        st.closed = len < st.segment;
+        st.buf.extend_from_slice(&self.buf);
+        st.sent.push((rloc, iid, packet.len()));
+    }
+
+    /// Sends what is staged (one datagram, or several in one GSO send).
+    fn flush_out(&mut self) {
+        let st = &mut self.staged;
+        let Some(outer) = st.outer.take() else {
+            return;
+        };
+        let segment = (st.sent.len() > 1).then_some(st.segment);
+        let sent = match self.out.as_mut() {
+            Some(out) => match out.send(st.flow, &outer, &st.buf, segment) {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!(dst = %outer.dst, "data send failed: {e}");
+                    false
+                }
+            },
+            None => false,
+        };
+        if sent && segment.is_some() {
+            self.stats.batched_sends += 1;
+        }
+        for (rloc, iid, len) in st.sent.drain(..) {
+            if sent {
+                self.stats.sent(rloc, iid, len);
+            } else {
+                self.stats.drop(Drop::SendFailed);
+            }
+        }
+        st.buf.clear();
+        st.closed = false;
+    }
+
+    /// Writes what a batch decapsulated into the TUN devices.
+    async fn write_tuns(&mut self, tuns: &[tun::Tun]) {
+        for (t, o) in tuns.iter().zip(self.tun_out.iter_mut()) {
+            if o.bufs.is_empty() {
+                continue;
+            }
+            let ok = t.write_batch(&mut self.gro, &mut o.bufs).await.is_ok();
+            for (from, len) in o.from.drain(..) {
+                if ok {
+                    self.stats.received(from, t.instance_id, len);
+                } else {
+                    self.stats.drop(Drop::NoDevice);
+                }
+            }
+            o.bufs.clear();
         }
     }
 
     /// Installs what the control plane agreed (RFC 8061 key exchange in RLOC-probes) and
     /// sends the packets that waited for it.
-    async fn key_event(&mut self, engine: &Engine, sockets: &Sockets, e: crate::control::KeyEvent) {
+    fn key_event(&mut self, engine: &Engine, e: crate::control::KeyEvent) {
         use crate::control::KeyEvent;
         use crate::crypto::lisp_crypto::{RecvKey, SendKey};
         match e {
@@ -666,7 +775,7 @@ impl DataPath {
                     .insert(rloc, SendKey::new(suite, key_id, &key));
                 self.rekey_asked.remove(&rloc);
                 self.keyless.remove(&rloc);
-                self.flush_pending(engine, sockets, rloc).await;
+                self.flush_pending(engine, rloc);
             }
             KeyEvent::Recv {
                 itr,
@@ -683,7 +792,7 @@ impl DataPath {
                 warn!(%rloc, allow_clear = self.allow_clear, "RLOC offers no lisp-crypto key");
                 self.keyless.insert(rloc);
                 if self.allow_clear {
-                    self.flush_pending(engine, sockets, rloc).await;
+                    self.flush_pending(engine, rloc);
                 } else if let Some(q) = self.pending.remove(&rloc) {
                     self.stats.drop_n(Drop::NoKey, q.len() as u64);
                 }
@@ -691,22 +800,23 @@ impl DataPath {
         }
     }
 
-    async fn flush_pending(&mut self, engine: &Engine, sockets: &Sockets, rloc: IpAddr) {
+    fn flush_pending(&mut self, engine: &Engine, rloc: IpAddr) {
         if let Some(q) = self.pending.remove(&rloc) {
             let src = engine.source_rloc(rloc);
             for (iid, p) in q {
-                let sport = crate::dataplane::FlowKey::of(&p)
-                    .map_or(crate::wire::DATA_PORT, |f| f.source_port());
-                self.send(sockets, src, sport, rloc, iid, &p).await;
+                let flow = crate::dataplane::FlowKey::of(&p).map_or(0, |f| f.hash64());
+                self.send(src, flow, rloc, iid, &p);
             }
+            self.flush_out();
         }
     }
 
     /// ETR: a LISP data packet is delivered to its Instance-ID's TUN, handed to the control
     /// plane (Instance-ID 0xFFFFFF), or dropped and counted by reason. Returns whether the
     /// control engine was driven (its timers and output then need a look).
+    /// Delivered packets wait in `tun_out` for [`DataPath::write_tuns`].
     #[allow(clippy::too_many_arguments)]
-    async fn decapsulate(
+    fn decapsulate(
         &mut self,
         engine: &mut Engine,
         tuns: &[tun::Tun],
@@ -782,11 +892,13 @@ impl DataPath {
         let clear = crate::wire::DataHeader { key_id: 0, ..h };
         match decapsulate_inner(&clear, inner, ours) {
             Decapsulated::Deliver { iid, packet } => {
-                match tuns.iter().find(|t| t.instance_id == iid) {
-                    Some(t) => {
-                        if t.device.send(packet).await.is_ok() {
-                            self.stats.received(from.ip(), iid, packet.len());
-                        }
+                match tuns.iter().position(|t| t.instance_id == iid) {
+                    Some(k) => {
+                        let mut b = Vec::with_capacity(tun::HEADROOM + packet.len());
+                        b.resize(tun::HEADROOM, 0);
+                        b.extend_from_slice(packet);
+                        self.tun_out[k].bufs.push(b);
+                        self.tun_out[k].from.push((from.ip(), packet.len()));
                     }
                     None => self.stats.drop(Drop::NoDevice),
                 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use ipnet::IpNet;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
-use tun_rs::{AsyncDevice, DeviceBuilder};
+use tokio::sync::mpsc;
+use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use super::config::InstanceConfig;
 
@@ -16,6 +17,14 @@ use super::config::InstanceConfig;
 /// IV (up to 12) and AEAD tag (16). The default TUN MTU leaves room for it on the underlay
 /// (1416 on a 1500-byte underlay).
 pub const ENCAP_OVERHEAD: u16 = 40 + 8 + 8 + 12 + 16;
+
+/// Bytes kept free in front of every packet written with [`Tun::write_batch`] (room for the
+/// virtio-net header of an offloading device).
+pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
+
+/// What a TUN reader hands over: the device's index and the IP packets of one read (one
+/// packet, or the segments of a TCP super-packet split at the MTU).
+pub type TunBatch = (usize, Vec<Vec<u8>>);
 
 /// Priority of the "from <EID address> lookup <table>" rules of Instance-IDs with a table.
 pub const RULE_PRIORITY: u32 = 1000;
@@ -26,6 +35,8 @@ pub struct Tun {
     pub device: Arc<AsyncDevice>,
     pub index: u32,
     pub mtu: u16,
+    /// Whether the device exchanges virtio-net headers (TSO reads, GRO writes).
+    pub offload: bool,
     table: Option<u32>,
     rules: Vec<IpAddr>,
     routed: BTreeSet<IpNet>,
@@ -44,16 +55,30 @@ impl Tun {
         let mtu = cfg
             .mtu
             .unwrap_or(underlay_mtu.saturating_sub(ENCAP_OVERHEAD).max(576));
-        let device = DeviceBuilder::new()
-            .name(&cfg.tun)
-            .mtu(mtu)
-            .build_async()
-            .with_context(|| {
-                format!(
-                    "cannot create TUN device {} (root or CAP_NET_ADMIN needed)",
-                    cfg.tun
+        // Offloads let the kernel hand over and take TCP super-packets (one read or write per
+        // up to 64 KB instead of per segment); a kernel without them gets a plain device.
+        let build = |offload: bool| {
+            DeviceBuilder::new()
+                .name(&cfg.tun)
+                .mtu(mtu)
+                .offload(offload)
+                .build_async()
+        };
+        let (device, offload) = match build(true) {
+            Ok(d) => (d, true),
+            Err(e) => {
+                tracing::info!(device = %cfg.tun, "TUN offloads unavailable ({e}): one packet per read");
+                (
+                    build(false).with_context(|| {
+                        format!(
+                            "cannot create TUN device {} (root or CAP_NET_ADMIN needed)",
+                            cfg.tun
+                        )
+                    })?,
+                    false,
                 )
-            })?;
+            }
+        };
         let index = device.if_index().context("TUN device index")?;
         let h = netlink().await?;
         for a in &cfg.addresses {
@@ -102,10 +127,73 @@ impl Tun {
             device: Arc::new(device),
             index,
             mtu,
+            offload,
             table: cfg.table,
             rules,
             routed: BTreeSet::new(),
         })
+    }
+
+    /// Reads the device until it fails or `tx` closes, handing over batches of IP packets.
+    pub fn spawn_reader(&self, k: usize, tx: mpsc::Sender<TunBatch>) {
+        let dev = self.device.clone();
+        let name = self.index;
+        let size = usize::from(self.mtu) + 64;
+        tokio::spawn(async move {
+            let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + 65535];
+            let mut bufs = vec![vec![0u8; size]; IDEAL_BATCH_SIZE];
+            let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
+            loop {
+                match dev
+                    .recv_multiple(&mut original, &mut bufs, &mut sizes, 0)
+                    .await
+                {
+                    Ok(n) => {
+                        let batch = bufs
+                            .iter()
+                            .zip(&sizes)
+                            .take(n)
+                            .map(|(b, len)| b[..*len].to_vec())
+                            .collect();
+                        if tx.send((k, batch)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The device is gone.
+                    Err(e) if e.raw_os_error().is_some() => {
+                        tracing::warn!(ifindex = name, "TUN read failed: {e}");
+                        return;
+                    }
+                    // One packet the offload code could not split: skip it.
+                    Err(e) => tracing::debug!(ifindex = name, "TUN packet skipped: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Writes one IP packet into the device.
+    pub async fn write(&self, packet: &[u8]) -> std::io::Result<()> {
+        if self.offload {
+            // A zero virtio-net header: no segmentation, no checksum to fill in.
+            let mut b = vec![0u8; VIRTIO_NET_HDR_LEN];
+            b.extend_from_slice(packet);
+            self.device.send(&b).await.map(|_| ())
+        } else {
+            self.device.send(packet).await.map(|_| ())
+        }
+    }
+
+    /// Writes IP packets, each after [`HEADROOM`] bytes of its buffer; with offloads, TCP
+    /// segments of one flow are coalesced into super-packets (GRO) first.
+    pub async fn write_batch(
+        &self,
+        gro: &mut GROTable,
+        bufs: &mut [Vec<u8>],
+    ) -> std::io::Result<()> {
+        self.device
+            .send_multiple(gro, bufs, HEADROOM)
+            .await
+            .map(|_| ())
     }
 
     /// Removes the rules `create` added (the routes go with the device).

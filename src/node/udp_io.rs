@@ -1,0 +1,443 @@
+//! Batched UDP for the LISP data plane (RFC 9300 §5.3), through `sendmsg` / `recvmsg` with
+//! control messages:
+//! - sends name the outer source address (IP_PKTINFO / IPV6_PKTINFO), TTL / hop limit and
+//!   TOS / traffic class (both copied from the inner packet) with each call, and carry
+//!   several equal-size datagrams to one destination in one call (UDP GSO, UDP_SEGMENT);
+//! - a pool of sockets on ephemeral ports gives flows their own UDP source port (chosen by
+//!   the flow hash), so the underlay's ECMP spreads them;
+//! - receives on port 4341 take several coalesced datagrams at once (UDP GRO) and report
+//!   their size.
+//!
+//! A kernel without GSO (or a route whose device cannot checksum it) answers a segmented
+//! send with an error: the batch is then sent one datagram at a time, and GSO stays off.
+
+use std::io;
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How many UDP source ports the data plane sends from, per address family.
+pub const SOURCE_PORTS: usize = 16;
+
+/// At most this many datagrams in one GSO send (the kernel's UDP_MAX_SEGMENTS is 64 or more).
+pub const MAX_SEGMENTS: usize = 64;
+
+/// At most this many bytes in one GSO send (one UDP payload of the largest size).
+pub const MAX_GSO_BYTES: usize = 65000;
+
+/// The outer header fields a send sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outer {
+    /// Our RLOC the packet leaves from (None: the kernel's choice).
+    pub src: Option<IpAddr>,
+    pub dst: SocketAddr,
+    pub ttl: u8,
+    pub tos: u8,
+}
+
+/// Send-only UDP sockets on ephemeral ports, one pool per address family.
+pub struct DataSender {
+    v4: Vec<Socket>,
+    v6: Vec<Socket>,
+    gso: bool,
+}
+
+fn open_pool(domain: Domain, n: usize) -> Vec<Socket> {
+    let any: SocketAddr = if domain == Domain::IPV4 {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    (0..n)
+        .map_while(|_| {
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).ok()?;
+            if domain == Domain::IPV6 {
+                s.set_only_v6(true).ok()?;
+            }
+            // Blocking sends: a full send buffer slows the sender down instead of dropping.
+            let _ = s.set_send_buffer_size(4 << 20);
+            s.bind(&any.into()).ok()?;
+            Some(s)
+        })
+        .collect()
+}
+
+impl DataSender {
+    pub fn open() -> DataSender {
+        DataSender {
+            v4: open_pool(Domain::IPV4, SOURCE_PORTS),
+            v6: open_pool(Domain::IPV6, SOURCE_PORTS),
+            gso: true,
+        }
+    }
+
+    /// The source ports in use (for the log).
+    pub fn ports(&self) -> Vec<u16> {
+        self.v4
+            .iter()
+            .chain(&self.v6)
+            .filter_map(|s| s.local_addr().ok()?.as_socket().map(|a| a.port()))
+            .collect()
+    }
+
+    /// Whether segmented sends are still in use.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// Sends `data` to `outer.dst`: one datagram, or with `segment` several datagrams of that
+    /// size (the last one may be shorter). `flow` picks the source port.
+    pub fn send(
+        &mut self,
+        flow: u64,
+        outer: &Outer,
+        data: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<()> {
+        let pool = if outer.dst.is_ipv4() {
+            &self.v4
+        } else {
+            &self.v6
+        };
+        if pool.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                "no UDP socket of the destination's family",
+            ));
+        }
+        let fd = pool[(flow % pool.len() as u64) as usize].as_raw_fd();
+        let segment = segment.filter(|s| *s < data.len());
+        match segment {
+            Some(seg) if self.gso => match sendmsg(fd, outer, data, Some(seg)) {
+                Ok(()) => Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                    tracing::info!("UDP GSO refused ({e}): sending one datagram at a time");
+                    self.gso = false;
+                    data.chunks(seg)
+                        .try_for_each(|d| sendmsg(fd, outer, d, None))
+                }
+                Err(e) => Err(e),
+            },
+            Some(seg) => data
+                .chunks(seg)
+                .try_for_each(|d| sendmsg(fd, outer, d, None)),
+            None => sendmsg(fd, outer, data, None),
+        }
+    }
+}
+
+/// One control message into `buf` at `*at`; returns false when it does not fit.
+fn put_cmsg<T: Copy>(buf: &mut [u8], at: &mut usize, level: i32, ty: i32, value: T) -> bool {
+    // SAFETY: CMSG_SPACE / CMSG_LEN are arithmetic on the payload size.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(size_of::<T>() as u32) as usize,
+            libc::CMSG_LEN(size_of::<T>() as u32) as usize,
+        )
+    };
+    if *at + space > buf.len() {
+        return false;
+    }
+    let hdr = libc::cmsghdr {
+        cmsg_len: len as _,
+        cmsg_level: level,
+        cmsg_type: ty,
+    };
+    // SAFETY: the header and the value fit in buf[*at..*at + space] (checked above); the
+    // writes are unaligned-safe; the payload starts CMSG_LEN(0) bytes after the header, as
+    // CMSG_DATA would place it.
+    unsafe {
+        let p = buf.as_mut_ptr().add(*at);
+        std::ptr::write_unaligned(p.cast::<libc::cmsghdr>(), hdr);
+        let data = p.add(libc::CMSG_LEN(0) as usize);
+        std::ptr::write_unaligned(data.cast::<T>(), value);
+    }
+    *at += space;
+    true
+}
+
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; the family-specific view written below
+    // fits inside it.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in is smaller than sockaddr_storage.
+            unsafe { std::ptr::write_unaligned((&raw mut ss).cast::<libc::sockaddr_in>(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 is smaller than sockaddr_storage.
+            unsafe { std::ptr::write_unaligned((&raw mut ss).cast::<libc::sockaddr_in6>(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read_unaligned((ss as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read_unaligned((ss as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Control-message space: four messages of at most 20 bytes each, 8-byte aligned.
+type Control = [u64; 16];
+
+fn sendmsg(fd: RawFd, o: &Outer, data: &[u8], segment: Option<usize>) -> io::Result<()> {
+    let (mut name, namelen) = sockaddr(o.dst);
+    let mut control: Control = [0; 16];
+    // SAFETY: reinterpreting the u64 array as bytes of the same size.
+    let cbuf = unsafe {
+        std::slice::from_raw_parts_mut(control.as_mut_ptr().cast::<u8>(), size_of::<Control>())
+    };
+    let mut at = 0;
+    let ttl = i32::from(o.ttl.max(1));
+    let tos = i32::from(o.tos);
+    let fits = match (o.dst, o.src) {
+        (SocketAddr::V4(_), src) => {
+            let mut ok = true;
+            if let Some(IpAddr::V4(s)) = src {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(s).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                ok &= put_cmsg(cbuf, &mut at, libc::IPPROTO_IP, libc::IP_PKTINFO, info);
+            }
+            ok &= put_cmsg(cbuf, &mut at, libc::IPPROTO_IP, libc::IP_TTL, ttl);
+            ok && put_cmsg(cbuf, &mut at, libc::IPPROTO_IP, libc::IP_TOS, tos)
+        }
+        (SocketAddr::V6(_), src) => {
+            let mut ok = true;
+            if let Some(IpAddr::V6(s)) = src {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: s.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                ok &= put_cmsg(cbuf, &mut at, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info);
+            }
+            ok &= put_cmsg(cbuf, &mut at, libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, ttl);
+            ok && put_cmsg(cbuf, &mut at, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, tos)
+        }
+    };
+    let fits = fits
+        && segment.is_none_or(|s| {
+            put_cmsg(
+                cbuf,
+                &mut at,
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                u16::try_from(s).unwrap_or(u16::MAX),
+            )
+        });
+    if !fits {
+        return Err(io::Error::other("control messages do not fit"));
+    }
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut name).cast();
+    msg.msg_namelen = namelen;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = at as _;
+    loop {
+        // SAFETY: msg points at live buffers of the lengths it gives.
+        let r = unsafe { libc::sendmsg(fd, &msg, 0) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Asks the kernel to hand over coalesced datagrams (UDP GRO); false when it cannot.
+pub fn enable_gro(sock: &impl AsRawFd) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Receives into `buf`: the length, the sender and, for coalesced datagrams (UDP GRO), the
+/// size of each (the last one may be shorter). Non-blocking sockets give WouldBlock.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control: Control = [0; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut name).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<Control>() as _;
+    // SAFETY: msg points at live buffers of the lengths it gives.
+    let n = unsafe { libc::recvmsg(fd, &raw mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let from = from_sockaddr(&name)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "sender of unknown family"))?;
+    let mut segment = None;
+    // SAFETY: walking the control messages the kernel wrote, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let v: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                segment = usize::try_from(v).ok().filter(|s| *s > 0);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, from, segment))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receiver() -> (std::net::UdpSocket, SocketAddr) {
+        let r = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        r.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let a = r.local_addr().unwrap();
+        (r, a)
+    }
+
+    #[test]
+    fn one_datagram_leaves_from_a_pool_port_with_the_given_source() {
+        let (r, dst) = receiver();
+        let mut s = DataSender::open();
+        let o = Outer {
+            src: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            dst,
+            ttl: 7,
+            tos: 0xb8,
+        };
+        s.send(3, &o, b"hello", None).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = r.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert!(s.ports().contains(&from.port()));
+        assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn flows_spread_over_several_source_ports() {
+        let (r, dst) = receiver();
+        let mut s = DataSender::open();
+        let o = Outer {
+            src: None,
+            dst,
+            ttl: 64,
+            tos: 0,
+        };
+        let mut ports = std::collections::HashSet::new();
+        for flow in 0..SOURCE_PORTS as u64 {
+            s.send(flow, &o, b"x", None).unwrap();
+            let mut buf = [0u8; 8];
+            ports.insert(r.recv_from(&mut buf).unwrap().1.port());
+        }
+        assert_eq!(ports.len(), SOURCE_PORTS);
+    }
+
+    /// A segmented send arrives as separate datagrams of the segment size (GSO, or one by
+    /// one where the kernel refuses it), and a GRO receiver reads them back with their size.
+    #[test]
+    fn segmented_send_arrives_as_datagrams_and_gro_reports_their_size() {
+        let (r, dst) = receiver();
+        let mut s = DataSender::open();
+        let o = Outer {
+            src: None,
+            dst,
+            ttl: 64,
+            tos: 0,
+        };
+        let gro = enable_gro(&r);
+        let data: Vec<u8> = (0..1000u32).map(|i| (i / 300) as u8).collect();
+        s.send(1, &o, &data, Some(300)).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut reads = 0;
+        while got.len() < 4 {
+            let (n, _, seg) = recv(r.as_raw_fd(), &mut buf).unwrap();
+            reads += 1;
+            let seg = seg.unwrap_or(n);
+            got.extend(buf[..n].chunks(seg).map(<[u8]>::to_vec));
+        }
+        if gro && s.gso() {
+            // One send, one receive: the datagrams stayed together end to end.
+            assert_eq!(reads, 1);
+        }
+        assert_eq!(
+            got.iter().map(Vec::len).collect::<Vec<_>>(),
+            [300, 300, 300, 100]
+        );
+        assert!(got[3].iter().all(|b| *b == 3));
+    }
+}
