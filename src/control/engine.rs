@@ -90,8 +90,9 @@ pub struct Engine {
     pub(crate) next_housekeeping: Duration,
     /// lisp-crypto events for the data plane.
     pub(crate) key_events: VecDeque<super::probe::KeyEvent>,
-    /// ETR side of lisp-crypto: per ITR RLOC, the public key it offered and our key pair.
-    pub(crate) etr_keys: HashMap<IpAddr, ([u8; 32], crate::crypto::lisp_crypto::KeyPair)>,
+    /// ETR side of lisp-crypto: per ITR RLOC, the public key it offered, its key-id and our
+    /// key pair.
+    pub(crate) etr_keys: HashMap<IpAddr, ([u8; 32], u8, crate::crypto::lisp_crypto::KeyPair)>,
     /// RLOC-probing state per RLOC in use.
     pub(crate) probes: HashMap<IpAddr, super::probe::ProbeState>,
     /// Bumped on every change of a registered mapping.

@@ -17,8 +17,9 @@ use crate::wire::{
 };
 
 /// A lisp-crypto key for the data plane, from an exchange in an RLOC-probe (RFC 8061 §4).
-/// Key-id 1 is used; a rekey replaces it, and the data plane keeps the previous receive
-/// key until packets under the new one arrive, so a rekey loses nothing.
+/// Each rekey moves to the next key-id (1, 2, 3, 1, ...); the ETR keeps a key per key-id and
+/// picks it by the K bits of each packet, so packets still in flight under the previous key
+/// decrypt after a rekey and nothing is lost.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeyEvent {
     /// ITR: encrypt what goes to `rloc` with this key.
@@ -56,25 +57,57 @@ impl std::fmt::Debug for KeyEvent {
     }
 }
 
-/// A Security Key LCAF (RFC 8061 §6) with one X25519 public key and the RLOC it is for.
-pub(crate) fn security_key(suite: CipherSuite, public: [u8; 32], rloc: IpAddr) -> Address {
+/// The next key-id after `k` (RFC 8061: key-ids 1 to 3, in the K bits).
+pub(crate) fn next_key_id(k: u8) -> u8 {
+    k % 3 + 1
+}
+
+/// A Security Key LCAF (RFC 8061 §3) with our X25519 public key under `key_id` and the RLOC
+/// it is for. Keys sit in key-id order, so the key for key-id N is the Nth: the LCAF
+/// carries N keys, the same public key in each slot up to N (one key pair, one key-id in
+/// use at a time). With key-id 1 this is the one-key LCAF lispers.net sends and reads.
+pub(crate) fn security_key(
+    suite: CipherSuite,
+    public: [u8; 32],
+    key_id: u8,
+    rloc: IpAddr,
+) -> Address {
     Address::Lcaf(Box::new(Lcaf::new(LcafBody::SecurityKey(SecurityKey {
         rsvd3: 0,
         cipher_suite: suite.id(),
         rsvd4: 0,
-        keys: vec![public.to_vec()],
+        keys: vec![public.to_vec(); usize::from(key_id.clamp(1, 3))],
         locator: Address::from(rloc),
     }))))
 }
 
-/// The first usable (suite, public key, RLOC) found in a Security Key LCAF, looking through
-/// AFI Lists (lispers.net wraps it so).
-pub(crate) fn find_security_key(a: &Address) -> Option<(u8, [u8; 32], Option<IpAddr>)> {
+/// A key offered in a Security Key LCAF: the suite, the public key of the highest key-id,
+/// that key-id (the number of keys, 1 to 3), and the RLOC it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OfferedKey {
+    pub suite: u8,
+    pub public: [u8; 32],
+    pub key_id: u8,
+    pub rloc: Option<IpAddr>,
+}
+
+/// The first usable key found in a Security Key LCAF, looking through AFI Lists
+/// (lispers.net wraps it so). A revoked LCAF, more than three keys or a key that is not 32
+/// bytes offers nothing.
+pub(crate) fn find_security_key(a: &Address) -> Option<OfferedKey> {
     let Address::Lcaf(l) = a else { return None };
     match &l.body {
         LcafBody::SecurityKey(k) if k.rsvd4 & SecurityKey::REVOKE == 0 => {
-            let key: [u8; 32] = k.keys.first()?.as_slice().try_into().ok()?;
-            Some((k.cipher_suite, key, k.locator.ip()))
+            let key_id = u8::try_from(k.keys.len())
+                .ok()
+                .filter(|n| (1..=3).contains(n))?;
+            let public: [u8; 32] = k.keys.last()?.as_slice().try_into().ok()?;
+            Some(OfferedKey {
+                suite: k.cipher_suite,
+                public,
+                key_id,
+                rloc: k.locator.ip(),
+            })
         }
         LcafBody::AfiList(items) => items.iter().find_map(find_security_key),
         _ => None,
@@ -95,9 +128,12 @@ pub struct ProbeState {
     pub misses: u8,
     pub state: RlocState,
     pub rtt: Option<Duration>,
-    /// lisp-crypto: our key pair offered in the probes, and when a key was agreed with it.
+    /// lisp-crypto: our key pair offered in the probes under `key_id`, when a key was
+    /// agreed with it, and the ETR's public key it was agreed with.
     pub offer: Option<KeyPair>,
+    pub key_id: u8,
     pub keyed_at: Option<Duration>,
+    pub etr_public: Option<[u8; 32]>,
     pub rekeys: u64,
     /// The data plane asked for a fresh key (its packet budget is spent).
     pub rekey_asked: bool,
@@ -114,7 +150,9 @@ impl ProbeState {
             state: RlocState::Unknown,
             rtt: None,
             offer: None,
+            key_id: 1,
             keyed_at: None,
+            etr_public: None,
             rekeys: 0,
             rekey_asked: false,
         }
@@ -248,13 +286,16 @@ impl Engine {
                 });
                 p.rekey_asked = false;
                 if p.offer.is_none() || stale {
+                    if p.offer.is_some() {
+                        p.key_id = next_key_id(p.key_id);
+                    }
                     p.offer = Some(KeyPair::generate());
                     if stale {
                         p.keyed_at = None;
                     }
                 }
                 if let Some(k) = &p.offer {
-                    itr_rloc = security_key(suite, k.public(), own);
+                    itr_rloc = security_key(suite, k.public(), p.key_id, own);
                 }
             }
             let mut q = MapRequest::new(nonce, Address::None, itr_rloc, eid, ml);
@@ -300,25 +341,29 @@ impl Engine {
                 .iter()
                 .flat_map(|r| r.rlocs.iter())
                 .filter_map(|l| find_security_key(&l.locator))
-                .filter(|(_, _, at)| at.is_none_or(|a| a == rloc))
-                .find_map(|(cs, k, at)| Some((CipherSuite::from_id(cs)?, k, at)));
+                .filter(|k| k.rloc.is_none_or(|a| a == rloc))
+                .find_map(|k| Some((CipherSuite::from_id(k.suite)?, k)));
             if etr.is_none() && p.keyed_at.is_none() {
                 event = Some(KeyEvent::NoKey { rloc });
             }
-            if let Some((suite, etr_pub, _)) = etr
-                && let Ok(z) = offer.shared_secret(&etr_pub)
+            // A new key when ours was just offered, or when the ETR answers with another key
+            // than the one agreed (it restarted and lost its keys). The key-id is the one the
+            // ETR answered under: an ETR that knows only key-id 1 keeps us on key-id 1.
+            if let Some((suite, k)) = etr
+                && (p.keyed_at.is_none() || p.etr_public != Some(k.public))
+                && let Ok(z) = offer.shared_secret(&k.public)
             {
-                let key = derive_key(suite, &z, &offer.public(), &etr_pub);
-                if p.keyed_at.is_none() {
-                    p.keyed_at = Some(now);
-                    p.rekeys += 1;
-                    event = Some(KeyEvent::Send {
-                        rloc,
-                        suite,
-                        key_id: 1,
-                        key,
-                    });
-                }
+                let key = derive_key(suite, &z, &offer.public(), &k.public);
+                p.keyed_at = Some(now);
+                p.etr_public = Some(k.public);
+                p.key_id = k.key_id;
+                p.rekeys += 1;
+                event = Some(KeyEvent::Send {
+                    rloc,
+                    suite,
+                    key_id: k.key_id,
+                    key,
+                });
             }
         }
         self.map_cache.set_rloc_state(rloc, RlocState::Up, rtt);
@@ -347,26 +392,69 @@ impl Engine {
         // The ITR's offered suite is taken whenever we run lisp-crypto: both suites are
         // implemented here, so the ITR's preference stands (RFC 8061 §4).
         self.cfg.encryption?;
-        let (cs, itr_pub, at) = q.itr_rlocs.iter().find_map(find_security_key)?;
-        let suite = CipherSuite::from_id(cs)?;
-        let itr = at.unwrap_or(from);
-        let reuse = matches!(self.etr_keys.get(&itr), Some((p, _)) if *p == itr_pub);
+        let offered = q.itr_rlocs.iter().find_map(find_security_key)?;
+        let suite = CipherSuite::from_id(offered.suite)?;
+        let (itr_pub, key_id) = (offered.public, offered.key_id);
+        let itr = offered.rloc.unwrap_or(from);
+        // The same key under the same key-id again (every probe re-offers it): same answer.
+        let reuse =
+            matches!(self.etr_keys.get(&itr), Some((p, k, _)) if *p == itr_pub && *k == key_id);
         if !reuse {
-            self.etr_keys.insert(itr, (itr_pub, KeyPair::generate()));
+            self.etr_keys
+                .insert(itr, (itr_pub, key_id, KeyPair::generate()));
         }
-        let (_, ours) = self.etr_keys.get(&itr)?;
+        let (_, _, ours) = self.etr_keys.get(&itr)?;
         let z = ours.shared_secret(&itr_pub).ok()?;
         let key = derive_key(suite, &z, &itr_pub, &ours.public());
-        let lcaf = security_key(suite, ours.public(), probed);
+        let lcaf = security_key(suite, ours.public(), key_id, probed);
         if !reuse {
             self.counters.keys_agreed += 1;
             self.key_events.push_back(KeyEvent::Recv {
                 itr,
                 suite,
-                key_id: 1,
+                key_id,
                 key,
             });
         }
         Some(lcaf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcaf_keys(keys: Vec<Vec<u8>>, rsvd4: u8) -> Address {
+        Address::Lcaf(Box::new(Lcaf::new(LcafBody::SecurityKey(SecurityKey {
+            rsvd3: 0,
+            cipher_suite: 5,
+            rsvd4,
+            keys,
+            locator: Address::from(IpAddr::from([192, 0, 2, 1])),
+        }))))
+    }
+
+    /// Key-id N is the Nth key of the LCAF (RFC 8061 §3): what we send under each key-id
+    /// reads back as that key-id, and lispers.net's one-key LCAF is key-id 1.
+    #[test]
+    fn the_key_id_is_the_position_of_the_key() {
+        let rloc = IpAddr::from([192, 0, 2, 1]);
+        for id in 1..=3u8 {
+            let a = security_key(CipherSuite::Aes128Gcm, [id; 32], id, rloc);
+            let k = find_security_key(&a).unwrap();
+            assert_eq!((k.key_id, k.public, k.rloc), (id, [id; 32], Some(rloc)));
+            // It survives the wire.
+            let mut buf = Vec::new();
+            a.emit(&mut buf).unwrap();
+            let back = Address::parse(&mut crate::wire::cursor::Reader::new(&buf), 0).unwrap();
+            assert_eq!(find_security_key(&back).unwrap(), k);
+        }
+        let two = lcaf_keys(vec![vec![1; 32], vec![2; 32]], 0);
+        assert_eq!(find_security_key(&two).unwrap().public, [2; 32]);
+        // Four keys, a revoked LCAF, or a key of the wrong size offer nothing.
+        assert!(find_security_key(&lcaf_keys(vec![vec![1; 32]; 4], 0)).is_none());
+        assert!(find_security_key(&lcaf_keys(vec![vec![1; 32]], SecurityKey::REVOKE)).is_none());
+        assert!(find_security_key(&lcaf_keys(vec![vec![1; 31]], 0)).is_none());
+        assert_eq!((next_key_id(1), next_key_id(2), next_key_id(3)), (2, 3, 1));
     }
 }

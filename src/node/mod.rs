@@ -526,15 +526,9 @@ struct DataPath {
     /// ITR keys per RLOC; RLOCs that answered without a key.
     send_keys: HashMap<IpAddr, crate::crypto::lisp_crypto::SendKey>,
     keyless: std::collections::HashSet<IpAddr>,
-    /// ETR keys per ITR RLOC: the current one and the one before it (kept for packets still
-    /// in flight under it after a rekey).
-    recv_keys: HashMap<
-        IpAddr,
-        (
-            crate::crypto::lisp_crypto::RecvKey,
-            Option<crate::crypto::lisp_crypto::RecvKey>,
-        ),
-    >,
+    /// ETR keys per ITR RLOC, one per key-id 1-3 (RFC 8061): the K bits of a packet pick
+    /// its key, so the key before a rekey stays usable for packets still in flight.
+    recv_keys: HashMap<IpAddr, [Option<crate::crypto::lisp_crypto::RecvKey>; 3]>,
     /// Packets waiting for a mapping (pull mode).
     waiting: crate::dataplane::waiting::MappingQueue,
     /// Packets waiting for a key: RLOC -> (Instance-ID, packet).
@@ -770,7 +764,7 @@ impl DataPath {
                 key_id,
                 key,
             } => {
-                info!(%rloc, ?suite, "lisp-crypto key agreed (send)");
+                info!(%rloc, ?suite, key_id, "lisp-crypto key agreed (send)");
                 self.send_keys
                     .insert(rloc, SendKey::new(suite, key_id, &key));
                 self.rekey_asked.remove(&rloc);
@@ -783,10 +777,15 @@ impl DataPath {
                 key_id,
                 key,
             } => {
-                info!(%itr, ?suite, "lisp-crypto key agreed (receive)");
-                let new = RecvKey::new(suite, key_id, &key);
-                let slot = self.recv_keys.remove(&itr);
-                self.recv_keys.insert(itr, (new, slot.map(|(cur, _)| cur)));
+                info!(%itr, ?suite, key_id, "lisp-crypto key agreed (receive)");
+                if let Some(slot) = self
+                    .recv_keys
+                    .entry(itr)
+                    .or_default()
+                    .get_mut(usize::from(key_id).wrapping_sub(1))
+                {
+                    *slot = Some(RecvKey::new(suite, key_id, &key));
+                }
             }
             KeyEvent::NoKey { rloc } => {
                 warn!(%rloc, allow_clear = self.allow_clear, "RLOC offers no lisp-crypto key");
@@ -842,29 +841,18 @@ impl DataPath {
             return false;
         }
         let inner: &[u8] = if h.key_id != 0 {
-            // ICV first, then the replay window, then decryption (RFC 8061 §6); the key of
-            // the sending RLOC, or the one before it during a rekey. Opening works in place,
-            // so a copy is kept only when a previous key may still have to be tried.
-            let Some((cur, prev)) = self.recv_keys.get_mut(&from.ip()) else {
+            // The key of the sending RLOC under the packet's key-id; then the ICV first, the
+            // replay window, and decryption (RFC 8061 §6), in place.
+            let Some(key) = self
+                .recv_keys
+                .get_mut(&from.ip())
+                .and_then(|keys| keys.get_mut(usize::from(h.key_id) - 1))
+                .and_then(Option::as_mut)
+            else {
                 self.stats.drop(Drop::NoKey);
                 return false;
             };
-            if prev.is_some() {
-                self.buf.clear();
-                self.buf.extend_from_slice(bytes);
-            }
-            // Only a packet that failed the current key's ICV may be under the previous key.
-            let opened = match cur.open(bytes) {
-                Ok(p) => Ok(p),
-                Err(CryptoError::Icv) => match prev.as_mut() {
-                    Some(k) => k.open(&mut self.buf).map_err(|e| match e {
-                        CryptoError::Replay => e,
-                        _ => CryptoError::Icv,
-                    }),
-                    None => Err(CryptoError::Icv),
-                },
-                Err(e) => Err(e),
-            };
+            let opened = key.open(bytes);
             match opened {
                 Ok(p) => {
                     self.stats.decrypted += 1;
