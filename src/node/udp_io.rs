@@ -361,42 +361,93 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<
 mod tests {
     use super::*;
 
-    fn receiver() -> (std::net::UdpSocket, SocketAddr) {
+    /// A receiver on loopback, a sender, and the outer header toward the receiver.
+    fn setup() -> (std::net::UdpSocket, DataSender, Outer) {
         let r = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         r.set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
-        let a = r.local_addr().unwrap();
-        (r, a)
+        let o = Outer {
+            src: None,
+            dst: r.local_addr().unwrap(),
+            ttl: 64,
+            tos: 0,
+        };
+        (r, DataSender::open(), o)
     }
 
     #[test]
     fn one_datagram_leaves_from_a_pool_port_with_the_given_source() {
-        let (r, dst) = receiver();
-        let mut s = DataSender::open();
-        let o = Outer {
-            src: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            dst,
-            ttl: 7,
-            tos: 0xb8,
-        };
+        let (r, mut s, mut o) = setup();
+        o.src = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        (o.ttl, o.tos) = (7, 0xb8);
+        // Ask the kernel for the TTL and TOS each datagram arrived with.
+        for opt in [libc::IP_RECVTTL, libc::IP_RECVTOS] {
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt with a pointer to a live c_int of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    r.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    opt,
+                    (&raw const on).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0);
+        }
         s.send(3, &o, b"hello", None).unwrap();
-        let mut buf = [0u8; 64];
-        let (n, from) = r.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"hello");
+        let (data, from, ttl, tos) = recv_ttl_tos(&r);
+        assert_eq!(data, b"hello");
         assert!(s.ports().contains(&from.port()));
         assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!((ttl, tos), (Some(7), Some(0xb8)));
+    }
+
+    /// One datagram with the TTL and TOS it arrived with (IP_RECVTTL / IP_RECVTOS).
+    fn recv_ttl_tos(r: &std::net::UdpSocket) -> (Vec<u8>, SocketAddr, Option<u8>, Option<u8>) {
+        let mut buf = [0u8; 64];
+        // SAFETY: as in `recv`: zeroed plain structs, pointers to live buffers.
+        unsafe {
+            let mut name: libc::sockaddr_storage = std::mem::zeroed();
+            let mut control: Control = [0; 16];
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = (&raw mut name).cast();
+            msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = size_of::<Control>() as _;
+            let n = libc::recvmsg(r.as_raw_fd(), &raw mut msg, 0);
+            assert!(n >= 0);
+            let (mut ttl, mut tos) = (None, None);
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                match ((*c).cmsg_level, (*c).cmsg_type) {
+                    (libc::IPPROTO_IP, libc::IP_TTL) => {
+                        let v: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                        ttl = Some(v as u8);
+                    }
+                    (libc::IPPROTO_IP, libc::IP_TOS) => tos = Some(*libc::CMSG_DATA(c)),
+                    _ => {}
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+            (
+                buf[..n as usize].to_vec(),
+                from_sockaddr(&name).unwrap(),
+                ttl,
+                tos,
+            )
+        }
     }
 
     #[test]
     fn flows_spread_over_several_source_ports() {
-        let (r, dst) = receiver();
-        let mut s = DataSender::open();
-        let o = Outer {
-            src: None,
-            dst,
-            ttl: 64,
-            tos: 0,
-        };
+        let (r, mut s, o) = setup();
         let mut ports = std::collections::HashSet::new();
         for flow in 0..SOURCE_PORTS as u64 {
             s.send(flow, &o, b"x", None).unwrap();
@@ -410,14 +461,7 @@ mod tests {
     /// one where the kernel refuses it), and a GRO receiver reads them back with their size.
     #[test]
     fn segmented_send_arrives_as_datagrams_and_gro_reports_their_size() {
-        let (r, dst) = receiver();
-        let mut s = DataSender::open();
-        let o = Outer {
-            src: None,
-            dst,
-            ttl: 64,
-            tos: 0,
-        };
+        let (r, mut s, o) = setup();
         let gro = enable_gro(&r);
         let data: Vec<u8> = (0..1000u32).map(|i| (i / 300) as u8).collect();
         s.send(1, &o, &data, Some(300)).unwrap();
