@@ -572,73 +572,47 @@ fn lisp_crypto_keys_are_agreed_through_rloc_probes_and_renewed() {
             drain(&mut s, 2).is_empty() && drain(&mut s, 0).is_empty(),
             "no rekey before the interval"
         );
+        // One new key agreed on both ends under `key_id`: the ITR's Send and the ETR's
+        // Recv carry the same key.
+        let agreed = |s: &mut Sim, key_id: u8, what: &str| -> Vec<u8> {
+            let itr = drain(s, 2);
+            let etr = drain(s, 0);
+            match (&itr[..], &etr[..]) {
+                (
+                    [
+                        KeyEvent::Send {
+                            key: a, key_id: i, ..
+                        },
+                    ],
+                    [
+                        KeyEvent::Recv {
+                            key: b, key_id: e, ..
+                        },
+                    ],
+                ) if *i == key_id && *e == key_id => {
+                    assert_eq!(a, b, "{suite:?} {what}: both ends derived the same key");
+                    a.clone()
+                }
+                _ => panic!("{suite:?} {what}, key-id {key_id}: ITR {itr:?} ETR {etr:?}"),
+            }
+        };
         s.run_to(s.now + secs(80));
-        let itr2 = drain(&mut s, 2);
-        let etr2 = drain(&mut s, 0);
         // Each rekey moves to the next key-id, on both ends (RFC 8061 K bits).
-        let [
-            KeyEvent::Send {
-                key: n_itr,
-                key_id: 2,
-                ..
-            },
-        ] = &itr2[..]
-        else {
-            panic!("ITR rekey {itr2:?}")
-        };
-        let [
-            KeyEvent::Recv {
-                key: n_etr,
-                key_id: 2,
-                ..
-            },
-        ] = &etr2[..]
-        else {
-            panic!("ETR rekey {etr2:?}")
-        };
-        assert_eq!(n_itr, n_etr);
-        assert_ne!(n_itr, k_itr, "a new key");
+        let n_itr = agreed(&mut s, 2, "rekey");
+        assert_ne!(&n_itr, k_itr, "a new key");
         assert_eq!(s.engine(2).unwrap().probes()[&sim::rloc(1)].rekeys, 2);
         // A spent packet budget asks for a fresh key at once, long before the interval.
         let now = s.now;
         s.engine_mut(2).unwrap().rekey_now(now, sim::rloc(1));
         s.run_to(s.now + secs(1));
-        let itr3 = drain(&mut s, 2);
-        let etr3 = drain(&mut s, 0);
-        let [
-            KeyEvent::Send {
-                key: b_itr,
-                key_id: 3,
-                ..
-            },
-        ] = &itr3[..]
-        else {
-            panic!("ITR budget rekey {itr3:?}")
-        };
-        let [
-            KeyEvent::Recv {
-                key: b_etr,
-                key_id: 3,
-                ..
-            },
-        ] = &etr3[..]
-        else {
-            panic!("ETR budget rekey {etr3:?}")
-        };
-        assert_eq!(b_itr, b_etr);
+        let b_itr = agreed(&mut s, 3, "budget rekey");
         assert_ne!(b_itr, n_itr, "a new key");
         assert_eq!(s.engine(2).unwrap().probes()[&sim::rloc(1)].rekeys, 3);
         // After key-id 3 comes key-id 1 again.
         let now = s.now;
         s.engine_mut(2).unwrap().rekey_now(now, sim::rloc(1));
         s.run_to(s.now + secs(1));
-        let itr4 = drain(&mut s, 2);
-        let etr4 = drain(&mut s, 0);
-        assert!(
-            matches!(&itr4[..], [KeyEvent::Send { key_id: 1, .. }])
-                && matches!(&etr4[..], [KeyEvent::Recv { key_id: 1, .. }]),
-            "wrap to key-id 1: {itr4:?} {etr4:?}"
-        );
+        agreed(&mut s, 1, "wrap");
     }
 }
 

@@ -74,18 +74,6 @@ impl FlowKey {
         self.hash(&mut h);
         h.finish()
     }
-
-    /// The outer UDP source port of the flow: in the dynamic range 49152-65535 (RFC 9300
-    /// §5.3 asks for a hash of the inner headers; the range keeps it clear of 4341 / 4342).
-    pub fn source_port(&self) -> u16 {
-        port_of_hash(self.hash64())
-    }
-}
-
-/// The outer UDP source port of a flow whose [`FlowKey::hash64`] is `hash` (the one hash
-/// serves both the RLOC choice and the port).
-pub fn port_of_hash(hash: u64) -> u16 {
-    49152 + (hash % 16384) as u16
 }
 
 #[cfg(test)]
@@ -110,8 +98,6 @@ mod tests {
         assert_ne!(a.hash64(), FlowKey::of(&v4(6, 1001, 80)).unwrap().hash64());
         let icmp = FlowKey::of(&v4(1, 1000, 80)).unwrap();
         assert_eq!(icmp.ports, None, "no ports for ICMP");
-        let p = a.source_port();
-        assert!((49152..=65535).contains(&p));
         // A non-first fragment has no ports to read.
         let mut frag = v4(6, 1000, 80);
         frag[7] = 10;

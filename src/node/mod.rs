@@ -496,6 +496,9 @@ struct Staged {
     sent: Vec<(IpAddr, u32, usize)>,
 }
 
+/// Buffers kept for reuse per TUN device (a batch of 64 GRO reads holds more; the rest go).
+const SPARE_BUFFERS: usize = 512;
+
 /// Inner packets decapsulated for one TUN device, written together (GRO) at the end of a
 /// batch: each buffer holds [`tun::HEADROOM`] bytes, then the packet.
 #[derive(Default)]
@@ -503,6 +506,8 @@ struct TunOut {
     bufs: Vec<Vec<u8>>,
     /// Per packet: the sending RLOC and inner length (for the counters).
     from: Vec<(IpAddr, usize)>,
+    /// Buffers of earlier batches, reused so that the steady state allocates nothing.
+    spare: Vec<Vec<u8>>,
 }
 
 /// The data path of the node (RFC 9300 §5, §7; RFC 8061), with a buffer reused for every
@@ -748,7 +753,8 @@ impl DataPath {
                     self.stats.drop(Drop::NoDevice);
                 }
             }
-            o.bufs.clear();
+            o.spare.append(&mut o.bufs);
+            o.spare.truncate(SPARE_BUFFERS);
         }
     }
 
@@ -882,11 +888,13 @@ impl DataPath {
             Decapsulated::Deliver { iid, packet } => {
                 match tuns.iter().position(|t| t.instance_id == iid) {
                     Some(k) => {
-                        let mut b = Vec::with_capacity(tun::HEADROOM + packet.len());
+                        let o = &mut self.tun_out[k];
+                        let mut b = o.spare.pop().unwrap_or_default();
+                        b.clear();
                         b.resize(tun::HEADROOM, 0);
                         b.extend_from_slice(packet);
-                        self.tun_out[k].bufs.push(b);
-                        self.tun_out[k].from.push((from.ip(), packet.len()));
+                        o.bufs.push(b);
+                        o.from.push((from.ip(), packet.len()));
                     }
                     None => self.stats.drop(Drop::NoDevice),
                 }
