@@ -5,6 +5,7 @@
 //! LISP messages and back; [`crypto`] holds Map-Register authentication; [`cli`] is the
 //! `decent` command.
 
+pub mod api;
 pub mod cli;
 pub mod control;
 pub mod crypto;

@@ -117,6 +117,8 @@ dns_suffix = "map.test"
 hash = "lispers"
 dns_server = "127.0.0.1:{dns_port}"
 resolve_interval_secs = 1
+[api]
+listen = "off"
 [site]
 [[site.key]]
 key_id = 1

@@ -5,6 +5,7 @@ pub mod decode;
 pub mod describe;
 pub mod lig;
 pub mod run;
+pub mod show;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Lig(lig::LigArgs),
     /// Decode LISP packets from hex or from a pcap / pcapng capture.
     Decode(decode::DecodeArgs),
+    /// Show a running node's state (through its HTTP API) as a table.
+    Show(show::ShowArgs),
 }
 
 fn init_logging(cli: &Cli) {
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig(a) => run::check(a),
         Command::Lig(a) => lig::run(a),
         Command::Decode(args) => decode::run(args),
+        Command::Show(args) => show::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

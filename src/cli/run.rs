@@ -50,6 +50,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<bool> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(node::run(cfg))?;
+    rt.block_on(async {
+        let (handle, requests) = node::handle::channel();
+        if let Some(listen) = cfg.api.listen {
+            let token = match &cfg.api.token_file {
+                Some(f) => Some(crate::api::read_token(f)?.into()),
+                None => None,
+            };
+            let st = crate::api::ApiState {
+                node: handle,
+                token,
+                resolver: node::own_map_resolver(&cfg).await?,
+                counters: Default::default(),
+            };
+            crate::api::serve(listen, st).await?;
+        }
+        node::run(cfg, requests).await
+    })?;
     Ok(true)
 }

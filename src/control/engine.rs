@@ -97,7 +97,14 @@ pub struct Engine {
     pub(crate) probes: HashMap<IpAddr, super::probe::ProbeState>,
     /// Bumped on every change of a registered mapping.
     pub(crate) generation: u64,
+    /// When each source address last sent us a control message (bounded; for the peers
+    /// view).
+    pub(crate) heard: HashMap<IpAddr, Duration>,
 }
+
+/// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
+/// cannot grow it without bound.
+const MAX_HEARD: usize = 4096;
 
 /// Unsolicited Map-Notify retransmission (RFC 9301 §5.7: 3 tries, 3 s apart).
 pub(crate) const NOTIFY_RETRY: Duration = Duration::from_secs(3);
@@ -145,6 +152,7 @@ impl Engine {
             probes: HashMap::new(),
             key_events: VecDeque::new(),
             etr_keys: HashMap::new(),
+            heard: HashMap::new(),
         }
     }
 
@@ -163,6 +171,29 @@ impl Engine {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// When `addr` last sent us a well-formed control message (directly or replicated).
+    pub fn last_heard(&self, addr: IpAddr) -> Option<Duration> {
+        self.heard.get(&addr).copied()
+    }
+
+    /// The ETR side of lisp-crypto: per ITR RLOC, the key-id and cipher suite agreed.
+    pub fn etr_key_ids(&self) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
+        self.etr_keys.iter().map(|(ip, (_, id, _))| (*ip, *id))
+    }
+
+    /// Forgets every cached mapping (an operator's "clear map-cache"); the lookups that
+    /// follow fill it again from the database or with Map-Requests.
+    pub fn clear_map_cache(&mut self) -> usize {
+        let n = self.map_cache.len();
+        self.map_cache = MapCache::new();
+        n
+    }
+
+    /// Sends a full round of Map-Registers at the next timeout, whatever the interval.
+    pub fn register_now(&mut self, now: Duration) {
+        self.register_due = now;
     }
 
     /// A number that changes whenever a registered mapping does (for the node to follow
@@ -221,6 +252,8 @@ impl Engine {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.learned_members.retain(|_, t| *t > now);
+            self.heard
+                .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3600));
             self.map_cache.expire(now);
             self.track_probed_rlocs(now);
             self.requesters.retain(|_, v| {
@@ -300,6 +333,9 @@ impl Engine {
         m: &ControlMessage,
         via_group: bool,
     ) {
+        if self.heard.len() < MAX_HEARD || self.heard.contains_key(&src.ip()) {
+            self.heard.insert(src.ip(), now);
+        }
         match m {
             ControlMessage::MapRegister(r) => {
                 self.process_register(now, src, bytes, r, via_group, false)

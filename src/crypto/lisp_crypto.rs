@@ -52,6 +52,14 @@ impl CipherSuite {
         self as u8
     }
 
+    /// The name used in configuration and in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            CipherSuite::Aes128Gcm => "aes128-gcm",
+            CipherSuite::ChaCha20Poly1305 => "chacha20-poly1305",
+        }
+    }
+
     /// Bytes of IV on the wire.
     pub fn iv_len(self) -> usize {
         match self {

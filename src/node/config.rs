@@ -37,6 +37,24 @@ struct RawConfig {
     instance: Vec<RawInstance>,
     #[serde(default)]
     data_plane: RawDataPlane,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+/// The HTTP API, web UI and /metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// `None`: no HTTP server (`listen = "off"`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The file holding the bearer token write operations need; none: writes are refused.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +250,7 @@ pub struct NodeConfig {
     /// MTU of the underlay path (RFC 9300 §7.1 stateless MTU handling): an inner packet
     /// whose encapsulation would exceed it is refused with an ICMP error into its TUN.
     pub underlay_mtu: u16,
+    pub api: ApiSettings,
 }
 
 /// One configuration problem.
@@ -723,6 +742,22 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
         }
     };
 
+    let api = ApiSettings {
+        listen: match raw.api.listen.as_deref().unwrap_or("127.0.0.1:8080") {
+            "off" => None,
+            text => match text.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errs.add(
+                        "api.listen",
+                        format!("\"{text}\": expected address:port (127.0.0.1:8080) or \"off\""),
+                    );
+                    None
+                }
+            },
+        },
+        token_file: raw.api.token_file.map(|f| base.join(f)),
+    };
     let site_id = raw.site_id.unwrap_or(0).to_be_bytes();
     let state_dir = base.join(
         raw.state_dir
@@ -747,6 +782,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             encryption,
             allow_clear: raw.data_plane.allow_clear || encryption.is_none(),
             underlay_mtu,
+            api,
         }),
         _ => Err(errs.0),
     }
@@ -789,6 +825,21 @@ accept_more_specifics = true
             c.site.own_key.as_ref().map(|(k, a)| (k.key_id, *a)),
             Some((Some(1), 2))
         );
+    }
+
+    #[test]
+    fn the_api_section() {
+        let c = parse(GOOD, Path::new("/etc/decent")).unwrap();
+        assert_eq!(c.api.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.api.token_file, None);
+        let text = format!("{GOOD}[api]\nlisten = \"[::1]:9000\"\ntoken_file = \"t\"\n");
+        let c = parse(&text, Path::new("/etc/decent")).unwrap();
+        assert_eq!(c.api.listen, Some("[::1]:9000".parse().unwrap()));
+        assert_eq!(c.api.token_file, Some(PathBuf::from("/etc/decent/t")));
+        let c = parse(&format!("{GOOD}[api]\nlisten = \"off\"\n"), Path::new(".")).unwrap();
+        assert_eq!(c.api.listen, None);
+        let errs = parse(&format!("{GOOD}[api]\nlisten = \"8080\"\n"), Path::new(".")).unwrap_err();
+        assert_eq!(errs[0].path, "api.listen", "{errs:?}");
     }
 
     #[test]

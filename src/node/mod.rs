@@ -3,10 +3,13 @@
 
 pub mod config;
 pub mod dns;
+pub mod handle;
 pub mod interfaces;
+pub mod lig;
 pub mod state;
 pub mod tun;
 pub mod udp_io;
+pub mod view;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -72,6 +75,20 @@ async fn resolve_rlocs(cfg: &NodeConfig) -> anyhow::Result<Vec<LocalRloc>> {
         }
     }
     Ok(out)
+}
+
+/// Where this node's own Map-Resolver answers (for lig from the web UI): the first listen
+/// address, else the first RLOC, on the control port.
+pub async fn own_map_resolver(cfg: &NodeConfig) -> anyhow::Result<SocketAddr> {
+    let ip = match cfg.listen.first() {
+        Some(a) => *a,
+        None => resolve_rlocs(cfg)
+            .await?
+            .first()
+            .map(|r| r.address)
+            .context("no RLOC address: the configured interfaces have no usable address")?,
+    };
+    Ok(SocketAddr::new(ip, cfg.control_port))
 }
 
 /// A received datagram: local address it arrived on, sender, bytes.
@@ -181,8 +198,9 @@ impl Sockets {
     }
 }
 
-/// Runs a node until SIGINT or SIGTERM; then it leaves the peer group and returns.
-pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+/// Runs a node until SIGINT or SIGTERM; then it leaves the peer group and returns. Queries
+/// from the API arrive on `requests` and are answered between packets.
+pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Result<()> {
     let xtr_id = state::xtr_id(&cfg.state_dir)?;
     let rlocs = resolve_rlocs(&cfg).await?;
     if rlocs.is_empty() {
@@ -403,6 +421,11 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 data.flush_out();
                 engine_driven = probed || engine.has_output();
             }
+            Some(req) = requests.recv() => {
+                let answer = data.answer(&mut engine, start.elapsed(), req.query);
+                engine_driven |= matches!(answer, handle::Answer::Registering | handle::Answer::Cleared(_));
+                let _ = req.reply.send(answer);
+            }
             Some((index, addrs)) = dns_rx.recv() => {
                 engine.set_pull_servers(start.elapsed(), index, addrs);
                 engine_driven = true;
@@ -541,6 +564,44 @@ struct DataPath {
 }
 
 impl DataPath {
+    /// Answers a query of the API from the engine's and the data path's state.
+    fn answer(&self, engine: &mut Engine, now: Duration, q: handle::Query) -> handle::Answer {
+        use handle::{Answer, Query};
+        match q {
+            Query::ClearMapCache => {
+                let n = engine.clear_map_cache();
+                info!(entries = n, "map-cache cleared through the API");
+                return Answer::Cleared(n);
+            }
+            Query::RegisterNow => {
+                info!("Map-Registers requested through the API");
+                engine.register_now(now);
+                return Answer::Registering;
+            }
+            _ => {}
+        }
+        let v = view::Viewer {
+            engine,
+            stats: &self.stats,
+            send_keys: &self.send_keys,
+            recv_keys: &self.recv_keys,
+            now,
+        };
+        match q {
+            Query::Status => Answer::Status(Box::new(v.status())),
+            Query::Database => Answer::Database(v.database()),
+            Query::SiteCache => Answer::SiteCache(v.site_cache()),
+            Query::SiteLookup { iid, addr } => Answer::SiteLookup(v.site_lookup(iid, addr)),
+            Query::MapCache => Answer::MapCache(v.map_cache()),
+            Query::Peers => Answer::Peers(v.peers()),
+            Query::Keys => Answer::Keys(v.keys()),
+            Query::Stats => Answer::Stats(Box::new(v.stats())),
+            Query::Metrics | Query::ClearMapCache | Query::RegisterNow => {
+                Answer::Metrics(Box::new(v.metrics()))
+            }
+        }
+    }
+
     /// ITR: a packet from the TUN of `iid` leaves LISP-encapsulated to the flow's RLOC.
     /// Returns true when it asked the engine for an RLOC-probe (the packet waits for a key).
     /// The sealed datagram is staged: [`DataPath::flush_out`] sends what a batch staged.

@@ -1,0 +1,257 @@
+//! `/metrics` in the Prometheus / OpenMetrics text format (prometheus-client). Each scrape
+//! takes one snapshot of the node and encodes it: the counters live in the node's task,
+//! where the data path counts without atomics, and are copied here only when asked for.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+use super::ApiState;
+use crate::node::handle::{Answer, Query};
+use crate::node::view::MetricsView;
+
+/// Requests the API served, and how many were refused or failed.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl HttpCounters {
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A write without the right token.
+    pub fn refused(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// A family of counters, set from snapshot values.
+struct Counters(Family<Labels, Counter>);
+
+impl Counters {
+    fn new(r: &mut Registry, name: &str, help: &str) -> Self {
+        let f = Family::<Labels, Counter>::default();
+        r.register(name, help, f.clone());
+        Counters(f)
+    }
+    fn set(&self, l: &[(&str, &str)], v: u64) {
+        self.0.get_or_create(&labels(l)).inc_by(v);
+    }
+}
+
+fn gauge(r: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(v);
+    r.register(name, help, g);
+}
+
+/// Traffic (`{"encapsulated": {"packets", "bytes"}, "decapsulated": {...}}`) by one label.
+fn traffic(
+    packets: &Counters,
+    bytes: &Counters,
+    label: &str,
+    map: &serde_json::Map<String, Value>,
+) {
+    for (key, dirs) in map {
+        for dir in ["encapsulated", "decapsulated"] {
+            let l = [(label, key.as_str()), ("direction", dir)];
+            packets.set(&l, u(&dirs[dir]["packets"]));
+            bytes.set(&l, u(&dirs[dir]["bytes"]));
+        }
+    }
+}
+
+/// Encodes one snapshot of the node.
+pub fn render(m: &MetricsView, http: &HttpCounters) -> String {
+    let mut r = Registry::with_prefix("lisp_decent");
+    let s = &m.status;
+    let control = &s.counters.control;
+    let data = &s.counters.data;
+
+    let pk = Counters::new(
+        &mut r,
+        "instance_packets",
+        "Data packets encapsulated / decapsulated per Instance-ID",
+    );
+    let by = Counters::new(
+        &mut r,
+        "instance_bytes",
+        "Inner bytes encapsulated / decapsulated per Instance-ID",
+    );
+    if let Some(m) = data["per_instance"].as_object() {
+        traffic(&pk, &by, "instance_id", m);
+    }
+    let pk = Counters::new(
+        &mut r,
+        "rloc_packets",
+        "Data packets encapsulated to / decapsulated from each RLOC",
+    );
+    let by = Counters::new(
+        &mut r,
+        "rloc_bytes",
+        "Inner bytes encapsulated to / decapsulated from each RLOC",
+    );
+    if let Some(m) = data["per_rloc"].as_object() {
+        traffic(&pk, &by, "rloc", m);
+    }
+    let drops = Counters::new(&mut r, "data_drops", "Data packets dropped, by reason");
+    if let Some(m) = data["drops"].as_object() {
+        for (reason, n) in m {
+            drops.set(&[("reason", reason)], u(n));
+        }
+    }
+    let crypto = Counters::new(
+        &mut r,
+        "crypto_packets",
+        "Data packets sealed / opened with lisp-crypto (RFC 8061)",
+    );
+    crypto.set(&[("operation", "encrypt")], u(&data["encrypted"]));
+    crypto.set(&[("operation", "decrypt")], u(&data["decrypted"]));
+
+    let regs = Counters::new(
+        &mut r,
+        "map_registers",
+        "Map-Registers sent, received and accepted",
+    );
+    for (event, field) in [
+        ("sent", "map_registers_sent"),
+        ("received", "map_registers_received"),
+        ("accepted", "map_registers_accepted"),
+    ] {
+        regs.set(&[("event", event)], u(&control[field]));
+    }
+    let rejected = Counters::new(
+        &mut r,
+        "map_registers_rejected",
+        "Map-Registers refused, by reason",
+    );
+    for (reason, field) in [
+        ("unauthenticated", "register_rejected_unauthenticated"),
+        ("authentication", "register_rejected_auth"),
+        ("not_allowed", "register_rejected_not_allowed"),
+        ("bad_eid", "register_rejected_bad_eid"),
+    ] {
+        rejected.set(&[("reason", reason)], u(&control[field]));
+    }
+    let reqs = Counters::new(&mut r, "map_requests", "Map-Requests sent and received");
+    reqs.set(&[("direction", "sent")], u(&control["map_requests_sent"]));
+    reqs.set(
+        &[("direction", "received")],
+        u(&control["map_requests_received"]),
+    );
+    let reps = Counters::new(&mut r, "map_replies", "Map-Replies sent and received");
+    reps.set(&[("direction", "sent")], u(&control["map_replies_sent"]));
+    reps.set(
+        &[("direction", "received")],
+        u(&control["map_replies_received"]),
+    );
+    let events = Counters::new(
+        &mut r,
+        "control_events",
+        "Every counter of the control engine, by name (as in /api/v1/stats)",
+    );
+    if let Some(m) = control.as_object() {
+        for (name, n) in m {
+            events.set(&[("event", name)], u(n));
+        }
+    }
+
+    let rtt = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    r.register(
+        "probe_rtt_seconds",
+        "Round-trip time of the last RLOC-probe, per RLOC",
+        rtt.clone(),
+    );
+    let rekeys = Counters::new(
+        &mut r,
+        "rekeys",
+        "lisp-crypto keys agreed again with an RLOC",
+    );
+    for p in &m.probes {
+        if let Some(ms) = p.rtt_ms {
+            rtt.get_or_create(&labels(&[("rloc", &p.rloc)]))
+                .set(ms / 1000.0);
+        }
+        rekeys.set(&[("rloc", &p.rloc)], p.rekeys);
+    }
+
+    gauge(
+        &mut r,
+        "site_cache_entries",
+        "EIDs registered in this Map-Server",
+        s.site_cache_entries as i64,
+    );
+    gauge(
+        &mut r,
+        "map_cache_entries",
+        "Mappings in the ITR's map-cache",
+        s.map_cache_entries as i64,
+    );
+    gauge(
+        &mut r,
+        "peers",
+        "Members of the peer group, this node left out",
+        s.members as i64,
+    );
+    gauge(
+        &mut r,
+        "uptime_seconds",
+        "Seconds since the node started",
+        s.uptime_secs as i64,
+    );
+    let api = Counters::new(&mut r, "api_requests", "HTTP API requests, by outcome");
+    let total = http.requests.load(Ordering::Relaxed);
+    let errors = http.errors.load(Ordering::Relaxed);
+    let refused = http.refused.load(Ordering::Relaxed);
+    api.set(&[("outcome", "ok")], total.saturating_sub(errors));
+    api.set(&[("outcome", "error")], errors.saturating_sub(refused));
+    api.set(&[("outcome", "refused")], refused);
+
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
+
+pub async fn handler(State(st): State<ApiState>) -> Response {
+    match st.ask(Query::Metrics).await {
+        Ok(Answer::Metrics(m)) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            render(&m, &st.counters),
+        )
+            .into_response(),
+        Ok(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
