@@ -7,8 +7,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::capture::{FrameItem, read_capture};
-use super::describe::{self, AuthOutcome};
 use crate::crypto::auth::{AuthKey, KeyRing};
+use crate::node::describe::{self, AuthOutcome};
 use crate::wire::{ControlMessage, WireError};
 
 /// Arguments of `decent decode`.

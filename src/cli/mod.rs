@@ -2,7 +2,6 @@
 
 pub mod capture;
 pub mod decode;
-pub mod describe;
 pub mod lig;
 pub mod run;
 pub mod show;

@@ -2,6 +2,7 @@
 //! control engine (the `quinn` half of the quinn / quinn-proto split).
 
 pub mod config;
+pub mod describe;
 pub mod dns;
 pub mod handle;
 pub mod interfaces;
@@ -393,7 +394,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         tokio::select! {
             got = rx.recv() => {
                 let Some((local, from, bytes)) = got else { bail!("all sockets closed") };
-                debug!(%from, %local, len = bytes.len(), "datagram");
+                log_control("received", from, &bytes, local.port() == cfg.data_port);
                 engine.handle_datagram(start.elapsed(), from, local, &bytes);
                 engine_driven = true;
             }
@@ -901,6 +902,7 @@ impl DataPath {
         if h.instance_id() == Some(crate::wire::CONTROL_INSTANCE_ID) {
             // Control carried in data (LISP-Decent replication): never encrypted.
             if h.key_id == 0 {
+                log_control("received", from, bytes, true);
                 engine.handle_datagram(now, from, local, bytes);
                 return true;
             }
@@ -968,8 +970,22 @@ impl DataPath {
     }
 }
 
+/// At debug level, one line per control message in `decent decode`'s words (the target
+/// `lisp_decent::control`, so `--log lisp_decent::control=debug` shows only these).
+fn log_control(dir: &str, peer: SocketAddr, bytes: &[u8], data: bool) {
+    if tracing::enabled!(target: "lisp_decent::control", tracing::Level::DEBUG) {
+        debug!(target: "lisp_decent::control", %peer, "{dir} {}", describe::one_line(bytes, data));
+    }
+}
+
 async fn flush(engine: &mut Engine, sockets: &Sockets) {
     while let Some(t) = engine.poll_transmit() {
+        log_control(
+            "sent",
+            t.dst,
+            &t.payload,
+            t.src_port == crate::wire::DATA_PORT,
+        );
         let Some(sock) = sockets.pick(&t) else {
             warn!(dst = %t.dst, "no socket to send from");
             continue;

@@ -42,10 +42,14 @@ pub struct Status {
 pub struct PeerGroupView {
     pub mode: String,
     /// Push: the group address and its delivery (`multicast` or `replicate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<String>,
     /// Pull: the number of Map-Server sets and the DNS suffix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modulus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_suffix: Option<String>,
 }
 

@@ -1,6 +1,7 @@
 //! What `decent decode` says about a LISP packet: one JSON object per packet (the `--json`
 //! form, documented in the README), and the readable text block derived from the same
-//! typed message.
+//! typed message. The node logs each control message it sends or receives in the same words
+//! at debug level ([`one_line`]).
 
 use std::fmt::Write as _;
 
@@ -444,5 +445,23 @@ pub fn text(o: &Value, out: &mut String, indent: &str) {
     }
     if let Some(inner) = o.get("inner") {
         text(inner, out, &format!("{indent}  "));
+    }
+}
+
+/// One control message (or LISP data carrying one) as a single line in `decent decode`'s
+/// words, for the debug log; unparseable bytes say why.
+pub fn one_line(bytes: &[u8], data: bool) -> String {
+    let o = if data {
+        data_json(bytes)
+    } else {
+        ControlMessage::parse(bytes).map(|m| message_json(&m))
+    };
+    match o {
+        Ok(o) => {
+            let mut t = String::new();
+            text(&o, &mut t, "");
+            t.lines().map(str::trim).collect::<Vec<_>>().join("; ")
+        }
+        Err(e) => format!("malformed ({e}), {} bytes", bytes.len()),
     }
 }
