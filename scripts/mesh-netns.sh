@@ -8,7 +8,9 @@
 # namespace dl-br; its EID-prefix is 10.I.0.0/16 and 10.I.0.1 sits on its TUN device lisp0.
 # `up` builds the project if needed, starts the nodes and returns once every node holds
 # the whole mesh in its database. `down` removes every namespace, link and process `up`
-# made, also after a failed `up`. Traffic between the nodes is encrypted (lisp-crypto,
+# made, also after a failed `up`. The host reaches the bridge as 192.0.2.254 (link dl-host),
+# so each node's web UI and API are at http://192.0.2.I:8080/.
+# Traffic between the nodes is encrypted (lisp-crypto,
 # AES-128-GCM by default, keys agreed through RLOC-probes). `net` builds the same network
 # without nodes, for other tunnels on the same topology (scripts/bench-dataplane.sh).
 set -euo pipefail
@@ -29,6 +31,7 @@ down() {
             rm -f "$f"
         done
     fi
+    ip link del dl-host 2>/dev/null || true
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^dl-(n[0-9]+|br)$' || true); do
         ip netns del "$ns" 2>/dev/null || true
     done
@@ -64,6 +67,8 @@ probe_interval_secs = $probe
 rekey_interval_secs = $rekey
 [data_plane]
 encryption = "$crypto"
+[api]
+listen = "0.0.0.0:8080"
 CFG
 }
 
@@ -86,6 +91,12 @@ net() { # n
         ip -n "dl-n$i" link set lo up
         ip -n "dl-n$i" route add 224.0.0.0/4 dev eth0
     done
+    # A leg from the host into the bridge (192.0.2.254), so that a browser or `decent show`
+    # on the host reaches each node's API at http://192.0.2.I:8080/. It goes with dl-br.
+    ip link add dl-host type veth peer name vh netns dl-br
+    ip -n dl-br link set vh master br0 up
+    ip addr add 192.0.2.254/24 dev dl-host
+    ip link set dl-host up
 }
 
 up() {
@@ -123,6 +134,7 @@ up() {
     done
     trap - ERR
     echo "mesh of $n nodes up ($mode); try: ip netns exec dl-n1 ping -c 3 10.$n.0.1"
+    echo "web UI of node 1: http://192.0.2.1:8080/ (decent show site-cache --api http://192.0.2.1:8080)"
 }
 
 case "${1:-}" in

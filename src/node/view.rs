@@ -252,7 +252,7 @@ impl Viewer<'_> {
             rlocs: cfg.rlocs.iter().map(|r| r.address.to_string()).collect(),
             peer_group,
             encryption: cfg.encryption.map_or("none", |s| s.name()).into(),
-            members: self.engine.members().len(),
+            members: self.peer_rlocs().len(),
             database_mappings: cfg.database.len(),
             site_cache_entries: self.engine.site_db().len(),
             map_cache_entries: self.engine.map_cache().len(),
@@ -408,6 +408,25 @@ impl Viewer<'_> {
             .collect()
     }
 
+    /// The peer group as this node sees it: the members it replicates to (RFC 9962 §4) and
+    /// every other RLOC that registered with it (with underlay multicast, members are known
+    /// only by their registrations).
+    fn peer_rlocs(&self) -> Vec<IpAddr> {
+        let own: Vec<IpAddr> = self
+            .engine
+            .config()
+            .rlocs
+            .iter()
+            .map(|r| r.address)
+            .collect();
+        let mut all: std::collections::BTreeSet<IpAddr> =
+            self.engine.members().into_iter().collect();
+        for (_, entry) in self.engine.site_db().iter() {
+            all.extend(entry.regs().iter().map(|r| r.registerer));
+        }
+        all.into_iter().filter(|a| !own.contains(a)).collect()
+    }
+
     pub fn peers(&self) -> Vec<PeerView> {
         let site = self.engine.site_db();
         // Who registered from which RLOC: the xTR-ID, and the name it registered.
@@ -426,8 +445,7 @@ impl Viewer<'_> {
                 }
             }
         }
-        self.engine
-            .members()
+        self.peer_rlocs()
             .into_iter()
             .map(|m| {
                 let known = by_rloc.get(&m);
