@@ -90,7 +90,7 @@ echo "   nodes:                3 (push mode, head-end replication, AES-128-GCM)"
 echo "   convergence:          ${converge_ms} ms from start to every node resolving every EID"
 echo "   ping 10.3.0.1:        ${received:-0}/5 replies, average RTT ${rtt:-?} ms"
 echo "   encrypted by node 1:  ${encrypted% *} packets, ${encrypted#* } bytes of inner packets"
-echo "   web UI:               http://192.0.2.1:8080/ (2 and 3 likewise), metrics at /metrics"
+echo "   web UI:               http://198.51.100.2:8080/ (node 2: .6, node 3: .10), metrics at /metrics"
 if [ "${received:-0}" = 0 ]; then
     echo "demo: no ping reply through the tunnel (node logs: target/mesh-netns/)" >&2
     exit 1

@@ -8,8 +8,8 @@
 # namespace dl-br; its EID-prefix is 10.I.0.0/16 and 10.I.0.1 sits on its TUN device lisp0.
 # `up` builds the project if needed, starts the nodes and returns once every node holds
 # the whole mesh in its database. `down` removes every namespace, link and process `up`
-# made, also after a failed `up`. The host reaches the bridge as 192.0.2.254 (link dl-host),
-# so each node's web UI and API are at http://192.0.2.I:8080/.
+# made, also after a failed `up`. The host has a link of its own to each node (dl-uiI),
+# where node I's web UI and API answer at http://198.51.100.(4I-2):8080/ (n1: .2, n2: .6).
 # Traffic between the nodes is encrypted (lisp-crypto,
 # AES-128-GCM by default, keys agreed through RLOC-probes). `net` builds the same network
 # without nodes, for other tunnels on the same topology (scripts/bench-dataplane.sh).
@@ -31,7 +31,9 @@ down() {
             rm -f "$f"
         done
     fi
-    ip link del dl-host 2>/dev/null || true
+    for l in $(ip -o link show 2>/dev/null | grep -oE 'dl-ui[0-9]+' | sort -u); do
+        ip link del "$l" 2>/dev/null || true
+    done
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^dl-(n[0-9]+|br)$' || true); do
         ip netns del "$ns" 2>/dev/null || true
     done
@@ -91,12 +93,17 @@ net() { # n
         ip -n "dl-n$i" link set lo up
         ip -n "dl-n$i" route add 224.0.0.0/4 dev eth0
     done
-    # A leg from the host into the bridge (192.0.2.254), so that a browser or `decent show`
-    # on the host reaches each node's API at http://192.0.2.I:8080/. It goes with dl-br.
-    ip link add dl-host type veth peer name vh netns dl-br
-    ip -n dl-br link set vh master br0 up
-    ip addr add 192.0.2.254/24 dev dl-host
-    ip link set dl-host up
+    # A point-to-point link from the host to each node (not through the bridge, which carries
+    # the mesh alone), so that a browser or `decent show` on the host reaches node I's API at
+    # http://198.51.100.(4I-2):8080/ (the host's end is 198.51.100.(4I-3)). They go with the
+    # namespaces.
+    for i in $(seq 1 "$n"); do
+        ip link add "dl-ui$i" type veth peer name ui0 netns "dl-n$i"
+        ip addr add "198.51.100.$((4 * i - 3))/30" dev "dl-ui$i"
+        ip link set "dl-ui$i" up
+        ip -n "dl-n$i" addr add "198.51.100.$((4 * i - 2))/30" dev ui0
+        ip -n "dl-n$i" link set ui0 up
+    done
 }
 
 up() {
@@ -134,7 +141,7 @@ up() {
     done
     trap - ERR
     echo "mesh of $n nodes up ($mode); try: ip netns exec dl-n1 ping -c 3 10.$n.0.1"
-    echo "web UI of node 1: http://192.0.2.1:8080/ (decent show site-cache --api http://192.0.2.1:8080)"
+    echo "web UI of node 1: http://198.51.100.2:8080/ (decent show site-cache --api http://198.51.100.2:8080)"
 }
 
 case "${1:-}" in

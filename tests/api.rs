@@ -3,28 +3,15 @@
 //! headless Chromium (with a screenshot kept in target/artifacts).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const TOKEN: &str = "api-test-token";
 
-fn decent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_decent"))
-}
-
-/// Kills the nodes when the test ends, also when it fails.
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+mod procs;
+use procs::{Nodes, decent};
 
 fn config(i: u8) -> String {
     format!(

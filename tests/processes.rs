@@ -2,26 +2,13 @@
 //! `decent lig` from each node to each other node's EID. Also `decent check-config`.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn decent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_decent"))
-}
-
-/// Kills the nodes when the test ends, also when it fails.
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+mod procs;
+use procs::{Nodes, decent};
 
 fn lig(eid: &str, to: &str) -> Output {
     decent()
