@@ -54,6 +54,10 @@ mesh() {
     local keys
     keys=$("${compose[@]}" exec -T "${p}1" decent show keys)
     echo "$keys" | grep -q "172\.2[89]\.0\.13 *encap *aes128-gcm" || fail "no encap key toward ${p}3: $keys"
+    local cache
+    cache=$("${compose[@]}" exec -T "${p}1" decent show map-cache --json)
+    echo "$cache" | grep -q '"eid": "\[0\]10\.3\.0\.0/16"' || fail "${p}1's map-cache lacks 10.3.0.0/16: $cache"
+    echo "$cache" | grep -qE '"packets": [1-9]' || fail "${p}1's map-cache counts no packets: $cache"
     local page metrics
     page=$(curl -sf "http://127.0.0.1:${base}1/site-cache?eid=10.2.0.1") || fail "web UI of ${p}1 not published"
     echo "$page" | grep -q "<h1>lisp-decent ${p}1</h1>" || fail "the web UI does not name ${p}1"
@@ -61,6 +65,10 @@ mesh() {
     metrics=$(curl -sf "http://127.0.0.1:${base}1/metrics") || fail "no /metrics"
     echo "$metrics" | grep -q '^lisp_decent_peers 2$' || fail "metrics do not count 2 peers"
     echo "$metrics" | grep -qE '^lisp_decent_crypto_packets_total\{operation="encrypt"\} [1-9]' || fail "nothing encrypted"
+    echo "$metrics" | grep -qE '^lisp_decent_instance_packets_total\{instance_id="0",direction="encapsulated"\} [1-9]' ||
+        fail "no encapsulated packets counted for Instance-ID 0"
+    echo "$metrics" | grep -qE '^lisp_decent_rloc_bytes_total\{rloc="172\.2[89]\.0\.13",direction="encapsulated"\} [1-9]' ||
+        fail "no bytes counted toward ${p}3's RLOC"
     echo "compose-test: ${p} web UI, metrics and keys ok"
     "${compose[@]}" --profile multicast stop "${p}1" "${p}2" "${p}3" >/dev/null 2>&1
 }

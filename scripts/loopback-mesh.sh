@@ -46,6 +46,8 @@ for i in 1 2 3; do
         echo
     done
 done
+echo "web UIs: http://127.0.0.1:8080/ http://127.0.0.2:8080/ http://127.0.0.3:8080/"
+echo "  (or: target/release/decent show site-cache --api http://127.0.0.2:8080)"
 if $keep; then
     echo "nodes running; Ctrl-C stops them"
     wait

@@ -13,7 +13,14 @@ const TOKEN: &str = "api-test-token";
 mod procs;
 use procs::{Nodes, decent};
 
+/// Node i's configuration; nodes 1-3 form the mesh (node 1 is its seed), any other stays
+/// alone.
 fn config(i: u8) -> String {
+    let seeds = if i <= 3 {
+        "seeds = [\"127.0.0.11\"]"
+    } else {
+        ""
+    };
     format!(
         r#"name = "a{i}"
 state_dir = "state{i}"
@@ -24,7 +31,7 @@ prefix = "10.{i}.0.0/16"
 [peer_group]
 group = "224.1.1.1"
 delivery = "replicate"
-seeds = ["127.0.0.11"]
+{seeds}
 [site]
 [[site.key]]
 key_id = 1
