@@ -26,6 +26,7 @@ fi
 if ! command -v ip >/dev/null || ! command -v ping >/dev/null; then
     if command -v apt-get >/dev/null; then
         echo "== installing iproute2 and iputils-ping (apt-get)"
+        apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iputils-ping >/dev/null
     fi
 fi
@@ -37,6 +38,7 @@ bin=target/release/decent
 bg=""
 cleanup() {
     [ -n "$bg" ] && kill "$bg" 2>/dev/null || true
+    kill $(jobs -p) 2>/dev/null || true
     bash scripts/mesh-netns.sh down
     echo "demo: removed the namespaces, links and nodes it created"
 }
@@ -98,5 +100,9 @@ fi
 if $keep; then
     echo
     echo "the mesh keeps running; Ctrl-C removes it"
-    while true; do sleep 3600; done
+    # `wait` returns at once on Ctrl-C (a foreground sleep would hold the trap back).
+    while true; do
+        sleep 3600 &
+        wait $! || true
+    done
 fi
