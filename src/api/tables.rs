@@ -95,122 +95,93 @@ fn with_rlocs(
     rows
 }
 
+/// How a column shows its field.
+#[derive(Debug, Clone, Copy)]
+enum Show {
+    Text,
+    /// Seconds, as [`duration`].
+    Secs,
+    /// Seconds ago, or "never".
+    Ago,
+}
+
+/// A column: its title, the JSON field it shows, and how.
+type Column = (&'static str, &'static str, Show);
+
+const DATABASE: &[Column] = &[("EID-prefix", "eid", Show::Text)];
+const SITE_CACHE: &[Column] = &[
+    ("EID-prefix", "eid", Show::Text),
+    ("Registered", "registered", Show::Text),
+    ("Registerer", "last_registerer", Show::Text),
+    ("xTR-ID", "xtr_id", Show::Text),
+    ("First", "first_registered_ago", Show::Secs),
+    ("Last", "last_registered_ago", Show::Secs),
+    ("TTL (min)", "ttl", Show::Text),
+    ("Flags", "flags", Show::Text),
+];
+const MAP_CACHE: &[Column] = &[
+    ("EID-prefix", "eid", Show::Text),
+    ("Uptime", "uptime_secs", Show::Secs),
+    ("Expires", "expires_in", Show::Secs),
+    ("TTL (min)", "ttl", Show::Text),
+    ("Source", "source", Show::Text),
+    ("Action", "action", Show::Text),
+];
+const PEERS: &[Column] = &[
+    ("RLOC", "rloc", Show::Text),
+    ("Name", "name", Show::Text),
+    ("xTR-ID", "xtr_id", Show::Text),
+    ("Last heard", "last_heard_ago", Show::Ago),
+];
+const KEYS: &[Column] = &[
+    ("RLOC", "rloc", Show::Text),
+    ("Direction", "direction", Show::Text),
+    ("Cipher suite", "cipher_suite", Show::Text),
+    ("Key-id", "key_id", Show::Text),
+    ("Age", "age_secs", Show::Secs),
+    ("Rekeys", "rekeys", Show::Text),
+    ("Packets", "packets", Show::Text),
+];
+
+fn cells(cols: &[Column], e: &Value) -> Vec<String> {
+    cols.iter()
+        .map(|(_, field, show)| {
+            let v = &e[*field];
+            match show {
+                Show::Text => cell(v),
+                Show::Secs => duration(v),
+                Show::Ago if v.is_u64() => format!("{} ago", duration(v)),
+                Show::Ago => "never".into(),
+            }
+        })
+        .collect()
+}
+
 /// The table of a list view (`kind` is one of [`LISTS`]); `None` for another kind or JSON
 /// that is not a list.
 pub fn table(kind: &str, v: &Value) -> Option<Table> {
     let items = v.as_array()?;
-    let rloc_h = ["RLOC", "State", "Pri/Wgt"];
-    let t = match kind {
-        "database" => Table {
-            headers: [&["EID-prefix"][..], &rloc_h].concat(),
-            rows: with_rlocs(items, |e| vec![cell(&e["eid"])], false),
-        },
-        "site-cache" => Table {
-            headers: [
-                &[
-                    "EID-prefix",
-                    "Registered",
-                    "Registerer",
-                    "xTR-ID",
-                    "First",
-                    "Last",
-                    "TTL (min)",
-                    "Flags",
-                ][..],
-                &rloc_h,
-            ]
-            .concat(),
-            rows: with_rlocs(
-                items,
-                |e| {
-                    vec![
-                        cell(&e["eid"]),
-                        cell(&e["registered"]),
-                        cell(&e["last_registerer"]),
-                        cell(&e["xtr_id"]),
-                        duration(&e["first_registered_ago"]),
-                        duration(&e["last_registered_ago"]),
-                        cell(&e["ttl"]),
-                        cell(&e["flags"]),
-                    ]
-                },
-                false,
-            ),
-        },
-        "map-cache" => Table {
-            headers: [
-                &[
-                    "EID-prefix",
-                    "Uptime",
-                    "Expires",
-                    "TTL (min)",
-                    "Source",
-                    "Action",
-                ][..],
-                &rloc_h,
-                &["RTT", "Key", "Packets/Bytes"],
-            ]
-            .concat(),
-            rows: with_rlocs(
-                items,
-                |e| {
-                    vec![
-                        cell(&e["eid"]),
-                        duration(&e["uptime_secs"]),
-                        duration(&e["expires_in"]),
-                        cell(&e["ttl"]),
-                        cell(&e["source"]),
-                        cell(&e["action"]),
-                    ]
-                },
-                true,
-            ),
-        },
-        "peers" => Table {
-            headers: vec!["RLOC", "Name", "xTR-ID", "Last heard"],
-            rows: items
-                .iter()
-                .map(|p| {
-                    vec![
-                        cell(&p["rloc"]),
-                        cell(&p["name"]),
-                        cell(&p["xtr_id"]),
-                        p["last_heard_ago"].as_u64().map_or_else(
-                            || "never".into(),
-                            |_| format!("{} ago", duration(&p["last_heard_ago"])),
-                        ),
-                    ]
-                })
-                .collect(),
-        },
-        "keys" => Table {
-            headers: vec![
-                "RLOC",
-                "Direction",
-                "Cipher suite",
-                "Key-id",
-                "Age",
-                "Rekeys",
-                "Packets",
-            ],
-            rows: items
-                .iter()
-                .map(|k| {
-                    vec![
-                        cell(&k["rloc"]),
-                        cell(&k["direction"]),
-                        cell(&k["cipher_suite"]),
-                        cell(&k["key_id"]),
-                        duration(&k["age_secs"]),
-                        cell(&k["rekeys"]),
-                        cell(&k["packets"]),
-                    ]
-                })
-                .collect(),
-        },
+    // The columns, and for views with RLOCs whether the map-cache's extra RLOC columns go too.
+    let (cols, rlocs): (&[Column], Option<bool>) = match kind {
+        "database" => (DATABASE, Some(false)),
+        "site-cache" => (SITE_CACHE, Some(false)),
+        "map-cache" => (MAP_CACHE, Some(true)),
+        "peers" => (PEERS, None),
+        "keys" => (KEYS, None),
         _ => return None,
     };
-    Some(t)
+    let mut headers: Vec<&'static str> = cols.iter().map(|c| c.0).collect();
+    let rows = match rlocs {
+        Some(extra) => {
+            headers.extend(["RLOC", "State", "Pri/Wgt"]);
+            if extra {
+                headers.extend(["RTT", "Key", "Packets/Bytes"]);
+            }
+            with_rlocs(items, |e| cells(cols, e), extra)
+        }
+        None => items.iter().map(|e| cells(cols, e)).collect(),
+    };
+    Some(Table { headers, rows })
 }
 
 /// Flattens an object into `dotted.key = value` pairs (status, stats), leaves only.
@@ -294,6 +265,21 @@ mod tests {
         assert_eq!(lines[2], "                192.0.2.11  down   2/0");
         assert!(table("nonsense", &v).is_none());
         assert!(table("database", &json!({})).is_none());
+    }
+
+    #[test]
+    fn peers_say_when_last_heard() {
+        let v = json!([
+            {"rloc": "192.0.2.2", "name": "n2", "xtr_id": "ab", "last_heard_ago": 65},
+            {"rloc": "192.0.2.3", "name": null, "xtr_id": null, "last_heard_ago": null}
+        ]);
+        let t = table("peers", &v).unwrap();
+        assert_eq!(t.headers, ["RLOC", "Name", "xTR-ID", "Last heard"]);
+        assert_eq!(t.rows[0], ["192.0.2.2", "n2", "ab", "1m05s ago"]);
+        assert_eq!(t.rows[1], ["192.0.2.3", "-", "-", "never"]);
+        let m = table("map-cache", &json!([])).unwrap();
+        assert_eq!(m.headers.len(), 12);
+        assert_eq!(m.headers[9..], ["RTT", "Key", "Packets/Bytes"]);
     }
 
     #[test]
