@@ -565,6 +565,17 @@ struct DataPath {
 }
 
 impl DataPath {
+    /// The views of the node's state at `now`.
+    fn viewer<'a>(&'a self, engine: &'a Engine, now: Duration) -> view::Viewer<'a> {
+        view::Viewer {
+            engine,
+            stats: &self.stats,
+            send_keys: &self.send_keys,
+            recv_keys: &self.recv_keys,
+            now,
+        }
+    }
+
     /// Answers a query of the API from the engine's and the data path's state.
     fn answer(&self, engine: &mut Engine, now: Duration, q: handle::Query) -> handle::Answer {
         use handle::{Answer, Query};
@@ -572,34 +583,24 @@ impl DataPath {
             Query::ClearMapCache => {
                 let n = engine.clear_map_cache();
                 info!(entries = n, "map-cache cleared through the API");
-                return Answer::Cleared(n);
+                Answer::Cleared(n)
             }
             Query::RegisterNow => {
                 info!("Map-Registers requested through the API");
                 engine.register_now(now);
-                return Answer::Registering;
+                Answer::Registering
             }
-            _ => {}
-        }
-        let v = view::Viewer {
-            engine,
-            stats: &self.stats,
-            send_keys: &self.send_keys,
-            recv_keys: &self.recv_keys,
-            now,
-        };
-        match q {
-            Query::Status => Answer::Status(Box::new(v.status())),
-            Query::Database => Answer::Database(v.database()),
-            Query::SiteCache => Answer::SiteCache(v.site_cache()),
-            Query::SiteLookup { iid, addr } => Answer::SiteLookup(v.site_lookup(iid, addr)),
-            Query::MapCache => Answer::MapCache(v.map_cache()),
-            Query::Peers => Answer::Peers(v.peers()),
-            Query::Keys => Answer::Keys(v.keys()),
-            Query::Stats => Answer::Stats(Box::new(v.stats())),
-            Query::Metrics | Query::ClearMapCache | Query::RegisterNow => {
-                Answer::Metrics(Box::new(v.metrics()))
+            Query::Status => Answer::Status(Box::new(self.viewer(engine, now).status())),
+            Query::Database => Answer::Database(self.viewer(engine, now).database()),
+            Query::SiteCache => Answer::SiteCache(self.viewer(engine, now).site_cache()),
+            Query::SiteLookup { iid, addr } => {
+                Answer::SiteLookup(self.viewer(engine, now).site_lookup(iid, addr))
             }
+            Query::MapCache => Answer::MapCache(self.viewer(engine, now).map_cache()),
+            Query::Peers => Answer::Peers(self.viewer(engine, now).peers()),
+            Query::Keys => Answer::Keys(self.viewer(engine, now).keys()),
+            Query::Stats => Answer::Stats(Box::new(self.viewer(engine, now).stats())),
+            Query::Metrics => Answer::Metrics(Box::new(self.viewer(engine, now).metrics())),
         }
     }
 
