@@ -206,6 +206,10 @@ fn api_views_writes_metrics_show_and_web_pages() {
         }
         std::thread::sleep(Duration::from_millis(300));
     };
+    for k in keys.as_array().unwrap() {
+        assert!(k["age_secs"].as_u64() < Some(30), "{k}");
+        assert_eq!(k["rekeys"], 0, "the first key is no rekey: {k}");
+    }
     let text = keys.to_string();
     assert!(text.contains("\"cipher_suite\":\"aes128-gcm\""), "{text}");
     assert!(text.contains("\"key_id\":1"), "{text}");
@@ -283,6 +287,10 @@ fn metrics(base: &str) {
     assert!(accepted > 0);
     assert!(
         m.contains("lisp_decent_probe_rtt_seconds{rloc=\"127.0.0.12\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("lisp_decent_rekeys_total{rloc=\"127.0.0.12\"} 0"),
         "{m}"
     );
     assert!(

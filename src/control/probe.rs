@@ -134,6 +134,7 @@ pub struct ProbeState {
     pub key_id: u8,
     pub keyed_at: Option<Duration>,
     pub etr_public: Option<[u8; 32]>,
+    /// Keys agreed with this RLOC, the first one included.
     pub rekeys: u64,
     /// The data plane asked for a fresh key (its packet budget is spent).
     pub rekey_asked: bool,

@@ -357,7 +357,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
             engine.handle_timeout(start.elapsed());
             flush(&mut engine, &sockets).await;
             while let Some(e) = engine.poll_key_event() {
-                data.key_event(&engine, e);
+                data.key_event(&engine, start.elapsed(), e);
             }
             if !data.waiting.is_empty() {
                 data.release_waiting(&mut engine, &tuns, start.elapsed())
@@ -558,6 +558,9 @@ struct DataPath {
     /// ETR keys per ITR RLOC, one per key-id 1-3 (RFC 8061): the K bits of a packet pick
     /// its key, so the key before a rekey stays usable for packets still in flight.
     recv_keys: HashMap<IpAddr, [Option<crate::crypto::lisp_crypto::RecvKey>; 3]>,
+    /// Per ITR RLOC: when its newest key was installed and how many it has had (for the
+    /// API's keys view).
+    recv_history: HashMap<IpAddr, view::KeyHistory>,
     /// Packets waiting for a mapping (pull mode).
     waiting: crate::dataplane::waiting::MappingQueue,
     /// Packets waiting for a key: RLOC -> (Instance-ID, packet).
@@ -572,6 +575,7 @@ impl DataPath {
             stats: &self.stats,
             send_keys: &self.send_keys,
             recv_keys: &self.recv_keys,
+            recv_history: &self.recv_history,
             now,
         }
     }
@@ -823,7 +827,7 @@ impl DataPath {
 
     /// Installs what the control plane agreed (RFC 8061 key exchange in RLOC-probes) and
     /// sends the packets that waited for it.
-    fn key_event(&mut self, engine: &Engine, e: crate::control::KeyEvent) {
+    fn key_event(&mut self, engine: &Engine, now: Duration, e: crate::control::KeyEvent) {
         use crate::control::KeyEvent;
         use crate::crypto::lisp_crypto::{RecvKey, SendKey};
         match e {
@@ -847,6 +851,9 @@ impl DataPath {
                 key,
             } => {
                 info!(%itr, ?suite, key_id, "lisp-crypto key agreed (receive)");
+                let h = self.recv_history.entry(itr).or_default();
+                h.installed = now;
+                h.keys += 1;
                 if let Some(slot) = self
                     .recv_keys
                     .entry(itr)

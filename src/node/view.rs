@@ -143,6 +143,7 @@ pub struct KeyView {
     pub cipher_suite: String,
     pub key_id: u8,
     pub age_secs: Option<u64>,
+    /// Keys agreed after the first one (rekeys, RFC 8061 §4).
     pub rekeys: Option<u64>,
     pub packets: Option<u64>,
 }
@@ -153,6 +154,7 @@ pub struct ProbeView {
     pub rloc: String,
     pub state: String,
     pub rtt_ms: Option<f64>,
+    /// Keys agreed after the first one.
     pub rekeys: u64,
 }
 
@@ -199,12 +201,21 @@ fn eid_parts(key: &EidKey) -> (String, u32) {
     (key.to_string(), key.iid())
 }
 
+/// The ETR side's record of one ITR's keys: when the newest was installed, and how many
+/// keys it has agreed with us (the first included).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHistory {
+    pub installed: Duration,
+    pub keys: u64,
+}
+
 /// Builds the views from the engine and the data path's state.
 pub struct Viewer<'a> {
     pub engine: &'a Engine,
     pub stats: &'a DataStats,
     pub send_keys: &'a HashMap<IpAddr, SendKey>,
     pub recv_keys: &'a HashMap<IpAddr, [Option<RecvKey>; 3]>,
+    pub recv_history: &'a HashMap<IpAddr, KeyHistory>,
     pub now: Duration,
 }
 
@@ -477,7 +488,7 @@ impl Viewer<'_> {
                     age_secs: p
                         .and_then(|p| p.keyed_at)
                         .map(|t| secs(self.now.saturating_sub(t))),
-                    rekeys: p.map(|p| p.rekeys),
+                    rekeys: p.map(|p| p.rekeys.saturating_sub(1)),
                     packets: Some(k.packets()),
                 }
             })
@@ -491,13 +502,14 @@ impl Viewer<'_> {
                 .find(|k| Some(k.key_id) == id)
                 .or_else(|| keys.iter().flatten().next());
             if let Some(k) = k {
+                let h = self.recv_history.get(ip);
                 out.push(KeyView {
                     rloc: ip.to_string(),
                     direction: "decap".into(),
                     cipher_suite: k.suite.name().into(),
                     key_id: k.key_id,
-                    age_secs: None,
-                    rekeys: None,
+                    age_secs: h.map(|h| secs(self.now.saturating_sub(h.installed))),
+                    rekeys: h.map(|h| h.keys.saturating_sub(1)),
                     packets: None,
                 });
             }
@@ -515,7 +527,7 @@ impl Viewer<'_> {
                 rloc: ip.to_string(),
                 state: state_name(p.state).into(),
                 rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                rekeys: p.rekeys,
+                rekeys: p.rekeys.saturating_sub(1),
             })
             .collect();
         probes.sort_by(|a, b| a.rloc.cmp(&b.rloc));
