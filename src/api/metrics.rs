@@ -2,6 +2,7 @@
 //! takes one snapshot of the node and encodes it: the counters live in the node's task,
 //! where the data path counts without atomics, and are copied here only when asked for.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
@@ -18,26 +19,32 @@ use super::ApiState;
 use crate::node::handle::{Answer, Query};
 use crate::node::view::MetricsView;
 
-/// Requests the API served, and how many were refused or failed.
+/// Requests the API answered, by outcome (counted by [`count`] around every route).
 #[derive(Debug, Default)]
 pub struct HttpCounters {
-    requests: AtomicU64,
+    ok: AtomicU64,
     errors: AtomicU64,
+    /// Writes without the right token (401, 403).
     refused: AtomicU64,
 }
 
-impl HttpCounters {
-    pub fn request(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-    }
-    /// A write without the right token.
-    pub fn refused(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        self.refused.fetch_add(1, Ordering::Relaxed);
-    }
+/// Counts each request by the status of its answer.
+pub async fn count(
+    State(c): State<Arc<HttpCounters>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let slot = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        &c.refused
+    } else if status.is_client_error() || status.is_server_error() {
+        &c.errors
+    } else {
+        &c.ok
+    };
+    slot.fetch_add(1, Ordering::Relaxed);
+    resp
 }
 
 type Labels = Vec<(String, String)>;
@@ -228,12 +235,13 @@ pub fn render(m: &MetricsView, http: &HttpCounters) -> String {
         s.uptime_secs as i64,
     );
     let api = Counters::new(&mut r, "api_requests", "HTTP API requests, by outcome");
-    let total = http.requests.load(Ordering::Relaxed);
-    let errors = http.errors.load(Ordering::Relaxed);
-    let refused = http.refused.load(Ordering::Relaxed);
-    api.set(&[("outcome", "ok")], total.saturating_sub(errors));
-    api.set(&[("outcome", "error")], errors.saturating_sub(refused));
-    api.set(&[("outcome", "refused")], refused);
+    for (outcome, n) in [
+        ("ok", &http.ok),
+        ("error", &http.errors),
+        ("refused", &http.refused),
+    ] {
+        api.set(&[("outcome", outcome)], n.load(Ordering::Relaxed));
+    }
 
     let mut out = String::new();
     // Writing into a String cannot fail.

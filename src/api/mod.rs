@@ -30,6 +30,8 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     /// Where the lig form sends its Map-Requests (the node's own Map-Resolver).
     pub resolver: SocketAddr,
+    /// The node's name (fixed by its configuration), for the page titles.
+    pub name: Arc<str>,
     pub counters: Arc<metrics::HttpCounters>,
 }
 
@@ -74,15 +76,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 impl ApiState {
     pub(crate) async fn ask(&self, q: Query) -> Result<Answer, ApiError> {
-        self.node.ask(q).await.map_err(|e| {
-            self.counters.error();
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        })
+        self.node
+            .ask(q)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
     }
 
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.token else {
-            self.counters.refused();
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "write operations are disabled: set api.token_file in the configuration",
@@ -94,17 +95,11 @@ impl ApiState {
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
             Some(g) if same(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
-            Some(_) => {
-                self.counters.refused();
-                Err(ApiError::new(StatusCode::FORBIDDEN, "wrong bearer token"))
-            }
-            None => {
-                self.counters.refused();
-                Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "this operation needs an Authorization: Bearer <token> header",
-                ))
-            }
+            Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong bearer token")),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this operation needs an Authorization: Bearer <token> header",
+            )),
         }
     }
 }
@@ -128,7 +123,7 @@ fn answer_json(a: Answer) -> Value {
 }
 
 /// The query behind each read-only view, by its path name.
-pub fn view_query(name: &str) -> Option<Query> {
+fn view_query(name: &str) -> Option<Query> {
     Some(match name {
         "status" => Query::Status,
         "database" => Query::Database,
@@ -149,7 +144,6 @@ pub(crate) async fn view_json(st: &ApiState, name: &str) -> Result<Value, ApiErr
 }
 
 async fn get_view(State(st): State<ApiState>, Path(name): Path<String>) -> Response {
-    st.counters.request();
     match view_json(&st, &name).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => e.into_response(),
@@ -189,18 +183,13 @@ pub(crate) async fn site_lookup(
 }
 
 async fn get_site_lookup(State(st): State<ApiState>, Path(eid): Path<String>) -> Response {
-    st.counters.request();
     match site_lookup(&st, &eid).await {
         Ok(v) => axum::Json(v).into_response(),
-        Err(e) => {
-            st.counters.error();
-            e.into_response()
-        }
+        Err(e) => e.into_response(),
     }
 }
 
 async fn write(st: ApiState, headers: HeaderMap, q: Query) -> Response {
-    st.counters.request();
     if let Err(e) = st.authorize(&headers) {
         return e.into_response();
     }
@@ -241,19 +230,13 @@ pub(crate) async fn run_lig(st: &ApiState, p: &LigParams) -> Result<LigResult, A
 }
 
 async fn get_lig(State(st): State<ApiState>, QueryParams(p): QueryParams<LigParams>) -> Response {
-    st.counters.request();
     match run_lig(&st, &p).await {
         Ok(r) => axum::Json(r).into_response(),
-        Err(e) => {
-            st.counters.error();
-            e.into_response()
-        }
+        Err(e) => e.into_response(),
     }
 }
 
-async fn not_found(State(st): State<ApiState>, uri: axum::http::Uri) -> Response {
-    st.counters.request();
-    st.counters.error();
+async fn not_found(uri: axum::http::Uri) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no such path: {}", uri.path()),
@@ -272,6 +255,10 @@ pub fn router(st: ApiState) -> Router {
         .route("/metrics", get(metrics::handler))
         .merge(pages::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            st.counters.clone(),
+            metrics::count,
+        ))
         .with_state(st)
 }
 

@@ -121,34 +121,23 @@ fn error_page(node: &str, path: &str, e: &ApiError) -> Response {
         .into_response()
 }
 
-/// The node's name for the page titles (empty when it cannot be asked).
-async fn node_name(st: &ApiState) -> String {
-    match super::view_json(st, "status").await {
-        Ok(v) => v["name"].as_str().unwrap_or("").to_string(),
-        Err(_) => String::new(),
-    }
-}
-
 async fn list_page(st: &ApiState, path: &str, kind: &str, before: String) -> Response {
-    st.counters.request();
-    let name = node_name(st).await;
+    let name = &st.name;
     match super::view_json(st, kind).await {
         Ok(v) => {
             let body = match tables::table(kind, &v) {
                 Some(t) => html_table(&t),
                 None => pairs_table(&v),
             };
-            page(&name, path, &format!("{before}{body}"), true).into_response()
+            page(name, path, &format!("{before}{body}"), true).into_response()
         }
-        Err(e) => error_page(&name, path, &e),
+        Err(e) => error_page(name, path, &e),
     }
 }
 
 async fn status(State(st): State<ApiState>) -> Response {
-    st.counters.request();
     match super::view_json(&st, "status").await {
         Ok(v) => {
-            let name = v["name"].as_str().unwrap_or("").to_string();
             let mut brief = v.clone();
             if let Some(o) = brief.as_object_mut() {
                 o.remove("counters");
@@ -158,9 +147,9 @@ async fn status(State(st): State<ApiState>) -> Response {
 and at <a href=\"/metrics\">/metrics</a>; the JSON API is under /api/v1.</p>",
                 pairs_table(&brief)
             );
-            page(&name, "/", &body, true).into_response()
+            page(&st.name, "/", &body, true).into_response()
         }
-        Err(e) => error_page("", "/", &e),
+        Err(e) => error_page(&st.name, "/", &e),
     }
 }
 
@@ -216,8 +205,6 @@ list_handler!(keys, "/keys", "keys");
 list_handler!(stats, "/stats", "stats");
 
 async fn lig(State(st): State<ApiState>, QueryParams(p): QueryParams<LigParams>) -> Response {
-    st.counters.request();
-    let name = node_name(&st).await;
     let eid = p.eid.as_deref().map(str::trim).unwrap_or("");
     let to = p.to.as_deref().map(str::trim).unwrap_or("");
     let mut body = format!(
@@ -242,7 +229,7 @@ value=\"{}\" placeholder=\"10.2.0.1, [1]fd00::1 or 'n2'\"></label> <label>Map-Re
             }
         }
     }
-    (code, page(&name, "/lig", &body, false)).into_response()
+    (code, page(&st.name, "/lig", &body, false)).into_response()
 }
 
 /// The routes of the pages.

@@ -61,6 +61,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<bool> {
                 node: handle,
                 token,
                 resolver: node::own_map_resolver(&cfg).await?,
+                name: cfg.name.as_str().into(),
                 counters: Default::default(),
             };
             crate::api::serve(listen, st).await?;

@@ -317,9 +317,13 @@ pub fn enable_gro(sock: &impl AsRawFd) -> bool {
     }
 }
 
-/// Receives into `buf`: the length, the sender and, for coalesced datagrams (UDP GRO), the
-/// size of each (the last one may be shorter). Non-blocking sockets give WouldBlock.
-pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+/// One `recvmsg` into `buf`: the length and the sender; `on_cmsg` sees each control message
+/// the kernel wrote as (level, type, data pointer). Non-blocking sockets give WouldBlock.
+fn recv_with(
+    fd: RawFd,
+    buf: &mut [u8],
+    mut on_cmsg: impl FnMut(libc::c_int, libc::c_int, *const u8),
+) -> io::Result<(usize, SocketAddr)> {
     // SAFETY: an all-zero sockaddr_storage is valid.
     let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut control: Control = [0; 16];
@@ -342,19 +346,29 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<
     }
     let from = from_sockaddr(&name)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "sender of unknown family"))?;
-    let mut segment = None;
     // SAFETY: walking the control messages the kernel wrote, within msg_controllen.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                let v: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                segment = usize::try_from(v).ok().filter(|s| *s > 0);
-            }
+            on_cmsg((*c).cmsg_level, (*c).cmsg_type, libc::CMSG_DATA(c));
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Ok((n as usize, from, segment))
+    Ok((n as usize, from))
+}
+
+/// Receives into `buf`: the length, the sender and, for coalesced datagrams (UDP GRO), the
+/// size of each (the last one may be shorter). Non-blocking sockets give WouldBlock.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+    let mut segment = None;
+    let (n, from) = recv_with(fd, buf, |level, kind, data| {
+        if level == libc::SOL_UDP && kind == libc::UDP_GRO {
+            // SAFETY: UDP_GRO carries one int in the control message's data.
+            let v: libc::c_int = unsafe { std::ptr::read_unaligned(data.cast()) };
+            segment = usize::try_from(v).ok().filter(|s| *s > 0);
+        }
+    })?;
+    Ok((n, from, segment))
 }
 
 #[cfg(test)]
@@ -406,43 +420,20 @@ mod tests {
     /// One datagram with the TTL and TOS it arrived with (IP_RECVTTL / IP_RECVTOS).
     fn recv_ttl_tos(r: &std::net::UdpSocket) -> (Vec<u8>, SocketAddr, Option<u8>, Option<u8>) {
         let mut buf = [0u8; 64];
-        // SAFETY: as in `recv`: zeroed plain structs, pointers to live buffers.
-        unsafe {
-            let mut name: libc::sockaddr_storage = std::mem::zeroed();
-            let mut control: Control = [0; 16];
-            let mut iov = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            };
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_name = (&raw mut name).cast();
-            msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            msg.msg_iov = &raw mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = size_of::<Control>() as _;
-            let n = libc::recvmsg(r.as_raw_fd(), &raw mut msg, 0);
-            assert!(n >= 0);
-            let (mut ttl, mut tos) = (None, None);
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                match ((*c).cmsg_level, (*c).cmsg_type) {
-                    (libc::IPPROTO_IP, libc::IP_TTL) => {
-                        let v: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                        ttl = Some(v as u8);
-                    }
-                    (libc::IPPROTO_IP, libc::IP_TOS) => tos = Some(*libc::CMSG_DATA(c)),
-                    _ => {}
+        let (mut ttl, mut tos) = (None, None);
+        let (n, from) = recv_with(r.as_raw_fd(), &mut buf, |level, kind, data| {
+            // SAFETY: IP_TTL carries an int, IP_TOS one byte.
+            match (level, kind) {
+                (libc::IPPROTO_IP, libc::IP_TTL) => {
+                    let v: libc::c_int = unsafe { std::ptr::read_unaligned(data.cast()) };
+                    ttl = Some(v as u8);
                 }
-                c = libc::CMSG_NXTHDR(&msg, c);
+                (libc::IPPROTO_IP, libc::IP_TOS) => tos = Some(unsafe { *data }),
+                _ => {}
             }
-            (
-                buf[..n as usize].to_vec(),
-                from_sockaddr(&name).unwrap(),
-                ttl,
-                tos,
-            )
-        }
+        })
+        .unwrap();
+        (buf[..n].to_vec(), from, ttl, tos)
     }
 
     #[test]
