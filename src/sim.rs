@@ -68,6 +68,7 @@ pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
         },
         timers: Timers::default(),
         encryption: None,
+        crypto_peers: Vec::new(),
         rng_seed: i as u64,
     }
 }

@@ -27,18 +27,22 @@ fn all_parsers(bytes: &[u8]) {
     let _ = lisp_decent::dataplane::FlowKey::of(bytes);
     let _ = lisp_decent::dataplane::encap::inner_destination(bytes);
     let _ = lisp_decent::dataplane::decapsulate(bytes, &ours());
-    for suite in [CipherSuite::Aes128Gcm, CipherSuite::ChaCha20Poly1305] {
-        let mut rx = RecvKey::new(
-            suite,
-            (bytes.first().copied().unwrap_or(0)) & 3,
-            &[9u8; 32][..if suite == CipherSuite::Aes128Gcm {
-                16
-            } else {
-                32
-            }],
-        );
+    for suite in [
+        CipherSuite::Aes128Gcm,
+        CipherSuite::ChaCha20Poly1305,
+        CipherSuite::LispersCs6,
+    ] {
+        let mut rx = RecvKey::new(suite, (bytes.first().copied().unwrap_or(0)) & 3, &[9u8; 32]);
         let _ = rx.open(&mut bytes.to_vec());
+        let mut keys = lisp_decent::dataplane::keys::RecvKeys::new();
+        let itr = std::net::IpAddr::from([192, 0, 2, 1]);
+        for id in 1..=3 {
+            keys.install(std::time::Duration::ZERO, itr, suite, id, [id; 32]);
+        }
+        let _ = keys.open(std::time::Duration::ZERO, itr, &mut bytes.to_vec());
     }
+    let _ = lisp_decent::crypto::kx_auth::split(bytes);
+    let _ = lisp_decent::crypto::kx_auth::KxKey::from_site_key(b"k").verify(bytes);
 }
 
 fn ours() -> lisp_decent::mapping::PrefixTable<()> {

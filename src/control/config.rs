@@ -119,6 +119,37 @@ impl Default for Timers {
     }
 }
 
+/// How lisp-crypto is spoken with a peer (PROTOCOL.md §5; chosen per peer RLOC prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CryptoProfile {
+    /// The default, for members of our peer group: RFC 8061 as written, the suite of
+    /// `data_plane.encryption`, and the exchange signed with the site key
+    /// ([`crate::crypto::kx_auth`]); unsigned offers and replies carry no key.
+    Decent,
+    /// RFC 8061 as written without the signature, for other implementations: a key rests
+    /// on return routability alone (the ETR uses it once data opens under it).
+    Rfc8061,
+    /// lispers.net's suite-6 variant (PROTOCOL.md §5.2), with return routability.
+    LispersCs6,
+}
+
+impl CryptoProfile {
+    pub fn name(self) -> &'static str {
+        match self {
+            CryptoProfile::Decent => "decent",
+            CryptoProfile::Rfc8061 => "rfc8061",
+            CryptoProfile::LispersCs6 => "lispers-cs6",
+        }
+    }
+}
+
+/// Peers whose RLOCs fall in `rlocs` speak `profile`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptoPeer {
+    pub rlocs: ipnet::IpNet,
+    pub profile: CryptoProfile,
+}
+
 /// Everything the engine needs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -133,6 +164,8 @@ pub struct EngineConfig {
     /// lisp-crypto (RFC 8061): the suite offered in RLOC-probes and accepted from ITRs;
     /// `None` leaves data in clear.
     pub encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
+    /// Peers that speak another lisp-crypto profile than the peer group's.
+    pub crypto_peers: Vec<CryptoPeer>,
     /// Seed of the engine's random numbers (nonces); fixed in the simulator.
     pub rng_seed: u64,
 }

@@ -31,6 +31,16 @@ pub struct Counters {
     pub probe_replies_received: u64,
     pub rlocs_marked_down: u64,
     pub keys_agreed: u64,
+    /// lisp-crypto offers refused: another suite than ours, or lisp-crypto off.
+    pub key_offers_refused: u64,
+    /// Offers in the peer-group profile without a valid site-key signature: no state kept.
+    pub key_offers_unauthenticated: u64,
+    /// Offers refused because the ETR's key table is full (spoofed sources cannot grow it).
+    pub key_offers_dropped_full: u64,
+    /// Probe replies in the peer-group profile whose key was not signed: the key is ignored.
+    pub key_replies_unauthenticated: u64,
+    /// Key-exchange trailers that did not verify with our site key.
+    pub key_exchange_bad_signature: u64,
     pub smrs_sent: u64,
     pub smrs_received: u64,
     pub replicated_copies_sent: u64,

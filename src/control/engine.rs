@@ -90,9 +90,10 @@ pub struct Engine {
     pub(crate) next_housekeeping: Duration,
     /// lisp-crypto events for the data plane.
     pub(crate) key_events: VecDeque<super::probe::KeyEvent>,
-    /// ETR side of lisp-crypto: per ITR RLOC, the public key it offered, its key-id and our
-    /// key pair.
-    pub(crate) etr_keys: HashMap<IpAddr, ([u8; 32], u8, crate::crypto::lisp_crypto::KeyPair)>,
+    /// ETR side of lisp-crypto: per ITR address, the offers per key-id (bounded).
+    pub(crate) etr_keys: HashMap<IpAddr, super::probe::EtrKeys>,
+    /// The key that signs lisp-crypto exchanges in the peer group (from the site key).
+    pub(crate) kx_key: Option<crate::crypto::kx_auth::KxKey>,
     /// RLOC-probing state per RLOC in use.
     pub(crate) probes: HashMap<IpAddr, super::probe::ProbeState>,
     /// Bumped on every change of a registered mapping.
@@ -123,6 +124,11 @@ impl Engine {
         for a in &cfg.site.allowed {
             allowed.insert(a.eid, a.accept_more_specifics);
         }
+        let kx_key = cfg
+            .site
+            .own_key
+            .as_ref()
+            .map(|(k, _)| crate::crypto::kx_auth::KxKey::from_site_key(&k.secret));
         Engine {
             rng: StdRng::seed_from_u64(cfg.rng_seed),
             cfg,
@@ -152,6 +158,7 @@ impl Engine {
             probes: HashMap::new(),
             key_events: VecDeque::new(),
             etr_keys: HashMap::new(),
+            kx_key,
             heard: HashMap::new(),
         }
     }
@@ -178,9 +185,24 @@ impl Engine {
         self.heard.get(&addr).copied()
     }
 
-    /// The ETR side of lisp-crypto: per ITR RLOC, the key-id and cipher suite agreed.
+    /// The ETR side of lisp-crypto: how many ITR addresses hold key offers (bounded by
+    /// `MAX_ETR_PEERS`).
+    pub fn etr_key_peers(&self) -> usize {
+        self.etr_keys.len()
+    }
+
+    /// The ETR side of lisp-crypto: per ITR address, the newest key-id it offered.
     pub fn etr_key_ids(&self) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
-        self.etr_keys.iter().map(|(ip, (_, id, _))| (*ip, *id))
+        self.etr_keys.iter().filter_map(|(ip, slots)| {
+            let newest = (0..3u8)
+                .filter_map(|i| {
+                    slots[usize::from(i)]
+                        .last()
+                        .map(|o| (o.last_offered, i + 1))
+                })
+                .max()?;
+            Some((*ip, newest.1))
+        })
     }
 
     /// Forgets every cached mapping (an operator's "clear map-cache"); the lookups that
@@ -256,6 +278,7 @@ impl Engine {
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3600));
             self.map_cache.expire(now);
             self.track_probed_rlocs(now);
+            self.expire_etr_offers(now);
             self.requesters.retain(|_, v| {
                 v.retain(|(_, t)| now.saturating_sub(*t) < REQUESTER_MEMORY);
                 !v.is_empty()
@@ -284,8 +307,19 @@ impl Engine {
             self.handle_data(now, payload);
             return;
         }
+        // A key exchange signed with the site key ends with a trailer (crypto::kx_auth).
+        if let Some((message, _)) = crate::crypto::kx_auth::split(payload)
+            && let Ok(m) = ControlMessage::parse(message)
+        {
+            let signed = self.kx_key.as_ref().is_some_and(|k| k.verify(payload));
+            if !signed {
+                self.counters.key_exchange_bad_signature += 1;
+            }
+            self.handle_control(now, src, message, &m, false, signed);
+            return;
+        }
         match ControlMessage::parse(payload) {
-            Ok(m) => self.handle_control(now, src, payload, &m, false),
+            Ok(m) => self.handle_control(now, src, payload, &m, false, false),
             Err(_) => self.counters.packets_malformed += 1,
         }
     }
@@ -318,13 +352,14 @@ impl Engine {
         self.counters.replicated_received += 1;
         let sender = SocketAddr::new(ip.ip.src(), ip.sport);
         match ControlMessage::parse(inner) {
-            Ok(m) => self.handle_control(now, sender, inner, &m, true),
+            Ok(m) => self.handle_control(now, sender, inner, &m, true, false),
             Err(_) => self.counters.packets_malformed += 1,
         }
     }
 
     /// Dispatches a parsed control message. `via_group` is true when it reached us as a
-    /// group delivery (replication or underlay multicast), which every member also received.
+    /// group delivery (replication or underlay multicast), which every member also received;
+    /// `signed` when it carried a valid site-key signature of a key exchange.
     pub(crate) fn handle_control(
         &mut self,
         now: Duration,
@@ -332,6 +367,7 @@ impl Engine {
         bytes: &[u8],
         m: &ControlMessage,
         via_group: bool,
+        signed: bool,
     ) {
         if self.heard.len() < MAX_HEARD || self.heard.contains_key(&src.ip()) {
             self.heard.insert(src.ip(), now);
@@ -342,14 +378,16 @@ impl Engine {
             }
             ControlMessage::MapNotify(n) => self.process_notify(now, src, bytes, n),
             ControlMessage::MapNotifyAck(n) => self.process_notify_ack(bytes, n),
-            ControlMessage::MapRequest(q) => self.process_request(now, src, src.port(), q, false),
+            ControlMessage::MapRequest(q) => {
+                self.process_request(now, src, src.port(), q, false, signed)
+            }
             ControlMessage::Ecm(e) => match &*e.inner {
                 ControlMessage::MapRequest(q) => {
-                    self.process_request(now, src, e.inner_header.sport, q, true)
+                    self.process_request(now, src, e.inner_header.sport, q, true, false)
                 }
                 _ => self.counters.unsupported_messages += 1,
             },
-            ControlMessage::MapReply(r) => self.process_reply(now, r),
+            ControlMessage::MapReply(r) => self.process_reply(now, r, signed),
             ControlMessage::MapReferral(_) | ControlMessage::Info(_) => {
                 self.counters.unsupported_messages += 1
             }

@@ -49,6 +49,7 @@ impl Engine {
         reply_port: u16,
         q: &MapRequest,
         ecm: bool,
+        signed: bool,
     ) {
         self.counters.map_requests_received += 1;
         if !self.admit(now, src.ip()) {
@@ -67,7 +68,9 @@ impl Engine {
                 self.counters.unsupported_messages += 1;
                 return;
             }
-            self.answer_probe(src, dst, q);
+            // The reply goes back where the probe came from: a key offered in it is bound to
+            // that address, and only its owner can read our answer (RFC 8061 §12.2).
+            self.answer_probe(now, src, q, signed);
             return;
         }
         let mut records = Vec::with_capacity(q.records.len());
@@ -174,7 +177,8 @@ impl Engine {
     /// RLOC-probe (RFC 9301 §6.3.2): the authoritative mapping of ours that covers the
     /// target (or the lispers.net form: the prefix in the Source-EID and an empty target),
     /// with the p bit on the locator that was probed.
-    fn answer_probe(&mut self, src: SocketAddr, dst: SocketAddr, q: &MapRequest) {
+    fn answer_probe(&mut self, now: Duration, src: SocketAddr, q: &MapRequest, signed: bool) {
+        let dst = src;
         let wanted: Option<EidPrefix> = q
             .records
             .iter()
@@ -201,7 +205,7 @@ impl Engine {
                     r.flags |= RlocRecord::PROBED;
                     // lisp-crypto: our key goes in the probed locator's record.
                     if let Some(p) = probed
-                        && let Some(lcaf) = self.accept_offered_key(q, src.ip(), p)
+                        && let Some(lcaf) = self.accept_offered_key(now, q, src.ip(), p, signed)
                     {
                         r.locator = lcaf;
                     }
@@ -216,9 +220,16 @@ impl Engine {
         }
         let mut reply = MapReply::new(q.nonce, records);
         reply.probe = true;
-        let Ok(payload) = ControlMessage::MapReply(reply).to_bytes() else {
+        let Ok(mut payload) = ControlMessage::MapReply(reply).to_bytes() else {
             return;
         };
+        // Signed toward the peer group, so the ITR can trust the key in it (and that it has
+        // none).
+        if self.cfg.encryption.is_some()
+            && self.crypto_profile(src.ip()) == super::config::CryptoProfile::Decent
+        {
+            self.sign_key_exchange(&mut payload);
+        }
         self.counters.probes_answered += 1;
         self.push(Transmit {
             src: probed,
@@ -365,9 +376,9 @@ impl Engine {
 
     /// A Map-Reply: accepted only for a request we have outstanding (by nonce); a record
     /// that does not cover the requested EID is installed as the requested prefix.
-    pub(crate) fn process_reply(&mut self, now: Duration, r: &MapReply) {
+    pub(crate) fn process_reply(&mut self, now: Duration, r: &MapReply, signed: bool) {
         self.counters.map_replies_received += 1;
-        if r.probe && self.probe_answered(now, r) {
+        if r.probe && self.probe_answered(now, r, signed) {
             return;
         }
         let Some(pending) = self.pending_requests.remove(&r.nonce) else {

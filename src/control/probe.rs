@@ -9,17 +9,19 @@ use std::time::Duration;
 
 use rand::RngExt;
 
+use super::config::CryptoProfile;
 use super::engine::{Engine, Transmit};
-use crate::crypto::lisp_crypto::{CipherSuite, KeyPair, derive_key};
+use crate::crypto::lisp_crypto::{CipherSuite, KeyPair};
 use crate::mapping::{EidPrefix, RlocState};
 use crate::wire::{
     Address, CONTROL_PORT, ControlMessage, Lcaf, LcafBody, MapReply, MapRequest, Nonce, SecurityKey,
 };
 
-/// A lisp-crypto key for the data plane, from an exchange in an RLOC-probe (RFC 8061 §4).
-/// Each rekey moves to the next key-id (1, 2, 3, 1, ...); the ETR keeps a key per key-id and
-/// picks it by the K bits of each packet, so packets still in flight under the previous key
-/// decrypt after a rekey and nothing is lost.
+/// A lisp-crypto key for the data plane, from an exchange in an RLOC-probe (RFC 8061 §5-§7):
+/// 32 bytes of key material under a key-id (1-3, RFC 8061 §8) for a suite. Each rekey of the
+/// RFC profile moves to the next key-id (1, 2, 3, 1, ...); the ETR keeps a key per key-id
+/// and picks it by the K bits of each packet, so packets still in flight under the previous
+/// key decrypt after a rekey.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeyEvent {
     /// ITR: encrypt what goes to `rloc` with this key.
@@ -27,14 +29,16 @@ pub enum KeyEvent {
         rloc: IpAddr,
         suite: CipherSuite,
         key_id: u8,
-        key: Vec<u8>,
+        key: [u8; 32],
     },
-    /// ETR: decrypt what `itr` sends under `key_id` with this key.
+    /// ETR: a key `itr` may send under `key_id`. It is a candidate until a packet from `itr`
+    /// opens under it (return routability): it never replaces a key in use before that. The
+    /// same key again (each probe re-offers it) only keeps it alive.
     Recv {
         itr: IpAddr,
         suite: CipherSuite,
         key_id: u8,
-        key: Vec<u8>,
+        key: [u8; 32],
     },
     /// ITR: `rloc` answered a probe without a key (it runs no lisp-crypto, or not our suite).
     NoKey { rloc: IpAddr },
@@ -57,32 +61,37 @@ impl std::fmt::Debug for KeyEvent {
     }
 }
 
-/// The next key-id after `k` (RFC 8061: key-ids 1 to 3, in the K bits).
+/// The next key-id after `k` (RFC 8061 §8: key-ids 1 to 3, in the K bits).
 pub(crate) fn next_key_id(k: u8) -> u8 {
     k % 3 + 1
 }
 
-/// A Security Key LCAF (RFC 8061 §3) with our X25519 public key under `key_id` and the RLOC
-/// it is for. Keys sit in key-id order, so the key for key-id N is the Nth: the LCAF
-/// carries N keys, the same public key in each slot up to N (one key pair, one key-id in
-/// use at a time). With key-id 1 this is the one-key LCAF lispers.net sends and reads.
+/// A Security Key LCAF (RFC 8061 §6) with one X25519 public key under `key_id` and the
+/// RLOC it is for. Keys are listed "key-id 1, followed by key-id 2, and finally key-id 3"
+/// (Key Count of them), so the key for key-id N is the Nth; the slots before it are left
+/// empty (Key Length 0): one key is offered at a time, never copies of it. With key-id 1
+/// this is the one-key LCAF lispers.net sends and reads.
 pub(crate) fn security_key(
     suite: CipherSuite,
     public: [u8; 32],
     key_id: u8,
     rloc: IpAddr,
 ) -> Address {
+    let n = usize::from(key_id.clamp(1, 3));
+    let mut keys = vec![Vec::new(); n];
+    keys[n - 1] = public.to_vec();
     Address::Lcaf(Box::new(Lcaf::new(LcafBody::SecurityKey(SecurityKey {
         rsvd3: 0,
         cipher_suite: suite.id(),
         rsvd4: 0,
-        keys: vec![public.to_vec(); usize::from(key_id.clamp(1, 3))],
+        keys,
         locator: Address::from(rloc),
     }))))
 }
 
-/// A key offered in a Security Key LCAF: the suite, the public key of the highest key-id,
-/// that key-id (the number of keys, 1 to 3), and the RLOC it is for.
+/// A key offered in a Security Key LCAF: the suite value, the public key, its key-id and the
+/// RLOC the LCAF names (informational only: a key is bound to the address the message came
+/// from, never to this).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OfferedKey {
     pub suite: u8,
@@ -91,21 +100,27 @@ pub(crate) struct OfferedKey {
     pub rloc: Option<IpAddr>,
 }
 
-/// The first usable key found in a Security Key LCAF, looking through AFI Lists
-/// (lispers.net wraps it so). A revoked LCAF, more than three keys or a key that is not 32
-/// bytes offers nothing.
+/// The key offered in a Security Key LCAF, looking through AFI Lists (lispers.net wraps it
+/// so): of the Key Count keys (key-ids 1..N), the last one that is not empty. The R bit is
+/// ignored (RFC 8061 §6: "MUST be ignored on receipt"). More than three keys, or a key that
+/// is not 32 bytes, offers nothing.
 pub(crate) fn find_security_key(a: &Address) -> Option<OfferedKey> {
     let Address::Lcaf(l) = a else { return None };
     match &l.body {
-        LcafBody::SecurityKey(k) if k.rsvd4 & SecurityKey::REVOKE == 0 => {
-            let key_id = u8::try_from(k.keys.len())
-                .ok()
-                .filter(|n| (1..=3).contains(n))?;
-            let public: [u8; 32] = k.keys.last()?.as_slice().try_into().ok()?;
+        LcafBody::SecurityKey(k) => {
+            if k.keys.len() > 3 {
+                return None;
+            }
+            let (i, key) = k
+                .keys
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, k)| !k.is_empty())?;
             Some(OfferedKey {
                 suite: k.cipher_suite,
-                public,
-                key_id,
+                public: key.as_slice().try_into().ok()?,
+                key_id: i as u8 + 1,
                 rloc: k.locator.ip(),
             })
         }
@@ -116,6 +131,29 @@ pub(crate) fn find_security_key(a: &Address) -> Option<OfferedKey> {
 
 /// Unanswered probes in a row that mark an RLOC down.
 pub const MISSES_DOWN: u8 = 3;
+
+/// The key an ITR offered in its outstanding probe.
+#[derive(Debug)]
+pub struct SentOffer {
+    /// A fresh pair (a new key or a rekey; used in this one probe only, so the ETR's and our
+    /// derivation always take the same Map-Request nonce), or `None`: the agreed key is
+    /// offered again, which asks for no rekey (RFC 8061 §10).
+    pub fresh: Option<KeyPair>,
+    pub key_id: u8,
+    pub suite: CipherSuite,
+    /// The probe's nonce: the KDF's input (RFC 8061 §7).
+    pub nonce: Nonce,
+}
+
+/// The key an ITR agreed with an RLOC and encrypts with.
+#[derive(Debug)]
+pub struct AgreedKey {
+    pub pair: KeyPair,
+    pub key_id: u8,
+    pub suite: CipherSuite,
+    pub etr_public: [u8; 32],
+    pub at: Duration,
+}
 
 /// Probing state of one RLOC.
 #[derive(Debug)]
@@ -128,16 +166,14 @@ pub struct ProbeState {
     pub misses: u8,
     pub state: RlocState,
     pub rtt: Option<Duration>,
-    /// lisp-crypto: our key pair offered in the probes under `key_id`, when a key was
-    /// agreed with it, and the ETR's public key it was agreed with.
-    pub offer: Option<KeyPair>,
-    pub key_id: u8,
-    pub keyed_at: Option<Duration>,
-    pub etr_public: Option<[u8; 32]>,
+    /// lisp-crypto: the key offered in the outstanding probe, and the key agreed.
+    pub offer: Option<SentOffer>,
+    pub agreed: Option<AgreedKey>,
     /// Keys agreed with this RLOC, the first one included.
     pub rekeys: u64,
-    /// The data plane asked for a fresh key (its packet budget is spent).
-    pub rekey_asked: bool,
+    /// A fresh key is wanted (its age or the data plane's packet budget); stays set until
+    /// one is agreed.
+    pub rekeying: bool,
 }
 
 impl ProbeState {
@@ -151,19 +187,65 @@ impl ProbeState {
             state: RlocState::Unknown,
             rtt: None,
             offer: None,
-            key_id: 1,
-            keyed_at: None,
-            etr_public: None,
+            agreed: None,
             rekeys: 0,
-            rekey_asked: false,
+            rekeying: false,
         }
     }
+
+    /// When the key in use was agreed.
+    pub fn keyed_at(&self) -> Option<Duration> {
+        self.agreed.as_ref().map(|a| a.at)
+    }
 }
+
+/// ETR side: a key an ITR offered, with our pair and the key material agreed for it.
+#[derive(Debug)]
+pub(crate) struct EtrOffer {
+    pub suite: CipherSuite,
+    pub itr_public: [u8; 32],
+    pub ours: KeyPair,
+    pub key: [u8; 32],
+    pub last_offered: Duration,
+}
+
+/// ETR side, per ITR address: the offers per key-id (newest last).
+pub(crate) type EtrKeys = [Vec<EtrOffer>; 3];
+
+/// ITR addresses with key state at the ETR, at most; and at most this many of them from
+/// exchanges that were not authenticated with the site key.
+pub(crate) const MAX_ETR_PEERS: usize = 1024;
+pub(crate) const MAX_UNAUTHENTICATED_PEERS: usize = 256;
+/// Offers kept per ITR and key-id (a lost reply leaves one behind; the newest wins).
+const OFFERS_PER_KEY_ID: usize = 3;
+/// An ITR's offers are forgotten this long after it last offered one.
+pub(crate) const ETR_OFFER_TTL: Duration = Duration::from_secs(600);
 
 impl Engine {
     /// The probing state of every RLOC in use.
     pub fn probes(&self) -> &HashMap<IpAddr, ProbeState> {
         &self.probes
+    }
+
+    /// The lisp-crypto profile spoken with `rloc`: the most specific `crypto_peers` entry
+    /// that holds it, else the peer-group profile (RFC 8061 authenticated with the site key).
+    pub fn crypto_profile(&self, rloc: IpAddr) -> CryptoProfile {
+        self.cfg
+            .crypto_peers
+            .iter()
+            .filter(|p| p.rlocs.contains(&rloc))
+            .max_by_key(|p| p.rlocs.prefix_len())
+            .map_or(CryptoProfile::Decent, |p| p.profile)
+    }
+
+    /// The suite offered to and accepted from a peer of `profile`; `None` without
+    /// lisp-crypto. `data_plane.encryption` is the only RFC suite we offer or accept.
+    pub(crate) fn suite_for(&self, profile: CryptoProfile) -> Option<CipherSuite> {
+        let ours = self.cfg.encryption?;
+        Some(match profile {
+            CryptoProfile::LispersCs6 => CipherSuite::LispersCs6,
+            CryptoProfile::Decent | CryptoProfile::Rfc8061 => ours,
+        })
     }
 
     /// Follows the map-cache: new RLOCs in use get probed soon, RLOCs no longer used are
@@ -214,15 +296,16 @@ impl Engine {
         }
     }
 
-    /// Agrees a fresh key with `rloc` through a probe now (RFC 8061 §4: any Map-Request may
-    /// bring a new key), as when the key's packet budget is spent. The current key stays in
-    /// use until the new one is agreed.
+    /// Agrees a fresh key with `rloc` through a probe now (RFC 8061 §10: RLOC-probing can
+    /// change keys at any time), as when the key's packet budget is spent. The current key
+    /// stays in use until the new one is agreed. lispers.net peers are never rekeyed: they
+    /// replace their key at once, under the same key-id, which would lose packets.
     pub fn rekey_now(&mut self, now: Duration, rloc: IpAddr) {
-        if self.cfg.encryption.is_none() {
+        if self.cfg.encryption.is_none() || self.crypto_profile(rloc) == CryptoProfile::LispersCs6 {
             return;
         }
         if let Some(p) = self.probes.get_mut(&rloc) {
-            p.rekey_asked = true;
+            p.rekeying = true;
             if p.outstanding.is_none() {
                 p.next = p.next.min(now);
             }
@@ -232,6 +315,12 @@ impl Engine {
     /// When the next probe is due.
     pub(crate) fn next_probe(&self) -> Option<Duration> {
         self.probes.values().map(|p| p.next).min()
+    }
+
+    /// A fresh X25519 pair from the engine's seeded random numbers (deterministic in the
+    /// simulator).
+    pub(crate) fn key_pair(&mut self) -> KeyPair {
+        KeyPair::from_secret(self.rng.random())
     }
 
     /// Sends the probes that are due, counting the ones that went unanswered.
@@ -252,6 +341,10 @@ impl Engine {
             };
             let nonce = self.nonce();
             let jitter = interval.mul_f64(self.rng.random::<f64>() * 0.1);
+            let profile = self.crypto_profile(rloc);
+            let suite = self.suite_for(profile);
+            let rekey_age = self.cfg.timers.rekey_interval;
+            let fresh = self.key_pair();
             let Some(p) = self.probes.get_mut(&rloc) else {
                 continue;
             };
@@ -272,38 +365,55 @@ impl Engine {
                 now + interval + jitter
             };
             let (eid, ml) = p.prefix.to_wire();
+            // lisp-crypto: the agreed key again while it is young, else a fresh pair under
+            // the next key-id (lispers.net: always key-id 1, never a rekey).
+            let mut itr_rloc = Address::from(own);
+            if let Some(suite) = suite {
+                let lispers = profile == CryptoProfile::LispersCs6;
+                if p.agreed
+                    .as_ref()
+                    .is_some_and(|a| !lispers && now.saturating_sub(a.at) >= rekey_age)
+                {
+                    p.rekeying = true;
+                }
+                let offer = match &p.agreed {
+                    Some(a) if a.suite == suite && (lispers || !p.rekeying) => SentOffer {
+                        fresh: None,
+                        key_id: a.key_id,
+                        suite,
+                        nonce,
+                    },
+                    a => SentOffer {
+                        key_id: match a {
+                            Some(a) if !lispers => next_key_id(a.key_id),
+                            _ => 1,
+                        },
+                        fresh: Some(fresh),
+                        suite,
+                        nonce,
+                    },
+                };
+                let public = match (&offer.fresh, &p.agreed) {
+                    (Some(k), _) => k.public(),
+                    (None, Some(a)) => a.pair.public(),
+                    (None, None) => continue,
+                };
+                itr_rloc = security_key(suite, public, offer.key_id, own);
+                p.offer = Some(offer);
+            }
             if let Some(s) = marked {
                 self.map_cache.set_rloc_state(rloc, s, None);
                 self.counters.rlocs_marked_down += 1;
             }
-            // lisp-crypto: a fresh key pair when there is none yet or the key is old; the same
-            // one otherwise, so the ETR derives the same key again.
-            let mut itr_rloc = Address::from(own);
-            if let Some(suite) = self.cfg.encryption
-                && let Some(p) = self.probes.get_mut(&rloc)
-            {
-                let stale = p.keyed_at.is_some_and(|t| {
-                    p.rekey_asked || now.saturating_sub(t) >= self.cfg.timers.rekey_interval
-                });
-                p.rekey_asked = false;
-                if p.offer.is_none() || stale {
-                    if p.offer.is_some() {
-                        p.key_id = next_key_id(p.key_id);
-                    }
-                    p.offer = Some(KeyPair::generate());
-                    if stale {
-                        p.keyed_at = None;
-                    }
-                }
-                if let Some(k) = &p.offer {
-                    itr_rloc = security_key(suite, k.public(), p.key_id, own);
-                }
-            }
+            let keyed = suite.is_some();
             let mut q = MapRequest::new(nonce, Address::None, itr_rloc, eid, ml);
             q.probe = true;
-            let Ok(payload) = ControlMessage::MapRequest(q).to_bytes() else {
+            let Ok(mut payload) = ControlMessage::MapRequest(q).to_bytes() else {
                 continue;
             };
+            if keyed && profile == CryptoProfile::Decent {
+                self.sign_key_exchange(&mut payload);
+            }
             self.counters.probes_sent += 1;
             self.push(Transmit {
                 src: Some(own),
@@ -315,62 +425,97 @@ impl Engine {
         }
     }
 
+    /// Signs a key-exchange message with the site key (the peer-group profile); without a
+    /// site key it goes unsigned, and a member takes no key from it.
+    pub(crate) fn sign_key_exchange(&self, payload: &mut Vec<u8>) {
+        if let Some(k) = &self.kx_key {
+            k.sign(payload);
+        }
+    }
+
     /// A probe reply (matched by nonce, from any address): the RLOC is up, with its RTT.
-    /// Returns false when the nonce is not one of our probes.
-    pub(crate) fn probe_answered(&mut self, now: Duration, reply: &MapReply) -> bool {
+    /// `signed`: the reply carried a valid site-key trailer. Returns false when the nonce is
+    /// not one of our probes.
+    pub(crate) fn probe_answered(&mut self, now: Duration, reply: &MapReply, signed: bool) -> bool {
         let nonce = &reply.nonce;
-        let Some((rloc, p)) = self
+        let Some(rloc) = self
             .probes
-            .iter_mut()
+            .iter()
             .find(|(_, p)| p.outstanding.is_some_and(|(n, _)| &n == nonce))
+            .map(|(ip, _)| *ip)
         else {
             return false;
         };
-        let rloc = *rloc;
+        let profile = self.crypto_profile(rloc);
+        let Some(p) = self.probes.get_mut(&rloc) else {
+            return false;
+        };
         let sent = p.outstanding.map_or(now, |(_, t)| t);
         p.outstanding = None;
         p.misses = 0;
         p.state = RlocState::Up;
         p.rtt = Some(now.saturating_sub(sent));
         let rtt = p.rtt;
-        // lisp-crypto: the ETR's key in the RLOC-record of the probed RLOC.
         let mut event = None;
-        if let (Some(_), Some(offer)) = (self.cfg.encryption, p.offer.as_ref()) {
-            // The ETR answers with the suite it chose among those we implement.
+        if let Some(offer) = p.offer.take() {
+            // The ETR's key for the key-id we offered, in the suite we offered (RFC 8061
+            // §10), in the RLOC-record of the probed RLOC.
             let etr = reply
                 .records
                 .iter()
                 .flat_map(|r| r.rlocs.iter())
                 .filter_map(|l| find_security_key(&l.locator))
-                .filter(|k| k.rloc.is_none_or(|a| a == rloc))
-                .find_map(|k| Some((CipherSuite::from_id(k.suite)?, k)));
-            if etr.is_none() && p.keyed_at.is_none() {
-                event = Some(KeyEvent::NoKey { rloc });
-            }
-            // A new key when ours was just offered, or when the ETR answers with another key
-            // than the one agreed (it restarted and lost its keys). The key-id is the one the
-            // ETR answered under: an ETR that knows only key-id 1 keeps us on key-id 1.
-            if let Some((suite, k)) = etr
-                && (p.keyed_at.is_none() || p.etr_public != Some(k.public))
-                && let Ok(z) = offer.shared_secret(&k.public)
-            {
-                let key = derive_key(suite, &z, &offer.public(), &k.public);
-                p.keyed_at = Some(now);
-                p.etr_public = Some(k.public);
-                p.key_id = k.key_id;
-                p.rekeys += 1;
-                event = Some(KeyEvent::Send {
-                    rloc,
-                    suite,
-                    key_id: k.key_id,
-                    key,
-                });
+                .find(|k| k.key_id == offer.key_id && k.suite == offer.suite.id());
+            let etr = match etr {
+                Some(_) if profile == CryptoProfile::Decent && !signed => {
+                    // A key in the peer-group profile must come signed with the site key.
+                    self.counters.key_replies_unauthenticated += 1;
+                    None
+                }
+                e => e,
+            };
+            match etr {
+                None if p.agreed.is_none() => event = Some(KeyEvent::NoKey { rloc }),
+                None => {}
+                Some(k) => {
+                    let fresh = offer.fresh.is_some();
+                    let changed = p.agreed.as_ref().is_none_or(|a| a.etr_public != k.public);
+                    // A new key when ours was fresh, or when the ETR answers our agreed key
+                    // with another key than before (it restarted and lost its keys).
+                    if fresh || changed {
+                        let pair = match offer.fresh {
+                            Some(f) => Some(f),
+                            None => p.agreed.take().map(|a| a.pair),
+                        };
+                        if let Some(pair) = pair
+                            && let Ok(key) = pair.key_material(offer.suite, &k.public, &offer.nonce)
+                        {
+                            p.agreed = Some(AgreedKey {
+                                pair,
+                                key_id: offer.key_id,
+                                suite: offer.suite,
+                                etr_public: k.public,
+                                at: now,
+                            });
+                            p.rekeys += 1;
+                            p.rekeying = false;
+                            event = Some(KeyEvent::Send {
+                                rloc,
+                                suite: offer.suite,
+                                key_id: offer.key_id,
+                                key,
+                            });
+                        }
+                    }
+                }
             }
         }
         self.map_cache.set_rloc_state(rloc, RlocState::Up, rtt);
         self.counters.probe_replies_received += 1;
         if let Some(e) = event {
-            self.counters.keys_agreed += 1;
+            if matches!(e, KeyEvent::Send { .. }) {
+                self.counters.keys_agreed += 1;
+            }
             self.key_events.push_back(e);
         }
         true
@@ -381,43 +526,99 @@ impl Engine {
         self.key_events.pop_front()
     }
 
-    /// ETR: the key an RLOC-probe offers (RFC 8061 §4): derive ours and tell the data plane;
-    /// returns the Security Key LCAF to put in our probed RLOC-record, or `None` when the
-    /// probe offers no key, or a suite we do not run.
+    /// ETR: the key an RLOC-probe offers (RFC 8061 §5-§7, §10). The key is bound to `from`,
+    /// the address the probe came from (the reply goes there too), never to the locator the
+    /// LCAF names. In the peer-group profile the probe must be signed with the site key
+    /// (`signed`); the other profiles rest on return routability alone: the data plane uses a
+    /// new key only once a packet from `from` opens under it. State per ITR is bounded and
+    /// expires. Returns the Security Key LCAF for our probed RLOC-record, or `None` when the
+    /// probe offers no key we take.
     pub(crate) fn accept_offered_key(
         &mut self,
+        now: Duration,
         q: &MapRequest,
         from: IpAddr,
         probed: IpAddr,
+        signed: bool,
     ) -> Option<Address> {
-        // The ITR's offered suite is taken whenever we run lisp-crypto: both suites are
-        // implemented here, so the ITR's preference stands (RFC 8061 §4).
-        self.cfg.encryption?;
         let offered = q.itr_rlocs.iter().find_map(find_security_key)?;
-        let suite = CipherSuite::from_id(offered.suite)?;
-        let (itr_pub, key_id) = (offered.public, offered.key_id);
-        let itr = offered.rloc.unwrap_or(from);
-        // The same key under the same key-id again (every probe re-offers it): same answer.
-        let reuse =
-            matches!(self.etr_keys.get(&itr), Some((p, k, _)) if *p == itr_pub && *k == key_id);
-        if !reuse {
-            self.etr_keys
-                .insert(itr, (itr_pub, key_id, KeyPair::generate()));
+        let profile = self.crypto_profile(from);
+        let Some(suite) = self.suite_for(profile) else {
+            self.counters.key_offers_refused += 1;
+            return None;
+        };
+        if offered.suite != suite.id() {
+            // Only the configured suite (RFC 8061 §6: an ETR without it answers with no key).
+            self.counters.key_offers_refused += 1;
+            return None;
         }
-        let (_, _, ours) = self.etr_keys.get(&itr)?;
-        let z = ours.shared_secret(&itr_pub).ok()?;
-        let key = derive_key(suite, &z, &itr_pub, &ours.public());
-        let lcaf = security_key(suite, ours.public(), key_id, probed);
-        if !reuse {
-            self.counters.keys_agreed += 1;
-            self.key_events.push_back(KeyEvent::Recv {
-                itr,
-                suite,
-                key_id,
-                key,
-            });
+        let authenticated = profile != CryptoProfile::Decent || signed;
+        if !authenticated {
+            self.counters.key_offers_unauthenticated += 1;
+            return None;
         }
-        Some(lcaf)
+        let slot = usize::from(offered.key_id - 1);
+        let known = self.etr_keys.contains_key(&from);
+        if !known {
+            let cap = if profile == CryptoProfile::Decent {
+                MAX_ETR_PEERS
+            } else {
+                MAX_UNAUTHENTICATED_PEERS
+            };
+            if self.etr_keys.len() >= cap {
+                self.counters.key_offers_dropped_full += 1;
+                return None;
+            }
+        }
+        let existing = self.etr_keys.get(&from).and_then(|k| {
+            k[slot]
+                .iter()
+                .position(|o| o.suite == suite && o.itr_public == offered.public)
+        });
+        let index = match existing {
+            Some(i) => i,
+            None => {
+                let ours = self.key_pair();
+                let key = ours.key_material(suite, &offered.public, &q.nonce).ok()?;
+                let offers = &mut self.etr_keys.entry(from).or_default()[slot];
+                if offers.len() >= OFFERS_PER_KEY_ID {
+                    offers.remove(0);
+                }
+                offers.push(EtrOffer {
+                    suite,
+                    itr_public: offered.public,
+                    ours,
+                    key,
+                    last_offered: now,
+                });
+                self.counters.keys_agreed += 1;
+                offers.len() - 1
+            }
+        };
+        let o = self
+            .etr_keys
+            .get_mut(&from)?
+            .get_mut(slot)?
+            .get_mut(index)?;
+        o.last_offered = now;
+        let (public, key) = (o.ours.public(), o.key);
+        self.key_events.push_back(KeyEvent::Recv {
+            itr: from,
+            suite,
+            key_id: offered.key_id,
+            key,
+        });
+        Some(security_key(suite, public, offered.key_id, probed))
+    }
+
+    /// Forgets the offers of ITRs that stopped offering.
+    pub(crate) fn expire_etr_offers(&mut self, now: Duration) {
+        self.etr_keys.retain(|_, slots| {
+            for s in slots.iter_mut() {
+                s.retain(|o| now.saturating_sub(o.last_offered) < ETR_OFFER_TTL);
+            }
+            slots.iter().any(|s| !s.is_empty())
+        });
     }
 }
 
@@ -435,8 +636,9 @@ mod tests {
         }))))
     }
 
-    /// Key-id N is the Nth key of the LCAF (RFC 8061 §3): what we send under each key-id
-    /// reads back as that key-id, and lispers.net's one-key LCAF is key-id 1.
+    /// Key-id N is the Nth key of the LCAF (RFC 8061 §6): what we send under each key-id
+    /// reads back as that key-id, with one key and empty slots before it; lispers.net's
+    /// one-key LCAF is key-id 1.
     #[test]
     fn the_key_id_is_the_position_of_the_key() {
         let rloc = IpAddr::from([192, 0, 2, 1]);
@@ -444,6 +646,16 @@ mod tests {
             let a = security_key(CipherSuite::Aes128Gcm, [id; 32], id, rloc);
             let k = find_security_key(&a).unwrap();
             assert_eq!((k.key_id, k.public, k.rloc), (id, [id; 32], Some(rloc)));
+            let Address::Lcaf(l) = &a else { panic!() };
+            let LcafBody::SecurityKey(sk) = &l.body else {
+                panic!()
+            };
+            assert_eq!(sk.keys.len(), usize::from(id), "Key Count = key-id");
+            assert_eq!(
+                sk.keys.iter().filter(|k| !k.is_empty()).count(),
+                1,
+                "one key, never copies of it"
+            );
             // It survives the wire.
             let mut buf = Vec::new();
             a.emit(&mut buf).unwrap();
@@ -451,10 +663,14 @@ mod tests {
             assert_eq!(find_security_key(&back).unwrap(), k);
         }
         let two = lcaf_keys(vec![vec![1; 32], vec![2; 32]], 0);
-        assert_eq!(find_security_key(&two).unwrap().public, [2; 32]);
-        // Four keys, a revoked LCAF, or a key of the wrong size offer nothing.
+        let k = find_security_key(&two).unwrap();
+        assert_eq!((k.public, k.key_id), ([2; 32], 2));
+        // The R bit is ignored on receipt (RFC 8061 §6).
+        let revoked = find_security_key(&lcaf_keys(vec![vec![1; 32]], SecurityKey::REVOKE));
+        assert_eq!(revoked.map(|k| k.key_id), Some(1));
+        // Four keys, no key, or a key of the wrong size offer nothing.
         assert!(find_security_key(&lcaf_keys(vec![vec![1; 32]; 4], 0)).is_none());
-        assert!(find_security_key(&lcaf_keys(vec![vec![1; 32]], SecurityKey::REVOKE)).is_none());
+        assert!(find_security_key(&lcaf_keys(vec![vec![], vec![]], 0)).is_none());
         assert!(find_security_key(&lcaf_keys(vec![vec![1; 31]], 0)).is_none());
         assert_eq!((next_key_id(1), next_key_id(2), next_key_id(3)), (2, 3, 1));
     }

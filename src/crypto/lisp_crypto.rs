@@ -1,24 +1,28 @@
 //! lisp-crypto (RFC 8061): X25519 key exchange, key derivation, and AEAD encryption of LISP
-//! data packets with ring.
+//! data packets with ring; and the lispers.net suite-6 variant ([`super::lispers`]) behind
+//! the same `SendKey` / `RecvKey`, for peers configured to speak it.
 //!
-//! Suites: 5, LISP_256_EC25519_AES128_GCM (the default; RFC 8061 defines it without
-//! ambiguity), and 6, LISP_256_EC25519_CHACHA20_POLY1305 (for CPUs without AES
-//! instructions). lispers.net's own suite-6 variant (ASCII keys, ChaCha8, Poly1305-AES) is
-//! not this and is not implemented here.
+//! The RFC profile, as written (RFC 8061 §6 suites, §7 KDF, §8 framing, §9 procedures):
+//! - Suites 5, LISP_256_EC25519_AES128_GCM (the default), and 6,
+//!   LISP_256_EC25519_CHACHA20_POLY1305 (for CPUs without AES instructions).
+//! - KDF (§7): `key-material = HMAC-SHA-256(key = the raw X25519 shared secret,
+//!   message = 0x0001 || "lisp-crypto" 0x00 || the ITR's Map-Request nonce (8 bytes) ||
+//!   0x0100)`: one call, L = 256 for both suites. The null-terminated string is the §7
+//!   bullet's; the RFC's example line leaves the NUL out, and we follow the bullet. Suite 5's
+//!   AES-128 key is the first 16 bytes ("the most significant" bits), suite 6's
+//!   ChaCha20-Poly1305 key all 32.
+//! - Framing (§8): `LISP header (K bits = key-id 1-3) || IV || ciphertext || 16-byte tag`;
+//!   the AEAD's associated data is the LISP header **and the IV** (§9 step 2), so the ICV
+//!   covers header, IV and ciphertext, and it is checked before anything is decrypted.
+//! - IV (§9 step 1): a counter that starts at 1 for every key and grows by one per packet.
+//!   Suite 5: the 12-byte IV is that counter, big-endian; the GCM nonce is the IV.
+//!   Suite 6: §6 gives the suite an 8-byte IV while §9 describes "an 8-byte random value
+//!   appended to a 4-byte counter" (12 bytes): the RFC contradicts itself. We implement the
+//!   §6 reading: an 8-byte IV = the big-endian counter, and the RFC 8439 nonce is 4 zero
+//!   bytes || IV. A fresh key per exchange makes the counter alone a unique nonce.
 //!
-//! Packet framing (both suites):
-//! ```text
-//! LISP header (8; K bits = key-id 1-3) || IV || ciphertext || 16-byte AEAD tag
-//! ```
-//! The AEAD's associated data is the LISP header, so the tag (the ICV) covers header, IV
-//! and ciphertext, and it is checked before anything is decrypted (RFC 8061 §6).
-//! - Suite 5: IV = 12 bytes = 4-byte per-key salt || 8-byte big-endian packet counter; the
-//!   GCM nonce is the IV.
-//! - Suite 6: IV = 8 bytes = the big-endian packet counter (RFC 8061 gives this suite an
-//!   8-byte IV); the ChaCha20-Poly1305 (RFC 8439) nonce is 4 zero bytes || IV.
-//!
-//! The counter starts at 0 for every key and only grows, so an IV never repeats under a key;
-//! the receiver's anti-replay window runs on it.
+//! The counter only grows, so an IV never repeats under a key; the receiver's anti-replay
+//! window runs on it.
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
@@ -26,20 +30,24 @@ use ring::aead::{AES_128_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Unboun
 use thiserror::Error;
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use super::lispers::{self, Cs6Key};
 use super::replay::ReplayWindow;
 use crate::wire::DataHeader;
 
-/// The AEAD tag length of both suites.
+/// The AEAD tag length of both RFC suites (and lispers' Poly1305-AES ICV).
 pub const TAG_LEN: usize = 16;
 
-/// The cipher suites we implement (RFC 8061 §6 registry values).
+/// The cipher suites we implement: RFC 8061 §6 suites 5 and 6, and lispers.net's own
+/// variant of suite 6 (sent as suite 6 on the wire; only toward configured lispers peers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CipherSuite {
-    Aes128Gcm = 5,
-    ChaCha20Poly1305 = 6,
+    Aes128Gcm,
+    ChaCha20Poly1305,
+    LispersCs6,
 }
 
 impl CipherSuite {
+    /// An RFC 8061 suite by its registry value (lispers-cs6 is never chosen by number).
     pub fn from_id(id: u8) -> Option<Self> {
         match id {
             5 => Some(CipherSuite::Aes128Gcm),
@@ -48,8 +56,12 @@ impl CipherSuite {
         }
     }
 
+    /// The Cipher Suite value on the wire (RFC 8061 §6).
     pub fn id(self) -> u8 {
-        self as u8
+        match self {
+            CipherSuite::Aes128Gcm => 5,
+            CipherSuite::ChaCha20Poly1305 | CipherSuite::LispersCs6 => 6,
+        }
     }
 
     /// The name used in configuration and in the API.
@@ -57,6 +69,7 @@ impl CipherSuite {
         match self {
             CipherSuite::Aes128Gcm => "aes128-gcm",
             CipherSuite::ChaCha20Poly1305 => "chacha20-poly1305",
+            CipherSuite::LispersCs6 => "lispers-cs6",
         }
     }
 
@@ -64,27 +77,25 @@ impl CipherSuite {
     pub fn iv_len(self) -> usize {
         match self {
             CipherSuite::Aes128Gcm => 12,
-            CipherSuite::ChaCha20Poly1305 => 8,
-        }
-    }
-
-    fn key_len(self) -> usize {
-        match self {
-            CipherSuite::Aes128Gcm => 16,
-            CipherSuite::ChaCha20Poly1305 => 32,
+            CipherSuite::ChaCha20Poly1305 | CipherSuite::LispersCs6 => 8,
         }
     }
 
     fn algorithm(self) -> &'static ring::aead::Algorithm {
         match self {
             CipherSuite::Aes128Gcm => &AES_128_GCM,
-            CipherSuite::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+            CipherSuite::ChaCha20Poly1305 | CipherSuite::LispersCs6 => &CHACHA20_POLY1305,
         }
     }
 
-    /// Bytes a packet grows by: IV and tag.
+    /// The most bytes a packet grows by: IV, tag, and lispers' padding to 16 bytes.
     pub fn overhead(self) -> usize {
-        self.iv_len() + TAG_LEN
+        let pad = if self == CipherSuite::LispersCs6 {
+            15
+        } else {
+            0
+        };
+        self.iv_len() + TAG_LEN + pad
     }
 }
 
@@ -118,7 +129,7 @@ impl std::fmt::Debug for KeyPair {
 }
 
 impl KeyPair {
-    /// A fresh ephemeral key pair.
+    /// A fresh ephemeral key pair from the system's random numbers.
     pub fn generate() -> Self {
         Self::from_secret(rand::random())
     }
@@ -133,8 +144,8 @@ impl KeyPair {
         self.public
     }
 
-    /// The X25519 shared secret with a peer's public key; an all-zero result (a low-order
-    /// peer key) is refused.
+    /// The raw X25519 shared secret with a peer's public key; an all-zero result (a
+    /// low-order peer key) is refused.
     pub fn shared_secret(&self, peer: &[u8; 32]) -> Result<[u8; 32], CryptoError> {
         let s = self.secret.diffie_hellman(&PublicKey::from(*peer));
         if !s.was_contributory() {
@@ -142,53 +153,63 @@ impl KeyPair {
         }
         Ok(s.to_bytes())
     }
+
+    /// The 32 bytes of key material this pair agrees with `peer` for `suite`: RFC 8061 §7
+    /// with the nonce of the ITR's Map-Request that carried the ITR's key, or lispers'
+    /// derivation (which takes no nonce).
+    pub fn key_material(
+        &self,
+        suite: CipherSuite,
+        peer: &[u8; 32],
+        itr_nonce: &crate::wire::Nonce,
+    ) -> Result<[u8; 32], CryptoError> {
+        let z = self.shared_secret(peer)?;
+        Ok(match suite {
+            CipherSuite::LispersCs6 => lispers::key_material(&z, &self.public, peer),
+            _ => derive_key(&z, itr_nonce),
+        })
+    }
 }
 
-/// Key derivation (RFC 8061 §5, after NIST SP 800-108 in counter mode with HMAC-SHA-256),
-/// with exactly these inputs:
+/// Key derivation, RFC 8061 §7 (NIST SP 800-108 counter mode with HMAC-SHA-256), for the
+/// AEAD suites 5 and 6 (L = 256 bits, one call):
 ///
 /// ```text
-/// context = ITR-PKEY xor ETR-PKEY            (32 bytes; the same on both sides)
-/// K(i)    = HMAC-SHA-256(key = shared secret Z (32 bytes),
-///                        message = [i]_16 || "lisp-crypto" || context || [L]_16)
-///           [i]_16, [L]_16: 16-bit big-endian; L = output length in bits
-/// suite 5: L = 256, one block: encryption key = K(1)[0..16], integrity key = K(1)[16..32]
-/// suite 6: L = 512, two blocks: encryption key = K(1) (32 bytes), integrity key = K(2)[0..16]
+/// key-material = HMAC-SHA-256(key = Z, the raw X25519 shared secret,
+///                             message = 0x0001 || "lisp-crypto" 0x00 || itr-nonce || 0x0100)
 /// ```
-///
-/// Both AEAD suites authenticate with their own tag, so the integrity key is derived but
-/// not used. RFC 8061's suite 6 needs a 256-bit key that one 256-bit block cannot also
-/// share with an integrity key, hence the second block (our reading; PROTOCOL.md §5.1).
-pub fn derive_key(
-    suite: CipherSuite,
-    shared: &[u8; 32],
-    itr_pub: &[u8; 32],
-    etr_pub: &[u8; 32],
-) -> Vec<u8> {
-    let mut context = [0u8; 32];
-    for (c, (a, b)) in context.iter_mut().zip(itr_pub.iter().zip(etr_pub)) {
-        *c = a ^ b;
+pub fn derive_key(shared: &[u8; 32], itr_nonce: &crate::wire::Nonce) -> [u8; 32] {
+    let mut mac =
+        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(shared).expect("HMAC takes any key length");
+    mac.update(&1u16.to_be_bytes());
+    mac.update(b"lisp-crypto\0");
+    mac.update(itr_nonce);
+    mac.update(&256u16.to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// The cipher behind a key. The RFC suites' key stays inline (the hot path reads it for
+/// every packet); lispers' rarer one is boxed.
+#[allow(clippy::large_enum_variant)]
+enum Cipher {
+    /// An RFC 8061 AEAD suite (ring).
+    Aead(LessSafeKey),
+    /// lispers.net's suite 6.
+    Lispers(Box<Cs6Key>),
+}
+
+impl Cipher {
+    fn new(suite: CipherSuite, km: &[u8; 32]) -> Self {
+        match suite {
+            CipherSuite::LispersCs6 => Cipher::Lispers(Box::new(Cs6Key::new(km))),
+            CipherSuite::Aes128Gcm => Cipher::Aead(aead_key(suite, &km[..16])),
+            CipherSuite::ChaCha20Poly1305 => Cipher::Aead(aead_key(suite, km)),
+        }
     }
-    let (blocks, l_bits): (u16, u16) = match suite {
-        CipherSuite::Aes128Gcm => (1, 256),
-        CipherSuite::ChaCha20Poly1305 => (2, 512),
-    };
-    let mut out = Vec::with_capacity(32 * usize::from(blocks));
-    for i in 1..=blocks {
-        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(shared)
-            .expect("HMAC takes any key length");
-        mac.update(&i.to_be_bytes());
-        mac.update(b"lisp-crypto");
-        mac.update(&context);
-        mac.update(&l_bits.to_be_bytes());
-        out.extend_from_slice(&mac.finalize().into_bytes());
-    }
-    out.truncate(suite.key_len());
-    out
 }
 
 fn aead_key(suite: CipherSuite, key: &[u8]) -> LessSafeKey {
-    // The key length always matches the suite: derive_key cut it so.
+    // The key length always matches the suite: Cipher::new cuts it so.
     LessSafeKey::new(UnboundKey::new(suite.algorithm(), key).expect("key length fits the suite"))
 }
 
@@ -196,7 +217,7 @@ fn nonce(suite: CipherSuite, iv: &[u8]) -> Nonce {
     let mut n = [0u8; 12];
     match suite {
         CipherSuite::Aes128Gcm => n.copy_from_slice(&iv[..12]),
-        CipherSuite::ChaCha20Poly1305 => n[4..].copy_from_slice(&iv[..8]),
+        _ => n[4..].copy_from_slice(&iv[..8]),
     }
     Nonce::assume_unique_for_key(n)
 }
@@ -206,29 +227,36 @@ pub struct SendKey {
     pub suite: CipherSuite,
     /// 1-3, carried in the K bits.
     pub key_id: u8,
-    key: LessSafeKey,
-    salt: [u8; 4],
+    cipher: Cipher,
+    /// The next IV counter.
     counter: u64,
+    /// Packets sealed so far.
+    sealed: u64,
 }
 
 impl SendKey {
-    pub fn new(suite: CipherSuite, key_id: u8, key: &[u8]) -> Self {
+    /// A key from the 32 bytes of key material of an exchange.
+    pub fn new(suite: CipherSuite, key_id: u8, km: &[u8; 32]) -> Self {
         SendKey {
             suite,
             key_id: key_id & 3,
-            key: aead_key(suite, key),
-            salt: rand::random(),
-            counter: 0,
+            cipher: Cipher::new(suite, km),
+            // RFC 8061 §9: from 1; lispers.net: from a random 64-bit value.
+            counter: match suite {
+                CipherSuite::LispersCs6 => rand::random::<u64>() >> 1,
+                _ => 1,
+            },
+            sealed: 0,
         }
     }
 
     /// Packets sealed so far under this key (for the rekey budget).
     pub fn packets(&self) -> u64 {
-        self.counter
+        self.sealed
     }
 
-    /// Appends `header` (its K bits set to our key-id) || IV || sealed `plaintext` || tag to
-    /// `out`, replacing what it held.
+    /// Writes `header` (its K bits set to our key-id) || IV || sealed `plaintext` || tag
+    /// into `out`, replacing what it held.
     pub fn seal(
         &mut self,
         mut header: DataHeader,
@@ -240,24 +268,38 @@ impl SendKey {
         }
         let seq = self.counter;
         self.counter += 1;
+        self.sealed += 1;
         header.key_id = self.key_id;
         let mut h = [0u8; DataHeader::LEN];
         header.emit(&mut h).map_err(|_| CryptoError::BadLength)?;
         out.clear();
         out.extend_from_slice(&h);
-        if self.suite == CipherSuite::Aes128Gcm {
-            out.extend_from_slice(&self.salt);
+        match &self.cipher {
+            Cipher::Aead(key) => {
+                if self.suite == CipherSuite::Aes128Gcm {
+                    out.extend_from_slice(&[0; 4]);
+                }
+                out.extend_from_slice(&seq.to_be_bytes());
+                let body = out.len();
+                out.extend_from_slice(plaintext);
+                let n = nonce(self.suite, &out[DataHeader::LEN..body]);
+                let (head, data) = out.split_at_mut(body);
+                let tag = key
+                    .seal_in_place_separate_tag(n, Aad::from(&head[..]), data)
+                    .map_err(|_| CryptoError::Icv)?;
+                out.extend_from_slice(tag.as_ref());
+            }
+            Cipher::Lispers(key) => {
+                let iv = seq.to_le_bytes();
+                out.extend_from_slice(&iv);
+                let body = out.len();
+                out.extend_from_slice(plaintext);
+                out.resize(body + plaintext.len().div_ceil(16) * 16, b' ');
+                key.apply_keystream(&iv, &mut out[body..]);
+                let icv = key.icv(&iv, out);
+                out.extend_from_slice(&icv);
+            }
         }
-        out.extend_from_slice(&seq.to_be_bytes());
-        let body = out.len();
-        out.extend_from_slice(plaintext);
-        let n = nonce(self.suite, &out[DataHeader::LEN..body]);
-        let (head, data) = out.split_at_mut(body);
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(n, Aad::from(&head[..DataHeader::LEN]), data)
-            .map_err(|_| CryptoError::Icv)?;
-        out.extend_from_slice(tag.as_ref());
         Ok(())
     }
 }
@@ -266,24 +308,31 @@ impl SendKey {
 pub struct RecvKey {
     pub suite: CipherSuite,
     pub key_id: u8,
-    key: LessSafeKey,
+    cipher: Cipher,
     window: ReplayWindow,
 }
 
 impl RecvKey {
-    pub fn new(suite: CipherSuite, key_id: u8, key: &[u8]) -> Self {
+    pub fn new(suite: CipherSuite, key_id: u8, km: &[u8; 32]) -> Self {
         RecvKey {
             suite,
             key_id: key_id & 3,
-            key: aead_key(suite, key),
+            cipher: Cipher::new(suite, km),
             window: ReplayWindow::new(),
         }
     }
 
     /// Checks and decrypts a packet (LISP header included) in place; returns the inner
-    /// packet. Order (RFC 8061 §6): length and key-id, then the ICV before anything else,
-    /// then the anti-replay window, which records the counter of an authentic packet.
+    /// packet. Order (RFC 8061 §9): length and key-id, then the ICV before anything else,
+    /// then the anti-replay window, which records the counter of an authentic packet. On an
+    /// ICV failure the packet may have been overwritten (ring leaves it unspecified).
     pub fn open<'a>(&mut self, packet: &'a mut [u8]) -> Result<&'a [u8], CryptoError> {
+        let r = self.open_range(packet)?;
+        Ok(&packet[r])
+    }
+
+    /// [`open`](Self::open), returning where the inner packet lies in `packet`.
+    pub fn open_range(&mut self, packet: &mut [u8]) -> Result<std::ops::Range<usize>, CryptoError> {
         let iv_len = self.suite.iv_len();
         if packet.len() < DataHeader::LEN + iv_len + TAG_LEN {
             return Err(CryptoError::BadLength);
@@ -295,18 +344,44 @@ impl RecvKey {
         let iv_end = DataHeader::LEN + iv_len;
         let mut seq = [0u8; 8];
         seq.copy_from_slice(&packet[iv_end - 8..iv_end]);
-        let seq = u64::from_be_bytes(seq);
-        let n = nonce(self.suite, &packet[DataHeader::LEN..iv_end]);
-        let (head, data) = packet.split_at_mut(iv_end);
-        let plain = self
-            .key
-            .open_in_place(n, Aad::from(&head[..DataHeader::LEN]), data)
-            .map_err(|_| CryptoError::Icv)?;
-        if !self.window.accept(seq) {
-            return Err(CryptoError::Replay);
+        match &self.cipher {
+            Cipher::Aead(key) => {
+                let seq = u64::from_be_bytes(seq);
+                let n = nonce(self.suite, &packet[DataHeader::LEN..iv_end]);
+                let (head, data) = packet.split_at_mut(iv_end);
+                let plain = key
+                    .open_in_place(n, Aad::from(&head[..]), data)
+                    .map_err(|_| CryptoError::Icv)?
+                    .len();
+                if !self.window.accept(seq) {
+                    return Err(CryptoError::Replay);
+                }
+                Ok(iv_end..iv_end + plain)
+            }
+            Cipher::Lispers(key) => {
+                let iv = seq;
+                let icv_at = packet.len() - TAG_LEN;
+                let want = key.icv(&iv, &packet[..icv_at]);
+                if !constant_time_eq(&want, &packet[icv_at..]) {
+                    return Err(CryptoError::Icv);
+                }
+                if !self.window.accept(u64::from_le_bytes(iv)) {
+                    return Err(CryptoError::Replay);
+                }
+                let body = &mut packet[iv_end..icv_at];
+                key.apply_keystream(&iv, body);
+                // lispers pads with spaces to 16 bytes: the inner header says where it ends.
+                let len = lispers::inner_length(body)
+                    .filter(|l| *l <= body.len())
+                    .ok_or(CryptoError::BadLength)?;
+                Ok(iv_end..iv_end + len)
+            }
         }
-        Ok(plain)
     }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -348,48 +423,133 @@ mod tests {
         assert_eq!(alice.shared_secret(&[0; 32]), Err(CryptoError::WeakPeerKey));
     }
 
+    /// RFC 8061 §7 as written, computed independently (Python's hmac): PROTOCOL.md §5.1's
+    /// vector and one more nonce, from RFC 7748's Alice / Bob shared secret.
+    #[test]
+    fn kdf_rfc8061_section7_vectors() {
+        let z = h("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+        assert_eq!(
+            hex::encode(derive_key(&z, &[1, 2, 3, 4, 5, 6, 7, 8])),
+            "a1cf2f312721b813a544c7d13087a9e8e7d342b7bae388fc3c7e4fc988273711"
+        );
+        assert_eq!(
+            hex::encode(derive_key(
+                &z,
+                &[0xf0, 0xe1, 0xd2, 0xc3, 0xb4, 0xa5, 0x96, 0x87]
+            )),
+            "6f12d216e57ea6ba9f8812af6f9c21384c7f424adcdeac79401245ae4a91fdc4"
+        );
+        // Both ends of a real exchange get it from their own pair and the other's public key.
+        let alice = KeyPair::from_secret(h(
+            "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+        ));
+        let bob = KeyPair::from_secret(h(
+            "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+        ));
+        let n = [1, 2, 3, 4, 5, 6, 7, 8];
+        for suite in [CipherSuite::Aes128Gcm, CipherSuite::ChaCha20Poly1305] {
+            assert_eq!(
+                hex::encode(alice.key_material(suite, &bob.public(), &n).unwrap()),
+                "a1cf2f312721b813a544c7d13087a9e8e7d342b7bae388fc3c7e4fc988273711"
+            );
+        }
+    }
+
+    /// The first packet under a key, in both RFC suites, against Python's `cryptography`
+    /// (AES-GCM and RFC 8439 ChaCha20-Poly1305) with AD = LISP header || IV and IV = 1.
+    #[test]
+    fn first_packet_matches_an_independent_aead() {
+        let km = h("6f12d216e57ea6ba9f8812af6f9c21384c7f424adcdeac79401245ae4a91fdc4");
+        let hdr = DataHeader::with_instance(0xabcd, 0x123456, 0);
+        let pt = b"inner packet, RFC 8061 vector";
+        let cases = [
+            (
+                CipherSuite::Aes128Gcm,
+                "8a12345600abcd00000000000000000000000001",
+                "274dc135b996ab126844cb45d8ceac8cf0a60f0c9dfc717864278fa6dc978b8c882e8a8de93da6134fc0f255eb",
+            ),
+            (
+                CipherSuite::ChaCha20Poly1305,
+                "8a12345600abcd000000000000000001",
+                "baf52566984e7dfdf118a70f5693d7d3de1d5d9e78ee31f0ca1399602d56a061182ea9e31a5fbd141c1e221a03",
+            ),
+        ];
+        for (suite, head, sealed) in cases {
+            let mut tx = SendKey::new(suite, 2, &km);
+            let mut out = Vec::new();
+            tx.seal(hdr, pt, &mut out).unwrap();
+            assert_eq!(hex::encode(&out[..head.len() / 2]), head, "{suite:?}");
+            assert_eq!(hex::encode(&out[head.len() / 2..]), sealed, "{suite:?}");
+            let mut rx = RecvKey::new(suite, 2, &km);
+            assert_eq!(rx.open(&mut out).unwrap(), pt);
+        }
+    }
+
     fn pair(suite: CipherSuite) -> (SendKey, RecvKey) {
         let itr = KeyPair::generate();
         let etr = KeyPair::generate();
-        let k_itr = derive_key(
-            suite,
-            &itr.shared_secret(&etr.public()).unwrap(),
-            &itr.public(),
-            &etr.public(),
-        );
-        let k_etr = derive_key(
-            suite,
-            &etr.shared_secret(&itr.public()).unwrap(),
-            &itr.public(),
-            &etr.public(),
-        );
+        let nonce = [9u8; 8];
+        let k_itr = itr.key_material(suite, &etr.public(), &nonce).unwrap();
+        let k_etr = etr.key_material(suite, &itr.public(), &nonce).unwrap();
         assert_eq!(k_itr, k_etr, "both ends derive the same key");
-        assert_eq!(k_itr.len(), suite.key_len());
         (
             SendKey::new(suite, 2, &k_itr),
             RecvKey::new(suite, 2, &k_etr),
         )
     }
 
+    const ALL: [CipherSuite; 3] = [
+        CipherSuite::Aes128Gcm,
+        CipherSuite::ChaCha20Poly1305,
+        CipherSuite::LispersCs6,
+    ];
+
+    /// An IPv4 packet of `n` bytes (its Total Length says so: lispers trims by it).
+    fn ipv4(n: usize) -> Vec<u8> {
+        let mut p = vec![0u8; n];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+        p[20..]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = i as u8);
+        p
+    }
+
     #[test]
-    fn seal_open_tamper_replay_in_both_suites() {
-        for suite in [CipherSuite::Aes128Gcm, CipherSuite::ChaCha20Poly1305] {
+    fn seal_open_tamper_replay_in_every_suite() {
+        for suite in ALL {
             let (mut tx, mut rx) = pair(suite);
             let hdr = DataHeader::with_instance(0, 0x123456, 0);
+            let inner = ipv4(37);
             let mut out = Vec::new();
-            tx.seal(hdr, b"inner packet", &mut out).unwrap();
-            assert_eq!(out.len(), 8 + suite.overhead() + 12);
+            tx.seal(hdr, &inner, &mut out).unwrap();
+            let pad = if suite == CipherSuite::LispersCs6 {
+                48 - 37
+            } else {
+                0
+            };
+            assert_eq!(out.len(), 8 + suite.iv_len() + TAG_LEN + 37 + pad);
+            assert!(out.len() <= 8 + suite.overhead() + 37);
             assert_eq!(out[0] & 3, 2, "key-id in the K bits");
             let first = out.clone();
-            assert_eq!(rx.open(&mut out.clone()).unwrap(), b"inner packet");
+            assert_eq!(rx.open(&mut out.clone()).unwrap(), &inner[..]);
             assert_eq!(
                 rx.open(&mut first.clone()),
                 Err(CryptoError::Replay),
                 "{suite:?}"
             );
-            // Any changed byte fails the ICV (header, IV, ciphertext, tag).
-            tx.seal(hdr, b"inner packet", &mut out).unwrap();
-            for i in [1, 9, out.len() - 20, out.len() - 1] {
+            // Any changed byte fails the ICV: header, IV (it is associated data), ciphertext,
+            // tag.
+            tx.seal(hdr, &inner, &mut out).unwrap();
+            for i in [
+                1,
+                5,
+                9,
+                8 + suite.iv_len() - 1,
+                out.len() - 20,
+                out.len() - 1,
+            ] {
                 let mut t = out.clone();
                 t[i] ^= 0x40;
                 assert_eq!(rx.open(&mut t), Err(CryptoError::Icv), "{suite:?} byte {i}");
@@ -406,28 +566,50 @@ mod tests {
             // IVs never repeat under a key.
             let mut a = Vec::new();
             let mut b = Vec::new();
-            tx.seal(hdr, b"x", &mut a).unwrap();
-            tx.seal(hdr, b"x", &mut b).unwrap();
+            tx.seal(hdr, &inner, &mut a).unwrap();
+            tx.seal(hdr, &inner, &mut b).unwrap();
             assert_ne!(a[8..8 + suite.iv_len()], b[8..8 + suite.iv_len()]);
             assert_ne!(a, b);
+            assert_eq!(tx.packets(), 4);
         }
     }
 
+    /// The IV counter starts at 1 (RFC 8061 §9) and counts up, big-endian; lispers' counter
+    /// starts anywhere and goes out little-endian.
     #[test]
-    fn kdf_depends_on_both_public_keys_and_the_suite() {
+    fn iv_counts_from_one() {
+        let km = [3u8; 32];
+        let hdr = DataHeader::with_instance(0, 1, 0);
+        for (suite, ivs) in [
+            (
+                CipherSuite::Aes128Gcm,
+                ["000000000000000000000001", "000000000000000000000002"],
+            ),
+            (
+                CipherSuite::ChaCha20Poly1305,
+                ["0000000000000001", "0000000000000002"],
+            ),
+        ] {
+            let mut tx = SendKey::new(suite, 1, &km);
+            for iv in ivs {
+                let mut out = Vec::new();
+                tx.seal(hdr, b"x", &mut out).unwrap();
+                assert_eq!(hex::encode(&out[8..8 + suite.iv_len()]), iv);
+            }
+        }
+        let mut tx = SendKey::new(CipherSuite::LispersCs6, 1, &km);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        tx.seal(hdr, &ipv4(28), &mut a).unwrap();
+        tx.seal(hdr, &ipv4(28), &mut b).unwrap();
+        let iv = |p: &[u8]| u64::from_le_bytes(p[8..16].try_into().unwrap());
+        assert_eq!(iv(&b), iv(&a) + 1);
+    }
+
+    #[test]
+    fn kdf_depends_on_the_nonce_and_the_secret() {
         let z = [7u8; 32];
-        let a = derive_key(CipherSuite::Aes128Gcm, &z, &[1; 32], &[2; 32]);
-        assert_eq!(
-            a,
-            derive_key(CipherSuite::Aes128Gcm, &z, &[2; 32], &[1; 32]),
-            "xor is symmetric"
-        );
-        assert_ne!(
-            a,
-            derive_key(CipherSuite::Aes128Gcm, &z, &[1; 32], &[3; 32])
-        );
-        let c = derive_key(CipherSuite::ChaCha20Poly1305, &z, &[1; 32], &[2; 32]);
-        assert_eq!(c.len(), 32);
-        assert_ne!(&c[..16], &a[..], "L is part of the input");
+        let a = derive_key(&z, &[1; 8]);
+        assert_ne!(a, derive_key(&z, &[2; 8]));
+        assert_ne!(a, derive_key(&[8u8; 32], &[1; 8]));
     }
 }

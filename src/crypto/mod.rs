@@ -2,5 +2,7 @@
 //! (RFC 8061): key exchange, key derivation, AEAD and anti-replay.
 
 pub mod auth;
+pub mod kx_auth;
 pub mod lisp_crypto;
+pub mod lispers;
 pub mod replay;

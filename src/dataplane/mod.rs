@@ -5,6 +5,7 @@
 pub mod encap;
 pub mod flow;
 pub mod icmp;
+pub mod keys;
 pub mod select;
 pub mod stats;
 pub mod waiting;

@@ -96,6 +96,8 @@ pub struct DataStats {
     /// Packets that waited for a key, or for a mapping (pull mode), before they left.
     pub queued_for_key: u64,
     pub queued_for_mapping: u64,
+    /// ETR keys refused because the key table was full (bounded against spoofed sources).
+    pub recv_keys_refused: u64,
     /// ICMP "fragmentation needed" / "packet too big" written back into a TUN.
     pub icmp_too_big: u64,
     /// Batching by the kernel: TUN reads that carried several packets (a TCP super-packet,

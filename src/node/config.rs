@@ -64,6 +64,16 @@ struct RawDataPlane {
     #[serde(default)]
     allow_clear: bool,
     underlay_mtu: Option<u32>,
+    #[serde(default)]
+    peer: Vec<RawCryptoPeer>,
+}
+
+/// `[[data_plane.peer]]`: the lisp-crypto profile of the peers in some RLOC prefixes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCryptoPeer {
+    rlocs: Vec<String>,
+    profile: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +257,8 @@ pub struct NodeConfig {
     pub encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
     /// Send and accept clear data where no key can be agreed.
     pub allow_clear: bool,
+    /// Peers that speak another lisp-crypto profile than the peer group's.
+    pub crypto_peers: Vec<crate::control::CryptoPeer>,
     /// MTU of the underlay path (RFC 9300 §7.1 stateless MTU handling): an inner packet
     /// whose encapsulation would exceed it is refused with an ICMP error into its TUN.
     pub underlay_mtu: u16,
@@ -742,6 +754,56 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
         }
     };
 
+    let mut crypto_peers = Vec::new();
+    for (i, peer) in raw.data_plane.peer.iter().enumerate() {
+        use crate::control::CryptoProfile;
+        let path = format!("data_plane.peer[{i}]");
+        let profile = match peer.profile.as_str() {
+            "decent" => Some(CryptoProfile::Decent),
+            "rfc8061" => Some(CryptoProfile::Rfc8061),
+            "lispers-cs6" => Some(CryptoProfile::LispersCs6),
+            other => {
+                errs.add(
+                    format!("{path}.profile"),
+                    format!("\"{other}\": expected decent, rfc8061 or lispers-cs6"),
+                );
+                None
+            }
+        };
+        if peer.rlocs.is_empty() {
+            errs.add(format!("{path}.rlocs"), "lists no RLOC prefix");
+        }
+        for (j, text) in peer.rlocs.iter().enumerate() {
+            let net = match text.parse::<IpNet>() {
+                Ok(n) => Some(n),
+                Err(_) => text.parse::<IpAddr>().ok().map(IpNet::from),
+            };
+            match (net, profile) {
+                (Some(n), _) if n.trunc() != n => errs.add(
+                    format!("{path}.rlocs[{j}]"),
+                    format!("\"{text}\" has host bits set (did you mean {}?)", n.trunc()),
+                ),
+                (Some(rlocs), Some(profile)) => {
+                    if crypto_peers
+                        .iter()
+                        .any(|p: &crate::control::CryptoPeer| p.rlocs == rlocs)
+                    {
+                        errs.add(
+                            format!("{path}.rlocs[{j}]"),
+                            format!("{rlocs} is listed twice"),
+                        );
+                    }
+                    crypto_peers.push(crate::control::CryptoPeer { rlocs, profile });
+                }
+                (Some(_), None) => {}
+                (None, _) => errs.add(
+                    format!("{path}.rlocs[{j}]"),
+                    format!("\"{text}\" is not an address or prefix (like 192.0.2.21/32)"),
+                ),
+            }
+        }
+    }
+
     let api = ApiSettings {
         listen: match raw.api.listen.as_deref().unwrap_or("127.0.0.1:8080") {
             "off" => None,
@@ -781,6 +843,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             instances,
             encryption,
             allow_clear: raw.data_plane.allow_clear || encryption.is_none(),
+            crypto_peers,
             underlay_mtu,
             api,
         }),

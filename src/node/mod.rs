@@ -217,6 +217,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         site: cfg.site.clone(),
         timers: cfg.timers.clone(),
         encryption: cfg.encryption,
+        crypto_peers: cfg.crypto_peers.clone(),
         rng_seed: rand::random(),
     };
     let (tx, mut rx) = mpsc::channel::<Received>(4096);
@@ -322,6 +323,12 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         encryption: cfg.encryption,
         allow_clear: cfg.allow_clear,
         underlay_mtu: cfg.underlay_mtu,
+        control_sockets: sockets
+            .by_local
+            .iter()
+            .filter(|(a, _)| a.port() == cfg.control_port && !a.ip().is_multicast())
+            .map(|(a, s)| (*a, s.clone()))
+            .collect(),
         ..DataPath::default()
     };
 
@@ -438,6 +445,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         }
         if Instant::now() >= next_rloc_refresh {
             next_rloc_refresh = Instant::now() + RLOC_REFRESH;
+            data.recv_keys.expire(start.elapsed());
             if cfg
                 .rlocs
                 .iter()
@@ -555,12 +563,13 @@ struct DataPath {
     /// ITR keys per RLOC; RLOCs that answered without a key.
     send_keys: HashMap<IpAddr, crate::crypto::lisp_crypto::SendKey>,
     keyless: std::collections::HashSet<IpAddr>,
-    /// ETR keys per ITR RLOC, one per key-id 1-3 (RFC 8061): the K bits of a packet pick
-    /// its key, so the key before a rekey stays usable for packets still in flight.
-    recv_keys: HashMap<IpAddr, [Option<crate::crypto::lisp_crypto::RecvKey>; 3]>,
-    /// Per ITR RLOC: when its newest key was installed and how many it has had (for the
-    /// API's keys view).
-    recv_history: HashMap<IpAddr, view::KeyHistory>,
+    /// ETR keys per ITR address and key-id 1-3 (RFC 8061 §8): the K bits of a packet pick
+    /// its key, so the key before a rekey stays usable for packets still in flight; a new
+    /// key is used once a packet proves it (return routability).
+    recv_keys: crate::dataplane::keys::RecvKeys,
+    /// The sockets on the control port: encrypted data to a lispers.net peer leaves from the
+    /// port of our probes (PROTOCOL.md §5.2 item 12).
+    control_sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     /// Packets waiting for a mapping (pull mode).
     waiting: crate::dataplane::waiting::MappingQueue,
     /// Packets waiting for a key: RLOC -> (Instance-ID, packet).
@@ -575,7 +584,6 @@ impl DataPath {
             stats: &self.stats,
             send_keys: &self.send_keys,
             recv_keys: &self.recv_keys,
-            recv_history: &self.recv_history,
             now,
         }
     }
@@ -739,6 +747,10 @@ impl DataPath {
                     return;
                 }
                 self.stats.encrypted += 1;
+                if k.suite == crate::crypto::lisp_crypto::CipherSuite::LispersCs6 {
+                    self.send_from_control_port(src, rloc, iid, packet.len());
+                    return;
+                }
             }
             None if self.encryption.is_none() || self.allow_clear => {
                 encap::encapsulate(&mut self.buf, iid, nonce, 0, packet)
@@ -773,6 +785,22 @@ impl DataPath {
         st.closed = len < st.segment;
         st.buf.extend_from_slice(&self.buf);
         st.sent.push((rloc, iid, packet.len()));
+    }
+
+    /// Sends the datagram in `buf` to a lispers.net peer from our control port: lispers keys
+    /// its decryption key by the source port of our probes (PROTOCOL.md §5.2 item 12).
+    fn send_from_control_port(&mut self, src: Option<IpAddr>, rloc: IpAddr, iid: u32, len: usize) {
+        let sock = self
+            .control_sockets
+            .iter()
+            .filter(|(a, _)| a.is_ipv4() == rloc.is_ipv4())
+            .min_by_key(|(a, _)| Some(a.ip()) != src)
+            .map(|(_, s)| s);
+        let dst = SocketAddr::new(rloc, crate::wire::DATA_PORT);
+        match sock.map(|s| s.try_send_to(&self.buf, dst)) {
+            Some(Ok(_)) => self.stats.sent(rloc, iid, len),
+            _ => self.stats.drop(Drop::SendFailed),
+        }
     }
 
     /// Sends what is staged (one datagram, or several in one GSO send).
@@ -829,7 +857,7 @@ impl DataPath {
     /// sends the packets that waited for it.
     fn key_event(&mut self, engine: &Engine, now: Duration, e: crate::control::KeyEvent) {
         use crate::control::KeyEvent;
-        use crate::crypto::lisp_crypto::{RecvKey, SendKey};
+        use crate::crypto::lisp_crypto::SendKey;
         match e {
             KeyEvent::Send {
                 rloc,
@@ -850,17 +878,13 @@ impl DataPath {
                 key_id,
                 key,
             } => {
-                info!(%itr, ?suite, key_id, "lisp-crypto key agreed (receive)");
-                let h = self.recv_history.entry(itr).or_default();
-                h.installed = now;
-                h.keys += 1;
-                if let Some(slot) = self
-                    .recv_keys
-                    .entry(itr)
-                    .or_default()
-                    .get_mut(usize::from(key_id).wrapping_sub(1))
-                {
-                    *slot = Some(RecvKey::new(suite, key_id, &key));
+                use crate::dataplane::keys::Install;
+                match self.recv_keys.install(now, itr, suite, key_id, key) {
+                    Install::Candidate => {
+                        info!(%itr, ?suite, key_id, "lisp-crypto key agreed (receive; in use once data proves it)")
+                    }
+                    Install::Refreshed => {}
+                    Install::Full => self.stats.recv_keys_refused += 1,
                 }
             }
             KeyEvent::NoKey { rloc } => {
@@ -918,22 +942,12 @@ impl DataPath {
             return false;
         }
         let inner: &[u8] = if h.key_id != 0 {
-            // The key of the sending RLOC under the packet's key-id; then the ICV first, the
-            // replay window, and decryption (RFC 8061 §6), in place.
-            let Some(key) = self
-                .recv_keys
-                .get_mut(&from.ip())
-                .and_then(|keys| keys.get_mut(usize::from(h.key_id) - 1))
-                .and_then(Option::as_mut)
-            else {
-                self.stats.drop(Drop::NoKey);
-                return false;
-            };
-            let opened = key.open(bytes);
-            match opened {
-                Ok(p) => {
+            // The keys of the sending address under the packet's key-id; then the ICV first,
+            // the replay window, and decryption (RFC 8061 §9), in place.
+            match self.recv_keys.open(now, from.ip(), bytes) {
+                Ok(r) => {
                     self.stats.decrypted += 1;
-                    p
+                    &bytes[r]
                 }
                 Err(CryptoError::Replay) => {
                     self.stats.drop(Drop::Replayed);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::control::{Delivery, Engine, MappingSystem};
-use crate::crypto::lisp_crypto::{RecvKey, SendKey};
+use crate::crypto::lisp_crypto::SendKey;
 use crate::dataplane::DataStats;
 use crate::mapping::{EidKey, RlocState};
 use crate::wire::RlocRecord;
@@ -201,21 +201,12 @@ fn eid_parts(key: &EidKey) -> (String, u32) {
     (key.to_string(), key.iid())
 }
 
-/// The ETR side's record of one ITR's keys: when the newest was installed, and how many
-/// keys it has agreed with us (the first included).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KeyHistory {
-    pub installed: Duration,
-    pub keys: u64,
-}
-
 /// Builds the views from the engine and the data path's state.
 pub struct Viewer<'a> {
     pub engine: &'a Engine,
     pub stats: &'a DataStats,
     pub send_keys: &'a HashMap<IpAddr, SendKey>,
-    pub recv_keys: &'a HashMap<IpAddr, [Option<RecvKey>; 3]>,
-    pub recv_history: &'a HashMap<IpAddr, KeyHistory>,
+    pub recv_keys: &'a crate::dataplane::keys::RecvKeys,
     pub now: Duration,
 }
 
@@ -486,33 +477,23 @@ impl Viewer<'_> {
                     cipher_suite: k.suite.name().into(),
                     key_id: k.key_id,
                     age_secs: p
-                        .and_then(|p| p.keyed_at)
+                        .and_then(|p| p.keyed_at())
                         .map(|t| secs(self.now.saturating_sub(t))),
                     rekeys: p.map(|p| p.rekeys.saturating_sub(1)),
                     packets: Some(k.packets()),
                 }
             })
             .collect();
-        let current: HashMap<IpAddr, u8> = self.engine.etr_key_ids().collect();
-        for (ip, keys) in self.recv_keys {
-            let id = current.get(ip).copied();
-            let k = keys
-                .iter()
-                .flatten()
-                .find(|k| Some(k.key_id) == id)
-                .or_else(|| keys.iter().flatten().next());
-            if let Some(k) = k {
-                let h = self.recv_history.get(ip);
-                out.push(KeyView {
-                    rloc: ip.to_string(),
-                    direction: "decap".into(),
-                    cipher_suite: k.suite.name().into(),
-                    key_id: k.key_id,
-                    age_secs: h.map(|h| secs(self.now.saturating_sub(h.installed))),
-                    rekeys: h.map(|h| h.keys.saturating_sub(1)),
-                    packets: None,
-                });
-            }
+        for k in self.recv_keys.current() {
+            out.push(KeyView {
+                rloc: k.itr.to_string(),
+                direction: "decap".into(),
+                cipher_suite: k.suite.name().into(),
+                key_id: k.key_id,
+                age_secs: Some(secs(self.now.saturating_sub(k.installed))),
+                rekeys: Some(k.keys.saturating_sub(1)),
+                packets: None,
+            });
         }
         out.sort_by(|a, b| (&a.rloc, &a.direction).cmp(&(&b.rloc, &b.direction)));
         out
