@@ -31,6 +31,8 @@ pub struct Counters {
     pub probe_replies_received: u64,
     pub rlocs_marked_down: u64,
     pub keys_agreed: u64,
+    /// Map-Requests from sources beyond the bucket table's bound, rate-limited together.
+    pub map_requests_shared_bucket: u64,
     /// lisp-crypto offers refused: another suite than ours, or lisp-crypto off.
     pub key_offers_refused: u64,
     /// Offers in the peer-group profile without a valid site-key signature: no state kept.

@@ -17,6 +17,9 @@ use super::config::MappingSystem;
 use super::engine::{Engine, PendingRequest, Transmit};
 use super::map_server::proxy_rlocs;
 
+/// Sources with a Map-Request rate-limit bucket of their own.
+pub(crate) const MAX_BUCKETS: usize = 4096;
+
 /// What the resolver answers for one EID.
 enum Answer {
     Positive { key: EidKey, rlocs: Vec<RlocRecord> },
@@ -24,11 +27,30 @@ enum Answer {
 }
 
 impl Engine {
-    /// Token bucket per source address; false when the source is over its rate.
+    /// Token bucket per source address; false when the source is over its rate. At most
+    /// `MAX_BUCKETS` sources have a bucket of their own; further ones (spoofed floods) share
+    /// one, so they cost no memory and cannot starve the known sources.
     fn admit(&mut self, now: Duration, src: IpAddr) -> bool {
         let rate = f64::from(self.cfg.timers.requests_per_second.max(1));
         let depth = rate * 2.0;
-        let (tokens, last) = self.buckets.entry(src).or_insert((depth, now));
+        let key = if self.buckets.len() < MAX_BUCKETS || self.buckets.contains_key(&src) {
+            src
+        } else {
+            self.counters.map_requests_shared_bucket += 1;
+            IpAddr::from([0u8; 16])
+        };
+        if key != src && !self.buckets.contains_key(&key) {
+            // The shared bucket always has room: it replaces the oldest entry.
+            if let Some(oldest) = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, b)| b.1)
+                .map(|(a, _)| *a)
+            {
+                self.buckets.remove(&oldest);
+            }
+        }
+        let (tokens, last) = self.buckets.entry(key).or_insert((depth, now));
         let elapsed = now.saturating_sub(*last).as_secs_f64();
         *tokens = (*tokens + elapsed * rate).min(depth);
         *last = now;

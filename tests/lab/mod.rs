@@ -399,6 +399,22 @@ impl Lab {
         counters(c.id(), log)
     }
 
+    /// The process id of a node (`ip netns exec` execs the node, so it is the node's).
+    pub fn pid(&self, node: usize) -> u32 {
+        self.nodes[node].0.id()
+    }
+
+    /// The resident memory of a node, in KiB.
+    pub fn rss_kib(&self, node: usize) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid(node))).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn log(&self, node: usize) -> String {
         std::fs::read_to_string(&self.nodes[node].1).unwrap_or_default()
     }
