@@ -37,8 +37,6 @@ pub fn outer_ttl_tos(inner: &[u8]) -> (u8, u8) {
 pub enum DropReason {
     /// Shorter than a LISP header, or the inner packet is not IPv4 / IPv6.
     Malformed,
-    /// No I bit: the Instance-ID is unknown (we never send without it).
-    NoInstanceId,
     /// An Instance-ID we have no EIDs in.
     UnknownInstance,
     /// The inner destination is not one of our EIDs in that Instance-ID.
@@ -94,9 +92,9 @@ pub fn decapsulate_inner<'a>(
     inner: &'a [u8],
     ours: &PrefixTable<()>,
 ) -> Decapsulated<'a> {
-    let Some(iid) = h.instance_id() else {
-        return Decapsulated::Drop(DropReason::NoInstanceId);
-    };
+    // RFC 9300 §5.3: without the I bit the packet belongs to the default Instance-ID 0
+    // (lispers.net and OOR send their IID-0 data so).
+    let iid = h.instance_id().unwrap_or(0);
     if iid == CONTROL_INSTANCE_ID {
         if h.key_id != 0 {
             return Decapsulated::Drop(DropReason::Encrypted);
@@ -199,9 +197,16 @@ mod tests {
             decapsulate(&[0x80, 0, 0], &t),
             Decapsulated::Drop(DropReason::Malformed)
         );
+        // No I bit (N only, locator-status-bits 1): Instance-ID 0, like lispers.net's and
+        // OOR's data (RFC 9300 §5.3).
+        let mut no_i = vec![0x80, 0xab, 0xcd, 0xef, 0, 0, 0, 1];
+        no_i.extend_from_slice(&ping([10, 1, 2, 3]));
         assert_eq!(
-            decapsulate(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0x45], &t),
-            Decapsulated::Drop(DropReason::NoInstanceId)
+            decapsulate(&no_i, &t),
+            Decapsulated::Deliver {
+                iid: 0,
+                packet: &ping([10, 1, 2, 3])[..]
+            }
         );
         encapsulate(&mut buf, 0, 1, 0, &[0x45, 0, 0]);
         assert_eq!(

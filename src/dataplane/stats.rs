@@ -37,8 +37,6 @@ pub struct Directions {
 pub enum Drop {
     /// Too short, or the inner packet is not IPv4 / IPv6.
     Malformed,
-    /// A LISP data packet without the I bit.
-    NoInstanceId,
     /// An Instance-ID we have no EIDs in.
     UnknownInstance,
     /// The inner destination is not one of our EIDs in that Instance-ID (RFC 9300 §7).
@@ -73,7 +71,6 @@ impl From<DropReason> for Drop {
     fn from(r: DropReason) -> Self {
         match r {
             DropReason::Malformed => Drop::Malformed,
-            DropReason::NoInstanceId => Drop::NoInstanceId,
             DropReason::UnknownInstance => Drop::UnknownInstance,
             DropReason::NotOurEid => Drop::NotOurEid,
             DropReason::Encrypted => Drop::EncryptedControl,
