@@ -410,7 +410,7 @@ impl Engine {
     /// Our RLOC to talk to `peer` from: of the same family, the one sharing the longest
     /// prefix with it (on a multi-homed node, the one on the peer's network), the first
     /// configured on a tie. Probes and data use the same source, so the lisp-crypto keys the
-    /// ETR holds per ITR RLOC (RFC 8061 §4) match the packets' source.
+    /// ETR holds per ITR address (RFC 8061 §9) match the packets' source.
     pub fn source_rloc(&self, peer: IpAddr) -> Option<IpAddr> {
         fn common(a: IpAddr, b: IpAddr) -> u32 {
             match (a, b) {

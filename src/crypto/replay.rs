@@ -1,6 +1,6 @@
-//! Anti-replay for encrypted LISP data (RFC 8061 §8 asks the ETR to reject replays; the
-//! window is the sliding bitmap of RFC 6479, here 1024 packets wide): a counter is accepted
-//! once, and not when it is older than the window.
+//! Anti-replay for encrypted LISP data. RFC 8061 names no window; its per-packet counter IV
+//! (§9) makes one possible, and we keep the sliding bitmap of RFC 6479, here 1024 packets
+//! wide: a counter is accepted once, and not when it is older than the window.
 
 /// Sliding window over 64-bit packet counters.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Data-plane counters: packets and bytes per RLOC and per Instance-ID, in each direction, and
-//! every drop by reason (RFC 9300 §5 encapsulation / decapsulation; RFC 8061 §6 for the
+//! every drop by reason (RFC 9300 §5 encapsulation / decapsulation; RFC 8061 §9 for the
 //! lisp-crypto drops, which are silent on the wire and so only visible here).
 
 use std::collections::BTreeMap;
@@ -51,7 +51,7 @@ pub enum Drop {
     NoRloc,
     /// ETR: no TUN device for the Instance-ID.
     NoDevice,
-    /// lisp-crypto: no key for the RLOC / key-id (RFC 8061 §6).
+    /// lisp-crypto: no key for the RLOC / key-id (RFC 8061 §9).
     NoKey,
     /// lisp-crypto: the ICV did not verify.
     IcvFailed,

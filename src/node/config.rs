@@ -906,6 +906,55 @@ accept_more_specifics = true
     }
 
     #[test]
+    fn crypto_peer_profiles() {
+        use crate::control::{CryptoPeer, CryptoProfile};
+        let text = format!(
+            "{GOOD}[data_plane]\n[[data_plane.peer]]\nrlocs = [\"192.0.2.21\", \"198.51.100.0/24\"]\n\
+             profile = \"lispers-cs6\"\n[[data_plane.peer]]\nrlocs = [\"2001:db8::/32\"]\nprofile = \"rfc8061\"\n"
+        );
+        let c = parse(&text, Path::new(".")).unwrap();
+        assert_eq!(
+            c.crypto_peers,
+            vec![
+                CryptoPeer {
+                    rlocs: "192.0.2.21/32".parse().unwrap(),
+                    profile: CryptoProfile::LispersCs6
+                },
+                CryptoPeer {
+                    rlocs: "198.51.100.0/24".parse().unwrap(),
+                    profile: CryptoProfile::LispersCs6
+                },
+                CryptoPeer {
+                    rlocs: "2001:db8::/32".parse().unwrap(),
+                    profile: CryptoProfile::Rfc8061
+                },
+            ]
+        );
+        let bad = format!(
+            "{GOOD}[data_plane]\n[[data_plane.peer]]\nrlocs = [\"192.0.2.1/8\", \"nope\", \"192.0.2.9\", \"192.0.2.9\"]\n\
+             profile = \"wireguard\"\n[[data_plane.peer]]\nrlocs = []\nprofile = \"decent\"\n"
+        );
+        let errs = parse(&bad, Path::new(".")).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "data_plane.peer[0].profile",
+                "data_plane.peer[0].rlocs[0]",
+                "data_plane.peer[0].rlocs[1]",
+                "data_plane.peer[1].rlocs"
+            ],
+            "{errs:?}"
+        );
+        let dup = format!(
+            "{GOOD}[data_plane]\n[[data_plane.peer]]\nrlocs = [\"192.0.2.9\", \"192.0.2.9/32\"]\nprofile = \"rfc8061\"\n"
+        );
+        let errs = parse(&dup, Path::new(".")).unwrap_err();
+        assert_eq!(errs[0].path, "data_plane.peer[0].rlocs[1]", "{errs:?}");
+        assert!(errs[0].message.contains("twice"));
+    }
+
+    #[test]
     fn every_error_with_its_path() {
         let bad = GOOD
             .replace("10.1.0.0/16", "10.1.0.0/33")

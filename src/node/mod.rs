@@ -692,7 +692,7 @@ impl DataPath {
         }
         let src = engine.source_rloc(rloc);
         self.send(src, hash, rloc, iid, packet);
-        // The key's packet budget is spent: ask once for a fresh key (RFC 8061 §4).
+        // The key's packet budget is spent: ask once for a fresh key (RFC 8061 §10).
         if self
             .send_keys
             .get(&rloc)

@@ -143,7 +143,7 @@ pub struct KeyView {
     pub cipher_suite: String,
     pub key_id: u8,
     pub age_secs: Option<u64>,
-    /// Keys agreed after the first one (rekeys, RFC 8061 §4).
+    /// Keys agreed after the first one (rekeys, RFC 8061 §10).
     pub rekeys: Option<u64>,
     pub packets: Option<u64>,
 }

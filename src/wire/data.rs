@@ -1,4 +1,4 @@
-//! The LISP data-plane header (RFC 9300 §5.3; K bits: RFC 8061 §7).
+//! The LISP data-plane header (RFC 9300 §5.3; K bits: RFC 8061 §8).
 //!
 //! ```text
 //!  0                   1                   2                   3
