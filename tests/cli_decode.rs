@@ -25,12 +25,14 @@ fn json_lines(o: &Output) -> Vec<Value> {
         .collect()
 }
 
-const VECTORS: [(&str, &str, usize); 5] = [
+const VECTORS: [(&str, &str, usize); 7] = [
     ("lispers-single-node.pcap", "interop-key", 11),
     ("lispers-decent-multicast.pcap", "decent-key", 7),
     ("lispers-crypto-pair.pcap", "interop-key", 28),
     ("oor-ms-two-xtrs.pcap", "oor-test-key", 55),
     ("oor-xtr-only.pcap", "oor-test-key", 10),
+    ("lispers-cs6-live.pcap", "interop-key", 26),
+    ("lispers-signed-probes.pcap", "interop-key", 15),
 ];
 
 #[test]
@@ -123,6 +125,37 @@ fn wrong_key_says_failed() {
     assert!(reg["key"].is_null());
     let o = decent(&["decode", "--pcap", p.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("auth: unchecked"));
+}
+
+/// Our probes and replies signed with the site key (crypto::kx_auth) decode, with the
+/// signature's verdict: ok with the site key, FAILED with another, unchecked without.
+#[test]
+fn signed_key_exchanges_show_their_signature() {
+    let p = vector("lispers-signed-probes.pcap");
+    let p = p.to_str().unwrap();
+    let verdicts = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["decode", "--pcap", p, "--json"];
+        a.extend_from_slice(args);
+        json_lines(&decent(&a))
+            .iter()
+            .filter(|o| o["src"] == "192.0.2.11")
+            .map(|o| {
+                o["key_exchange_signature"]
+                    .as_str()
+                    .unwrap_or("none")
+                    .to_string()
+            })
+            .collect()
+    };
+    let ok = verdicts(&["--key", "interop-key"]);
+    assert!(ok.len() >= 6 && ok.iter().all(|v| v == "ok"), "{ok:?}");
+    assert!(verdicts(&["--key", "nope"]).iter().all(|v| v == "failed"));
+    assert!(verdicts(&[]).iter().all(|v| v == "unchecked"));
+    let o = decent(&["decode", "--pcap", p, "--key", "interop-key"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("key-exchange signature: ok with key 'interop-key'")
+    );
 }
 
 #[test]

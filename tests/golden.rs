@@ -275,6 +275,53 @@ fn lispers_cs6_live_exchange() {
     assert_eq!(probe_port(ours), Some(CONTROL_PORT));
 }
 
+/// Live, 2026-12-06: our node in the peer-group profile (no `lispers-cs6` entry) probing
+/// lispers.net a8e1ce1: each of our probes ends with the 36-byte site-key trailer
+/// (crypto::kx_auth) and lispers answers every one of them; its own unsigned cs-6 offers get
+/// our reply without a key (an unsigned offer in the group profile is refused), signed.
+#[test]
+fn lispers_reads_our_signed_probes() {
+    use lisp_decent::crypto::kx_auth;
+    let (ds, _) = datagrams("lispers-signed-probes.pcap");
+    let key = kx_auth::KxKey::from_site_key(b"interop-key");
+    let ours: Vec<&Datagram> = ds
+        .iter()
+        .filter(|d| d.src.to_string() == "192.0.2.11")
+        .collect();
+    let mut answered = 0;
+    for d in &ours {
+        assert!(key.verify(&d.payload), "frame {}: signed", d.frame);
+        let (message, _) = kx_auth::split(&d.payload).unwrap();
+        match ControlMessage::parse(message).unwrap() {
+            ControlMessage::MapRequest(q) => {
+                assert!(q.probe);
+                // lispers answers with the probe's nonce.
+                let reply = ds.iter().any(|r| {
+                    r.src.to_string() == "192.0.2.21"
+                        && matches!(ControlMessage::parse(&r.payload),
+                            Ok(ControlMessage::MapReply(p)) if p.nonce == q.nonce)
+                });
+                assert!(
+                    reply,
+                    "frame {}: lispers answered our signed probe",
+                    d.frame
+                );
+                answered += 1;
+            }
+            ControlMessage::MapReply(r) => {
+                let keyed = r
+                    .records
+                    .iter()
+                    .flat_map(|r| r.rlocs.iter())
+                    .any(|l| security_key(&l.locator).is_some());
+                assert!(!keyed, "frame {}: no key for an unsigned offer", d.frame);
+            }
+            _ => {}
+        }
+    }
+    assert!(answered >= 3, "{answered}");
+}
+
 #[test]
 fn oor_map_server_and_two_xtrs() {
     let keys = ring(&["oor-test-key", "oor-test-key2"]);

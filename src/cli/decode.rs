@@ -52,6 +52,15 @@ fn describe_payload(
     if data {
         return describe::data_json(payload).map_err(|e| (e, json!({"type": "data"})));
     }
+    // A key exchange signed with the site key ends with a trailer (crypto::kx_auth).
+    if let Some((message, _)) = crate::crypto::kx_auth::split(payload)
+        && let Ok(msg) = ControlMessage::parse(message)
+    {
+        let mut o = describe::message_json(&msg);
+        let secrets: Vec<Vec<u8>> = keys.keys.iter().map(|k| k.secret.clone()).collect();
+        describe::add_key_exchange_signature(&mut o, payload, &secrets, names);
+        return Ok(o);
+    }
     let msg = ControlMessage::parse(payload).map_err(|e| {
         let t = payload.first().map(|b| b >> 4);
         (e, json!({"type": t}))

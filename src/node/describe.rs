@@ -443,9 +443,43 @@ pub fn text(o: &Value, out: &mut String, indent: &str) {
             _ => writeln!(out, "{indent}  auth: unchecked (no --key given)"),
         };
     }
+    if let Some(k) = o.get("key_exchange_signature") {
+        let _ = match s(k).as_str() {
+            "ok" => writeln!(
+                out,
+                "{indent}  key-exchange signature: ok with key '{}'",
+                s(&o["key"])
+            ),
+            "failed" => writeln!(out, "{indent}  key-exchange signature: FAILED"),
+            _ => writeln!(
+                out,
+                "{indent}  key-exchange signature: unchecked (no --key given)"
+            ),
+        };
+    }
     if let Some(inner) = o.get("inner") {
         text(inner, out, &format!("{indent}  "));
     }
+}
+
+/// A control message that ends with the site-key signature of a key exchange
+/// ([`crate::crypto::kx_auth`]): the message, and the verdict under `secrets` (`names` in
+/// the same order): `ok` with the key's name, `failed`, or `unchecked` without a key.
+pub fn add_key_exchange_signature(
+    o: &mut Value,
+    signed: &[u8],
+    secrets: &[Vec<u8>],
+    names: KeyNames<'_>,
+) {
+    let verdict = secrets
+        .iter()
+        .position(|k| crate::crypto::kx_auth::KxKey::from_site_key(k).verify(signed));
+    o["key_exchange_signature"] = json!(match (verdict, secrets.is_empty()) {
+        (Some(_), _) => "ok",
+        (None, true) => "unchecked",
+        (None, false) => "failed",
+    });
+    o["key"] = json!(verdict.and_then(|i| names.get(i)));
 }
 
 /// One control message (or LISP data carrying one) as a single line in `decent decode`'s
@@ -454,7 +488,11 @@ pub fn one_line(bytes: &[u8], data: bool) -> String {
     let o = if data {
         data_json(bytes)
     } else {
-        ControlMessage::parse(bytes).map(|m| message_json(&m))
+        let message = match crate::crypto::kx_auth::split(bytes) {
+            Some((m, _)) if ControlMessage::parse(m).is_ok() => m,
+            _ => bytes,
+        };
+        ControlMessage::parse(message).map(|m| message_json(&m))
     };
     match o {
         Ok(o) => {
