@@ -214,6 +214,34 @@ fn lispers_crypto_pair() {
     );
 }
 
+/// Our node registering with a lispers.net Map-Server (shared/vectors/interop cell 1):
+/// lispers' Map-Notify carries the xTR-ID / site-ID trailer with the I bit clear, and its
+/// HMAC covers it. It parses, re-emits byte for byte (I bit still clear) and authenticates;
+/// each answers one of our registers by nonce and echoes our xTR-ID.
+#[test]
+fn lispers_map_notify_carries_an_unflagged_trailer() {
+    let (c, msgs) = check_file("cell1-decent-to-lispers-ms.pcap", &ring(&["interop-key"]));
+    assert!(c["map-notify"] >= 5, "{c:?}");
+    for (d, m) in &msgs {
+        let ControlMessage::MapNotify(n) = m else {
+            continue;
+        };
+        assert!(n.unflagged_trailer, "frame {}", d.frame);
+        assert_eq!(d.payload[0] & 0x08, 0, "frame {}: I bit clear", d.frame);
+        let answered = msgs.iter().find_map(|(_, r)| match r {
+            ControlMessage::MapRegister(r) if r.nonce == n.nonce => Some(r),
+            _ => None,
+        });
+        let reg = answered.unwrap_or_else(|| panic!("frame {}: answers a register", d.frame));
+        assert_eq!(
+            n.trailer.map(|t| t.xtr_id),
+            reg.trailer.map(|t| t.xtr_id),
+            "frame {}",
+            d.frame
+        );
+    }
+}
+
 /// The first Security Key LCAF in an address (lispers.net wraps its own in an AFI List).
 fn security_key(a: &Address) -> Option<&SecurityKey> {
     let Address::Lcaf(l) = a else { return None };

@@ -129,6 +129,7 @@ fn forged_probes_from_a_hostile_host_install_no_key_and_cost_no_memory() {
     // The node's bounded tables (rate-limit buckets and last-heard times, 4096 sources
     // each) are the fixed cap unauthenticated packets may cost: fill them first, then the
     // memory must stay flat under 20,000 more.
+    let rss_start = lab.rss_kib(n1);
     flood(&atk, 0..8_000);
     std::thread::sleep(Duration::from_secs(1));
     let before = lab.counters(n1);
@@ -156,6 +157,7 @@ fn forged_probes_from_a_hostile_host_install_no_key_and_cost_no_memory() {
     let after = lab.counters(n1);
     let rss_after = lab.rss_kib(n1);
     let delta = |p: &str| counter(&after, p) - counter(&before, p);
+    println!("RSS {rss_start} KiB at the start, {rss_before} KiB with the bounded tables full");
     println!(
         "unauthenticated offers {}, bad signatures {}, rate-limited {}, RSS {} -> {} KiB",
         delta("control/key_offers_unauthenticated"),

@@ -245,3 +245,64 @@ fn map_notify_when_asked_authenticated_with_the_same_key() {
     );
     assert_eq!(e.site_db().len(), before - 1);
 }
+
+/// lispers.net's Map-Notify carries the xTR-ID / site-ID trailer with the I bit clear, its
+/// HMAC covering it (shared/vectors/interop cell 1). A node registering with such a
+/// Map-Server takes it as the acknowledgement: it stops retrying the seed.
+#[test]
+fn a_lispers_map_notify_with_an_unflagged_trailer_acknowledges_the_seed() {
+    let seed: IpAddr = "192.0.2.21".parse().unwrap();
+    let registers_to_seed = |out: &[Transmit]| -> Vec<MapRegister> {
+        out.iter()
+            .filter(|t| t.dst.ip() == seed)
+            .filter_map(|t| match ControlMessage::parse(&t.payload) {
+                Ok(ControlMessage::MapRegister(r)) if r.want_notify => Some(r),
+                _ => None,
+            })
+            .collect()
+    };
+    for answer in [false, true] {
+        let mut c = sim::node_config(1, Delivery::Replicate);
+        if let lisp_decent::control::MappingSystem::Push(g) = &mut c.mapping_system {
+            g.seeds = vec![seed];
+        }
+        let mut e = Engine::new(c);
+        e.handle_timeout(Duration::ZERO);
+        let regs = registers_to_seed(&sent(&mut e));
+        assert!(!regs.is_empty(), "registers to the seed");
+        for reg in regs.iter().filter(|_| answer) {
+            let n = MapNotify {
+                reserved: 0,
+                nonce: reg.nonce,
+                auth: Authentication::unsigned(1, alg::HMAC_SHA_256_128),
+                records: reg.records.clone(),
+                trailer: reg.trailer,
+                unflagged_trailer: true,
+            };
+            let mut bytes = ControlMessage::MapNotify(n).to_bytes().unwrap();
+            assert_eq!(
+                bytes[0] & 0x08,
+                0,
+                "the I bit is clear, as lispers sends it"
+            );
+            auth::sign(&mut bytes, sim::SIM_KEY.as_bytes()).unwrap();
+            e.handle_datagram(
+                Duration::from_millis(100),
+                SocketAddr::new(seed, 4342),
+                SocketAddr::new(sim::rloc(1), 4342),
+                &bytes,
+            );
+            assert_eq!(e.counters().map_notify_rejected_auth, 0);
+            assert_eq!(e.counters().packets_malformed, 0);
+        }
+        // Without an acknowledgement the seed is asked again within seconds, doubling.
+        let mut retried = false;
+        for ms in (200..6000).step_by(100) {
+            e.handle_timeout(Duration::from_millis(ms));
+            // (The round due at 1 s was scheduled before the answer came.)
+            let to_seed = registers_to_seed(&sent(&mut e));
+            retried |= ms > 1500 && !to_seed.is_empty();
+        }
+        assert_eq!(retried, !answer, "answered: {answer}");
+    }
+}

@@ -239,6 +239,7 @@ fn frames() -> Vec<Frame> {
             vec![rloc(a4("192.0.2.1"))],
         )],
         trailer: None,
+        unflagged_trailer: false,
     };
     out.push(Frame {
         payload: signed(ControlMessage::MapNotify(notify.clone())),

@@ -94,6 +94,8 @@ pub struct Engine {
     pub(crate) etr_keys: HashMap<IpAddr, super::probe::EtrKeys>,
     /// The key that signs lisp-crypto exchanges in the peer group (from the site key).
     pub(crate) kx_key: Option<crate::crypto::kx_auth::KxKey>,
+    /// Every site key's, for checking (a key being rolled over still verifies).
+    pub(crate) kx_keys: Vec<crate::crypto::kx_auth::KxKey>,
     /// RLOC-probing state per RLOC in use.
     pub(crate) probes: HashMap<IpAddr, super::probe::ProbeState>,
     /// Bumped on every change of a registered mapping.
@@ -124,6 +126,13 @@ impl Engine {
         for a in &cfg.site.allowed {
             allowed.insert(a.eid, a.accept_more_specifics);
         }
+        let kx_keys = cfg
+            .site
+            .keys
+            .keys
+            .iter()
+            .map(|k| crate::crypto::kx_auth::KxKey::from_site_key(&k.secret))
+            .collect();
         let kx_key = cfg
             .site
             .own_key
@@ -159,6 +168,7 @@ impl Engine {
             key_events: VecDeque::new(),
             etr_keys: HashMap::new(),
             kx_key,
+            kx_keys,
             heard: HashMap::new(),
         }
     }
@@ -311,7 +321,7 @@ impl Engine {
         if let Some((message, _)) = crate::crypto::kx_auth::split(payload)
             && let Ok(m) = ControlMessage::parse(message)
         {
-            let signed = self.kx_key.as_ref().is_some_and(|k| k.verify(payload));
+            let signed = self.kx_keys.iter().any(|k| k.verify(payload));
             if !signed {
                 self.counters.key_exchange_bad_signature += 1;
             }

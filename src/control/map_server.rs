@@ -183,6 +183,7 @@ impl Engine {
             auth: Authentication::unsigned(reg.auth.key_id, reg.auth.alg_id),
             records: reg.records.clone(),
             trailer: reg.trailer,
+            unflagged_trailer: false,
         };
         if let Some(bytes) = signed(
             &crate::wire::ControlMessage::MapNotify(n),
@@ -233,6 +234,7 @@ impl Engine {
                 auth: Authentication::unsigned(key.key_id.unwrap_or(0), alg),
                 records: vec![rec.clone()],
                 trailer: None,
+                unflagged_trailer: false,
             };
             let Some(bytes) = signed(
                 &crate::wire::ControlMessage::MapNotify(n),
@@ -355,6 +357,7 @@ impl Engine {
             auth: Authentication::unsigned(key.key_id.unwrap_or(0), alg),
             records: n.records.clone(),
             trailer: None,
+            unflagged_trailer: false,
         };
         if let Some(bytes) = signed(
             &crate::wire::ControlMessage::MapNotifyAck(ack),

@@ -177,7 +177,7 @@ pub fn message_json(m: &ControlMessage) -> Value {
             "xtr_id": r.trailer.map(|t| hex(&t.xtr_id)), "site_id": r.trailer.map(|t| hex(&t.site_id)),
         }),
         ControlMessage::MapNotify(n) | ControlMessage::MapNotifyAck(n) => json!({
-            "flags": flags(&[(n.trailer.is_some(), "I")]),
+            "flags": flags(&[(n.trailer.is_some() && !n.unflagged_trailer, "I")]),
             "key_id": n.auth.key_id, "alg_id": n.auth.alg_id, "auth_len": n.auth.data.len(),
             "records": n.records.iter().map(record_json).collect::<Vec<_>>(),
             "xtr_id": n.trailer.map(|t| hex(&t.xtr_id)), "site_id": n.trailer.map(|t| hex(&t.site_id)),

@@ -203,6 +203,10 @@ pub struct MapNotify {
     pub records: Vec<EidRecord>,
     /// I bit.
     pub trailer: Option<XtrTrailer>,
+    /// The trailer came with the I bit clear: lispers.net's Map-Notify carries the xTR-ID /
+    /// site-ID so, its HMAC covering them (captured in shared/vectors/interop, cell 1). Kept
+    /// so the message re-emits as it came.
+    pub unflagged_trailer: bool,
 }
 
 impl MapNotify {
@@ -214,13 +218,19 @@ impl MapNotify {
             msg_type::MAP_NOTIFY
         };
         let w = expect_type(r, t)?;
-        let b = Body::parse(r, w as u8, w & NI != 0)?;
+        let mut b = Body::parse(r, w as u8, w & NI != 0)?;
+        // Exactly a trailer's worth left without the I bit: lispers.net's xTR-ID / site-ID.
+        let unflagged_trailer = b.trailer.is_none() && r.remaining() == XtrTrailer::LEN;
+        if unflagged_trailer {
+            b.trailer = Some(XtrTrailer::parse(r)?);
+        }
         Ok(MapNotify {
             reserved: w & NOTIFY_RESERVED_MASK,
             nonce: b.nonce,
             auth: b.auth,
             records: b.records,
             trailer: b.trailer,
+            unflagged_trailer,
         })
     }
 
@@ -232,7 +242,7 @@ impl MapNotify {
             msg_type::MAP_NOTIFY
         };
         let w = (u32::from(t) << 28)
-            | flag(self.trailer.is_some(), NI)
+            | flag(self.trailer.is_some() && !self.unflagged_trailer, NI)
             | (self.reserved & NOTIFY_RESERVED_MASK)
             | u32::from(count);
         out.extend_from_slice(&w.to_be_bytes());

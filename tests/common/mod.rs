@@ -370,14 +370,18 @@ pub fn map_notify() -> impl Strategy<Value = MapNotify> {
         authentication(),
         vec(eid_record(), 0..3),
         option::of(trailer()),
+        any::<bool>(),
     )
-        .prop_map(|(reserved, nonce, auth, records, trailer)| MapNotify {
-            reserved: reserved & map_register::NOTIFY_RESERVED_MASK,
-            nonce,
-            auth,
-            records,
-            trailer,
-        })
+        .prop_map(
+            |(reserved, nonce, auth, records, trailer, unflagged)| MapNotify {
+                reserved: reserved & map_register::NOTIFY_RESERVED_MASK,
+                nonce,
+                auth,
+                records,
+                unflagged_trailer: unflagged && trailer.is_some(),
+                trailer,
+            },
+        )
 }
 
 pub fn map_referral() -> impl Strategy<Value = MapReferral> {
