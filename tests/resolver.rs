@@ -36,33 +36,52 @@ fn request(eid: &str, itr: &str) -> MapRequest {
 
 const ITR: &str = "192.0.2.100";
 
-#[test]
-fn proxy_reply_for_a_registered_prefix() {
-    let mut e = started();
+/// Asks node 1 of a converged pair for `eid` from the ITR; returns where the reply went and
+/// its first record.
+fn ask_node_1(eid: &str) -> (SocketAddr, EidRecord) {
+    let mut s = sim::Sim::new(Duration::from_millis(1), 5);
+    for i in 1..=2 {
+        s.add(sim::node_config(i, Delivery::Replicate));
+    }
+    assert!(s.run_until(Duration::from_secs(5), sim::Sim::converged));
+    let now = s.now;
+    let e = s.engine_mut(0).unwrap();
+    while e.poll_transmit().is_some() {}
     let src = SocketAddr::new(ITR.parse().unwrap(), 40000);
-    let q = ControlMessage::MapRequest(request("10.0.1.77", ITR))
+    let q = ControlMessage::MapRequest(request(eid, ITR))
         .to_bytes()
         .unwrap();
-    e.handle_datagram(
-        Duration::from_secs(1),
-        src,
-        SocketAddr::new(sim::rloc(1), 4342),
-        &q,
-    );
-    let out = sent(&mut e);
+    e.handle_datagram(now, src, SocketAddr::new(sim::rloc(1), 4342), &q);
+    let out: Vec<Transmit> = std::iter::from_fn(|| e.poll_transmit())
+        .filter(|t| t.dst.ip() == src.ip())
+        .collect();
     assert_eq!(out.len(), 1);
-    assert_eq!(
-        out[0].dst, src,
-        "to the ITR-RLOC at the request's source port"
-    );
     let r = reply_of(&out[0]);
     assert_eq!(r.nonce, [7; 8]);
-    let rec = &r.records[0];
-    assert_eq!(rec.eid_text(), "[0]10.0.1.0/24");
+    (out[0].dst, r.records[0].clone())
+}
+
+/// A member's prefix is answered by proxy (A clear, L clear: we hold it as the group's
+/// Map-Resolver); our own is answered as its ETR, authoritatively with our locators (RFC
+/// 9301 §5.4, §8.3), so lig through lispers.net or OOR shows it "auth".
+#[test]
+fn proxy_reply_for_a_member_and_authoritative_for_our_own() {
+    let (dst, rec) = ask_node_1("10.0.2.77");
+    assert_eq!(
+        dst,
+        SocketAddr::new(ITR.parse().unwrap(), 40000),
+        "to the ITR-RLOC at the request's source port"
+    );
+    assert_eq!(rec.eid_text(), "[0]10.0.2.0/24");
     assert!(!rec.authoritative, "proxy reply: A clear");
     assert_eq!(rec.ttl, 1440);
-    assert_eq!(rec.rlocs[0].locator.ip(), Some(sim::rloc(1)));
+    assert_eq!(rec.rlocs[0].locator.ip(), Some(sim::rloc(2)));
     assert!(!rec.rlocs[0].local(), "L clear in a proxy reply");
+    let (_, rec) = ask_node_1("10.0.1.77");
+    assert_eq!(rec.eid_text(), "[0]10.0.1.0/24");
+    assert!(rec.authoritative, "our own mapping: A set");
+    assert_eq!(rec.rlocs[0].locator.ip(), Some(sim::rloc(1)));
+    assert!(rec.rlocs[0].local() && rec.rlocs[0].reachable());
 }
 
 #[test]

@@ -108,13 +108,18 @@ impl Engine {
                         }
                     }
                     let (eid, ml) = key.to_wire(false);
-                    let mut rec = EidRecord::new(
-                        eid,
-                        ml,
-                        self.cfg.timers.map_reply_ttl_mins,
-                        proxy_rlocs(rlocs),
-                    );
-                    rec.authoritative = false;
+                    // Our own mapping: we are its ETR and answer authoritatively, with our
+                    // locators (RFC 9301 §5.4, §8.3); proxy replies are for the rest of the
+                    // database, which we hold as the group's Map-Resolver.
+                    let own = self.is_own_mapping(&key);
+                    let rlocs = if own {
+                        self.own_rlocs()
+                    } else {
+                        proxy_rlocs(rlocs)
+                    };
+                    let mut rec =
+                        EidRecord::new(eid, ml, self.cfg.timers.map_reply_ttl_mins, rlocs);
+                    rec.authoritative = own;
                     records.push(rec);
                 }
                 Some(Answer::Negative { eid, ttl_mins }) => {
@@ -146,6 +151,15 @@ impl Engine {
             ttl: None,
             payload,
         });
+    }
+
+    /// Whether `key` is one of our database mappings or our node name: we are its ETR.
+    fn is_own_mapping(&self, key: &EidKey) -> bool {
+        match key {
+            EidKey::Prefix(p) => self.cfg.database.iter().any(|d| d.eid == *p),
+            EidKey::Name { iid: 0, name } => name.as_slice() == self.cfg.name.as_bytes(),
+            _ => false,
+        }
     }
 
     fn answer(&self, rr: &RequestRecord) -> Option<Answer> {
