@@ -168,9 +168,51 @@ fn check_config_prints_every_error_with_its_path_and_run_refuses() {
 #[test]
 fn lig_works_against_an_oor_like_map_resolver() {
     use lisp_decent::wire::*;
+    let rec = EidRecord {
+        authoritative: true,
+        ..EidRecord::new(
+            Address::Ipv4("10.2.2.0".parse().unwrap()),
+            24,
+            10,
+            vec![RlocRecord {
+                priority: 1,
+                weight: 100,
+                m_priority: 255,
+                m_weight: 0,
+                flags: 5,
+                locator: Address::Ipv4("192.0.2.3".parse().unwrap()),
+            }],
+        )
+    };
+    let (o, outer_port, inner_port) = lig_oor_like("10.2.2.2", rec, &["--json"]);
+    assert_eq!(
+        outer_port, inner_port,
+        "lig listens on the port it names as inner source"
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["eid"], "[0]10.2.2.0/24");
+    assert_eq!(v["replier"], "127.0.0.8");
+    assert_eq!(v["kind"], "authoritative");
+    assert_eq!(v["covers_eid"], true);
+    assert_eq!(v["rlocs"][0]["address"], "192.0.2.3");
+}
+
+/// A Map-Resolver at 127.0.0.7 that answers one ECM Map-Request for `eid` with `rec` from
+/// another address (127.0.0.8), as OOR's does; runs `decent lig` against it with `args`.
+/// Returns lig's output, and the outer and inner source ports of the request.
+fn lig_oor_like(
+    eid: &str,
+    rec: lisp_decent::wire::EidRecord,
+    args: &[&str],
+) -> (std::process::Output, u16, u16) {
+    use lisp_decent::wire::*;
+    // One fake Map-Resolver at a time: they share its address.
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let ms = std::net::UdpSocket::bind("127.0.0.7:4342").unwrap();
     let other = std::net::UdpSocket::bind("127.0.0.8:0").unwrap();
     ms.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let want = format!("[0]{eid}/32");
     let server = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         let (n, from) = ms.recv_from(&mut buf).unwrap();
@@ -182,24 +224,8 @@ fn lig_works_against_an_oor_like_map_resolver() {
         let ControlMessage::MapRequest(q) = *ecm.inner else {
             panic!("inner is not a Map-Request")
         };
-        assert_eq!(q.records[0].eid_text(), "[0]10.2.2.2/32");
+        assert_eq!(q.records[0].eid_text(), want);
         let itr = q.reply_rloc().expect("an ITR-RLOC");
-        let rec = EidRecord {
-            authoritative: true,
-            ..EidRecord::new(
-                Address::Ipv4("10.2.2.0".parse().unwrap()),
-                24,
-                10,
-                vec![RlocRecord {
-                    priority: 1,
-                    weight: 100,
-                    m_priority: 255,
-                    m_weight: 0,
-                    flags: 5,
-                    locator: Address::Ipv4("192.0.2.3".parse().unwrap()),
-                }],
-            )
-        };
         let reply = ControlMessage::MapReply(MapReply::new(q.nonce, vec![rec]))
             .to_bytes()
             .unwrap();
@@ -212,25 +238,38 @@ fn lig_works_against_an_oor_like_map_resolver() {
         (from.port(), ecm.inner_header.sport)
     });
     let o = decent()
-        .args([
-            "lig",
-            "10.2.2.2",
-            "--to",
-            "127.0.0.7",
-            "--json",
-            "--count",
-            "1",
-        ])
+        .args(["lig", eid, "--to", "127.0.0.7", "--count", "1"])
+        .args(args)
         .output()
         .unwrap();
-    let (outer_port, inner_port) = server.join().unwrap();
-    assert_eq!(
-        outer_port, inner_port,
-        "lig listens on the port it names as inner source"
-    );
+    let (outer, inner) = server.join().unwrap();
+    (o, outer, inner)
+}
+
+/// OOR answered a request for 10.9.9.9 with "negative, 11.8.0.0/13" (PROTOCOL.md O2): lig
+/// says the prefix does not contain the EID, in JSON and in text.
+#[test]
+fn lig_flags_a_negative_reply_that_does_not_cover_the_eid() {
+    use lisp_decent::wire::*;
+    let wrong = || EidRecord {
+        authoritative: true,
+        action: action::NATIVELY_FORWARD,
+        ..EidRecord::new(Address::Ipv4("11.8.0.0".parse().unwrap()), 13, 15, vec![])
+    };
+    let (o, _, _) = lig_oor_like("10.9.9.9", wrong(), &["--json"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["eid"], "[0]10.2.2.0/24");
-    assert_eq!(v["replier"], "127.0.0.8");
-    assert_eq!(v["kind"], "authoritative");
-    assert_eq!(v["rlocs"][0]["address"], "192.0.2.3");
+    assert_eq!(
+        (&v["eid"], &v["negative"], &v["covers_eid"]),
+        (
+            &Value::from("[0]11.8.0.0/13"),
+            &Value::Bool(true),
+            &Value::Bool(false)
+        )
+    );
+    let (o, _, _) = lig_oor_like("10.9.9.9", wrong(), &[]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("*** [0]11.8.0.0/13 does not contain [0]10.9.9.9"),
+        "{text}"
+    );
 }

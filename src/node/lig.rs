@@ -13,7 +13,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{
-    Address, CONTROL_PORT, ControlMessage, Ecm, IpUdp, Lcaf, LcafBody, MapRequest, action,
+    Address, CONTROL_PORT, ControlMessage, Ecm, EidRecord, IpUdp, Lcaf, LcafBody, MapRequest,
+    action,
 };
 
 /// What to look up: an address, or a distinguished name (`'name'`, as lispers.net writes it).
@@ -108,6 +109,25 @@ pub struct LigResult {
     pub kind: Option<String>,
     #[serde(default)]
     pub rlocs: Vec<LigRloc>,
+    /// Whether the reply's EID-prefix holds the EID asked for. A Map-Resolver that answers
+    /// with a prefix that does not (OOR's negative replies can: 11.8.0.0/13 for 10.9.9.9)
+    /// is wrong, and its answer must not be used.
+    #[serde(default = "covers_by_default")]
+    pub covers_eid: bool,
+}
+
+fn covers_by_default() -> bool {
+    true
+}
+
+/// Whether the record's EID holds what was asked for.
+fn covers(rec: &EidRecord, iid: u32, eid: &LigEid) -> bool {
+    use crate::mapping::EidKey;
+    match (EidKey::from_wire(&rec.eid, rec.mask_len), eid) {
+        (Some(EidKey::Prefix(p)), LigEid::Ip(a)) => p.iid == iid && p.prefix.contains(a),
+        (Some(EidKey::Name { iid: i, name }), LigEid::Name(n)) => i == iid && name == n.as_bytes(),
+        _ => false,
+    }
 }
 
 /// Sends up to `count` ECM Map-Requests for `eid` in `iid` to `target`, waiting `timeout`
@@ -167,6 +187,7 @@ pub fn lig(
         authoritative: false,
         kind: None,
         rlocs: Vec::new(),
+        covers_eid: true,
     };
     let mut buf = [0u8; 65536];
     for _ in 0..count.max(1) {
@@ -223,6 +244,7 @@ pub fn lig(
                     .into(),
                 );
                 result.eid = Some(rec.eid_text());
+                result.covers_eid = covers(rec, iid, eid);
                 result.ttl = Some(rec.ttl);
                 result.action = Some(action::name(rec.action).into());
                 result.rlocs = rec
@@ -274,6 +296,13 @@ pub fn text(r: &LigResult) -> String {
         if r.authoritative { "auth" } else { "not auth" },
         r.kind.as_deref().unwrap_or("-")
     );
+    if !r.covers_eid {
+        let _ = writeln!(
+            out,
+            "  *** {eid} does not contain {}: the Map-Resolver's answer is wrong, do not use it ***",
+            r.requested
+        );
+    }
     if r.negative {
         let _ = writeln!(
             out,
