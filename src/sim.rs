@@ -38,7 +38,7 @@ pub fn eid(i: usize) -> EidPrefix {
 /// The configuration of simulated node `i` in a peer group using `delivery`; node 1 is
 /// everyone's bootstrap seed.
 pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
-    let key = AuthKey::new(Some(1), SIM_KEY);
+    let key = AuthKey::new(Some(1), SIM_KEY).with_algorithm(alg::HMAC_SHA_256_128);
     let mut xtr_id = [0u8; 16];
     xtr_id[8..].copy_from_slice(&(i as u64).to_be_bytes());
     EngineConfig {

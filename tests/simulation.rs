@@ -161,7 +161,7 @@ fn register_bytes(key: &[u8], alg_id: u8, prefix: &str) -> Vec<u8> {
 }
 
 #[test]
-fn wrong_key_unauthenticated_and_disallowed_registers_are_rejected_and_counted() {
+fn wrong_key_wrong_algorithm_unauthenticated_and_disallowed_registers_are_rejected() {
     let mut s = mesh(2, Delivery::Replicate, MS);
     assert!(s.run_until(secs(5), Sim::converged));
     let before = s.engine(0).unwrap().site_db().len();
@@ -183,11 +183,18 @@ fn wrong_key_unauthenticated_and_disallowed_registers_are_rejected_and_counted()
         ),
     );
     s.inject(from, to, vec![0x30, 1, 2]);
+    // The right secret under HMAC-SHA-1 to a key configured for sha256: the configured
+    // algorithm is enforced.
+    s.inject(
+        from,
+        to,
+        register_bytes(sim::SIM_KEY.as_bytes(), alg::HMAC_SHA_1_96, "10.202.0.0/16"),
+    );
     s.run_to(s.now + secs(1));
     let e = s.engine(0).unwrap();
     assert_eq!(e.site_db().len(), before, "nothing stored");
     let c = e.counters();
-    assert_eq!(c.register_rejected_auth, 1);
+    assert_eq!(c.register_rejected_auth, 2);
     assert_eq!(c.register_rejected_unauthenticated, 1);
     assert_eq!(c.register_rejected_not_allowed, 1);
     assert_eq!(c.packets_malformed, 1);

@@ -73,12 +73,14 @@ fn describe_payload(
 
 pub fn run(args: &DecodeArgs) -> anyhow::Result<bool> {
     let names: Vec<String> = args.keys.clone();
-    let keys = KeyRing::new(
+    let mut keys = KeyRing::new(
         args.keys
             .iter()
             .map(|k| AuthKey::parse_lispers(k))
             .collect(),
     );
+    // A dissector shows what verifies, truncated lengths included.
+    keys.accept_truncated = true;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut ok = true;

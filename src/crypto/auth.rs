@@ -6,8 +6,10 @@
 //! Authentication Data bytes set to zero and Key ID, Algorithm ID and length left as sent.
 //! lispers.net and OOR both compute it this way (recomputed from their captures) and both
 //! send the full digest: 20 bytes for alg 1, 32 for alg 2. The RFC names (HMAC-SHA-1-96,
-//! HMAC-SHA-256-128) imply 12 and 16 bytes; those truncated lengths are accepted too, and
-//! verification compares the leftmost bytes in constant time.
+//! HMAC-SHA-256-128) imply 12 and 16 bytes; a receiver takes those truncated lengths only
+//! when configured to (`KeyRing::accept_truncated`), and then compares the leftmost bytes in
+//! constant time. A key configured with an algorithm verifies only messages of that
+//! algorithm: a sha256 key does not accept an HMAC-SHA-1 made with the same secret.
 
 use std::ops::Range;
 
@@ -47,6 +49,8 @@ pub enum AuthError {
     },
     #[error("no key configured for key-id {0}")]
     NoKey(u8),
+    #[error("algorithm {alg} is not the one configured for key-id {key_id}")]
+    WrongAlgorithm { alg: u8, key_id: u8 },
     #[error("authentication data does not match any configured key")]
     Mismatch,
 }
@@ -57,12 +61,15 @@ pub struct AuthKey {
     /// `None` matches any key-id (used by `decent decode --key`).
     pub key_id: Option<u8>,
     pub secret: Vec<u8>,
+    /// The only algorithm (alg-id) this key verifies; `None`: any (`decent decode --key`).
+    pub alg_id: Option<u8>,
 }
 
 impl std::fmt::Debug for AuthKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthKey")
             .field("key_id", &self.key_id)
+            .field("alg_id", &self.alg_id)
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -73,7 +80,14 @@ impl AuthKey {
         AuthKey {
             key_id,
             secret: secret.into(),
+            alg_id: None,
         }
+    }
+
+    /// The key, verifying only messages of algorithm `alg_id`.
+    pub fn with_algorithm(mut self, alg_id: u8) -> Self {
+        self.alg_id = Some(alg_id);
+        self
     }
 
     /// Reads the lispers.net syntax: `[n]secret` is the secret under key-id n; a secret with
@@ -110,16 +124,22 @@ pub fn auth_field(msg: &[u8]) -> Result<(u8, u8, Range<usize>), AuthError> {
     Ok((h[0], h[1], start..start + len))
 }
 
-/// Checks an algorithm / length pair: the full digest or the RFC's truncated length, and no
-/// shorter than `min_len`.
-fn check_length(alg_id: u8, len: usize, min_len: usize) -> Result<(), AuthError> {
-    let (ok, accepted) = match alg_id {
+/// Checks an algorithm / length pair: the full digest, or with `truncated` also the RFC's
+/// truncated length.
+fn check_length(alg_id: u8, len: usize, truncated: bool) -> Result<(), AuthError> {
+    let (full, short) = match alg_id {
         alg::NONE => return Err(AuthError::Unauthenticated),
-        alg::HMAC_SHA_1_96 => (len == 20 || len == 12, "20 or 12"),
-        alg::HMAC_SHA_256_128 => (len == 32 || len == 16, "32 or 16"),
+        alg::HMAC_SHA_1_96 => (20, 12),
+        alg::HMAC_SHA_256_128 => (32, 16),
         other => return Err(AuthError::UnsupportedAlgorithm(other)),
     };
-    if ok && len >= min_len {
+    let accepted = match (alg_id, truncated) {
+        (alg::HMAC_SHA_1_96, true) => "20 or 12",
+        (alg::HMAC_SHA_1_96, false) => "20",
+        (_, true) => "32 or 16",
+        (_, false) => "32",
+    };
+    if len == full || (truncated && len == short) {
         Ok(())
     } else {
         Err(AuthError::BadLength {
@@ -164,7 +184,7 @@ fn matches(alg_id: u8, secret: &[u8], msg: &[u8], field: &Range<usize>) -> bool 
 /// declares (the leftmost bytes of the HMAC when the length is a truncated one).
 pub fn sign(msg: &mut [u8], secret: &[u8]) -> Result<(), AuthError> {
     let (_, alg_id, field) = auth_field(msg)?;
-    check_length(alg_id, field.len(), 0)?;
+    check_length(alg_id, field.len(), true)?;
     msg[field.clone()].fill(0);
     let digest: Vec<u8> = match alg_id {
         alg::HMAC_SHA_1_96 => HmacSha1::new_from_slice(secret)
@@ -185,27 +205,37 @@ pub fn sign(msg: &mut [u8], secret: &[u8]) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// The keys a receiver accepts, and the shortest authentication data it takes.
+/// The keys a receiver accepts, and whether it takes truncated authentication data.
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     pub keys: Vec<AuthKey>,
-    /// Declared lengths below this are refused (0: the truncated RFC lengths are accepted).
-    pub min_len: usize,
+    /// Accept the RFC's truncated lengths (12 bytes for HMAC-SHA-1, 16 for HMAC-SHA-256)
+    /// besides the full digests; off by default.
+    pub accept_truncated: bool,
 }
 
 impl KeyRing {
     pub fn new(keys: Vec<AuthKey>) -> Self {
-        KeyRing { keys, min_len: 0 }
+        KeyRing {
+            keys,
+            accept_truncated: false,
+        }
     }
 
     /// Verifies `msg` and returns the index of the key that authenticated it. Only keys
-    /// configured under the message's key-id (or under no key-id) are tried.
+    /// configured under the message's key-id (or under no key-id), and for its algorithm
+    /// (or for any), are tried.
     pub fn verify(&self, msg: &[u8]) -> Result<usize, AuthError> {
         let (key_id, alg_id, field) = auth_field(msg)?;
-        check_length(alg_id, field.len(), self.min_len)?;
+        check_length(alg_id, field.len(), self.accept_truncated)?;
         let mut tried = false;
+        let mut other_alg = false;
         for (i, k) in self.keys.iter().enumerate() {
             if k.key_id.is_some_and(|id| id != key_id) {
+                continue;
+            }
+            if k.alg_id.is_some_and(|a| a != alg_id) {
+                other_alg = true;
                 continue;
             }
             tried = true;
@@ -213,19 +243,23 @@ impl KeyRing {
                 return Ok(i);
             }
         }
-        Err(if tried {
-            AuthError::Mismatch
-        } else {
-            AuthError::NoKey(key_id)
+        Err(match (tried, other_alg) {
+            (true, _) => AuthError::Mismatch,
+            (false, true) => AuthError::WrongAlgorithm {
+                alg: alg_id,
+                key_id,
+            },
+            (false, false) => AuthError::NoKey(key_id),
         })
     }
 }
 
-/// Verifies `msg` with one secret, whatever its key-id.
+/// Verifies `msg` with one secret, whatever its key-id and algorithm, truncated lengths
+/// accepted (for tools and tests).
 pub fn verify(msg: &[u8], secret: &[u8]) -> Result<(), AuthError> {
-    KeyRing::new(vec![AuthKey::new(None, secret)])
-        .verify(msg)
-        .map(|_| ())
+    let mut ring = KeyRing::new(vec![AuthKey::new(None, secret)]);
+    ring.accept_truncated = true;
+    ring.verify(msg).map(|_| ())
 }
 
 #[cfg(test)]
@@ -281,14 +315,36 @@ mod tests {
             verify(&[0x10, 0, 0, 0], b"k"),
             Err(AuthError::NotAuthenticatedType(1))
         );
+        // A ring takes only the full digest unless told to take the truncated lengths.
         let mut ring = KeyRing::new(vec![AuthKey::new(None, "k")]);
-        ring.min_len = 32;
-        let mut short = register(2, 16);
-        sign(&mut short, b"k").unwrap();
-        assert!(matches!(
-            ring.verify(&short),
-            Err(AuthError::BadLength { .. })
-        ));
+        for (a, len) in [(1, 12), (2, 16)] {
+            let mut short = register(a, len);
+            sign(&mut short, b"k").unwrap();
+            assert!(matches!(
+                ring.verify(&short),
+                Err(AuthError::BadLength { .. })
+            ));
+            ring.accept_truncated = true;
+            assert_eq!(ring.verify(&short), Ok(0));
+            ring.accept_truncated = false;
+        }
+    }
+
+    /// A key configured for sha256 does not take an HMAC-SHA-1 made with the same secret.
+    #[test]
+    fn the_configured_algorithm_is_enforced() {
+        let ring = KeyRing::new(vec![
+            AuthKey::new(Some(1), "k").with_algorithm(alg::HMAC_SHA_256_128),
+        ]);
+        let mut sha1 = register(alg::HMAC_SHA_1_96, 20);
+        sign(&mut sha1, b"k").unwrap();
+        assert_eq!(
+            ring.verify(&sha1),
+            Err(AuthError::WrongAlgorithm { alg: 1, key_id: 1 })
+        );
+        let mut sha256 = register(alg::HMAC_SHA_256_128, 32);
+        sign(&mut sha256, b"k").unwrap();
+        assert_eq!(ring.verify(&sha256), Ok(0));
     }
 
     #[test]

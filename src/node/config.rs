@@ -150,6 +150,8 @@ struct RawSite {
     allowed: Vec<RawAllowed>,
     #[serde(default)]
     accept_unauthenticated_membership: bool,
+    #[serde(default)]
+    accept_truncated_auth: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -576,11 +578,15 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
                     if secret.is_empty() {
                         errs.add(format!("{p}.secret"), "is empty");
                     }
-                    keys.push((AuthKey::new(Some(k.key_id), secret), alg_id));
+                    keys.push((
+                        AuthKey::new(Some(k.key_id), secret).with_algorithm(alg_id),
+                        alg_id,
+                    ));
                 }
             }
             site.own_key = keys.first().cloned();
             site.keys = KeyRing::new(keys.into_iter().map(|(k, _)| k).collect());
+            site.keys.accept_truncated = s.accept_truncated_auth;
             for (i, a) in s.allowed.iter().enumerate() {
                 if let Some(eid) = parse_prefix(
                     &mut errs,
