@@ -501,3 +501,37 @@ fn rloc_probes_mark_an_unreachable_rloc_down_and_traffic_moves() {
     );
     assert_eq!(chosen(&mut s).0, preferred);
 }
+
+/// A member withdraws its prefix, an ITR caches the negative answer, and the prefix
+/// registers again: the registration supersedes the negative entry at once, not after its
+/// TTL (issue 12: traffic stayed black-holed for a minute).
+#[test]
+fn a_registration_supersedes_a_cached_negative_entry_at_once() {
+    use lisp_decent::control::DatabaseMapping;
+    for delivery in [Delivery::Replicate, Delivery::Multicast { ttl: 8 }] {
+        let mut s = mesh(3, delivery.clone(), MS);
+        assert!(s.run_until(secs(5), Sim::converged));
+        let eid: std::net::IpAddr = "10.0.2.5".parse().unwrap();
+        let now = s.now;
+        s.engine_mut(1).unwrap().set_database(now, vec![]);
+        s.run_to(s.now + secs(2));
+        let now = s.now;
+        let itr = s.engine_mut(2).unwrap();
+        let neg = itr.resolve(now, 0, eid).map(|e| e.is_negative());
+        assert_eq!(neg, Some(true), "{delivery:?}: negative while withdrawn");
+        s.run_to(s.now + secs(4));
+        let now = s.now;
+        s.engine_mut(1)
+            .unwrap()
+            .set_database(now, vec![DatabaseMapping { eid: sim::eid(2) }]);
+        let registered = s.now;
+        s.run_to(s.now + secs(2));
+        let now = s.now;
+        let e = s.engine_mut(2).unwrap().resolve(now, 0, eid).cloned();
+        assert!(
+            e.as_ref().is_some_and(|e| !e.is_negative()),
+            "{delivery:?}: positive {:?} after the registration, not a minute later: {e:?}",
+            now - registered
+        );
+    }
+}
