@@ -69,6 +69,7 @@ pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
         timers: Timers::default(),
         encryption: None,
         crypto_peers: Vec::new(),
+        register_nonce_base: 1,
         rng_seed: i as u64,
     }
 }
@@ -126,8 +127,11 @@ impl Sim {
     }
 
     /// Starts a node now; returns its index.
-    pub fn add(&mut self, cfg: EngineConfig) -> usize {
+    pub fn add(&mut self, mut cfg: EngineConfig) -> usize {
         let i = self.nodes.len();
+        // The virtual clock stands in for the wall clock our register nonces count from, so
+        // a node started again continues above its earlier nonces.
+        cfg.register_nonce_base = cfg.register_nonce_base.max(self.now.as_micros() as u64 + 1);
         for r in &cfg.rlocs {
             self.by_addr.insert(r.address, i);
         }

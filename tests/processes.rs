@@ -60,7 +60,8 @@ fn loopback_mesh_resolves_every_eid_from_every_node() {
             let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) else {
                 return true;
             };
-            if v["negative"] != Value::Bool(false) {
+            // No reply yet (the node is still starting) or not yet positive: ask again.
+            if v["reply"] != Value::Bool(true) || v["negative"] != Value::Bool(false) {
                 return true;
             }
             assert_eq!(v["eid"], format!("[0]10.{j}.0.0/16"));

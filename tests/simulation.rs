@@ -535,3 +535,57 @@ fn a_registration_supersedes_a_cached_negative_entry_at_once() {
         );
     }
 }
+
+/// RFC 9301 §5.6: captured Map-Registers replayed to a member are refused. Node 2 registers
+/// for a while (its nonces count up), leaves (a TTL-0 withdrawal), and an attacker replays
+/// one of its old registers: the withdrawn mapping is not reinstated. Node 2 starts again
+/// (nonces continue above, from the clock) and is accepted; a replay of its old withdrawal
+/// then does not cut it off.
+#[test]
+fn replayed_registers_and_withdrawals_are_refused() {
+    let mut s = mesh(3, Delivery::Replicate, MS);
+    assert!(s.run_until(secs(5), Sim::converged));
+    s.capture = Some(Vec::new());
+    // Ten register rounds: node 1 sees node 2 count.
+    s.run_to(s.now + secs(600));
+    let from_2 =
+        |c: &[(SocketAddr, SocketAddr, Vec<u8>)]| -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+            c.iter()
+                .filter(|(a, b, _)| a.ip() == sim::rloc(2) && b.ip() == sim::rloc(1))
+                .cloned()
+                .collect()
+        };
+    let old = from_2(&s.capture.take().unwrap());
+    assert!(old.len() >= 10, "node 2's registers to node 1 captured");
+    s.capture = Some(Vec::new());
+    let now = s.now;
+    s.engine_mut(1).unwrap().leave(now);
+    s.flush(1);
+    s.kill(1);
+    s.run_to(s.now + secs(1));
+    let leave = from_2(&s.capture.take().unwrap());
+    assert!(!leave.is_empty(), "the withdrawal captured");
+    let p2 = sim::eid(2);
+    assert_eq!(s.holders(p2), 0, "withdrawn everywhere");
+    for (a, b, p) in &old {
+        s.inject(*a, *b, p.clone());
+    }
+    s.run_to(s.now + secs(1));
+    assert_eq!(s.holders(p2), 0, "a replayed register reinstates nothing");
+    let refused = s.engine(0).unwrap().counters().register_rejected_replay;
+    assert!(
+        refused >= old.len() as u64 / 2,
+        "refused and counted: {refused}"
+    );
+    // Node 2 again, with the same xTR-ID: accepted.
+    s.add(sim::node_config(2, Delivery::Replicate));
+    assert!(
+        s.run_until(s.now + secs(5), |s| s.holders(p2) >= 2),
+        "the restarted node registers"
+    );
+    for (a, b, p) in &leave {
+        s.inject(*a, *b, p.clone());
+    }
+    s.run_to(s.now + secs(1));
+    assert!(s.holders(p2) >= 2, "a replayed withdrawal cuts nothing off");
+}

@@ -92,6 +92,9 @@ pub struct Engine {
     pub(crate) key_events: VecDeque<super::probe::KeyEvent>,
     /// ETR side of lisp-crypto: per ITR address, the offers per key-id (bounded).
     pub(crate) etr_keys: HashMap<IpAddr, super::probe::EtrKeys>,
+    /// Our Map-Register nonces, counting up; the registers we have seen, per xTR (replays).
+    pub(crate) register_nonce: super::register_replay::NonceCounter,
+    pub(crate) register_nonces: super::register_replay::RegisterNonces,
     /// The key that signs lisp-crypto exchanges in the peer group (from the site key).
     pub(crate) kx_key: Option<crate::crypto::kx_auth::KxKey>,
     /// Every site key's, for checking (a key being rolled over still verifies).
@@ -126,6 +129,7 @@ impl Engine {
         for a in &cfg.site.allowed {
             allowed.insert(a.eid, a.accept_more_specifics);
         }
+        let register_nonce = super::register_replay::NonceCounter::new(cfg.register_nonce_base);
         let kx_keys = cfg
             .site
             .keys
@@ -169,6 +173,8 @@ impl Engine {
             etr_keys: HashMap::new(),
             kx_key,
             kx_keys,
+            register_nonce,
+            register_nonces: super::register_replay::RegisterNonces::new(),
             heard: HashMap::new(),
         }
     }
@@ -289,6 +295,7 @@ impl Engine {
             self.map_cache.expire(now);
             self.track_probed_rlocs(now);
             self.expire_etr_offers(now);
+            self.register_nonces.expire(now);
             self.requesters.retain(|_, v| {
                 v.retain(|(_, t)| now.saturating_sub(*t) < REQUESTER_MEMORY);
                 !v.is_empty()

@@ -102,6 +102,22 @@ impl Engine {
             .trailer
             .map_or_else(|| xtr_id_of(src.ip()), |t| t.xtr_id);
         let site_id = reg.trailer.map_or([0; 8], |t| t.site_id);
+        if !local {
+            // RFC 9301 §5.6: an old register (or withdrawal) replayed is refused.
+            let withdrawal = !reg.records.is_empty() && reg.records.iter().all(|r| r.ttl == 0);
+            let mut fingerprint = [0u8; 8];
+            for (f, b) in fingerprint.iter_mut().zip(&reg.auth.data) {
+                *f = *b;
+            }
+            if self
+                .register_nonces
+                .admit(now, (xtr_id, site_id), reg.nonce, fingerprint, withdrawal)
+                .is_err()
+            {
+                self.counters.register_rejected_replay += 1;
+                return;
+            }
+        }
         let mut accepted = false;
         let mut group_changed = false;
         let mut new_peer = false;

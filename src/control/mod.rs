@@ -8,6 +8,7 @@ mod map_resolver;
 mod map_server;
 pub mod probe;
 pub mod pull;
+pub mod register_replay;
 mod registrar;
 
 pub use config::*;

@@ -118,7 +118,7 @@ impl Engine {
                 if batch.is_empty() {
                     return;
                 }
-                let nonce = engine.nonce();
+                let nonce = engine.register_nonce.next_nonce();
                 let reg = MapRegister {
                     proxy_reply: membership,
                     security: false,
