@@ -291,6 +291,39 @@ impl Errors {
     }
 }
 
+/// `value` (when given) must lie in `range`; out of it, an error names the range. Numbers are
+/// checked before they become durations, so none can overflow later.
+fn check_range<T>(
+    errs: &mut Errors,
+    path: &str,
+    value: Option<T>,
+    range: std::ops::RangeInclusive<T>,
+) where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    if let Some(v) = value
+        && !range.contains(&v)
+    {
+        errs.add(
+            path,
+            format!("{v}: expected {} to {}", range.start(), range.end()),
+        );
+    }
+}
+
+/// Prefixes listed twice, or one inside another in the same Instance-ID, are errors: a
+/// mapping (or a site policy entry) would be ambiguous.
+fn check_overlaps(errs: &mut Errors, what: &str, prefixes: &[(String, EidPrefix)]) {
+    for (i, (path, p)) in prefixes.iter().enumerate() {
+        if let Some((other, q)) = prefixes[..i].iter().find(|(_, q)| {
+            q.iid == p.iid && (q.prefix.contains(&p.prefix) || p.prefix.contains(&q.prefix))
+        }) {
+            let how = if p == q { "is the same as" } else { "overlaps" };
+            errs.add(path, format!("{what} {p} {how} {q} ({other})"));
+        }
+    }
+}
+
 fn parse_prefix(errs: &mut Errors, path: &str, text: &str, iid: u32) -> Option<EidPrefix> {
     if iid >= crate::wire::CONTROL_INSTANCE_ID {
         errs.add(
@@ -341,24 +374,131 @@ pub fn load(path: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
     parse(&text, base)
 }
 
+/// Reads the TOML into the raw configuration. A syntax error is reported alone, at its line
+/// and column; type errors (a string where a number goes, an unknown field...) are all
+/// reported, each at its field path: the first is found, its value taken out, and the
+/// document read again.
+fn deserialize(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
+    let syntax = match toml::from_str::<RawConfig>(text) {
+        Ok(raw) => return Ok(raw),
+        Err(e) => e,
+    };
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        return Err(vec![syntax_error(text, &syntax)]);
+    };
+    let mut errors = Vec::new();
+    for _ in 0..100 {
+        let doc = toml::Value::Table(table.clone());
+        match serde_path_to_error::deserialize::<_, RawConfig>(doc) {
+            Ok(raw) if errors.is_empty() => return Ok(raw),
+            Ok(_) => break,
+            Err(e) => {
+                let path = e.path().to_string();
+                // toml adds "in `table.field`" on a second line; the path says it already.
+                let inner = e.inner().to_string();
+                let message = inner.lines().next().unwrap_or_default().to_string();
+                let removed = remove_at(&mut table, e.path(), &inner);
+                errors.push(ConfigError {
+                    path: if path == "." {
+                        "(top level)".into()
+                    } else {
+                        path
+                    },
+                    message,
+                });
+                if !removed {
+                    break;
+                }
+            }
+        }
+    }
+    Err(errors)
+}
+
+/// Takes the value at `path` out of the document (an unknown field), or puts a harmless
+/// value of the expected type in its place (a wrong type: the error says which type was
+/// expected), so that reading again goes past it; false when nothing could be done.
+fn remove_at(table: &mut toml::Table, path: &serde_path_to_error::Path, message: &str) -> bool {
+    use serde_path_to_error::Segment;
+    let segs: Vec<&Segment> = path.iter().collect();
+    let replacement = if message.starts_with("unknown field") {
+        None
+    } else {
+        match placeholder(message) {
+            Some(v) => Some(v),
+            None => return false,
+        }
+    };
+    fn in_table(t: &mut toml::Table, segs: &[&Segment], with: Option<toml::Value>) -> bool {
+        match segs {
+            [Segment::Map { key }] => match with {
+                None => t.remove(key.as_str()).is_some(),
+                Some(v) => t.insert(key.clone(), v).is_some(),
+            },
+            [Segment::Map { key }, rest @ ..] => t
+                .get_mut(key.as_str())
+                .is_some_and(|v| in_value(v, rest, with)),
+            _ => false,
+        }
+    }
+    fn in_value(v: &mut toml::Value, segs: &[&Segment], with: Option<toml::Value>) -> bool {
+        match (v, segs) {
+            (toml::Value::Table(t), s) => in_table(t, s, with),
+            (toml::Value::Array(a), [Segment::Seq { index }]) => match (a.get_mut(*index), with) {
+                (Some(slot), Some(v)) => {
+                    *slot = v;
+                    true
+                }
+                _ => false,
+            },
+            (toml::Value::Array(a), [Segment::Seq { index }, rest @ ..]) => {
+                a.get_mut(*index).is_some_and(|v| in_value(v, rest, with))
+            }
+            _ => false,
+        }
+    }
+    in_table(table, &segs, replacement)
+}
+
+/// A value of the type a serde error says was expected.
+fn placeholder(message: &str) -> Option<toml::Value> {
+    let expected = message.rsplit("expected ").next()?;
+    Some(if expected.starts_with('u') || expected.starts_with('i') {
+        toml::Value::Integer(0)
+    } else if expected.contains("bool") {
+        toml::Value::Boolean(false)
+    } else if expected.contains("sequence") {
+        toml::Value::Array(Vec::new())
+    } else if expected.contains("struct") || expected.contains("map") {
+        toml::Value::Table(toml::Table::new())
+    } else if expected.contains("string") || expected.contains("path") || expected.contains("char")
+    {
+        toml::Value::String(String::new())
+    } else {
+        return None;
+    })
+}
+
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, col) = e
+        .span()
+        .map(|s| {
+            let before = &text[..s.start.min(text.len())];
+            (
+                before.lines().count().max(1),
+                before.rsplit('\n').next().map_or(0, str::len) + 1,
+            )
+        })
+        .unwrap_or((0, 0));
+    ConfigError {
+        path: format!("line {line}, column {col}"),
+        message: e.message().to_string(),
+    }
+}
+
 /// Validates configuration text.
 pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| {
-                let before = &text[..s.start.min(text.len())];
-                (
-                    before.lines().count().max(1),
-                    before.rsplit('\n').next().map_or(0, str::len) + 1,
-                )
-            })
-            .unwrap_or((0, 0));
-        vec![ConfigError {
-            path: format!("line {line}, column {col}"),
-            message: e.message().to_string(),
-        }]
-    })?;
+    let raw: RawConfig = deserialize(text)?;
     let mut errs = Errors(Vec::new());
 
     let name = raw.name.clone().unwrap_or_default();
@@ -407,6 +547,9 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             }
         };
         if let Some(source) = source {
+            if rlocs.iter().any(|r: &RlocConfig| r.source == source) {
+                errs.add(&p, "the same RLOC is listed twice");
+            }
             rlocs.push(RlocConfig {
                 source,
                 priority: r.priority,
@@ -416,6 +559,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
     }
 
     let mut database = Vec::new();
+    let mut database_paths = Vec::new();
     for (i, d) in raw.database.iter().enumerate() {
         if let Some(eid) = parse_prefix(
             &mut errs,
@@ -424,8 +568,10 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             d.instance_id,
         ) {
             database.push(DatabaseMapping { eid });
+            database_paths.push((format!("database[{i}].prefix"), eid));
         }
     }
+    check_overlaps(&mut errs, "database prefix", &database_paths);
 
     let mut multicast_interface = None;
     let mut dns = None;
@@ -440,6 +586,12 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
                     format!("{a} is not a multicast address"),
                 );
             }
+            check_range(
+                &mut errs,
+                "peer_group.multicast_ttl",
+                g.multicast_ttl,
+                1..=255,
+            );
             let delivery = match g.delivery.as_str() {
                 "multicast" => Delivery::Multicast {
                     ttl: g.multicast_ttl.unwrap_or(32),
@@ -504,6 +656,12 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
                     None
                 }
             });
+            check_range(
+                &mut errs,
+                "pull.resolve_interval_secs",
+                p.resolve_interval_secs,
+                1..=86_400,
+            );
             dns = Some(DnsSettings {
                 server,
                 resolve_interval: Duration::from_secs(p.resolve_interval_secs.unwrap_or(30).max(1)),
@@ -587,6 +745,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             site.own_key = keys.first().cloned();
             site.keys = KeyRing::new(keys.into_iter().map(|(k, _)| k).collect());
             site.keys.accept_truncated = s.accept_truncated_auth;
+            let mut allowed_paths = Vec::new();
             for (i, a) in s.allowed.iter().enumerate() {
                 if let Some(eid) = parse_prefix(
                     &mut errs,
@@ -598,8 +757,10 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
                         eid,
                         accept_more_specifics: a.accept_more_specifics,
                     });
+                    allowed_paths.push((format!("site.allowed[{i}].prefix"), eid));
                 }
             }
+            check_overlaps(&mut errs, "allowed prefix", &allowed_paths);
             site.accept_unauthenticated_membership = s.accept_unauthenticated_membership;
         }
     }
@@ -622,6 +783,68 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
 
     let t = &raw.timers;
     let d = Timers::default();
+    let day = 86_400;
+    check_range(
+        &mut errs,
+        "timers.register_interval_secs",
+        t.register_interval_secs,
+        1..=3600,
+    );
+    check_range(
+        &mut errs,
+        "timers.record_ttl_mins",
+        t.record_ttl_mins,
+        1..=day as u32 / 60 * 7,
+    );
+    check_range(
+        &mut errs,
+        "timers.map_reply_ttl_mins",
+        t.map_reply_ttl_mins,
+        1..=day as u32 / 60 * 7,
+    );
+    check_range(
+        &mut errs,
+        "timers.negative_ttl_mins",
+        t.negative_ttl_mins,
+        0..=day as u32 / 60,
+    );
+    check_range(
+        &mut errs,
+        "timers.unregistered_ttl_mins",
+        t.unregistered_ttl_mins,
+        0..=day as u32 / 60,
+    );
+    check_range(
+        &mut errs,
+        "timers.requests_per_second",
+        t.requests_per_second,
+        1..=1_000_000,
+    );
+    check_range(
+        &mut errs,
+        "timers.probe_interval_secs",
+        t.probe_interval_secs,
+        0..=3600,
+    );
+    check_range(
+        &mut errs,
+        "timers.rekey_interval_secs",
+        t.rekey_interval_secs,
+        1..=7 * day,
+    );
+    check_range(
+        &mut errs,
+        "timers.rekey_packets",
+        t.rekey_packets,
+        1000..=1 << 62,
+    );
+    let t = RawTimers {
+        register_interval_secs: t.register_interval_secs.map(|v| v.clamp(1, 3600)),
+        probe_interval_secs: t.probe_interval_secs.map(|v| v.min(3600)),
+        rekey_interval_secs: t.rekey_interval_secs.map(|v| v.clamp(1, 7 * day)),
+        ..*t
+    };
+    let t = &t;
     let timers = Timers {
         register_interval: Duration::from_secs(
             t.register_interval_secs
@@ -640,23 +863,19 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             .map_or(d.rekey_interval, Duration::from_secs),
         rekey_packets: t.rekey_packets.unwrap_or(d.rekey_packets),
     };
-    if timers.register_interval.is_zero() {
-        errs.add("timers.register_interval_secs", "must be at least 1");
-    }
-    if timers.record_ttl_mins == 0 {
+    let interval_ok = raw
+        .timers
+        .register_interval_secs
+        .is_none_or(|v| (1..=3600).contains(&v));
+    if interval_ok && u64::from(timers.record_ttl_mins) * 60 < timers.register_interval.as_secs() {
         errs.add(
             "timers.record_ttl_mins",
-            "must be at least 1 (0 withdraws the registration)",
+            format!(
+                "{} min is shorter than the register interval ({} s): registrations would expire between registers",
+                timers.record_ttl_mins,
+                timers.register_interval.as_secs()
+            ),
         );
-    }
-    if timers.rekey_packets < 1000 {
-        errs.add("timers.rekey_packets", "must be at least 1000");
-    }
-    if timers.rekey_interval < Duration::from_secs(1) {
-        errs.add("timers.rekey_interval_secs", "must be at least 1");
-    }
-    if timers.requests_per_second == 0 {
-        errs.add("timers.requests_per_second", "must be at least 1");
     }
     let listen = raw
         .listen
@@ -703,6 +922,12 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
                 }
                 addresses.push(ip);
             }
+        }
+        if instances.iter().any(|x: &InstanceConfig| x.tun == tun) {
+            errs.add(
+                format!("{p}.tun"),
+                format!("\"{tun}\" is used by another [[instance]]"),
+            );
         }
         if instances
             .iter()
@@ -911,6 +1136,112 @@ accept_more_specifics = true
         assert_eq!(errs[0].path, "api.listen", "{errs:?}");
     }
 
+    /// Numbers out of range are errors before they become durations (a register interval of
+    /// 2^64-1 s passed and then panicked the node on an overflow; a multicast TTL of 0 passed).
+    /// Every type error is listed at its field path, not only the first by line and column.
+    #[test]
+    fn every_type_error_with_its_path() {
+        let text = GOOD
+            .replace("name = \"n1\"", "name = \"n1\"\nbogus = 3")
+            .replace(
+                "prefix = \"10.1.0.0/16\"",
+                "prefix = 10\ninstance_id = \"five\"",
+            )
+            .replace(
+                "seeds = [\"127.0.0.2\"]",
+                "seeds = [\"127.0.0.2\", 5]\nmulticast_ttl = 300",
+            )
+            .replace(
+                "accept_more_specifics = true",
+                "accept_more_specifics = \"yes\"",
+            );
+        let errs = parse(&text, Path::new(".")).unwrap_err();
+        let mut paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "bogus",
+                "database[0].instance_id",
+                "database[0].prefix",
+                "peer_group.multicast_ttl",
+                "peer_group.seeds[1]",
+                "site.allowed[0].accept_more_specifics",
+            ],
+            "{errs:?}"
+        );
+        assert!(errs.iter().all(|e| !e.message.contains('\n')), "{errs:?}");
+        // A syntax error stops the reading: it alone is reported, at its line.
+        let errs = parse("name = \"x", Path::new(".")).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].path.starts_with("line 1"), "{errs:?}");
+    }
+
+    #[test]
+    fn numbers_are_range_checked() {
+        let text = format!(
+            "{GOOD}[timers]\nregister_interval_secs = 18446744073709551615\nprobe_interval_secs = 99999\n\
+             requests_per_second = 0\nrekey_packets = 10\nmap_reply_ttl_mins = 0\n"
+        )
+        .replace("delivery = \"replicate\"", "delivery = \"multicast\"\nmulticast_ttl = 0");
+        let errs = parse(&text, Path::new(".")).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "peer_group.multicast_ttl",
+                "timers.register_interval_secs",
+                "timers.map_reply_ttl_mins",
+                "timers.requests_per_second",
+                "timers.probe_interval_secs",
+                "timers.rekey_packets",
+            ],
+            "{errs:?}"
+        );
+        assert!(errs[1].message.contains("expected 1 to 3600"), "{errs:?}");
+        // A record TTL shorter than the register interval would expire registrations.
+        let short = format!("{GOOD}[timers]\nregister_interval_secs = 600\nrecord_ttl_mins = 3\n");
+        let errs = parse(&short, Path::new(".")).unwrap_err();
+        assert_eq!(errs[0].path, "timers.record_ttl_mins", "{errs:?}");
+    }
+
+    /// Duplicate or overlapping database and allowed prefixes, duplicate RLOCs and TUN names
+    /// are errors, each at its own path.
+    #[test]
+    fn duplicates_and_overlaps_are_errors() {
+        let text = GOOD
+            .replace(
+                "[[database]]\nprefix = \"10.1.0.0/16\"",
+                "[[database]]\nprefix = \"10.1.0.0/16\"\n[[database]]\nprefix = \"10.1.2.0/24\"\n\
+                 [[database]]\nprefix = \"10.1.2.0/24\"\ninstance_id = 5",
+            )
+            .replace(
+                "[[rloc]]\naddress = \"127.0.0.1\"",
+                "[[rloc]]\naddress = \"127.0.0.1\"\n[[rloc]]\naddress = \"127.0.0.1\"",
+            );
+        let text = format!(
+            "{text}[[site.allowed]]\nprefix = \"10.0.0.0/8\"\n[[site.allowed]]\nprefix = \"10.0.0.0/8\"\ninstance_id = 5\naccept_more_specifics = true\n\
+             [[instance]]\ntun = \"vpn\"\n[[instance]]\ninstance_id = 5\ntun = \"vpn\"\n"
+        );
+        let errs = parse(&text, Path::new(".")).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "rloc[1]",
+                "database[1].prefix",
+                "site.allowed[1].prefix",
+                "instance[1].tun"
+            ],
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].message.contains("overlaps [0]10.1.0.0/16"),
+            "{errs:?}"
+        );
+        assert!(errs[2].message.contains("the same as"), "{errs:?}");
+    }
+
     #[test]
     fn crypto_peer_profiles() {
         use crate::control::{CryptoPeer, CryptoProfile};
@@ -980,7 +1311,7 @@ accept_more_specifics = true
             "{errs:?}"
         );
         let errs = parse("name = 1", Path::new(".")).unwrap_err();
-        assert!(errs[0].path.starts_with("line 1"), "{errs:?}");
+        assert_eq!(errs[0].path, "name", "{errs:?}");
         let errs = parse(
             &GOOD.replace("name = \"n1\"", "name = \"n1\"\nbogus = 2"),
             Path::new("."),
