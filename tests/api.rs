@@ -60,7 +60,11 @@ fn http(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
         .build()
         .into();
     let resp = match (method, token) {
-        ("GET", _) => agent.get(url).call(),
+        ("GET", Some(t)) => agent
+            .get(url)
+            .header("Authorization", &format!("Bearer {t}"))
+            .call(),
+        ("GET", None) => agent.get(url).call(),
         (_, Some(t)) => agent
             .post(url)
             .header("Authorization", &format!("Bearer {t}"))
@@ -253,10 +257,70 @@ fn api_views_writes_metrics_show_and_web_pages() {
     assert_eq!(lig["rlocs"][0]["address"], "127.0.0.12");
     let (c, b) = http("GET", &format!("{a1}/api/v1/lig?eid=%5Bx%5D1.2.3.4"), None);
     assert_eq!(c, 400, "{b}");
+    // lig to another Map-Resolver sends Map-Requests where the caller says: token only.
+    let other = format!("{a1}/api/v1/lig?eid=10.3.0.1&to=127.0.0.12");
+    let (c, b) = http("GET", &other, None);
+    assert_eq!(c, 401, "{b}");
+    assert!(b.contains("another Map-Resolver"), "{b}");
+    let (c, _) = http("GET", &other, Some("wrong"));
+    assert_eq!(c, 403);
+    let (c, b) = http("GET", &other, Some(TOKEN));
+    assert_eq!(c, 200, "{b}");
+    assert!(b.contains("\"resolver\":\"127.0.0.12\""), "{b}");
+    let (c, _) = http(
+        "GET",
+        &format!("{a1}/api/v1/lig?eid=10.3.0.1&to=127.0.0.11"),
+        None,
+    );
+    assert_eq!(c, 200, "our own Map-Resolver needs no token");
 
+    idle_and_slow_connections_are_bounded(&a1);
     metrics(&a1);
     show(&a1);
     web_pages(&a1);
+}
+
+/// 200 idle connections and 20 slowloris ones (a header never finished): the API holds at
+/// most 128, closes the rest at once, closes the held ones within its header timeout, and
+/// answers again afterwards.
+fn idle_and_slow_connections_are_bounded(base: &str) {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut conns: Vec<TcpStream> = (0..220)
+        .filter_map(|i| {
+            let mut s = TcpStream::connect(&addr).ok()?;
+            if i >= 200 {
+                let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            }
+            Some(s)
+        })
+        .collect();
+    assert_eq!(conns.len(), 220, "the kernel accepts them");
+    let closed = |conns: &mut Vec<TcpStream>, wait: Duration| -> usize {
+        let mut n = 0;
+        for s in conns.iter_mut() {
+            s.set_read_timeout(Some(wait)).unwrap();
+            let mut b = [0u8; 64];
+            // EOF (or a reset): the server closed it. A timeout: still held.
+            let held = matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut);
+            n += usize::from(!held);
+        }
+        n
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let at_once = closed(&mut conns, Duration::from_millis(20));
+    assert!(at_once >= 220 - 128, "closed at once: {at_once}");
+    std::thread::sleep(Duration::from_secs(6));
+    let later = closed(&mut conns, Duration::from_millis(20));
+    assert_eq!(
+        later, 220,
+        "every idle or slow connection closed after the header timeout"
+    );
+    drop(conns);
+    let (c, _) = http("GET", &format!("{base}/api/v1/status"), None);
+    assert_eq!(c, 200, "the API answers again");
 }
 
 /// /metrics: the text format, and values that match the API's.
@@ -294,9 +358,16 @@ fn metrics(base: &str) {
         "{m}"
     );
     assert!(
-        m.contains("lisp_decent_api_requests_total{outcome=\"refused\"} 2"),
+        m.contains("lisp_decent_api_requests_total{outcome=\"refused\"} 4"),
         "{m}"
     );
+    // The connections over the bound were counted.
+    let refused: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("lisp_decent_api_connections_refused_total{} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 220 - 128, "{m}");
 }
 
 /// `decent show`: aligned tables and the JSON of the API.

@@ -26,6 +26,14 @@ pub struct HttpCounters {
     errors: AtomicU64,
     /// Writes without the right token (401, 403).
     refused: AtomicU64,
+    /// Connections closed at once: the API held its most.
+    connections_refused: AtomicU64,
+}
+
+impl HttpCounters {
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts each request by the status of its answer.
@@ -242,6 +250,12 @@ pub fn render(m: &MetricsView, http: &HttpCounters) -> String {
     ] {
         api.set(&[("outcome", outcome)], n.load(Ordering::Relaxed));
     }
+    let conns = Counters::new(
+        &mut r,
+        "api_connections_refused",
+        "HTTP connections closed at once: the API held its most",
+    );
+    conns.set(&[], http.connections_refused.load(Ordering::Relaxed));
 
     let mut out = String::new();
     // Writing into a String cannot fail.

@@ -214,8 +214,14 @@ pub struct LigParams {
     pub to: Option<String>,
 }
 
-/// Runs lig (blocking sockets, on the blocking pool) against `to` or the node itself.
-pub(crate) async fn run_lig(st: &ApiState, p: &LigParams) -> Result<LigResult, ApiError> {
+/// Runs lig (blocking sockets, on the blocking pool) against `to` or the node itself. Asking
+/// another Map-Resolver than our own sends Map-Requests wherever the caller says, so it
+/// needs the bearer token (`headers`), like a write.
+pub(crate) async fn run_lig(
+    st: &ApiState,
+    p: &LigParams,
+    headers: &HeaderMap,
+) -> Result<LigResult, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     let text = p.eid.clone().unwrap_or_default();
     let (iid, eid) = lig::parse_eid(&text, None).map_err(|e| bad(format!("{e:#}")))?;
@@ -223,14 +229,29 @@ pub(crate) async fn run_lig(st: &ApiState, p: &LigParams) -> Result<LigResult, A
         Some(t) => lig::resolve_target(t, st.resolver.port()).map_err(|e| bad(format!("{e:#}")))?,
         None => st.resolver,
     };
+    if target != st.resolver {
+        st.authorize(headers).map_err(|e| {
+            ApiError::new(
+                e.status,
+                format!(
+                    "lig to another Map-Resolver than this node's: {}",
+                    e.message
+                ),
+            )
+        })?;
+    }
     tokio::task::spawn_blocking(move || lig::lig(iid, &eid, target, 2, Duration::from_secs(1)))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("{e:#}")))
 }
 
-async fn get_lig(State(st): State<ApiState>, QueryParams(p): QueryParams<LigParams>) -> Response {
-    match run_lig(&st, &p).await {
+async fn get_lig(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    QueryParams(p): QueryParams<LigParams>,
+) -> Response {
+    match run_lig(&st, &p, &headers).await {
         Ok(r) => axum::Json(r).into_response(),
         Err(e) => e.into_response(),
     }
@@ -262,15 +283,49 @@ pub fn router(st: ApiState) -> Router {
         .with_state(st)
 }
 
-/// Serves the API on `listen` until the task is dropped.
+/// Connections the API holds at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 128;
+/// A request's header must be in within this; the connection is closed otherwise
+/// (slowloris), and a connection idle between requests is closed after it too.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection is held longer than this, busy or not.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serves the API on `listen` until the task is dropped: at most [`MAX_CONNECTIONS`] at a
+/// time, each closed when its request header is slower than [`HEADER_TIMEOUT`] and after
+/// [`CONNECTION_LIFETIME`] in any case, so idle and slow clients cost a bounded amount.
 pub async fn serve(listen: SocketAddr, st: ApiState) -> anyhow::Result<()> {
     let l = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         anyhow::anyhow!("cannot listen for the API on {listen}: {e} (set [api] listen, or \"off\")")
     })?;
     info!(%listen, writes = st.token.is_some(), "API and web UI listening");
+    let counters = st.counters.clone();
+    let app = router(st);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(l, router(st)).await {
-            warn!("the API server stopped: {e}");
+        loop {
+            let sock = match l.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    warn!("API accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                counters.connection_refused();
+                drop(sock);
+                continue;
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                drop(permit);
+            });
         }
     });
     Ok(())

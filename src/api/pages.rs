@@ -204,7 +204,11 @@ list_handler!(peers, "/peers", "peers");
 list_handler!(keys, "/keys", "keys");
 list_handler!(stats, "/stats", "stats");
 
-async fn lig(State(st): State<ApiState>, QueryParams(p): QueryParams<LigParams>) -> Response {
+async fn lig(
+    State(st): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    QueryParams(p): QueryParams<LigParams>,
+) -> Response {
     let eid = p.eid.as_deref().map(str::trim).unwrap_or("");
     let to = p.to.as_deref().map(str::trim).unwrap_or("");
     let mut body = format!(
@@ -218,7 +222,7 @@ value=\"{}\" placeholder=\"10.2.0.1, [1]fd00::1 or 'n2'\"></label> <label>Map-Re
     );
     let mut code = StatusCode::OK;
     if !eid.is_empty() {
-        match super::run_lig(&st, &p).await {
+        match super::run_lig(&st, &p, &headers).await {
             Ok(r) => body.push_str(&format!(
                 "<pre id=\"lig-result\">{}</pre>",
                 esc(&crate::node::lig::text(&r))
