@@ -23,6 +23,8 @@ pub struct Counters {
     pub map_requests_rate_limited: u64,
     /// Authenticated Map-Registers refused as replays (RFC 9301 §5.6).
     pub register_rejected_replay: u64,
+    /// Members seen coming back (their register counter jumped): greeted at once.
+    pub members_restarted: u64,
     pub map_requests_sent: u64,
     pub map_replies_sent: u64,
     pub negative_replies_sent: u64,

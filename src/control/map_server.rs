@@ -102,6 +102,7 @@ impl Engine {
             .trailer
             .map_or_else(|| xtr_id_of(src.ip()), |t| t.xtr_id);
         let site_id = reg.trailer.map_or([0; 8], |t| t.site_id);
+        let mut restarted = false;
         if !local {
             // RFC 9301 §5.6: an old register (or withdrawal) replayed is refused.
             let withdrawal = !reg.records.is_empty() && reg.records.iter().all(|r| r.ttl == 0);
@@ -109,13 +110,19 @@ impl Engine {
             for (f, b) in fingerprint.iter_mut().zip(&reg.auth.data) {
                 *f = *b;
             }
-            if self
-                .register_nonces
-                .admit(now, (xtr_id, site_id), reg.nonce, fingerprint, withdrawal)
-                .is_err()
-            {
-                self.counters.register_rejected_replay += 1;
-                return;
+            match self.register_nonces.admit(
+                now,
+                (xtr_id, site_id),
+                reg.nonce,
+                fingerprint,
+                withdrawal,
+            ) {
+                Err(_) => {
+                    self.counters.register_rejected_replay += 1;
+                    return;
+                }
+                Ok(super::register_replay::Admitted::Restarted) => restarted = true,
+                Ok(_) => {}
             }
         }
         let mut accepted = false;
@@ -181,8 +188,22 @@ impl Engine {
             // One round of Notifies for every change within the coalescing window.
             self.notify_due.get_or_insert(now + NOTIFY_COALESCE);
         }
-        if new_peer && !local && matches!(self.cfg.mapping_system, MappingSystem::Push(_)) {
-            // A newcomer: send it our registrations now rather than at the next interval.
+        if (new_peer || restarted)
+            && !local
+            && matches!(self.cfg.mapping_system, MappingSystem::Push(_))
+        {
+            // A newcomer, or a member that came back (its registrations may still be here,
+            // but it lost ours): send it our registrations now rather than at the next
+            // interval.
+            if restarted {
+                self.counters.members_restarted += 1;
+                self.greeted.remove(&src.ip());
+                // And tell it the membership (a Notify round), so it greets the others and
+                // they, seeing its counter jump too, greet it back.
+                if !via_group {
+                    self.notify_due.get_or_insert(now + NOTIFY_COALESCE);
+                }
+            }
             self.greet(src.ip());
         }
         for peer in rle_peers {

@@ -35,6 +35,9 @@ pub const MONOTONIC_AFTER: u32 = 8;
 /// The largest step between two counted nonces: 2^40 (our clock base moves by that much in
 /// 12.7 days of downtime; a random nonce lands this close above the last once in 2^24).
 pub const COUNTER_STEP: u64 = 1 << 40;
+/// A nonce this far above the last one (one second of our clock base, a million registers
+/// of a counter) is a new run of a counting xTR: it restarted.
+pub const RESTART_JUMP: u64 = 1_000_000;
 /// xTRs remembered at most.
 pub const MAX_XTRS: usize = 4096;
 /// How long an xTR is remembered after its last register.
@@ -45,6 +48,18 @@ pub type Registrant = ([u8; 16], [u8; 8]);
 
 /// The leftmost bytes of a register's HMAC: the same message gives the same ones.
 pub type Fingerprint = [u8; 8];
+
+/// What an admitted register says of its xTR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Heard before, in the same run.
+    Known,
+    /// Never heard (or forgotten).
+    New,
+    /// Its counter jumped as a restart makes ours jump: it came back and has lost what it
+    /// held.
+    Restarted,
+}
 
 /// Why a register was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +111,7 @@ impl RegisterNonces {
         nonce: Nonce,
         fingerprint: Fingerprint,
         withdrawal: bool,
-    ) -> Result<(), Replay> {
+    ) -> Result<Admitted, Replay> {
         let n = u64::from_be_bytes(nonce);
         let Some(h) = self.xtrs.get_mut(&who) else {
             if self.xtrs.len() >= MAX_XTRS
@@ -118,7 +133,7 @@ impl RegisterNonces {
                     heard: now,
                 },
             );
-            return Ok(());
+            return Ok(Admitted::New);
         };
         if h.grew >= MONOTONIC_AFTER {
             if n <= h.last {
@@ -130,6 +145,7 @@ impl RegisterNonces {
         // Grown by a step a counter makes (not the jump of a random nonce, which lands this
         // close above the last one once in 2^24: eight in a row never happen by chance).
         let counted = n > h.last && n - h.last < COUNTER_STEP;
+        let restarted = counted && n - h.last >= RESTART_JUMP;
         h.grew = if counted { h.grew.saturating_add(1) } else { 0 };
         h.last = n;
         if !h.recent.contains(&fingerprint) {
@@ -140,7 +156,11 @@ impl RegisterNonces {
         }
         h.withdrawn = withdrawal;
         h.heard = now;
-        Ok(())
+        Ok(if restarted {
+            Admitted::Restarted
+        } else {
+            Admitted::Known
+        })
     }
 
     /// Forgets the xTRs not heard from for [`MEMORY`].
@@ -189,7 +209,7 @@ mod tests {
         let mut sent = Vec::new();
         for i in 0..20 {
             let n = c.next_nonce();
-            assert_eq!(g.admit(T, WHO, n, fp(i), i == 5), Ok(()));
+            assert!(g.admit(T, WHO, n, fp(i), i == 5).is_ok());
             sent.push((n, fp(i)));
         }
         let (old, f) = sent[5];
@@ -200,7 +220,16 @@ mod tests {
         );
         let (old, f) = sent[3];
         assert_eq!(g.admit(T, WHO, old, f, false), Err(Replay::NotNewer));
-        assert_eq!(g.admit(T, WHO, c.next_nonce(), fp(99), false), Ok(()));
+        assert_eq!(
+            g.admit(T, WHO, c.next_nonce(), fp(99), false),
+            Ok(Admitted::Known)
+        );
+        // The same xTR started again a minute later: its counter jumped.
+        let mut again = NonceCounter::new(1_700_000_060_000_000);
+        assert_eq!(
+            g.admit(T, WHO, again.next_nonce(), fp(100), false),
+            Ok(Admitted::Restarted)
+        );
     }
 
     /// lispers.net: every round repeats the same nonces and bytes; accepted, until it
@@ -211,21 +240,19 @@ mod tests {
         let mut g = RegisterNonces::new();
         let lispers = 0xaabb_ccdd_dfdf_df01u64.to_le_bytes();
         for _ in 0..20 {
-            assert_eq!(g.admit(T, WHO, lispers, fp(1), false), Ok(()));
+            assert!(g.admit(T, WHO, lispers, fp(1), false).is_ok());
         }
-        assert_eq!(g.admit(T, WHO, lispers, fp(2), true), Ok(()), "withdrawal");
+        assert!(g.admit(T, WHO, lispers, fp(2), true).is_ok(), "withdrawal");
         assert_eq!(
             g.admit(T, WHO, lispers, fp(1), false),
             Err(Replay::WithdrawnBefore)
         );
-        assert_eq!(
-            g.admit(T, WHO, lispers, fp(3), false),
-            Ok(()),
+        assert!(
+            g.admit(T, WHO, lispers, fp(3), false).is_ok(),
             "a new register"
         );
-        assert_eq!(
-            g.admit(T, WHO, lispers, fp(1), false),
-            Ok(()),
+        assert!(
+            g.admit(T, WHO, lispers, fp(1), false).is_ok(),
             "no longer withdrawn"
         );
     }
@@ -239,10 +266,10 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            assert_eq!(
-                g.admit(T, WHO, x.to_be_bytes(), fp(i), false),
-                Ok(()),
-                "{i}"
+            let r = g.admit(T, WHO, x.to_be_bytes(), fp(i), false);
+            assert!(
+                matches!(r, Ok(Admitted::Known | Admitted::New)),
+                "{i}: {r:?}"
             );
         }
     }

@@ -399,6 +399,13 @@ impl Lab {
         counters(c.id(), log)
     }
 
+    /// Kills a node with SIGKILL (no withdrawal, nothing cleaned up) and waits for it.
+    pub fn kill(&mut self, node: usize) {
+        let (c, _) = &mut self.nodes[node];
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
     /// The process id of a node (`ip netns exec` execs the node, so it is the node's).
     pub fn pid(&self, node: usize) -> u32 {
         self.nodes[node].0.id()
