@@ -371,9 +371,23 @@ fn a_restarted_node_has_the_whole_database_within_a_second() {
         lab.start(&nss[2], "r3", &config(3));
         let holds = |j: usize| {
             let o = Command::new("ip")
-                .args(["netns", "exec", &nss[2], env!("CARGO_BIN_EXE_decent"), "lig"])
+                .args([
+                    "netns",
+                    "exec",
+                    &nss[2],
+                    env!("CARGO_BIN_EXE_decent"),
+                    "lig",
+                ])
                 .arg(format!("10.{j}.0.1"))
-                .args(["--to", "192.0.2.3", "--json", "--count", "1", "--timeout", "0.2"])
+                .args([
+                    "--to",
+                    "192.0.2.3",
+                    "--json",
+                    "--count",
+                    "1",
+                    "--timeout",
+                    "0.2",
+                ])
                 .output()
                 .unwrap();
             String::from_utf8_lossy(&o.stdout).contains("\"negative\":false")

@@ -42,6 +42,15 @@ pub(crate) struct PendingNotify {
     pub next: Duration,
 }
 
+/// Our registrations sent to one member that greeted or joined, waiting for its Map-Notify
+/// (one per register), and when to send them again.
+#[derive(Debug, Clone)]
+pub(crate) struct Greeting {
+    pub nonces: Vec<Nonce>,
+    pub next: Duration,
+    pub backoff: Duration,
+}
+
 /// A Map-Request we sent and expect a reply to.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingRequest {
@@ -63,11 +72,22 @@ pub struct Engine {
     pub(crate) last_register: Option<Duration>,
     /// Peers that have had our current registrations since our last full round.
     pub(crate) greeted: std::collections::HashSet<IpAddr>,
+    /// Greetings waiting for their Map-Notifies.
+    pub(crate) greetings: HashMap<IpAddr, Greeting>,
+    /// Repeats of the first register round done so far (joining).
+    pub(crate) join_rounds: u8,
     /// Peer-group members learned from Map-Notifies, with their expiry.
-    pub(crate) learned_members: HashMap<IpAddr, Duration>,
+    /// Each with the member whose Notify told us of it: a later Notify from that member
+    /// that no longer lists it takes it out (a member that died leaves with its
+    /// registration at the seed, not a record TTL later).
+    pub(crate) learned_members: HashMap<IpAddr, (Duration, IpAddr)>,
     pub(crate) pending_notifies: HashMap<Nonce, PendingNotify>,
     /// When the coalesced round of membership Notifies is due.
     pub(crate) notify_due: Option<Duration>,
+    /// A membership change is announced in two rounds, a second apart (each with its own
+    /// retransmissions), so a newcomer and the members learn of each other quickly under
+    /// loss.
+    pub(crate) notify_again: bool,
     pub(crate) pending_requests: HashMap<Nonce, PendingRequest>,
     /// Unicast registers to seeds waiting for their Map-Notify: nonce to seed.
     pub(crate) seed_nonces: HashMap<Nonce, Vec<IpAddr>>,
@@ -117,6 +137,8 @@ pub(crate) const NOTIFY_RETRY: Duration = Duration::from_secs(3);
 /// Membership changes within this window share one round of Map-Notifies (a burst of joins
 /// costs one Notify per member, not one per join and member).
 pub(crate) const NOTIFY_COALESCE: Duration = Duration::from_millis(20);
+/// The gap to the second announcement of a membership change.
+pub(crate) const NOTIFY_REPEAT: Duration = Duration::from_secs(1);
 /// The shortest gap between two rounds of Map-Registers triggered by a change.
 pub(crate) const QUICK_REGISTER_GAP: Duration = Duration::from_secs(1);
 /// How long a requester is remembered for SMRs.
@@ -153,9 +175,12 @@ impl Engine {
             register_due: Duration::ZERO,
             last_register: None,
             greeted: std::collections::HashSet::new(),
+            greetings: HashMap::new(),
+            join_rounds: 0,
             learned_members: HashMap::new(),
             pending_notifies: HashMap::new(),
             notify_due: None,
+            notify_again: false,
             pending_requests: HashMap::new(),
             seed_nonces: HashMap::new(),
             acked_seeds: std::collections::HashSet::new(),
@@ -266,6 +291,9 @@ impl Engine {
         if let Some(n) = self.next_probe() {
             t = t.min(n);
         }
+        if let Some(n) = self.greetings.values().map(|g| g.next).min() {
+            t = t.min(n);
+        }
         t
     }
 
@@ -282,14 +310,19 @@ impl Engine {
             }
         }
         if self.notify_due.is_some_and(|t| t <= now) {
-            self.notify_due = None;
+            self.notify_due = if std::mem::take(&mut self.notify_again) {
+                Some(now + NOTIFY_REPEAT)
+            } else {
+                None
+            };
             self.notify_rle_members(now);
         }
         self.retransmit_notifies(now);
+        self.retransmit_greetings(now);
         self.send_probes(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
-            self.learned_members.retain(|_, t| *t > now);
+            self.learned_members.retain(|_, (t, _)| *t > now);
             self.heard
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3600));
             self.map_cache.expire(now);

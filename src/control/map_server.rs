@@ -181,12 +181,15 @@ impl Engine {
             return;
         }
         self.counters.map_registers_accepted += 1;
-        if reg.want_notify && !via_group && !local {
+        // Asked for a Map-Notify: answered, also for a copy that came as replication (a
+        // member's greeting does); underlay-multicast group registers never ask.
+        if reg.want_notify && !local {
             self.send_register_notify(src, reg, key.as_ref());
         }
         if group_changed && !via_group && !local {
             // One round of Notifies for every change within the coalescing window.
             self.notify_due.get_or_insert(now + NOTIFY_COALESCE);
+            self.notify_again = true;
         }
         if (new_peer || restarted)
             && !local
@@ -204,10 +207,10 @@ impl Engine {
                     self.notify_due.get_or_insert(now + NOTIFY_COALESCE);
                 }
             }
-            self.greet(src.ip());
+            self.greet(now, src.ip());
         }
         for peer in rle_peers {
-            self.greet(peer);
+            self.greet(now, peer);
         }
     }
 
@@ -345,9 +348,18 @@ impl Engine {
         }
         let mut learned = Vec::new();
         if let Some(g) = self.group_key() {
+            let teller = src.ip();
+            // An answer to one of our registers echoes our records; only an unsolicited
+            // Notify is the teller's view of the membership.
+            let mut told = self.sent_register_nonces.contains(&n.nonce);
             for rec in &n.records {
                 if EidKey::from_wire(&rec.eid, rec.mask_len) != Some(EidKey::Group(g)) {
                     continue;
+                }
+                if !told {
+                    // The membership as this member holds it now replaces what it told us.
+                    told = true;
+                    self.learned_members.retain(|_, (_, from)| *from != teller);
                 }
                 let expires = now + Duration::from_secs(u64::from(rec.ttl.max(1)) * 60);
                 for l in &rec.rlocs {
@@ -358,7 +370,7 @@ impl Engine {
                         if let Some(a) = e.address.ip()
                             && !self.is_own_rloc(a)
                         {
-                            self.learned_members.insert(a, expires);
+                            self.learned_members.insert(a, (expires, teller));
                             learned.push(a);
                         }
                     }
@@ -366,8 +378,9 @@ impl Engine {
             }
         }
         for a in learned {
-            self.greet(a);
+            self.greet(now, a);
         }
+        self.greeting_answered(&n.nonce);
         if let Some(seeds) = self.seed_nonces.remove(&n.nonce) {
             // OOR may answer from another of its addresses: then the ack counts for every
             // seed that register went to.

@@ -22,6 +22,21 @@ const MAX_REGISTER_BYTES: usize = 1200;
 /// Inner IP TTL of a replicated Map-Register.
 const REPLICATION_TTL: u8 = 64;
 
+/// A greeting's first retransmission; each next one waits twice as long.
+pub(crate) const GREETING_RETRY: Duration = Duration::from_secs(1);
+/// Sends of one greeting at most.
+pub(crate) const GREETING_TRIES: u32 = 4;
+/// Greetings waiting for their Map-Notify at most (one per member).
+const MAX_GREETINGS: usize = 4096;
+/// After the first register round, the gaps to the repeats of a joining node (rounds at
+/// 0, 0.5, 1.5, 2.5 and 3.5 s).
+const JOIN_REPEATS: [Duration; 4] = [
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+    Duration::from_millis(1000),
+    Duration::from_millis(1000),
+];
+
 impl Engine {
     /// The RLOC-records of our own mappings.
     pub(crate) fn own_rlocs(&self) -> Vec<RlocRecord> {
@@ -168,7 +183,24 @@ impl Engine {
     pub(crate) fn send_registrations(&mut self, now: Duration) {
         self.last_register = Some(now);
         self.register_due = now + self.cfg.timers.register_interval;
+        // Joining: the first round goes again at 0.5, 1.5, 2.5 and 3.5 s, so a member that
+        // lost it (underlay multicast has no retransmission) hears of us within seconds.
+        if let Some(gap) = JOIN_REPEATS.get(usize::from(self.join_rounds)) {
+            self.join_rounds += 1;
+            self.register_due = self.register_due.min(now + *gap);
+        }
         self.greeted = self.members().into_iter().collect();
+        // A seed re-announces the membership it holds every round (head-end replication):
+        // two members that lost each other (their registers lost three times running, or a
+        // greeting never answered) find each other again within a round, instead of never.
+        if let MappingSystem::Push(pg) = &self.cfg.mapping_system
+            && pg.delivery == Delivery::Replicate
+            && pg.seeds.iter().any(|s| self.is_own_rloc(*s))
+            && !self.members().is_empty()
+        {
+            self.notify_due
+                .get_or_insert(now + super::engine::NOTIFY_COALESCE);
+        }
         let records = self.own_records();
         self.send_register_set(now, records, false);
         if let Some(rec) = self.own_membership() {
@@ -202,10 +234,18 @@ impl Engine {
     /// Sends our registrations to one peer we have not sent them to since the last full
     /// round: a newcomer learns the group's database from every member at once, without
     /// waiting for the register interval and without a round to everyone.
-    pub(crate) fn greet(&mut self, peer: IpAddr) {
+    /// The greeting asks for a Map-Notify and is sent again, freshly built, after 1 s, 2 s
+    /// and 4 s until one answers each of its registers (RFC 9301 §5.6: a Map-Register with the
+    /// M bit is retransmitted with exponential backoff), so a lost greeting costs a second,
+    /// not a register interval.
+    pub(crate) fn greet(&mut self, now: Duration, peer: IpAddr) {
         if self.is_own_rloc(peer) || !self.greeted.insert(peer) {
             return;
         }
+        self.send_greeting(now, peer, GREETING_RETRY);
+    }
+
+    fn send_greeting(&mut self, now: Duration, peer: IpAddr, backoff: Duration) {
         let MappingSystem::Push(pg) = self.cfg.mapping_system.clone() else {
             return;
         };
@@ -213,8 +253,10 @@ impl Engine {
         if let Some(m) = self.own_membership() {
             sets.push((vec![m], true));
         }
+        let mut nonces = Vec::new();
         for (records, membership) in sets {
-            for (_, r) in self.build_registers(&records, membership, false) {
+            for (nonce, r) in self.build_registers(&records, membership, true) {
+                nonces.push(nonce);
                 match pg.delivery {
                     Delivery::Replicate => self.replicate(peer, pg.group, &r),
                     Delivery::Multicast { .. } => {
@@ -222,6 +264,49 @@ impl Engine {
                     }
                 }
             }
+        }
+        if self.greetings.len() < MAX_GREETINGS || self.greetings.contains_key(&peer) {
+            self.greetings.insert(
+                peer,
+                super::engine::Greeting {
+                    nonces,
+                    next: now + backoff,
+                    backoff,
+                },
+            );
+        }
+    }
+
+    /// Greetings not answered in time go again, up to [`GREETING_TRIES`] times.
+    pub(crate) fn retransmit_greetings(&mut self, now: Duration) {
+        let due: Vec<(IpAddr, Duration)> = self
+            .greetings
+            .iter()
+            .filter(|(_, g)| g.next <= now)
+            .map(|(p, g)| (*p, g.backoff))
+            .collect();
+        for (peer, backoff) in due {
+            self.greetings.remove(&peer);
+            if backoff < GREETING_RETRY * (1 << (GREETING_TRIES - 1)) {
+                self.send_greeting(now, peer, backoff * 2);
+            }
+        }
+    }
+
+    /// A Map-Notify answered one register of a greeting.
+    pub(crate) fn greeting_answered(&mut self, nonce: &Nonce) {
+        let mut done = None;
+        for (peer, g) in self.greetings.iter_mut() {
+            if let Some(i) = g.nonces.iter().position(|n| n == nonce) {
+                g.nonces.remove(i);
+                if g.nonces.is_empty() {
+                    done = Some(*peer);
+                }
+                break;
+            }
+        }
+        if let Some(p) = done {
+            self.greetings.remove(&p);
         }
     }
 
@@ -283,8 +368,12 @@ impl Engine {
                     } else if !membership {
                         // Until a seed answers with a Map-Notify, try again soon.
                         let retry = now + self.seed_backoff;
-                        self.seed_backoff =
-                            (self.seed_backoff * 2).min(self.cfg.timers.register_interval);
+                        // The join repeats are rounds of their own: they do not spend the
+                        // backoff.
+                        if usize::from(self.join_rounds) >= JOIN_REPEATS.len() {
+                            self.seed_backoff =
+                                (self.seed_backoff * 2).min(self.cfg.timers.register_interval);
+                        }
                         self.register_due = self.register_due.min(retry);
                     }
                     for s in seeds {
