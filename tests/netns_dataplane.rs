@@ -128,6 +128,94 @@ fn two_instance_ids_with_the_same_prefix_stay_isolated() {
     assert!(!ping(&nss[2], "10.1.0.1", "1"), "node 3 reached VPN A");
 }
 
+/// A VPN with its own table must not leak into the default Instance-ID: node 1 holds
+/// 10.5.0.0/16 in Instance-ID 0 (main table) and 10.1.0.0/16 in Instance-ID 1 (table 101);
+/// node 2 holds 10.6.0.0/16 in Instance-ID 0. From the VPN's address, 10.6.0.1 is
+/// unreachable (the VPN's table ends in "unreachable default") and node 2 receives nothing;
+/// from the Instance-ID 0 address it answers (issue 12: it leaked into Instance-ID 0).
+#[test]
+fn a_vpn_table_never_falls_through_into_another_instance() {
+    let _serial = lab::serial();
+    if !have_root() {
+        return;
+    }
+    let mut lab = Lab::new("lk");
+    let br = lab.bridge("b");
+    let head = |i: usize| {
+        format!(
+            "name = \"k{i}\"\nstate_dir = \"state-k{i}\"\n[[rloc]]\naddress = \"192.0.2.{i}\"\n\
+             [peer_group]\ngroup = \"224.1.1.1\"\ndelivery = \"replicate\"\nseeds = [\"192.0.2.1\"]\n"
+        )
+    };
+    let n1 = format!(
+        "{}[[database]]\nprefix = \"10.5.0.0/16\"\n\
+         [[database]]\nprefix = \"10.1.0.0/16\"\ninstance_id = 1\n\
+         [[instance]]\ninstance_id = 0\ntun = \"lisp0\"\naddresses = [\"10.5.0.1\"]\n\
+         [[instance]]\ninstance_id = 1\ntun = \"vpn-a\"\naddresses = [\"10.1.0.1\"]\ntable = 101\n{SITE}{}",
+        head(1),
+        allowed(&[0, 1], "10.0.0.0/8")
+    );
+    let n2 = format!(
+        "{}[[database]]\nprefix = \"10.6.0.0/16\"\n\
+         [[instance]]\ninstance_id = 0\ntun = \"lisp0\"\naddresses = [\"10.6.0.1\"]\n{SITE}{}",
+        head(2),
+        allowed(&[0, 1], "10.0.0.0/8")
+    );
+    let mut nss = Vec::new();
+    for i in 1..=2 {
+        let ns = lab.netns(&format!("n{i}"));
+        lab.link(&ns, "eth0", &br, &[&format!("192.0.2.{i}/24")]);
+        nss.push(ns);
+    }
+    let v1 = lab.start(&nss[0], "k1", &n1);
+    let v2 = lab.start(&nss[1], "k2", &n2);
+    lab.wait_resolved(&nss[0], "10.6.0.1", "192.0.2.1");
+    assert!(
+        ping_from(&nss[0], "10.5.0.1", "10.6.0.1"),
+        "Instance-ID 0 to Instance-ID 0"
+    );
+    let before = counter(&lab.counters(v2), "data/decapsulated/packets");
+    assert!(
+        !ping_from(&nss[0], "10.1.0.1", "10.6.0.1"),
+        "the VPN reached into Instance-ID 0"
+    );
+    let route = Command::new("ip")
+        .args([
+            "-n", &nss[0], "route", "get", "10.6.0.1", "from", "10.1.0.1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&route.stdout).to_string()
+        + &String::from_utf8_lossy(&route.stderr);
+    assert!(!text.contains("dev lisp0"), "{text}");
+    assert_eq!(
+        counter(&lab.counters(v2), "data/decapsulated/packets"),
+        before,
+        "node 2 got nothing from the VPN"
+    );
+    // Killed (nothing cleaned up) and started with the VPN in table 102: the rule the first
+    // run left for table 101 is removed, the new one is there.
+    lab.kill(v1);
+    let rules = |ns: &str| {
+        let o = Command::new("ip")
+            .args(["-n", ns, "rule"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert!(
+        rules(&nss[0]).contains("lookup 101"),
+        "left by the killed run"
+    );
+    lab.start(&nss[0], "k1b", &n1.replace("table = 101", "table = 102"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rules(&nss[0]).contains("lookup 102") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = rules(&nss[0]);
+    assert!(r.contains("lookup 102") && !r.contains("lookup 101"), "{r}");
+}
+
 fn two_rloc_config(i: usize) -> String {
     format!(
         "name = \"f{i}\"\nstate_dir = \"state-f{i}\"\n\

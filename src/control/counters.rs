@@ -37,6 +37,10 @@ pub struct Counters {
     pub keys_agreed: u64,
     /// Map-Requests from sources beyond the bucket table's bound, rate-limited together.
     pub map_requests_shared_bucket: u64,
+    /// Map-Requests refused because all of them together were over the total rate.
+    pub map_requests_over_total_rate: u64,
+    /// ITRs not remembered for SMRs: the requester table was full.
+    pub requesters_not_remembered: u64,
     /// lisp-crypto offers refused: another suite than ours, or lisp-crypto off.
     pub key_offers_refused: u64,
     /// Offers in the peer-group profile without a valid site-key signature: no state kept.

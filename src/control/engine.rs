@@ -100,6 +100,10 @@ pub struct Engine {
     pub(crate) sent_register_nonces: VecDeque<Nonce>,
     /// Who asked us for which registered prefix, and when (the ITRs an SMR goes to).
     pub(crate) requesters: HashMap<EidPrefix, Vec<(IpAddr, Duration)>>,
+    /// Entries in `requesters`, all prefixes together (bounded).
+    pub(crate) requesters_total: usize,
+    /// The token bucket of all Map-Requests together.
+    pub(crate) total_bucket: (f64, Duration),
     /// When an SMR last went to (ITR, prefix): at most one per 3 s (RFC 9301 §6.1).
     pub(crate) smr_sent: HashMap<(IpAddr, EidPrefix), Duration>,
     /// Per-source Map-Request token buckets: (tokens, last refill).
@@ -187,6 +191,8 @@ impl Engine {
             seed_backoff: Duration::from_secs(1),
             sent_register_nonces: VecDeque::new(),
             requesters: HashMap::new(),
+            requesters_total: 0,
+            total_bucket: (f64::INFINITY, Duration::ZERO),
             smr_sent: HashMap::new(),
             buckets: HashMap::new(),
             pull_servers: HashMap::new(),
@@ -333,6 +339,7 @@ impl Engine {
                 v.retain(|(_, t)| now.saturating_sub(*t) < REQUESTER_MEMORY);
                 !v.is_empty()
             });
+            self.requesters_total = self.requesters.values().map(Vec::len).sum();
             self.smr_sent
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3));
             self.pending_requests

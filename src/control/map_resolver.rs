@@ -17,8 +17,28 @@ use super::config::MappingSystem;
 use super::engine::{Engine, PendingRequest, Transmit};
 use super::map_server::proxy_rlocs;
 
-/// Sources with a Map-Request rate-limit bucket of their own.
+/// Source prefixes with a Map-Request rate-limit bucket of their own.
 pub(crate) const MAX_BUCKETS: usize = 4096;
+/// The rate of all Map-Requests together, in per-source rates.
+pub(crate) const TOTAL_RATE_FACTOR: f64 = 20.0;
+/// ITRs remembered per registered prefix for SMRs, and in all.
+pub(crate) const REQUESTERS_PER_PREFIX: usize = 256;
+pub(crate) const MAX_REQUESTERS: usize = 16384;
+
+/// Refills a token bucket (`tokens`, last refill) at `rate` per second up to twice that, and
+/// takes one token; false when there is none.
+fn take_token(bucket: &mut (f64, Duration), now: Duration, rate: f64) -> bool {
+    let (tokens, last) = bucket;
+    let elapsed = now.saturating_sub(*last).as_secs_f64();
+    *tokens = (*tokens + elapsed * rate).min(rate * 2.0);
+    *last = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        true
+    } else {
+        false
+    }
+}
 
 /// What the resolver answers for one EID.
 enum Answer {
@@ -27,19 +47,31 @@ enum Answer {
 }
 
 impl Engine {
-    /// Token bucket per source address; false when the source is over its rate. At most
-    /// `MAX_BUCKETS` sources have a bucket of their own; further ones (spoofed floods) share
-    /// one, so they cost no memory and cannot starve the known sources.
+    /// Rate limits for Map-Requests: a token bucket per source prefix (IPv4 /24, IPv6 /64:
+    /// spoofing many addresses of one network gains nothing), at `requests_per_second`, and
+    /// one for everything at [`TOTAL_RATE_FACTOR`] times that, so a flood from random
+    /// sources costs a bounded share of the node. At most [`MAX_BUCKETS`] prefixes have a
+    /// bucket of their own; further ones share one. False when over a rate.
     fn admit(&mut self, now: Duration, src: IpAddr) -> bool {
         let rate = f64::from(self.cfg.timers.requests_per_second.max(1));
-        let depth = rate * 2.0;
-        let key = if self.buckets.len() < MAX_BUCKETS || self.buckets.contains_key(&src) {
-            src
+        let total = rate * TOTAL_RATE_FACTOR;
+        if !take_token(&mut self.total_bucket, now, total) {
+            self.counters.map_requests_over_total_rate += 1;
+            return false;
+        }
+        let prefix = match src {
+            IpAddr::V4(a) => IpAddr::from(std::net::Ipv4Addr::from(u32::from(a) & 0xffff_ff00)),
+            IpAddr::V6(a) => IpAddr::from(std::net::Ipv6Addr::from(
+                u128::from(a) & !((1u128 << 64) - 1),
+            )),
+        };
+        let key = if self.buckets.len() < MAX_BUCKETS || self.buckets.contains_key(&prefix) {
+            prefix
         } else {
             self.counters.map_requests_shared_bucket += 1;
             IpAddr::from([0u8; 16])
         };
-        if key != src && !self.buckets.contains_key(&key) {
+        if key != prefix && !self.buckets.contains_key(&key) {
             // The shared bucket always has room: it replaces the oldest entry.
             if let Some(oldest) = self
                 .buckets
@@ -50,16 +82,8 @@ impl Engine {
                 self.buckets.remove(&oldest);
             }
         }
-        let (tokens, last) = self.buckets.entry(key).or_insert((depth, now));
-        let elapsed = now.saturating_sub(*last).as_secs_f64();
-        *tokens = (*tokens + elapsed * rate).min(depth);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let bucket = self.buckets.entry(key).or_insert((rate * 2.0, now));
+        take_token(bucket, now, rate)
     }
 
     /// A Map-Request, plain or from an ECM. `reply_port` is where the reply goes: the UDP
@@ -101,11 +125,7 @@ impl Engine {
             match self.answer(rr) {
                 Some(Answer::Positive { key, rlocs }) => {
                     if let EidKey::Prefix(p) = &key {
-                        let list = self.requesters.entry(*p).or_default();
-                        match list.iter_mut().find(|(a, _)| *a == reply_ip) {
-                            Some(e) => e.1 = now,
-                            None => list.push((reply_ip, now)),
-                        }
+                        self.remember_requester(now, *p, reply_ip);
                     }
                     let (eid, ml) = key.to_wire(false);
                     // Our own mapping: we are its ETR and answer authoritatively, with our
@@ -151,6 +171,23 @@ impl Engine {
             ttl: None,
             payload,
         });
+    }
+
+    /// Remembers that `itr` had a reply for `p` (it gets an SMR when `p` changes), within
+    /// [`REQUESTERS_PER_PREFIX`] per prefix and [`MAX_REQUESTERS`] in all; beyond, counted.
+    fn remember_requester(&mut self, now: Duration, p: EidPrefix, itr: IpAddr) {
+        let total = self.requesters_total;
+        let list = self.requesters.entry(p).or_default();
+        if let Some(e) = list.iter_mut().find(|(a, _)| *a == itr) {
+            e.1 = now;
+            return;
+        }
+        if list.len() >= REQUESTERS_PER_PREFIX || total >= MAX_REQUESTERS {
+            self.counters.requesters_not_remembered += 1;
+            return;
+        }
+        list.push((itr, now));
+        self.requesters_total += 1;
     }
 
     /// Whether `key` is one of our database mappings or our node name: we are its ETR.

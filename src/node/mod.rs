@@ -300,7 +300,24 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
     // The data plane: one TUN device per configured Instance-ID.
     let mut tuns: Vec<tun::Tun> = Vec::new();
     for inst in &cfg.instances {
-        let t = tun::Tun::create(inst, cfg.underlay_mtu).await?;
+        if tuns.is_empty() {
+            match tun::remove_stale_rules(&cfg.instances).await {
+                Ok(0) => {}
+                Ok(n) => info!(rules = n, "removed the routing rules an earlier run left"),
+                Err(e) => warn!("cannot look for rules an earlier run left: {e:#}"),
+            }
+        }
+        let t = match tun::Tun::create(inst, cfg.underlay_mtu).await {
+            Ok(t) => t,
+            Err(e) => {
+                // A run that fails leaves nothing behind: the devices go with the process,
+                // the rules and routes of the ones made so far are taken out here.
+                for t in tuns.iter_mut() {
+                    t.remove_rules().await;
+                }
+                return Err(e);
+            }
+        };
         info!(device = %inst.tun, iid = inst.instance_id, addresses = ?inst.addresses, mtu = t.mtu, table = ?inst.table, "TUN device up");
         tuns.push(t);
     }

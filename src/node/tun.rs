@@ -103,6 +103,20 @@ impl Tun {
             .with_context(|| format!("cannot bring {} up", cfg.tun))?;
         let mut rules = Vec::new();
         if let Some(table) = cfg.table {
+            // The VPN's table ends in "unreachable default": what it has no route for is
+            // refused, never looked up in the main table and sent into another Instance-ID
+            // (draft-ietf-lisp-vpn: VPNs stay apart). Replaced if an earlier run left it.
+            for v6 in [false, true] {
+                if !cfg.addresses.iter().any(|a| a.is_ipv6() == v6) {
+                    continue;
+                }
+                h.route()
+                    .add(unreachable_default(table, v6))
+                    .replace()
+                    .execute()
+                    .await
+                    .with_context(|| format!("unreachable default route in table {table}"))?;
+            }
             for a in &cfg.addresses {
                 let mut req = h.rule().add();
                 *req.message_mut() = rule_message(&h, table, *a);
@@ -201,9 +215,17 @@ impl Tun {
         let (Some(table), Ok(h)) = (self.table, netlink().await) else {
             return;
         };
+        let families: BTreeSet<bool> = self.rules.iter().map(|a| a.is_ipv6()).collect();
         for a in std::mem::take(&mut self.rules) {
             let msg = rule_message(&h, table, a);
             let _ = h.rule().del(msg).execute().await;
+        }
+        for v6 in families {
+            let _ = h
+                .route()
+                .del(unreachable_default(table, v6))
+                .execute()
+                .await;
         }
     }
 
@@ -256,6 +278,61 @@ fn route(p: IpNet, index: u32, table: Option<u32>) -> rtnetlink::packet_route::r
             .output_interface(index)
             .table_id(table)
             .build(),
+    }
+}
+
+/// Removes the "from <address> lookup <table>" rules an earlier run left (killed with
+/// SIGKILL, or with another configuration) that the configured instances do not want: ours
+/// are the ones at [`RULE_PRIORITY`]. Returns how many went.
+pub async fn remove_stale_rules(instances: &[InstanceConfig]) -> anyhow::Result<usize> {
+    use futures_util::TryStreamExt;
+    use rtnetlink::IpVersion;
+    use rtnetlink::packet_route::rule::RuleAttribute;
+    let wanted: BTreeSet<(IpAddr, u32)> = instances
+        .iter()
+        .filter_map(|i| i.table.map(|t| (i, t)))
+        .flat_map(|(i, t)| i.addresses.iter().map(move |a| (*a, t)))
+        .collect();
+    let h = netlink().await?;
+    let mut removed = 0;
+    for version in [IpVersion::V4, IpVersion::V6] {
+        let rules: Vec<_> = h.rule().get(version).execute().try_collect().await?;
+        for msg in rules {
+            let (mut prio, mut src, mut table) = (None, None, u32::from(msg.header.table));
+            for a in &msg.attributes {
+                match a {
+                    RuleAttribute::Priority(p) => prio = Some(*p),
+                    RuleAttribute::Source(s) => src = Some(*s),
+                    RuleAttribute::Table(t) => table = *t,
+                    _ => {}
+                }
+            }
+            let (Some(RULE_PRIORITY), Some(src)) = (prio, src) else {
+                continue;
+            };
+            if !wanted.contains(&(src, table)) && h.rule().del(msg).execute().await.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// "unreachable default" in `table`, for IPv4 or IPv6.
+fn unreachable_default(table: u32, v6: bool) -> rtnetlink::packet_route::route::RouteMessage {
+    use rtnetlink::packet_route::route::RouteType;
+    if v6 {
+        RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .destination_prefix(std::net::Ipv6Addr::UNSPECIFIED, 0)
+            .table_id(table)
+            .kind(RouteType::Unreachable)
+            .build()
+    } else {
+        RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(std::net::Ipv4Addr::UNSPECIFIED, 0)
+            .table_id(table)
+            .kind(RouteType::Unreachable)
+            .build()
     }
 }
 
