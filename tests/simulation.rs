@@ -679,3 +679,63 @@ fn loss_convergence_distribution() {
         );
     }
 }
+
+/// Pull mode: an ITR cached a negative answer for an unregistered EID; when a prefix holding
+/// it registers at the Map-Server set, the Map-Server's SMR makes the ITR look again at once,
+/// instead of black-holing it for the negative TTL (issue 12).
+#[test]
+fn pull_mode_a_new_registration_replaces_a_cached_negative_answer_at_once() {
+    use lisp_decent::control::{DatabaseMapping, MappingSystem, PullMode, pull::PullHash};
+    let pull = PullMode {
+        modulus: 2,
+        dns_suffix: "map.test".into(),
+        hash: PullHash::Draft { mask_len: 10 },
+    };
+    let mut s = Sim::new(2 * MS, 5);
+    for i in 1..=4 {
+        let mut c = sim::node_config(i, Delivery::Replicate);
+        c.mapping_system = MappingSystem::Pull(pull.clone());
+        s.add(c);
+    }
+    for n in 0..4 {
+        let now = s.now;
+        let e = s.engine_mut(n).unwrap();
+        e.set_pull_servers(now, 0, vec![sim::rloc(1), sim::rloc(2)]);
+        e.set_pull_servers(now, 1, vec![sim::rloc(3), sim::rloc(4)]);
+    }
+    s.run_to(secs(3));
+    // Node 4 asks for 10.0.9.9, which nobody holds: a negative answer is cached.
+    let target: std::net::IpAddr = "10.0.9.9".parse().unwrap();
+    let now = s.now;
+    assert!(s.engine_mut(3).unwrap().resolve(now, 0, target).is_none());
+    s.flush(3);
+    s.run_to(s.now + secs(1));
+    let now = s.now;
+    let neg = s.engine_mut(3).unwrap().resolve(now, 0, target).cloned();
+    assert!(neg.is_some_and(|e| e.is_negative()), "negative first");
+    // Node 2 takes 10.0.9.0/24 on as well and registers it.
+    let now = s.now;
+    s.engine_mut(1).unwrap().set_database(
+        now,
+        vec![
+            DatabaseMapping { eid: sim::eid(2) },
+            DatabaseMapping {
+                eid: lisp_decent::mapping::EidPrefix::new(0, "10.0.9.0/24".parse().unwrap()),
+            },
+        ],
+    );
+    s.run_to(s.now + secs(1));
+    let now = s.now;
+    let e = s.engine_mut(3).unwrap().resolve(now, 0, target).cloned();
+    if e.is_none() {
+        s.flush(3);
+        s.run_to(s.now + MS * 100);
+    }
+    let now = s.now;
+    let e = s.engine_mut(3).unwrap().resolve(now, 0, target).cloned();
+    assert!(
+        e.as_ref().is_some_and(|e| !e.is_negative()),
+        "positive within a second of the registration: {e:?}"
+    );
+    assert!(s.engine(3).unwrap().counters().smrs_received >= 1);
+}

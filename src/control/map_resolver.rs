@@ -144,6 +144,9 @@ impl Engine {
                 }
                 Some(Answer::Negative { eid, ttl_mins }) => {
                     negative = true;
+                    // An ITR caching this negative answer gets an SMR when a prefix inside
+                    // it registers, so it is not black-holed for the negative TTL.
+                    self.remember_requester(now, eid, reply_ip);
                     let (a, ml) = eid.to_wire();
                     let mut rec = EidRecord::new(a, ml, ttl_mins, vec![]);
                     rec.action = action::NATIVELY_FORWARD;
@@ -313,13 +316,22 @@ impl Engine {
         });
     }
 
-    /// SMRs to the ITRs that asked for `p` in the last ten minutes (RFC 9301 §6.1), at most
-    /// one per ITR and prefix every 3 seconds.
+    /// SMRs to the ITRs that had an answer from us overlapping `p` in the last ten minutes
+    /// (RFC 9301 §6.1): the prefix itself, or a negative answer that covers it or lies in
+    /// it; at most one per ITR and prefix every 3 seconds, and at most
+    /// [`REQUESTERS_PER_PREFIX`] in all.
     pub(crate) fn send_smrs(&mut self, now: Duration, p: &EidPrefix) {
-        let Some(list) = self.requesters.get(p).cloned() else {
-            return;
-        };
-        for (itr, _) in list {
+        let mut list: Vec<IpAddr> = Vec::new();
+        for (k, v) in &self.requesters {
+            if k.iid == p.iid && (k.prefix.contains(&p.prefix) || p.prefix.contains(&k.prefix)) {
+                for (a, _) in v {
+                    if list.len() < REQUESTERS_PER_PREFIX && !list.contains(a) {
+                        list.push(*a);
+                    }
+                }
+            }
+        }
+        for itr in list {
             if self.is_own_rloc(itr) || self.smr_sent.contains_key(&(itr, *p)) {
                 continue;
             }
@@ -352,8 +364,17 @@ impl Engine {
         for rr in &q.records {
             if let Some(EidKey::Prefix(p)) = EidKey::from_wire(&rr.eid, rr.mask_len) {
                 for cached in self.map_cache.overlapping(&p) {
+                    let negative = self
+                        .map_cache
+                        .iter()
+                        .any(|e| e.eid == cached && e.is_negative());
                     self.map_cache.remove(&cached);
-                    self.resolve_prefix(now, cached, true);
+                    // A negative entry is only dropped: asking again for its whole prefix
+                    // would get the same negative answer back while a more specific prefix
+                    // now registered lies inside it; the next packet asks for its host.
+                    if !negative {
+                        self.resolve_prefix(now, cached, true);
+                    }
                 }
             }
         }
