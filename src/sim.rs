@@ -69,6 +69,7 @@ pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
         timers: Timers::default(),
         encryption: None,
         crypto_peers: Vec::new(),
+        register_name: true,
         register_nonce_base: 1,
         rng_seed: i as u64,
     }

@@ -210,7 +210,14 @@ fn lig_oor_like(
     // One fake Map-Resolver at a time: they share its address.
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let ms = std::net::UdpSocket::bind("127.0.0.7:4342").unwrap();
+    // (A moment for the port to come free if another test process just held it.)
+    let ms = (0..40)
+        .find_map(|_| {
+            std::net::UdpSocket::bind("127.0.0.7:4342")
+                .map_err(|_| std::thread::sleep(Duration::from_millis(50)))
+                .ok()
+        })
+        .expect("127.0.0.7:4342 free");
     let other = std::net::UdpSocket::bind("127.0.0.8:0").unwrap();
     ms.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let want = format!("[0]{eid}/32");

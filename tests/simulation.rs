@@ -739,3 +739,49 @@ fn pull_mode_a_new_registration_replaces_a_cached_negative_answer_at_once() {
     );
     assert!(s.engine(3).unwrap().counters().smrs_received >= 1);
 }
+
+/// The node name (a distinguished-name EID) travels in a Map-Register of its own, so a
+/// Map-Server that gives up at an AFI 17 record (OOR) still takes our prefixes; with
+/// `register_name` off it is not registered at all.
+#[test]
+fn the_name_goes_in_a_register_of_its_own_or_not_at_all() {
+    for register_name in [true, false] {
+        let mut s = Sim::new(MS, 3);
+        s.capture = Some(Vec::new());
+        for i in 1..=2 {
+            let mut c = sim::node_config(i, Delivery::Replicate);
+            c.register_name = register_name;
+            s.add(c);
+        }
+        s.run_to(secs(3));
+        let mut names = 0;
+        for (a, _, p) in s.capture.take().unwrap() {
+            if a.ip() != sim::rloc(2) {
+                continue;
+            }
+            let Ok(ControlMessage::MapRegister(r)) = ControlMessage::parse(&p) else {
+                continue;
+            };
+            let n = r
+                .records
+                .iter()
+                .filter(|r| matches!(r.eid, Address::Name(_)))
+                .count();
+            if n > 0 {
+                assert_eq!(r.records.len(), 1, "the name alone in its register");
+            }
+            names += n;
+        }
+        assert_eq!(names > 0, register_name, "register_name = {register_name}");
+        let held = s
+            .engine(0)
+            .unwrap()
+            .site_db()
+            .get(&EidKey::Name {
+                iid: 0,
+                name: b"n2".to_vec(),
+            })
+            .is_some();
+        assert_eq!(held, register_name);
+    }
+}

@@ -166,6 +166,8 @@ pub struct EngineConfig {
     pub encryption: Option<crate::crypto::lisp_crypto::CipherSuite>,
     /// Peers that speak another lisp-crypto profile than the peer group's.
     pub crypto_peers: Vec<CryptoPeer>,
+    /// Register the node name as a distinguished-name EID (in a Map-Register of its own).
+    pub register_name: bool,
     /// Where our Map-Register nonces start counting (RFC 9301 §5.6 replay detection): the
     /// wall clock in microseconds at start, so they grow across restarts.
     pub register_nonce_base: u64,

@@ -70,7 +70,7 @@ impl Engine {
                 r
             })
             .collect();
-        if !self.cfg.name.is_empty() {
+        if self.cfg.register_name && !self.cfg.name.is_empty() {
             let (eid, ml) = EidKey::Name {
                 iid: 0,
                 name: self.cfg.name.as_bytes().to_vec(),
@@ -164,7 +164,11 @@ impl Engine {
                     out.push((nonce, bytes));
                 }
             };
-        for r in records {
+        // A distinguished-name EID goes in a Map-Register of its own: OOR's Map-Server gives
+        // up on a message at an AFI 17 record, and must still take (and acknowledge) our
+        // prefixes (PROTOCOL.md §8.2 O3).
+        let is_name = |r: &EidRecord| matches!(r.eid, crate::wire::Address::Name(_));
+        for r in records.iter().filter(|r| !is_name(r)) {
             let mut tmp = Vec::new();
             let len = r.emit(&mut tmp).map(|_| tmp.len()).unwrap_or(0);
             if !batch.is_empty() && (size + len > MAX_REGISTER_BYTES || batch.len() == 255) {
@@ -175,6 +179,10 @@ impl Engine {
             batch.push(r.clone());
         }
         flush(self, &mut batch, &mut out);
+        for r in records.iter().filter(|r| is_name(r)) {
+            batch.push(r.clone());
+            flush(self, &mut batch, &mut out);
+        }
         out
     }
 

@@ -20,6 +20,7 @@ use crate::mapping::EidPrefix;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     name: Option<String>,
+    register_name: Option<bool>,
     state_dir: Option<PathBuf>,
     site_id: Option<u64>,
     #[serde(default)]
@@ -241,6 +242,8 @@ pub struct InstanceConfig {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub name: String,
+    /// Register `name` as a distinguished-name EID (`register_name`, default true).
+    pub register_name: bool,
     pub state_dir: PathBuf,
     pub site_id: [u8; 8],
     pub rlocs: Vec<RlocConfig>,
@@ -1059,6 +1062,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
     match (errs.0.is_empty(), mapping_system) {
         (true, Some(mapping_system)) => Ok(NodeConfig {
             name,
+            register_name: raw.register_name.unwrap_or(true),
             state_dir,
             site_id,
             rlocs,

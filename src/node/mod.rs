@@ -218,6 +218,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         timers: cfg.timers.clone(),
         encryption: cfg.encryption,
         crypto_peers: cfg.crypto_peers.clone(),
+        register_name: cfg.register_name,
         register_nonce_base: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64),
