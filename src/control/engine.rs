@@ -74,6 +74,10 @@ pub struct Engine {
     pub(crate) greeted: std::collections::HashSet<IpAddr>,
     /// Greetings waiting for their Map-Notifies.
     pub(crate) greetings: HashMap<IpAddr, Greeting>,
+    /// The earliest retransmission among `greetings` (kept so that timers do not walk them).
+    pub(crate) greetings_due: Option<Duration>,
+    /// Which greeting each outstanding register nonce belongs to.
+    pub(crate) greeting_nonces: HashMap<Nonce, IpAddr>,
     /// Repeats of the first register round done so far (joining).
     pub(crate) join_rounds: u8,
     /// Peer-group members learned from Map-Notifies, with their expiry.
@@ -180,6 +184,8 @@ impl Engine {
             last_register: None,
             greeted: std::collections::HashSet::new(),
             greetings: HashMap::new(),
+            greetings_due: None,
+            greeting_nonces: HashMap::new(),
             join_rounds: 0,
             learned_members: HashMap::new(),
             pending_notifies: HashMap::new(),
@@ -297,7 +303,7 @@ impl Engine {
         if let Some(n) = self.next_probe() {
             t = t.min(n);
         }
-        if let Some(n) = self.greetings.values().map(|g| g.next).min() {
+        if let Some(n) = self.greetings_due {
             t = t.min(n);
         }
         t

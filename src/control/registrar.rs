@@ -274,6 +274,12 @@ impl Engine {
             }
         }
         if self.greetings.len() < MAX_GREETINGS || self.greetings.contains_key(&peer) {
+            self.forget_greeting(&peer);
+            for n in &nonces {
+                self.greeting_nonces.insert(*n, peer);
+            }
+            let next = now + backoff;
+            self.greetings_due = Some(self.greetings_due.map_or(next, |d| d.min(next)));
             self.greetings.insert(
                 peer,
                 super::engine::Greeting {
@@ -287,6 +293,9 @@ impl Engine {
 
     /// Greetings not answered in time go again, up to [`GREETING_TRIES`] times.
     pub(crate) fn retransmit_greetings(&mut self, now: Duration) {
+        if self.greetings_due.is_none_or(|d| d > now) {
+            return;
+        }
         let due: Vec<(IpAddr, Duration)> = self
             .greetings
             .iter()
@@ -294,27 +303,32 @@ impl Engine {
             .map(|(p, g)| (*p, g.backoff))
             .collect();
         for (peer, backoff) in due {
-            self.greetings.remove(&peer);
+            self.forget_greeting(&peer);
             if backoff < GREETING_RETRY * (1 << (GREETING_TRIES - 1)) {
                 self.send_greeting(now, peer, backoff * 2);
+            }
+        }
+        self.greetings_due = self.greetings.values().map(|g| g.next).min();
+    }
+
+    fn forget_greeting(&mut self, peer: &IpAddr) {
+        if let Some(g) = self.greetings.remove(peer) {
+            for n in g.nonces {
+                self.greeting_nonces.remove(&n);
             }
         }
     }
 
     /// A Map-Notify answered one register of a greeting.
     pub(crate) fn greeting_answered(&mut self, nonce: &Nonce) {
-        let mut done = None;
-        for (peer, g) in self.greetings.iter_mut() {
-            if let Some(i) = g.nonces.iter().position(|n| n == nonce) {
-                g.nonces.remove(i);
-                if g.nonces.is_empty() {
-                    done = Some(*peer);
-                }
-                break;
+        let Some(peer) = self.greeting_nonces.remove(nonce) else {
+            return;
+        };
+        if let Some(g) = self.greetings.get_mut(&peer) {
+            g.nonces.retain(|n| n != nonce);
+            if g.nonces.is_empty() {
+                self.greetings.remove(&peer);
             }
-        }
-        if let Some(p) = done {
-            self.greetings.remove(&p);
         }
     }
 
