@@ -311,13 +311,13 @@ fn forged_probes_install_nothing_in_the_peer_group() {
     assert_eq!(s.engine(0).unwrap().etr_key_peers(), peers, "no state kept");
     assert_eq!(keys[0].recv.len(), 2, "the two members only");
     let c = s.engine(0).unwrap().counters();
-    // Each was refused unsigned, or earlier by the rate limit (per source, and shared by the
-    // sources beyond the first 4096).
+    // Each was refused unsigned, or earlier by the rate limits (per source network, shared
+    // beyond 4096 networks, and all requests together).
     assert_eq!(
         c.key_offers_unauthenticated + c.map_requests_rate_limited,
         20_000
     );
-    assert!(c.key_offers_unauthenticated > 4_000);
+    assert!(c.key_offers_unauthenticated > 1_000, "{c:?}");
     assert_eq!(c.key_exchange_bad_signature, 10_000);
     deliver(&mut keys, s.now, 2, 0).unwrap();
 }
@@ -451,7 +451,7 @@ fn the_unsigned_rfc8061_profile_is_bounded_and_never_displaced() {
     let e = s.engine(0).unwrap();
     assert!(e.etr_key_peers() <= 256, "{}", e.etr_key_peers());
     let c = e.counters();
-    assert!(c.key_offers_dropped_full > 3_000, "{c:?}");
+    assert!(c.key_offers_dropped_full > 1_000, "{c:?}");
     assert!(c.key_offers_dropped_full + c.map_requests_rate_limited > 9_000);
     assert!(keys[0].recv.len() <= 256);
     // Unproven candidates expire.
