@@ -289,11 +289,10 @@ fn registers_lost_before_the_seed_is_up_are_retried_until_a_notify() {
     assert!(s.now - seed_up < secs(9), "took {:?}", s.now - seed_up);
 }
 
-#[test]
-fn pull_mode_registers_to_the_hashed_set_and_resolves_through_it() {
+/// Four nodes in pull mode, the draft hash with a 10-byte Hash Mask and two Map-Server
+/// sets: set 0 is nodes 1 and 2, set 1 nodes 3 and 4 (as DNS would say).
+fn pull_mesh() -> (Sim, lisp_decent::control::PullMode) {
     use lisp_decent::control::{MappingSystem, PullMode, pull::PullHash};
-    // The draft hash with a 10-byte Hash Mask: "[0]10.0.2." is hashed for 10.0.2.0/24 and for
-    // every host in it alike, so host lookups reach the set holding the prefix.
     let pull = PullMode {
         modulus: 2,
         dns_suffix: "map.test".into(),
@@ -305,13 +304,20 @@ fn pull_mode_registers_to_the_hashed_set_and_resolves_through_it() {
         c.mapping_system = MappingSystem::Pull(pull.clone());
         s.add(c);
     }
-    // Set 0 is nodes 1 and 2, set 1 is nodes 3 and 4 (as DNS would say).
     for n in 0..4 {
         let now = s.now;
         let e = s.engine_mut(n).unwrap();
         e.set_pull_servers(now, 0, vec![sim::rloc(1), sim::rloc(2)]);
         e.set_pull_servers(now, 1, vec![sim::rloc(3), sim::rloc(4)]);
     }
+    (s, pull)
+}
+
+#[test]
+fn pull_mode_registers_to_the_hashed_set_and_resolves_through_it() {
+    // The draft hash with a 10-byte Hash Mask: "[0]10.0.2." is hashed for 10.0.2.0/24 and for
+    // every host in it alike, so host lookups reach the set holding the prefix.
+    let (mut s, pull) = pull_mesh();
     s.run_to(secs(3));
     for j in 1..=4 {
         let set = pull.hash.index(&sim::eid(j).to_string(), 2) as usize;
@@ -682,24 +688,8 @@ fn loss_convergence_distribution() {
 /// instead of black-holing it for the negative TTL (issue 12).
 #[test]
 fn pull_mode_a_new_registration_replaces_a_cached_negative_answer_at_once() {
-    use lisp_decent::control::{DatabaseMapping, MappingSystem, PullMode, pull::PullHash};
-    let pull = PullMode {
-        modulus: 2,
-        dns_suffix: "map.test".into(),
-        hash: PullHash::Draft { mask_len: 10 },
-    };
-    let mut s = Sim::new(2 * MS, 5);
-    for i in 1..=4 {
-        let mut c = sim::node_config(i, Delivery::Replicate);
-        c.mapping_system = MappingSystem::Pull(pull.clone());
-        s.add(c);
-    }
-    for n in 0..4 {
-        let now = s.now;
-        let e = s.engine_mut(n).unwrap();
-        e.set_pull_servers(now, 0, vec![sim::rloc(1), sim::rloc(2)]);
-        e.set_pull_servers(now, 1, vec![sim::rloc(3), sim::rloc(4)]);
-    }
+    use lisp_decent::control::DatabaseMapping;
+    let (mut s, _) = pull_mesh();
     s.run_to(secs(3));
     // Node 4 asks for 10.0.9.9, which nobody holds: a negative answer is cached.
     let target: std::net::IpAddr = "10.0.9.9".parse().unwrap();
