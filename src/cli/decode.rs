@@ -21,8 +21,9 @@ pub struct DecodeArgs {
     /// Decode every LISP packet (UDP 4341 and 4342) of a pcap or pcapng file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// A shared secret to authenticate Map-Registers, Map-Notifies and Info messages with
-    /// (repeatable). `[n]secret` restricts it to key-id n, as lispers.net writes keys.
+    /// A shared secret to authenticate Map-Registers, Map-Notifies and Info messages with, and
+    /// to check the site-key signature of key exchanges (repeatable). `[n]secret` restricts
+    /// it to key-id n, as lispers.net writes keys.
     #[arg(long = "key", value_name = "SECRET")]
     pub keys: Vec<String>,
     /// Treat the hex input as a LISP data packet (UDP 4341) rather than a control message.

@@ -244,20 +244,6 @@ impl Engine {
         self.etr_keys.len()
     }
 
-    /// The ETR side of lisp-crypto: per ITR address, the newest key-id it offered.
-    pub fn etr_key_ids(&self) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
-        self.etr_keys.iter().filter_map(|(ip, slots)| {
-            let newest = (0..3u8)
-                .filter_map(|i| {
-                    slots[usize::from(i)]
-                        .last()
-                        .map(|o| (o.last_offered, i + 1))
-                })
-                .max()?;
-            Some((*ip, newest.1))
-        })
-    }
-
     /// Forgets every cached mapping (an operator's "clear map-cache"); the lookups that
     /// follow fill it again from the database or with Map-Requests.
     pub fn clear_map_cache(&mut self) -> usize {

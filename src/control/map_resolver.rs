@@ -366,9 +366,8 @@ impl Engine {
                 for cached in self.map_cache.overlapping(&p) {
                     let negative = self
                         .map_cache
-                        .iter()
-                        .any(|e| e.eid == cached && e.is_negative());
-                    self.map_cache.remove(&cached);
+                        .remove(&cached)
+                        .is_some_and(|e| e.is_negative());
                     // A negative entry is only dropped: asking again for its whole prefix
                     // would get the same negative answer back while a more specific prefix
                     // now registered lies inside it; the next packet asks for its host.

@@ -346,12 +346,16 @@ impl Engine {
             self.counters.map_notify_rejected_auth += 1;
             return;
         }
+        // An answer to one of our registers (periodic, to a seed, or a greeting) echoes our
+        // records; only an unsolicited Notify is the teller's view of the membership, and
+        // only that one is acknowledged.
+        let solicited = self.sent_register_nonces.contains(&n.nonce)
+            || self.seed_nonces.contains_key(&n.nonce)
+            || self.greeting_nonces.contains_key(&n.nonce);
         let mut learned = Vec::new();
         if let Some(g) = self.group_key() {
             let teller = src.ip();
-            // An answer to one of our registers echoes our records; only an unsolicited
-            // Notify is the teller's view of the membership.
-            let mut told = self.sent_register_nonces.contains(&n.nonce);
+            let mut told = solicited;
             for rec in &n.records {
                 if EidKey::from_wire(&rec.eid, rec.mask_len) != Some(EidKey::Group(g)) {
                     continue;
@@ -390,7 +394,7 @@ impl Engine {
                 self.acked_seeds.extend(seeds);
             }
         }
-        if !self.sent_register_nonces.contains(&n.nonce) {
+        if !solicited {
             self.send_notify_ack(src, n);
         }
     }

@@ -317,12 +317,6 @@ impl Engine {
         self.probes.values().map(|p| p.next).min()
     }
 
-    /// A fresh X25519 pair from the engine's seeded random numbers (deterministic in the
-    /// simulator).
-    pub(crate) fn key_pair(&mut self) -> KeyPair {
-        KeyPair::from_secret(self.rng.random())
-    }
-
     /// Sends the probes that are due, counting the ones that went unanswered.
     pub(crate) fn send_probes(&mut self, now: Duration) {
         let interval = self.cfg.timers.probe_interval;
@@ -344,7 +338,6 @@ impl Engine {
             let profile = self.crypto_profile(rloc);
             let suite = self.suite_for(profile);
             let rekey_age = self.cfg.timers.rekey_interval;
-            let fresh = self.key_pair();
             let Some(p) = self.probes.get_mut(&rloc) else {
                 continue;
             };
@@ -376,30 +369,29 @@ impl Engine {
                 {
                     p.rekeying = true;
                 }
-                let offer = match &p.agreed {
-                    Some(a) if a.suite == suite && (lispers || !p.rekeying) => SentOffer {
-                        fresh: None,
-                        key_id: a.key_id,
-                        suite,
-                        nonce,
-                    },
-                    a => SentOffer {
-                        key_id: match a {
+                let (fresh, key_id, public) = match &p.agreed {
+                    Some(a) if a.suite == suite && (lispers || !p.rekeying) => {
+                        (None, a.key_id, a.pair.public())
+                    }
+                    a => {
+                        // A fresh pair from the engine's seeded random numbers (deterministic
+                        // in the simulator), made only when one is offered.
+                        let k = KeyPair::from_secret(self.rng.random());
+                        let id = match a {
                             Some(a) if !lispers => next_key_id(a.key_id),
                             _ => 1,
-                        },
-                        fresh: Some(fresh),
-                        suite,
-                        nonce,
-                    },
+                        };
+                        let public = k.public();
+                        (Some(k), id, public)
+                    }
                 };
-                let public = match (&offer.fresh, &p.agreed) {
-                    (Some(k), _) => k.public(),
-                    (None, Some(a)) => a.pair.public(),
-                    (None, None) => continue,
-                };
-                itr_rloc = security_key(suite, public, offer.key_id, own);
-                p.offer = Some(offer);
+                itr_rloc = security_key(suite, public, key_id, own);
+                p.offer = Some(SentOffer {
+                    fresh,
+                    key_id,
+                    suite,
+                    nonce,
+                });
             }
             if let Some(s) = marked {
                 self.map_cache.set_rloc_state(rloc, s, None);
@@ -578,7 +570,7 @@ impl Engine {
         let index = match existing {
             Some(i) => i,
             None => {
-                let ours = self.key_pair();
+                let ours = KeyPair::from_secret(self.rng.random());
                 let key = ours.key_material(suite, &offered.public, &q.nonce).ok()?;
                 let offers = &mut self.etr_keys.entry(from).or_default()[slot];
                 if offers.len() >= OFFERS_PER_KEY_ID {
