@@ -64,6 +64,8 @@ secret = "mesh-netns-key"
 [[site.allowed]]
 prefix = "10.0.0.0/8"
 accept_more_specifics = true
+[[site.allowed]]
+name = "n*"
 [timers]
 probe_interval_secs = $probe
 rekey_interval_secs = $rekey

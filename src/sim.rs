@@ -11,8 +11,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::control::{
-    AllowedPrefix, DatabaseMapping, Delivery, Engine, EngineConfig, LocalRloc, MappingSystem,
-    PeerGroup, SitePolicy, Timers,
+    AllowedName, AllowedPrefix, DatabaseMapping, Delivery, Engine, EngineConfig, LocalRloc,
+    MappingSystem, PeerGroup, SitePolicy, Timers,
 };
 use crate::crypto::auth::{AuthKey, KeyRing, alg};
 use crate::mapping::{EidKey, EidPrefix};
@@ -63,6 +63,10 @@ pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
             allowed: vec![AllowedPrefix {
                 eid: EidPrefix::new(0, "10.0.0.0/8".parse().expect("valid prefix")),
                 accept_more_specifics: true,
+            }],
+            allowed_names: vec![AllowedName {
+                pattern: "n*".into(),
+                instance_id: 0,
             }],
             accept_unauthenticated_membership: false,
         },

@@ -40,6 +40,8 @@ secret = "api-test-key"
 prefix = "10.0.0.0/8"
 accept_more_specifics = true
 [[site.allowed]]
+name = "a*"
+[[site.allowed]]
 prefix = "172.16.0.0/12"
 [api]
 listen = "127.0.0.1{i}:8080"

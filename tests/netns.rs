@@ -32,6 +32,8 @@ secret = "netns-multicast-key"
 [[site.allowed]]
 prefix = "10.0.0.0/8"
 accept_more_specifics = true
+[[site.allowed]]
+name = "mc*"
 "#
     )
 }
@@ -346,7 +348,7 @@ fn a_restarted_node_has_the_whole_database_within_a_second() {
                 "name = \"r{i}\"\nstate_dir = \"state-r{i}\"\n[[rloc]]\naddress = \"192.0.2.{i}\"\n\
                  [[database]]\nprefix = \"10.{i}.0.0/16\"\n[peer_group]\ngroup = \"224.1.1.1\"\n{delivery}\n\
                  [site]\n[[site.key]]\nkey_id = 1\nsecret = \"netns-restart-key\"\n\
-                 [[site.allowed]]\nprefix = \"10.0.0.0/8\"\naccept_more_specifics = true\n[api]\nlisten = \"off\"\n"
+                 [[site.allowed]]\nprefix = \"10.0.0.0/8\"\naccept_more_specifics = true\n[[site.allowed]]\nname = \"r*\"\n[api]\nlisten = \"off\"\n"
             )
         };
         let mut nss = Vec::new();

@@ -43,6 +43,8 @@ secret = "netns-attack-site-key"
 [[site.allowed]]
 prefix = "10.0.0.0/8"
 accept_more_specifics = true
+[[site.allowed]]
+name = "k*"
 "#
     )
 }

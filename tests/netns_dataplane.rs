@@ -15,6 +15,8 @@ const SITE: &str = r#"
 [[site.key]]
 key_id = 1
 secret = "netns-dataplane-key"
+[[site.allowed]]
+name = "*"
 "#;
 
 fn allowed(iids: &[u32], prefix: &str) -> String {

@@ -126,6 +126,8 @@ secret = "pull-mode-key"
 [[site.allowed]]
 prefix = "10.0.0.0/8"
 accept_more_specifics = true
+[[site.allowed]]
+name = "*"
 "#,
         ip = node_ip(i)
     )
@@ -265,6 +267,8 @@ secret = "pull-netns-key"
 [[site.allowed]]
 prefix = "10.0.0.0/8"
 accept_more_specifics = true
+[[site.allowed]]
+name = "*"
 "#
         );
         nodes.push(lab.start(&ns, &format!("q{i}"), &cfg));

@@ -121,11 +121,15 @@ fn a_new_member_joins_and_everyone_learns_it_quickly() {
 
 fn register_bytes(key: &[u8], alg_id: u8, prefix: &str) -> Vec<u8> {
     let p: ipnet::IpNet = prefix.parse().unwrap();
+    record_register_bytes(key, alg_id, Address::from(p.addr()), p.prefix_len())
+}
+
+fn record_register_bytes(key: &[u8], alg_id: u8, eid: Address, mask_len: u8) -> Vec<u8> {
     let rec = EidRecord {
         authoritative: true,
         ..EidRecord::new(
-            Address::from(p.addr()),
-            p.prefix_len(),
+            eid,
+            mask_len,
             3,
             vec![RlocRecord {
                 priority: 1,
@@ -210,6 +214,38 @@ fn wrong_key_wrong_algorithm_unauthenticated_and_disallowed_registers_are_reject
     );
     s.run_to(s.now + secs(1));
     assert_eq!(s.engine(0).unwrap().site_db().len(), before + 1);
+    // Names obey the site policy like prefixes: the simulator's site allows "n*" only.
+    let name = |n: &str| Address::Name(n.as_bytes().to_vec());
+    let key = sim::SIM_KEY.as_bytes();
+    s.inject(
+        from,
+        to,
+        record_register_bytes(key, alg::HMAC_SHA_256_128, name("intruder"), 0),
+    );
+    s.run_to(s.now + secs(1));
+    let e = s.engine(0).unwrap();
+    assert_eq!(
+        e.site_db().len(),
+        before + 1,
+        "a name outside the policy is refused"
+    );
+    assert_eq!(e.counters().register_rejected_not_allowed, 2);
+    s.inject(
+        from,
+        to,
+        record_register_bytes(key, alg::HMAC_SHA_256_128, name("n99"), 0),
+    );
+    s.run_to(s.now + secs(1));
+    let e = s.engine(0).unwrap();
+    assert_eq!(e.site_db().len(), before + 2);
+    assert!(
+        e.site_db()
+            .get(&EidKey::Name {
+                iid: 0,
+                name: b"n99".to_vec()
+            })
+            .is_some()
+    );
 }
 
 #[test]

@@ -69,6 +69,29 @@ pub struct AllowedPrefix {
     pub accept_more_specifics: bool,
 }
 
+/// A distinguished-name EID (AFI 17) the site may register: the site configuration of RFC
+/// 9301 §8.2 applied to names as to prefixes. `pattern` is a name, or a name start followed
+/// by `*` (`"n*"`, or `"*"` for any name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedName {
+    pub pattern: String,
+    pub instance_id: u32,
+}
+
+impl AllowedName {
+    /// Whether `name` (as registered, without its terminating NUL) in Instance-ID `iid` is
+    /// allowed by this entry.
+    pub fn matches(&self, iid: u32, name: &[u8]) -> bool {
+        if iid != self.instance_id {
+            return false;
+        }
+        match self.pattern.strip_suffix('*') {
+            Some(start) => name.starts_with(start.as_bytes()),
+            None => name == self.pattern.as_bytes(),
+        }
+    }
+}
+
 /// Who may register what.
 #[derive(Debug, Clone, Default)]
 pub struct SitePolicy {
@@ -76,6 +99,9 @@ pub struct SitePolicy {
     /// The key-id and secret our own Map-Registers are signed with.
     pub own_key: Option<(AuthKey, u8)>,
     pub allowed: Vec<AllowedPrefix>,
+    /// The names the site may register; a name no entry matches is refused like a prefix
+    /// outside `allowed`.
+    pub allowed_names: Vec<AllowedName>,
     /// Accept alg-id 0 group-membership registrations (lispers.net sends them so; PROTOCOL.md
     /// §8.1 L3). Off by default: an unauthenticated registration is rejected and counted.
     pub accept_unauthenticated_membership: bool,

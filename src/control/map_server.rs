@@ -64,7 +64,12 @@ impl Engine {
                 Some((a, more_specifics)) => a.prefix == p.prefix || *more_specifics,
                 None => false,
             },
-            EidKey::Name { .. } => true,
+            EidKey::Name { iid, name } => self
+                .cfg
+                .site
+                .allowed_names
+                .iter()
+                .any(|a| a.matches(*iid, name)),
             EidKey::Group(g) => match &self.cfg.mapping_system {
                 MappingSystem::Push(pg) => g.group.addr() == pg.group && g.source.prefix_len() == 0,
                 MappingSystem::Pull(_) => false,

@@ -10,8 +10,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::control::{
-    AllowedPrefix, DatabaseMapping, Delivery, MappingSystem, PeerGroup, PullMode, SitePolicy,
-    Timers, pull::PullHash,
+    AllowedName, AllowedPrefix, DatabaseMapping, Delivery, MappingSystem, PeerGroup, PullMode,
+    SitePolicy, Timers, pull::PullHash,
 };
 use crate::crypto::auth::{AuthKey, KeyRing, alg};
 use crate::mapping::EidPrefix;
@@ -173,7 +173,8 @@ fn sha256() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAllowed {
-    prefix: String,
+    prefix: Option<String>,
+    name: Option<String>,
     #[serde(default)]
     instance_id: u32,
     #[serde(default)]
@@ -324,6 +325,18 @@ fn check_overlaps(errs: &mut Errors, what: &str, prefixes: &[(String, EidPrefix)
             let how = if p == q { "is the same as" } else { "overlaps" };
             errs.add(path, format!("{what} {p} {how} {q} ({other})"));
         }
+    }
+}
+
+/// A name pattern of `[[site.allowed]]`: not empty, no NUL (names travel NUL-terminated),
+/// and `*` only at the end.
+fn check_name_pattern(errs: &mut Errors, path: &str, pattern: &str) {
+    let body = pattern.strip_suffix('*').unwrap_or(pattern);
+    if pattern.is_empty() || pattern.contains('\0') || body.contains('*') {
+        errs.add(
+            path,
+            format!("\"{pattern}\": expected a name, or the start of names followed by *"),
+        );
     }
 }
 
@@ -750,10 +763,34 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             site.keys.accept_truncated = s.accept_truncated_auth;
             let mut allowed_paths = Vec::new();
             for (i, a) in s.allowed.iter().enumerate() {
+                let prefix = match (&a.prefix, &a.name) {
+                    (Some(p), None) => p,
+                    (None, Some(n)) => {
+                        check_name_pattern(&mut errs, &format!("site.allowed[{i}].name"), n);
+                        if a.accept_more_specifics {
+                            errs.add(
+                                format!("site.allowed[{i}].accept_more_specifics"),
+                                "applies to a prefix, not to a name (end the name with * instead)",
+                            );
+                        }
+                        site.allowed_names.push(AllowedName {
+                            pattern: n.clone(),
+                            instance_id: a.instance_id,
+                        });
+                        continue;
+                    }
+                    _ => {
+                        errs.add(
+                            format!("site.allowed[{i}]"),
+                            "give exactly one of `prefix` or `name`",
+                        );
+                        continue;
+                    }
+                };
                 if let Some(eid) = parse_prefix(
                     &mut errs,
                     &format!("site.allowed[{i}].prefix"),
-                    &a.prefix,
+                    prefix,
                     a.instance_id,
                 ) {
                     site.allowed.push(AllowedPrefix {
@@ -782,6 +819,22 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
                 ),
             );
         }
+    }
+    if raw.register_name.unwrap_or(true)
+        && raw.site.is_some()
+        && !name.is_empty()
+        && !site
+            .allowed_names
+            .iter()
+            .any(|a| a.matches(0, name.as_bytes()))
+    {
+        errs.add(
+            "name",
+            format!(
+                "\"{name}\" is not allowed by any [[site.allowed]] name: every member would \
+                 refuse it (add `name = \"{name}\"` there, or set register_name = false)"
+            ),
+        );
     }
 
     let t = &raw.timers;
@@ -1107,6 +1160,8 @@ secret = "k"
 [[site.allowed]]
 prefix = "10.0.0.0/8"
 accept_more_specifics = true
+[[site.allowed]]
+name = "n*"
 "#;
 
     #[test]
@@ -1209,6 +1264,40 @@ accept_more_specifics = true
         assert_eq!(errs[0].path, "timers.record_ttl_mins", "{errs:?}");
     }
 
+    /// Names are allowed like prefixes: the node's own name must be allowed (or not
+    /// registered), a pattern has `*` only at its end, and an entry gives a prefix or a name.
+    #[test]
+    fn names_obey_the_site_policy() {
+        let c = parse(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.site.allowed_names.len(), 1);
+        assert!(c.site.allowed_names[0].matches(0, b"n17"));
+        assert!(!c.site.allowed_names[0].matches(0, b"m1"));
+        assert!(!c.site.allowed_names[0].matches(3, b"n1"));
+        let other = GOOD.replace("name = \"n1\"", "name = \"gw\"");
+        let errs = parse(&other, Path::new(".")).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "name");
+        assert!(
+            errs[0].message.contains("register_name = false"),
+            "{errs:?}"
+        );
+        parse(&format!("register_name = false\n{other}"), Path::new(".")).unwrap();
+        let bad = GOOD.replace("name = \"n*\"", "name = \"n*x\"\nprefix = \"10.9.0.0/16\"")
+            + "[[site.allowed]]\nname = \"a*b\"\naccept_more_specifics = true\n";
+        let errs = parse(&bad, Path::new(".")).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "site.allowed[1]",
+                "site.allowed[2].name",
+                "site.allowed[2].accept_more_specifics",
+                "name"
+            ],
+            "{errs:?}"
+        );
+    }
+
     /// Duplicate or overlapping database and allowed prefixes, duplicate RLOCs and TUN names
     /// are errors, each at its own path.
     #[test]
@@ -1234,7 +1323,7 @@ accept_more_specifics = true
             [
                 "rloc[1]",
                 "database[1].prefix",
-                "site.allowed[1].prefix",
+                "site.allowed[2].prefix",
                 "instance[1].tun"
             ],
             "{errs:?}"
