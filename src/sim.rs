@@ -74,6 +74,8 @@ pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
         encryption: None,
         crypto_peers: Vec::new(),
         register_name: true,
+        map_servers: Vec::new(),
+        map_resolvers: Vec::new(),
         register_nonce_base: 1,
         rng_seed: i as u64,
     }

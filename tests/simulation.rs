@@ -808,3 +808,164 @@ fn the_name_goes_in_a_register_of_its_own_or_not_at_all() {
         assert_eq!(held, register_name);
     }
 }
+
+/// `[[map_server]]` and `[[map_resolver]]`: two members of a group register with a Map-Server
+/// of another site (its own key and algorithm, its own group) and resolve through it. The
+/// registers ask for a Map-Notify and are retried until one verifies under that key; the
+/// Map-Server gets no membership register and no Instance-ID 0xFFFFFF copy; a lookup the
+/// group's database cannot answer goes to the Map-Resolver; a wrong key is never acknowledged.
+#[test]
+fn a_foreign_map_server_and_resolver_beside_the_group() {
+    use lisp_decent::control::{MapServerPeer, MappingSystem, PeerGroup};
+    use lisp_decent::crypto::auth::{AuthKey, KeyRing};
+    let foreign = AuthKey::new(Some(0), "foreign-key").with_algorithm(alg::HMAC_SHA_1_96);
+    let mut s = Sim::new(MS, 3);
+    s.capture = Some(Vec::new());
+    // Node 1 (index 0): another site's Map-Server / Map-Resolver, down at first.
+    let mut ms = sim::node_config(1, Delivery::Replicate);
+    ms.site.keys = KeyRing::new(vec![foreign.clone()]);
+    ms.site.own_key = Some((foreign.clone(), alg::HMAC_SHA_1_96));
+    ms.mapping_system = MappingSystem::Push(PeerGroup {
+        group: "224.9.9.9".parse().unwrap(),
+        delivery: Delivery::Replicate,
+        seeds: vec![],
+        lispers_membership_encoding: false,
+    });
+    s.blackhole.insert(sim::rloc(1));
+    s.add(ms);
+    // Nodes 2 and 3 (indexes 1, 2): a group of their own; node 3 holds a wrong key.
+    for (i, secret) in [(2, "foreign-key"), (3, "not-the-key")] {
+        let mut c = sim::node_config(i, Delivery::Replicate);
+        if let MappingSystem::Push(pg) = &mut c.mapping_system {
+            pg.seeds = vec![sim::rloc(2)];
+        }
+        c.map_servers = vec![MapServerPeer {
+            address: sim::rloc(1),
+            key: AuthKey::new(Some(0), secret).with_algorithm(alg::HMAC_SHA_1_96),
+            alg_id: alg::HMAC_SHA_1_96,
+            proxy_reply: false,
+        }];
+        c.map_resolvers = vec![sim::rloc(1)];
+        s.add(c);
+    }
+    s.run_to(secs(3));
+    let n2 = s.engine(1).unwrap();
+    assert_eq!(n2.map_server_states()[0].acked_at, None);
+    let tries = n2.map_server_states()[0].registers_sent;
+    assert!(tries >= 4, "retried while the Map-Server is down: {tries}");
+    assert!(
+        s.engine(2)
+            .unwrap()
+            .site_db()
+            .get(&EidKey::Prefix(sim::eid(2)))
+            .is_some()
+    );
+    s.blackhole.clear();
+    let up = s.now;
+    assert!(s.run_until(up + secs(10), |s| {
+        s.engine(1).unwrap().map_server_states()[0]
+            .acked_at
+            .is_some()
+    }));
+    assert!(
+        s.now - up <= secs(4),
+        "acknowledged {:?} after the Map-Server came up",
+        s.now - up
+    );
+    s.run_to(s.now + secs(10));
+    let ms = s.engine(0).unwrap();
+    assert!(ms.site_db().get(&EidKey::Prefix(sim::eid(2))).is_some());
+    assert!(
+        ms.site_db().get(&EidKey::Prefix(sim::eid(3))).is_none(),
+        "wrong key"
+    );
+    assert!(ms.counters().register_rejected_auth > 0);
+    assert_eq!(
+        ms.counters().register_rejected_not_allowed,
+        0,
+        "no membership register"
+    );
+    assert_eq!(ms.counters().replicated_received, 0);
+    assert_eq!(s.engine(2).unwrap().map_server_states()[0].acked_at, None);
+    assert!(s.engine(1).unwrap().counters().map_server_notifies_received > 0);
+    // Nothing to the Map-Server's data port, and no group record to its control port.
+    let to_ms = |a: &SocketAddr| a.ip() == sim::rloc(1);
+    for (src, dst, payload) in s.capture.as_ref().unwrap() {
+        if !to_ms(dst) || !matches!(src.ip(), a if a == sim::rloc(2) || a == sim::rloc(3)) {
+            continue;
+        }
+        assert_eq!(dst.port(), 4342, "a data packet to the Map-Server");
+        if let Ok(ControlMessage::MapRegister(r)) = ControlMessage::parse(payload) {
+            assert!(r.want_notify);
+            for rec in &r.records {
+                assert!(!matches!(
+                    EidKey::from_wire(&rec.eid, rec.mask_len),
+                    Some(EidKey::Group(_))
+                ));
+            }
+        }
+    }
+    // The group's database answers for the group; the rest goes to the Map-Resolver.
+    let now = s.now;
+    let e = s.engine_mut(1).unwrap();
+    let member = sim::eid(3).prefix.addr();
+    assert!(e.resolve(now, 0, member).is_some());
+    let foreign_eid = sim::eid(1).prefix.addr();
+    assert!(
+        e.resolve(now, 0, foreign_eid).is_none(),
+        "asked, not answered yet"
+    );
+    assert_eq!(e.counters().map_resolver_requests_sent, 1);
+    s.flush(1);
+    s.run_to(now + secs(1));
+    let e = s.engine_mut(1).unwrap();
+    let entry = e.resolve(now + secs(1), 0, foreign_eid).cloned().unwrap();
+    assert_eq!(entry.eid, sim::eid(1));
+    assert_eq!(
+        entry.rlocs[0].record.locator.ip(),
+        Some(sim::rloc(1)),
+        "the foreign ETR's own answer"
+    );
+    assert_eq!(e.counters().map_resolver_requests_sent, 1);
+}
+
+/// A plain xTR that registers with a member (as lispers.net or OOR do with their Map-Server)
+/// is not greeted: with head-end replication a greeting is an Instance-ID 0xFFFFFF data
+/// packet, which an OOR xTR writes into its TUN.
+#[test]
+fn a_plain_xtr_registering_with_a_member_gets_no_greeting() {
+    let mut s = mesh(2, Delivery::Replicate, MS);
+    assert!(s.run_until(secs(5), Sim::converged));
+    s.capture = Some(Vec::new());
+    let xtr: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    let reg = register_bytes(
+        sim::SIM_KEY.as_bytes(),
+        alg::HMAC_SHA_256_128,
+        "10.77.0.0/16",
+    );
+    s.inject(
+        SocketAddr::new(xtr, 4342),
+        SocketAddr::new(sim::rloc(1), 4342),
+        reg,
+    );
+    s.run_to(s.now + secs(10));
+    let e = s.engine(0).unwrap();
+    assert!(
+        e.site_db()
+            .get(&EidKey::Prefix(
+                "10.77.0.0/16"
+                    .parse()
+                    .map(|p| lisp_decent::mapping::EidPrefix::new(0, p))
+                    .unwrap()
+            ))
+            .is_some()
+    );
+    let to_xtr = s
+        .capture
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|(_, dst, _)| dst.ip() == xtr)
+        .count();
+    assert_eq!(to_xtr, 0, "datagrams sent to the plain xTR");
+}

@@ -176,6 +176,18 @@ pub struct CryptoPeer {
     pub profile: CryptoProfile,
 }
 
+/// A Map-Server outside the peer group that our mappings are registered with (RFC 9301
+/// §8.2), as a plain ETR: never sent the group's membership or greetings.
+#[derive(Debug, Clone)]
+pub struct MapServerPeer {
+    pub address: IpAddr,
+    /// The key our registers to it are signed with and its Map-Notifies verified with.
+    pub key: AuthKey,
+    pub alg_id: u8,
+    /// Ask it to answer Map-Requests for our EIDs itself (the P bit, RFC 9301 §5.6).
+    pub proxy_reply: bool,
+}
+
 /// Everything the engine needs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -194,6 +206,10 @@ pub struct EngineConfig {
     pub crypto_peers: Vec<CryptoPeer>,
     /// Register the node name as a distinguished-name EID (in a Map-Register of its own).
     pub register_name: bool,
+    /// Map-Servers outside the group our own mappings are registered with.
+    pub map_servers: Vec<MapServerPeer>,
+    /// Map-Resolvers outside the group that lookups our database cannot answer go to.
+    pub map_resolvers: Vec<IpAddr>,
     /// Where our Map-Register nonces start counting (RFC 9301 §5.6 replay detection): the
     /// wall clock in microseconds at start, so they grow across restarts.
     pub register_nonce_base: u64,

@@ -134,6 +134,8 @@ pub struct Engine {
     /// When each source address last sent us a control message (bounded; for the peers
     /// view).
     pub(crate) heard: HashMap<IpAddr, Duration>,
+    /// Map-Servers and Map-Resolvers outside the group.
+    pub(crate) external: super::external::External,
 }
 
 /// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
@@ -160,6 +162,7 @@ impl Engine {
             allowed.insert(a.eid, a.accept_more_specifics);
         }
         let register_nonce = super::register_replay::NonceCounter::new(cfg.register_nonce_base);
+        let servers = cfg.map_servers.len();
         let kx_keys = cfg
             .site
             .keys
@@ -213,6 +216,7 @@ impl Engine {
             register_nonce,
             register_nonces: super::register_replay::RegisterNonces::new(),
             heard: HashMap::new(),
+            external: super::external::External::new(servers),
         }
     }
 
@@ -292,6 +296,9 @@ impl Engine {
         if let Some(n) = self.greetings_due {
             t = t.min(n);
         }
+        if let Some(n) = self.external.next_retry() {
+            t = t.min(n);
+        }
         t
     }
 
@@ -317,6 +324,7 @@ impl Engine {
         }
         self.retransmit_notifies(now);
         self.retransmit_greetings(now);
+        self.retransmit_to_map_servers(now);
         self.send_probes(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;

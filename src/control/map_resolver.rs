@@ -397,7 +397,8 @@ impl Engine {
     pub fn resolve(&mut self, now: Duration, iid: u32, addr: IpAddr) -> Option<&MapCacheEntry> {
         if self.map_cache.lookup(iid, addr, now).is_none() {
             let host = EidPrefix::host(iid, addr);
-            let asked = matches!(self.cfg.mapping_system, MappingSystem::Pull(_))
+            let asked = (matches!(self.cfg.mapping_system, MappingSystem::Pull(_))
+                || self.has_map_resolvers())
                 && self
                     .pending_requests
                     .values()
@@ -413,6 +414,11 @@ impl Engine {
         match &self.cfg.mapping_system {
             MappingSystem::Push(_) => {
                 let entry = match self.site.prefixes().lookup_prefix(&p) {
+                    None if self.has_map_resolvers() => {
+                        // Not in the group's database: a configured Map-Resolver answers.
+                        self.ask_map_resolver(now, p, smr_invoked);
+                        return;
+                    }
                     Some((reg, e)) => cache_entry(
                         now,
                         reg,
@@ -516,6 +522,7 @@ impl Engine {
     pub(crate) fn withdraw(&mut self, now: Duration, p: EidPrefix) {
         let (eid, ml) = p.to_wire();
         let rec = EidRecord::new(eid, ml, 0, vec![]);
+        self.register_with_map_servers(now, std::slice::from_ref(&rec), false);
         self.send_register_set(now, vec![rec], false);
     }
 }

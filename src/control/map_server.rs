@@ -347,6 +347,9 @@ impl Engine {
         n: &MapNotify,
     ) {
         self.counters.map_notifies_received += 1;
+        if self.map_server_notify(now, bytes, n) {
+            return;
+        }
         if self.cfg.site.keys.verify(bytes).is_err() {
             self.counters.map_notify_rejected_auth += 1;
             return;

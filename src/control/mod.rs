@@ -4,6 +4,7 @@
 pub mod config;
 pub mod counters;
 pub mod engine;
+pub mod external;
 mod map_resolver;
 mod map_server;
 pub mod probe;
@@ -14,4 +15,5 @@ mod registrar;
 pub use config::*;
 pub use counters::Counters;
 pub use engine::{Engine, Transmit};
+pub use external::MapServerState;
 pub use probe::KeyEvent;

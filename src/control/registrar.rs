@@ -16,6 +16,17 @@ use super::config::{Delivery, MappingSystem};
 use super::engine::{Engine, Transmit};
 use super::map_server::signed;
 
+/// What a Map-Register is for: its flags follow (RFC 9301 §5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegisterKind {
+    /// Our own mappings to the peer group.
+    Own { want_notify: bool },
+    /// Our `(0/0, G)` membership: proxy-reply and merge set (RFC 9962 §4).
+    Membership { want_notify: bool },
+    /// Our own mappings to a Map-Server outside the group: a Map-Notify is always asked for.
+    MapServer { proxy_reply: bool },
+}
+
 /// Records per Map-Register are capped so a register stays well inside one unfragmented
 /// datagram; a database larger than this goes out in several registers.
 const MAX_REGISTER_BYTES: usize = 1200;
@@ -114,16 +125,39 @@ impl Engine {
         r
     }
 
-    /// Builds signed Map-Registers holding `records`, split by size; each with its nonce.
+    /// Builds signed Map-Registers holding `records` for the peer group, split by size; each
+    /// with its nonce.
     fn build_registers(
         &mut self,
         records: &[EidRecord],
         membership: bool,
         want_notify: bool,
     ) -> Vec<(Nonce, Vec<u8>)> {
-        let (key, alg) = match &self.cfg.site.own_key {
-            Some((k, a)) => (Some(k.clone()), *a),
+        let key = self.cfg.site.own_key.clone();
+        let kind = if membership {
+            RegisterKind::Membership { want_notify }
+        } else {
+            RegisterKind::Own { want_notify }
+        };
+        self.build_registers_for(records, kind, key)
+    }
+
+    /// Builds Map-Registers of `kind` holding `records`, signed with `key` (or alg-id 0
+    /// without one), split by size; each with its nonce.
+    pub(crate) fn build_registers_for(
+        &mut self,
+        records: &[EidRecord],
+        kind: RegisterKind,
+        key: Option<(crate::crypto::auth::AuthKey, u8)>,
+    ) -> Vec<(Nonce, Vec<u8>)> {
+        let (key, alg) = match key {
+            Some((k, a)) => (Some(k), a),
             None => (None, 0),
+        };
+        let (proxy_reply, merge, want_notify) = match kind {
+            RegisterKind::Own { want_notify } => (false, false, want_notify),
+            RegisterKind::Membership { want_notify } => (true, true, want_notify),
+            RegisterKind::MapServer { proxy_reply } => (proxy_reply, false, true),
         };
         let mut out = Vec::new();
         let mut batch: Vec<EidRecord> = Vec::new();
@@ -135,11 +169,11 @@ impl Engine {
                 }
                 let nonce = engine.register_nonce.next_nonce();
                 let reg = MapRegister {
-                    proxy_reply: membership,
+                    proxy_reply,
                     security: false,
                     eid_notify: false,
                     use_ttl: true,
-                    merge: membership,
+                    merge,
                     want_notify,
                     reserved: 0,
                     nonce,
@@ -210,10 +244,11 @@ impl Engine {
                 .get_or_insert(now + super::engine::NOTIFY_COALESCE);
         }
         let records = self.own_records();
-        self.send_register_set(now, records, false);
+        self.send_register_set(now, records.clone(), false);
         if let Some(rec) = self.own_membership() {
             self.send_register_set(now, vec![rec], true);
         }
+        self.register_with_map_servers(now, &records, true);
     }
 
     /// Leaves the peer group: every registration of ours is re-sent with Record TTL 0, so
@@ -221,6 +256,7 @@ impl Engine {
     pub fn leave(&mut self, now: Duration) {
         let mut records = self.own_records();
         records.iter_mut().for_each(|r| r.ttl = 0);
+        self.register_with_map_servers(now, &records, false);
         self.send_register_set(now, records, false);
         if let Some(mut m) = self.own_membership() {
             m.ttl = 0;
@@ -246,8 +282,20 @@ impl Engine {
     /// and 4 s until one answers each of its registers (RFC 9301 §5.6: a Map-Register with the
     /// M bit is retransmitted with exponential backoff), so a lost greeting costs a second,
     /// not a register interval.
+    /// Only members are greeted: a configured Map-Server or Map-Resolver never, and with
+    /// head-end replication (whose greetings are LISP data packets of Instance-ID 0xFFFFFF)
+    /// only a peer in the `(0/0, G)` membership, never a plain xTR that registers with us.
     pub(crate) fn greet(&mut self, now: Duration, peer: IpAddr) {
-        if self.is_own_rloc(peer) || !self.greeted.insert(peer) {
+        if self.is_own_rloc(peer) || self.is_external_system(peer) {
+            return;
+        }
+        if let MappingSystem::Push(pg) = &self.cfg.mapping_system
+            && pg.delivery == Delivery::Replicate
+            && !self.members().contains(&peer)
+        {
+            return;
+        }
+        if !self.greeted.insert(peer) {
             return;
         }
         self.send_greeting(now, peer, GREETING_RETRY);

@@ -40,6 +40,32 @@ struct RawConfig {
     data_plane: RawDataPlane,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    map_server: Vec<RawMapServer>,
+    #[serde(default)]
+    map_resolver: Vec<RawMapResolver>,
+}
+
+/// `[[map_server]]`: a Map-Server outside the peer group we register with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapServer {
+    address: String,
+    #[serde(default)]
+    key_id: u8,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    #[serde(default = "sha256")]
+    algorithm: String,
+    #[serde(default)]
+    proxy_reply: bool,
+}
+
+/// `[[map_resolver]]`: a Map-Resolver outside the peer group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapResolver {
+    address: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,7 +181,7 @@ struct RawSite {
     accept_truncated_auth: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKey {
     #[serde(default)]
@@ -269,6 +295,10 @@ pub struct NodeConfig {
     /// whose encapsulation would exceed it is refused with an ICMP error into its TUN.
     pub underlay_mtu: u16,
     pub api: ApiSettings,
+    /// `[[map_server]]`: Map-Servers outside the group we register with.
+    pub map_servers: Vec<crate::control::MapServerPeer>,
+    /// `[[map_resolver]]`: Map-Resolvers outside the group.
+    pub map_resolvers: Vec<IpAddr>,
 }
 
 /// One configuration problem.
@@ -326,6 +356,49 @@ fn check_overlaps(errs: &mut Errors, what: &str, prefixes: &[(String, EidPrefix)
             errs.add(path, format!("{what} {p} {how} {q} ({other})"));
         }
     }
+}
+
+/// An authentication key: `key_id`, `secret` or `secret_file` (relative to `base`),
+/// `algorithm`. `None` (with the errors added) when it cannot be read.
+fn parse_key(errs: &mut Errors, p: &str, k: &RawKey, base: &Path) -> Option<(AuthKey, u8)> {
+    let alg_id = match k.algorithm.as_str() {
+        "sha256" => alg::HMAC_SHA_256_128,
+        "sha1" => alg::HMAC_SHA_1_96,
+        other => {
+            errs.add(
+                format!("{p}.algorithm"),
+                format!("\"{other}\": expected sha256 or sha1"),
+            );
+            alg::HMAC_SHA_256_128
+        }
+    };
+    let secret = match (&k.secret, &k.secret_file) {
+        (Some(s), None) => s.as_bytes().to_vec(),
+        (None, Some(f)) => {
+            let f = base.join(f);
+            match std::fs::read_to_string(&f) {
+                Ok(s) => s.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+                Err(e) => {
+                    errs.add(
+                        format!("{p}.secret_file"),
+                        format!("cannot read {}: {e}", f.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+        _ => {
+            errs.add(p, "give exactly one of `secret` or `secret_file`");
+            return None;
+        }
+    };
+    if secret.is_empty() {
+        errs.add(format!("{p}.secret"), "is empty");
+    }
+    Some((
+        AuthKey::new(Some(k.key_id), secret).with_algorithm(alg_id),
+        alg_id,
+    ))
 }
 
 /// A name pattern of `[[site.allowed]]`: not empty, no NUL (names travel NUL-terminated),
@@ -716,46 +789,8 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             }
             let mut keys = Vec::new();
             for (i, k) in s.key.iter().enumerate() {
-                let p = format!("site.key[{i}]");
-                let alg_id = match k.algorithm.as_str() {
-                    "sha256" => alg::HMAC_SHA_256_128,
-                    "sha1" => alg::HMAC_SHA_1_96,
-                    other => {
-                        errs.add(
-                            format!("{p}.algorithm"),
-                            format!("\"{other}\": expected sha256 or sha1"),
-                        );
-                        alg::HMAC_SHA_256_128
-                    }
-                };
-                let secret = match (&k.secret, &k.secret_file) {
-                    (Some(s), None) => Some(s.as_bytes().to_vec()),
-                    (None, Some(f)) => {
-                        let f = base.join(f);
-                        match std::fs::read_to_string(&f) {
-                            Ok(s) => Some(s.trim_end_matches(['\n', '\r']).as_bytes().to_vec()),
-                            Err(e) => {
-                                errs.add(
-                                    format!("{p}.secret_file"),
-                                    format!("cannot read {}: {e}", f.display()),
-                                );
-                                None
-                            }
-                        }
-                    }
-                    _ => {
-                        errs.add(&p, "give exactly one of `secret` or `secret_file`");
-                        None
-                    }
-                };
-                if let Some(secret) = secret {
-                    if secret.is_empty() {
-                        errs.add(format!("{p}.secret"), "is empty");
-                    }
-                    keys.push((
-                        AuthKey::new(Some(k.key_id), secret).with_algorithm(alg_id),
-                        alg_id,
-                    ));
+                if let Some(key) = parse_key(&mut errs, &format!("site.key[{i}]"), k, base) {
+                    keys.push(key);
                 }
             }
             site.own_key = keys.first().cloned();
@@ -820,6 +855,43 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             );
         }
     }
+    let mut map_servers: Vec<crate::control::MapServerPeer> = Vec::new();
+    for (i, m) in raw.map_server.iter().enumerate() {
+        let p = format!("map_server[{i}]");
+        let address = parse_ip(&mut errs, &format!("{p}.address"), &m.address);
+        let key = RawKey {
+            key_id: m.key_id,
+            secret: m.secret.clone(),
+            secret_file: m.secret_file.clone(),
+            algorithm: m.algorithm.clone(),
+        };
+        let key = parse_key(&mut errs, &p, &key, base);
+        if let Some(a) = address
+            && map_servers.iter().any(|m| m.address == a)
+        {
+            errs.add(format!("{p}.address"), format!("{a} is listed twice"));
+        }
+        if let (Some(address), Some((key, alg_id))) = (address, key) {
+            map_servers.push(crate::control::MapServerPeer {
+                address,
+                key,
+                alg_id,
+                proxy_reply: m.proxy_reply,
+            });
+        }
+    }
+    let mut map_resolvers: Vec<IpAddr> = Vec::new();
+    for (i, m) in raw.map_resolver.iter().enumerate() {
+        let path = format!("map_resolver[{i}].address");
+        if let Some(a) = parse_ip(&mut errs, &path, &m.address) {
+            if map_resolvers.contains(&a) {
+                errs.add(path, format!("{a} is listed twice"));
+            } else {
+                map_resolvers.push(a);
+            }
+        }
+    }
+
     if raw.register_name.unwrap_or(true)
         && raw.site.is_some()
         && !name.is_empty()
@@ -1134,6 +1206,8 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             crypto_peers,
             underlay_mtu,
             api,
+            map_servers,
+            map_resolvers,
         }),
         _ => Err(errs.0),
     }
@@ -1333,6 +1407,43 @@ name = "n*"
             "{errs:?}"
         );
         assert!(errs[2].message.contains("the same as"), "{errs:?}");
+    }
+
+    /// `[[map_server]]` and `[[map_resolver]]`: keys read like site keys, addresses checked,
+    /// none listed twice.
+    #[test]
+    fn map_servers_and_resolvers() {
+        let text = format!(
+            "{GOOD}[[map_server]]\naddress = \"192.0.2.21\"\nsecret = \"ms-key\"\nalgorithm = \"sha1\"\n\
+             proxy_reply = true\n[[map_resolver]]\naddress = \"192.0.2.21\"\n[[map_resolver]]\naddress = \"2001:db8::1\"\n"
+        );
+        let c = parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.map_servers.len(), 1);
+        let ms = &c.map_servers[0];
+        assert_eq!(ms.address, "192.0.2.21".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (ms.key.key_id, ms.alg_id, ms.proxy_reply),
+            (Some(0), 1, true)
+        );
+        assert_eq!(ms.key.secret, b"ms-key");
+        assert_eq!(c.map_resolvers.len(), 2);
+        let bad = format!(
+            "{GOOD}[[map_server]]\naddress = \"x\"\nsecret = \"k\"\n[[map_server]]\naddress = \"192.0.2.1\"\n\
+             [[map_server]]\naddress = \"192.0.2.1\"\nsecret = \"k\"\nalgorithm = \"md5\"\n\
+             [[map_resolver]]\naddress = \"192.0.2.1\"\n[[map_resolver]]\naddress = \"192.0.2.1\"\n"
+        );
+        let errs = parse(&bad, Path::new(".")).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "map_server[0].address",
+                "map_server[1]",
+                "map_server[2].algorithm",
+                "map_resolver[1].address"
+            ],
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -219,6 +219,8 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         encryption: cfg.encryption,
         crypto_peers: cfg.crypto_peers.clone(),
         register_name: cfg.register_name,
+        map_servers: cfg.map_servers.clone(),
+        map_resolvers: cfg.map_resolvers.clone(),
         register_nonce_base: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64),
@@ -504,8 +506,9 @@ fn log_counters(engine: &Engine, data: &crate::dataplane::DataStats) {
 const ROUTE_SYNC: Duration = Duration::from_secs(1);
 
 /// The remote EID-prefixes of an Instance-ID: what the database holds, minus our own. In
-/// pull mode the database holds only what this node serves as a Map-Server, so the site's
-/// allowed prefixes are routed into the TUN as well and the ITR looks each packet up.
+/// pull mode the database holds only what this node serves as a Map-Server, and with
+/// `[[map_resolver]]`s the mappings lie outside it too, so the site's allowed prefixes are
+/// routed into the TUN as well and the ITR looks each packet up.
 fn remote_prefixes(
     engine: &Engine,
     ours: &crate::mapping::PrefixTable<()>,
@@ -518,7 +521,9 @@ fn remote_prefixes(
         .filter(|(p, _)| p.iid == iid && ours.get(p).is_none())
         .map(|(p, _)| p.prefix)
         .collect();
-    if matches!(engine.config().mapping_system, MappingSystem::Pull(_)) {
+    if matches!(engine.config().mapping_system, MappingSystem::Pull(_))
+        || !engine.config().map_resolvers.is_empty()
+    {
         out.extend(
             engine
                 .config()

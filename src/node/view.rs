@@ -34,7 +34,25 @@ pub struct Status {
     pub database_mappings: usize,
     pub site_cache_entries: usize,
     pub map_cache_entries: usize,
+    /// `[[map_server]]`s outside the group and how our registrations stand with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub map_servers: Vec<MapServerView>,
+    /// `[[map_resolver]]`s outside the group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub map_resolvers: Vec<String>,
     pub counters: Stats,
+}
+
+/// A Map-Server outside the group (RFC 9301 §8.2): whether it acknowledged our last round.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MapServerView {
+    pub address: String,
+    /// Every register of the last round answered by a Map-Notify that verified.
+    pub registered: bool,
+    /// Seconds since the last acknowledged round; none: never.
+    pub acknowledged_ago: Option<u64>,
+    pub registers_sent: u64,
+    pub notifies_received: u64,
 }
 
 /// The mapping system: push (a peer group, RFC 9962 §4) or pull (hashed Map-Server sets, §5).
@@ -258,6 +276,19 @@ impl Viewer<'_> {
             database_mappings: cfg.database.len(),
             site_cache_entries: self.engine.site_db().len(),
             map_cache_entries: self.engine.map_cache().len(),
+            map_servers: cfg
+                .map_servers
+                .iter()
+                .zip(self.engine.map_server_states())
+                .map(|(m, st)| MapServerView {
+                    address: m.address.to_string(),
+                    registered: st.acked_at.is_some() && st.retry_at().is_none(),
+                    acknowledged_ago: st.acked_at.map(|t| secs(self.now.saturating_sub(t))),
+                    registers_sent: st.registers_sent,
+                    notifies_received: st.notifies_received,
+                })
+                .collect(),
+            map_resolvers: cfg.map_resolvers.iter().map(|a| a.to_string()).collect(),
             counters: self.stats(),
         }
     }

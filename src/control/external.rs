@@ -1,0 +1,245 @@
+//! Map-Servers and Map-Resolvers outside the peer group (`[[map_server]]`,
+//! `[[map_resolver]]`): the node registers its own mappings with them as a plain ETR (RFC 9301
+//! §8.2: Map-Registers with the M bit, retransmitted until a Map-Notify answers) and sends the
+//! lookups its group's database cannot answer to them as a plain ITR (RFC 9301 §8.1: an
+//! Encapsulated Control Message holding the Map-Request). They are never members: no
+//! `(0/0, G)` membership register and no Instance-ID 0xFFFFFF greeting goes to them (an OOR
+//! Map-Server crashes on the first, an OOR xTR writes the second into its TUN).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::mapping::EidPrefix;
+use crate::wire::{
+    Address, CONTROL_PORT, ControlMessage, Ecm, EidRecord, IpUdp, MapNotify, MapRequest, Nonce,
+};
+
+use super::engine::{Engine, PendingRequest, Transmit};
+
+/// The first retransmission of an unanswered register to a Map-Server; each next one waits
+/// twice as long, up to the register interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Inner IP TTL of an Encapsulated Control Message.
+const ECM_TTL: u8 = 64;
+
+/// What we know of one configured Map-Server.
+#[derive(Debug, Clone, Default)]
+pub struct MapServerState {
+    /// Nonces of our registers it has not answered yet.
+    pub(crate) outstanding: Vec<Nonce>,
+    /// When it last answered a whole round with Map-Notifies.
+    pub acked_at: Option<Duration>,
+    /// When the unanswered registers go again, and the wait after that.
+    pub(crate) retry_at: Option<Duration>,
+    pub(crate) backoff: Duration,
+    /// Registers sent to it, and Map-Notifies from it that verified.
+    pub registers_sent: u64,
+    pub notifies_received: u64,
+}
+
+impl MapServerState {
+    /// When unanswered registers go again; none: nothing is waiting for an answer.
+    pub fn retry_at(&self) -> Option<Duration> {
+        self.retry_at
+    }
+}
+
+/// The external systems' state, beside the engine's group state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct External {
+    pub(crate) servers: Vec<MapServerState>,
+    /// Which Map-Server each outstanding register nonce went to.
+    pub(crate) nonces: HashMap<Nonce, usize>,
+    /// The Map-Resolver the next Map-Request goes to (round robin).
+    pub(crate) next_resolver: usize,
+}
+
+impl External {
+    pub(crate) fn new(servers: usize) -> Self {
+        External {
+            servers: vec![
+                MapServerState {
+                    backoff: FIRST_RETRY,
+                    ..Default::default()
+                };
+                servers
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// The earliest retransmission due.
+    pub(crate) fn next_retry(&self) -> Option<Duration> {
+        self.servers.iter().filter_map(|s| s.retry_at).min()
+    }
+}
+
+impl Engine {
+    /// The state of each `[[map_server]]`, in configuration order.
+    pub fn map_server_states(&self) -> &[MapServerState] {
+        &self.external.servers
+    }
+
+    /// Whether lookups the group's database cannot answer go to Map-Resolvers.
+    pub(crate) fn has_map_resolvers(&self) -> bool {
+        !self.cfg.map_resolvers.is_empty()
+    }
+
+    /// Registers `records` with every configured Map-Server, each signed with its own key,
+    /// asking for a Map-Notify. `tracked`: a round whose answers are awaited and retried
+    /// (withdrawals at shutdown are sent once).
+    pub(crate) fn register_with_map_servers(
+        &mut self,
+        now: Duration,
+        records: &[EidRecord],
+        tracked: bool,
+    ) {
+        for i in 0..self.cfg.map_servers.len() {
+            self.register_with_map_server(now, i, records, tracked);
+        }
+    }
+
+    fn register_with_map_server(
+        &mut self,
+        now: Duration,
+        i: usize,
+        records: &[EidRecord],
+        tracked: bool,
+    ) {
+        let Some(ms) = self.cfg.map_servers.get(i).cloned() else {
+            return;
+        };
+        let regs = self.build_registers_for(
+            records,
+            super::registrar::RegisterKind::MapServer {
+                proxy_reply: ms.proxy_reply,
+            },
+            Some((ms.key.clone(), ms.alg_id)),
+        );
+        if tracked {
+            let state = &mut self.external.servers[i];
+            for n in std::mem::take(&mut state.outstanding) {
+                self.external.nonces.remove(&n);
+            }
+        }
+        for (nonce, bytes) in regs {
+            if tracked {
+                self.external.nonces.insert(nonce, i);
+                self.external.servers[i].outstanding.push(nonce);
+            }
+            self.external.servers[i].registers_sent += 1;
+            self.counters.map_registers_sent += 1;
+            self.push(Transmit {
+                src: self.rloc_for(ms.address),
+                src_port: CONTROL_PORT,
+                dst: SocketAddr::new(ms.address, CONTROL_PORT),
+                ttl: None,
+                payload: bytes,
+            });
+        }
+        let state = &mut self.external.servers[i];
+        if tracked && !state.outstanding.is_empty() {
+            state.retry_at = Some(now + state.backoff);
+        }
+    }
+
+    /// Registers not answered in time go again (1 s, doubling, at most the register
+    /// interval: RFC 9301 §8.2 retransmission of Map-Registers that asked for a Map-Notify).
+    pub(crate) fn retransmit_to_map_servers(&mut self, now: Duration) {
+        if self.external.next_retry().is_none_or(|t| t > now) {
+            return;
+        }
+        let records: Vec<EidRecord> = self
+            .own_records()
+            .into_iter()
+            .filter(|r| self.cfg.register_name || !matches!(r.eid, Address::Name(_)))
+            .collect();
+        for i in 0..self.external.servers.len() {
+            let state = &mut self.external.servers[i];
+            if state.retry_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            state.backoff = (state.backoff * 2).min(self.cfg.timers.register_interval);
+            self.register_with_map_server(now, i, &records, true);
+        }
+    }
+
+    /// A Map-Notify answering a register we sent a Map-Server: verified with that server's
+    /// key. Returns false when the nonce is not one of ours to a Map-Server.
+    pub(crate) fn map_server_notify(&mut self, now: Duration, bytes: &[u8], n: &MapNotify) -> bool {
+        let Some(&i) = self.external.nonces.get(&n.nonce) else {
+            return false;
+        };
+        let Some(ms) = self.cfg.map_servers.get(i) else {
+            return false;
+        };
+        let ring = crate::crypto::auth::KeyRing::new(vec![ms.key.clone()]);
+        if ring.verify(bytes).is_err() {
+            self.counters.map_notify_rejected_auth += 1;
+            return true;
+        }
+        self.external.nonces.remove(&n.nonce);
+        let state = &mut self.external.servers[i];
+        state.outstanding.retain(|x| *x != n.nonce);
+        state.notifies_received += 1;
+        self.counters.map_server_notifies_received += 1;
+        if state.outstanding.is_empty() {
+            state.acked_at = Some(now);
+            state.retry_at = None;
+            state.backoff = FIRST_RETRY;
+        }
+        true
+    }
+
+    /// Asks a configured Map-Resolver for `p` (RFC 9301 §8.1: an ECM to the Map-Resolver,
+    /// the inner Map-Request from our RLOC, ITR-RLOC ours, replies to 4342). Round robin over
+    /// the Map-Resolvers, so a dead one costs every other lookup until it is removed.
+    pub(crate) fn ask_map_resolver(&mut self, now: Duration, p: EidPrefix, smr_invoked: bool) {
+        let resolvers = &self.cfg.map_resolvers;
+        if resolvers.is_empty() {
+            return;
+        }
+        let mr = resolvers[self.external.next_resolver % resolvers.len()];
+        self.external.next_resolver = self.external.next_resolver.wrapping_add(1);
+        let Some(own) = self.rloc_for(mr) else {
+            return;
+        };
+        let nonce = self.nonce();
+        let (eid, ml) = p.to_wire();
+        let mut q = MapRequest::new(nonce, Address::None, Address::from(own), eid, ml);
+        q.smr_invoked = smr_invoked;
+        // The inner destination is the EID when the families agree (RFC 9301 §5.8), else the
+        // Map-Resolver itself.
+        let inner_dst = if p.prefix.addr().is_ipv4() == own.is_ipv4() {
+            p.prefix.addr()
+        } else {
+            mr
+        };
+        let Ok(hdr) = IpUdp::new(own, inner_dst, ECM_TTL, CONTROL_PORT, CONTROL_PORT) else {
+            return;
+        };
+        let Ok(payload) =
+            ControlMessage::Ecm(Ecm::new(hdr, ControlMessage::MapRequest(q))).to_bytes()
+        else {
+            return;
+        };
+        self.pending_requests
+            .insert(nonce, PendingRequest { eid: p, sent: now });
+        self.counters.map_requests_sent += 1;
+        self.counters.map_resolver_requests_sent += 1;
+        self.push(Transmit {
+            src: Some(own),
+            src_port: CONTROL_PORT,
+            dst: SocketAddr::new(mr, CONTROL_PORT),
+            ttl: None,
+            payload,
+        });
+    }
+
+    /// Whether `addr` is a configured Map-Server or Map-Resolver (never a group member).
+    pub(crate) fn is_external_system(&self, addr: IpAddr) -> bool {
+        self.cfg.map_servers.iter().any(|m| m.address == addr)
+            || self.cfg.map_resolvers.contains(&addr)
+    }
+}
