@@ -511,3 +511,70 @@ fn auth_vectors_cover_the_whole_message() {
         Err(AuthError::Mismatch)
     );
 }
+
+/// Live, 2026-12-06: our node (192.0.2.11) beside OOR 1.3.0 (built from its repository)
+/// as Map-Server / Map-Resolver (.31) and two OOR xTRs (.32 registering with both, .33 with
+/// the OOR Map-Server only). Our registers to the OOR Map-Server are answered by Map-Notifies
+/// (never the name's, which OOR cannot read), and none carries the group membership; nothing
+/// goes to its data port; the OOR xTR's registers reach our Map-Server and are acknowledged;
+/// our lookups go to the OOR Map-Resolver as ECMs; data flows both ways in clear, OOR's with
+/// the I bit clear (Instance-ID 0).
+#[test]
+fn oor_map_server_resolver_and_xtrs_live() {
+    let (c, msgs) = check_file("oor-live-ms-mr-xtr.pcap", &ring(&["interop-key"]));
+    assert!(
+        c["map-notify"] >= 30 && c["data"] >= 20 && c["ecm"] >= 4,
+        "{c:?}"
+    );
+    let (ours, oms, oxtr) = (
+        "192.0.2.11".parse::<std::net::IpAddr>().unwrap(),
+        "192.0.2.31".parse::<std::net::IpAddr>().unwrap(),
+        "192.0.2.32".parse::<std::net::IpAddr>().unwrap(),
+    );
+    let registers_to_oms: Vec<&MapRegister> = msgs
+        .iter()
+        .filter(|(d, _)| d.src == ours && d.dst == oms)
+        .filter_map(|(_, m)| match m {
+            ControlMessage::MapRegister(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(registers_to_oms.len() >= 60);
+    let answered = |r: &MapRegister| {
+        msgs.iter().any(|(d, m)| {
+            d.src == oms && matches!(m, ControlMessage::MapNotify(n) if n.nonce == r.nonce)
+        })
+    };
+    for r in &registers_to_oms {
+        assert!(r.want_notify && !r.merge && !r.proxy_reply);
+        for rec in &r.records {
+            assert!(!rec.eid_text().contains("224.1.1.1"), "membership to OOR");
+        }
+        let is_name = matches!(r.records[0].eid, Address::Name(_));
+        if is_name {
+            assert_eq!(r.records.len(), 1, "the name in a register of its own");
+            assert!(!answered(r), "OOR cannot read AFI 17");
+        }
+    }
+    let answered_prefix = registers_to_oms
+        .iter()
+        .filter(|r| !matches!(r.records[0].eid, Address::Name(_)) && answered(r))
+        .count();
+    assert!(answered_prefix >= 30, "{answered_prefix}");
+    let (ds, _) = datagrams("oor-live-ms-mr-xtr.pcap");
+    assert!(
+        !ds.iter()
+            .any(|d| d.src == ours && d.dst == oms && d.dport == 4341)
+    );
+    // The OOR xTR registered with us and was answered.
+    assert!(msgs.iter().any(|(d, m)| d.src == ours
+        && d.dst == oxtr
+        && matches!(m, ControlMessage::MapNotify(n) if n.records[0].eid_text() == "[0]10.32.0.0/24")));
+    // OOR's data: Instance-ID 0 with the I bit clear.
+    let from_oor: Vec<_> = ds.iter().filter(|d| d.is_data() && d.src == oxtr).collect();
+    assert!(from_oor.len() >= 5);
+    for d in from_oor {
+        let h = DataHeader::parse(&d.payload).unwrap();
+        assert_eq!(h.instance_id(), None, "frame {}", d.frame);
+    }
+}

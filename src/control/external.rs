@@ -26,7 +26,9 @@ const ECM_TTL: u8 = 64;
 /// What we know of one configured Map-Server.
 #[derive(Debug, Clone, Default)]
 pub struct MapServerState {
-    /// Nonces of our registers it has not answered yet.
+    /// Nonces of the registers of our last round to it, and of those among them whose
+    /// Map-Notify is awaited (not the name's).
+    pub(crate) sent: Vec<Nonce>,
     pub(crate) outstanding: Vec<Nonce>,
     /// When it last answered a whole round with Map-Notifies.
     pub acked_at: Option<Duration>,
@@ -49,7 +51,7 @@ impl MapServerState {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct External {
     pub(crate) servers: Vec<MapServerState>,
-    /// Which Map-Server each outstanding register nonce went to.
+    /// Which Map-Server each register nonce of the last rounds went to.
     pub(crate) nonces: HashMap<Nonce, usize>,
     /// The Map-Resolver the next Map-Request goes to (round robin).
     pub(crate) next_resolver: usize,
@@ -110,22 +112,40 @@ impl Engine {
         let Some(ms) = self.cfg.map_servers.get(i).cloned() else {
             return;
         };
-        let regs = self.build_registers_for(
-            records,
-            super::registrar::RegisterKind::MapServer {
-                proxy_reply: ms.proxy_reply,
-            },
-            Some((ms.key.clone(), ms.alg_id)),
+        let kind = super::registrar::RegisterKind::MapServer {
+            proxy_reply: ms.proxy_reply,
+        };
+        let key = Some((ms.key.clone(), ms.alg_id));
+        // The name goes in registers of its own that are not waited for: a Map-Server that
+        // cannot read AFI 17 (OOR's) never answers them, and must still count as having
+        // taken our prefixes.
+        let (names, prefixes): (Vec<EidRecord>, Vec<EidRecord>) = records
+            .iter()
+            .cloned()
+            .partition(|r| matches!(r.eid, Address::Name(_)));
+        let mut regs: Vec<(Nonce, Vec<u8>, bool)> = self
+            .build_registers_for(&prefixes, kind, key.clone())
+            .into_iter()
+            .map(|(n, b)| (n, b, tracked))
+            .collect();
+        regs.extend(
+            self.build_registers_for(&names, kind, key)
+                .into_iter()
+                .map(|(n, b)| (n, b, false)),
         );
+        // The previous round's nonces are forgotten: a late answer to them counts for nothing
+        // (and the table stays bounded by one round per Map-Server).
+        let state = &mut self.external.servers[i];
         if tracked {
-            let state = &mut self.external.servers[i];
-            for n in std::mem::take(&mut state.outstanding) {
+            for n in std::mem::take(&mut state.sent) {
                 self.external.nonces.remove(&n);
             }
+            state.outstanding.clear();
         }
-        for (nonce, bytes) in regs {
-            if tracked {
-                self.external.nonces.insert(nonce, i);
+        for (nonce, bytes, awaited) in regs {
+            self.external.nonces.insert(nonce, i);
+            self.external.servers[i].sent.push(nonce);
+            if awaited {
                 self.external.servers[i].outstanding.push(nonce);
             }
             self.external.servers[i].registers_sent += 1;
@@ -150,11 +170,7 @@ impl Engine {
         if self.external.next_retry().is_none_or(|t| t > now) {
             return;
         }
-        let records: Vec<EidRecord> = self
-            .own_records()
-            .into_iter()
-            .filter(|r| self.cfg.register_name || !matches!(r.eid, Address::Name(_)))
-            .collect();
+        let records = self.own_records();
         for i in 0..self.external.servers.len() {
             let state = &mut self.external.servers[i];
             if state.retry_at.is_none_or(|t| t > now) {

@@ -61,6 +61,18 @@ pub enum Decapsulated<'a> {
     Drop(DropReason),
 }
 
+/// Whether `a` can be a unicast EID an ITR looks up (RFC 9300 §4: an EID is a unicast address;
+/// multicast, broadcast, link-local and unspecified destinations never leave the site
+/// through the map-cache).
+pub fn is_unicast_eid(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            !(v.is_multicast() || v.is_broadcast() || v.is_link_local() || v.is_unspecified())
+        }
+        IpAddr::V6(v) => !(v.is_multicast() || v.is_unicast_link_local() || v.is_unspecified()),
+    }
+}
+
 /// The destination address of an IPv4 or IPv6 packet.
 pub fn inner_destination(packet: &[u8]) -> Option<IpAddr> {
     match packet.first()? >> 4 {
@@ -127,6 +139,24 @@ mod tests {
         t.insert(EidPrefix::new(0, "10.1.0.0/16".parse().unwrap()), ());
         t.insert(EidPrefix::new(7, "10.0.0.0/24".parse().unwrap()), ());
         t
+    }
+
+    #[test]
+    fn only_unicast_destinations_are_looked_up() {
+        for a in ["10.1.2.3", "2001:db8::1", "192.0.2.1"] {
+            assert!(is_unicast_eid(a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "ff02::2",
+            "fe80::1",
+            "::",
+            "224.0.0.251",
+            "255.255.255.255",
+            "169.254.1.1",
+            "0.0.0.0",
+        ] {
+            assert!(!is_unicast_eid(a.parse().unwrap()), "{a}");
+        }
     }
 
     fn ping(dst: [u8; 4]) -> Vec<u8> {

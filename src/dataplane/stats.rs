@@ -45,6 +45,9 @@ pub enum Drop {
     EncryptedControl,
     /// ITR: no mapping for the destination (yet), and the wait queue was full or timed out.
     NoMapping,
+    /// ITR: a multicast, broadcast, link-local or unspecified destination: not an EID a
+    /// mapping can exist for (the kernel's own IPv6 router solicitations and the like).
+    NotUnicast,
     /// ITR: a negative map-cache entry whose action is to drop.
     Negative,
     /// ITR: a mapping whose RLOCs are all down or priority 255.

@@ -659,6 +659,10 @@ impl DataPath {
             self.stats.drop(Drop::Malformed);
             return false;
         };
+        if !encap::is_unicast_eid(dst) {
+            self.stats.drop(Drop::NotUnicast);
+            return false;
+        }
         let Some(entry) = engine.resolve(now, iid, dst) else {
             // Pull mode: a Map-Request is out; the packet waits (bounded) for the reply.
             if self.waiting.hold(now, iid, dst, packet) {
