@@ -578,3 +578,94 @@ fn oor_map_server_resolver_and_xtrs_live() {
         assert_eq!(h.instance_id(), None, "frame {}", d.frame);
     }
 }
+
+/// Live, 2026-12-06: our node (192.0.2.11) in one LISP-Decent underlay-multicast group
+/// (224.1.1.1) with two lispers.net a8e1ce1 nodes (.21, .22). Every group register, theirs
+/// and ours, authenticates with the site key; both lispers nodes answer our greetings with
+/// Map-Notifies; our probes to a lispers member are answered.
+#[test]
+fn lispers_and_ours_in_one_multicast_group_live() {
+    let (c, msgs) = check_file("lispers-mixed-multicast-live.pcap", &ring(&["interop-key"]));
+    assert!(c["map-register"] >= 40, "{c:?}");
+    let group: std::net::IpAddr = "224.1.1.1".parse().unwrap();
+    let ours: std::net::IpAddr = "192.0.2.11".parse().unwrap();
+    let senders: std::collections::BTreeSet<String> = msgs
+        .iter()
+        .filter(|(d, m)| d.dst == group && matches!(m, ControlMessage::MapRegister(_)))
+        .map(|(d, _)| d.src.to_string())
+        .collect();
+    assert_eq!(
+        senders.into_iter().collect::<Vec<_>>(),
+        ["192.0.2.11", "192.0.2.21", "192.0.2.22"]
+    );
+    for lispers in ["192.0.2.21", "192.0.2.22"] {
+        let from: std::net::IpAddr = lispers.parse().unwrap();
+        assert!(
+            msgs.iter().any(|(d, m)| d.src == from
+                && d.dst == ours
+                && matches!(m, ControlMessage::MapNotify(n) if n.records[0].eid_text() == "[0]10.11.0.0/16")),
+            "{lispers} acknowledges our registration"
+        );
+    }
+    assert!(msgs.iter().any(|(d, m)| d.dst == ours
+        && matches!(m, ControlMessage::MapReply(r) if r.probe)));
+}
+
+/// Live, 2026-12-06, with lispers.net a8e1ce1: a lispers xTR (.22) registers with our node
+/// and resolves through it, lispers' lig asks our Map-Resolver (answered authoritatively for
+/// our prefix, by proxy for a member's, negatively inside the site's prefix), our registers
+/// to a lispers Map-Server (.21) through `[[map_server]]` are acknowledged, and our ITR
+/// resolves through lispers' Map-Resolver; clear data flows both ways.
+#[test]
+fn lispers_xtr_map_server_and_resolver_live() {
+    let (c, msgs) = check_file("lispers-live-xtr-ms-mr.pcap", &ring(&["interop-key"]));
+    assert!(c["data"] >= 20, "{c:?}");
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let (ours, lms, lxtr) = (ip("192.0.2.11"), ip("192.0.2.21"), ip("192.0.2.22"));
+    // lispers' lig: ECMs from .22 to us, each answered by a Map-Reply with its nonce.
+    let ligs: Vec<&MapRequest> = msgs
+        .iter()
+        .filter(|(d, _)| d.src == lxtr && d.dst == ours)
+        .filter_map(|(_, m)| match m {
+            ControlMessage::Ecm(e) => match &*e.inner {
+                ControlMessage::MapRequest(q) => Some(q),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert!(ligs.len() >= 4);
+    let reply = |nonce: &Nonce| {
+        msgs.iter().find_map(|(d, m)| match m {
+            ControlMessage::MapReply(r) if d.src == ours && r.nonce == *nonce => Some(r),
+            _ => None,
+        })
+    };
+    let mut kinds = Vec::new();
+    for q in ligs {
+        let r = reply(&q.nonce).expect("every lig answered");
+        let rec = &r.records[0];
+        kinds.push((rec.eid_text(), rec.authoritative, rec.rlocs.is_empty()));
+    }
+    assert!(kinds.contains(&("[0]10.11.0.0/16".into(), true, false)), "{kinds:?}");
+    assert!(kinds.contains(&("[0]10.21.0.0/16".into(), false, false)), "{kinds:?}");
+    // Negative, A clear: only an ETR sets it (RFC 9301 §5.4).
+    assert!(kinds.contains(&("[0]10.64.0.0/10".into(), false, true)), "{kinds:?}");
+    // Our registers to the lispers Map-Server are acknowledged (the name's refused: its site
+    // allows no names).
+    let acked = msgs
+        .iter()
+        .filter(|(d, m)| d.src == lms && d.dst == ours && matches!(m, ControlMessage::MapNotify(_)))
+        .count();
+    assert!(acked >= 10, "{acked}");
+    // Our ECM to lispers' Map-Resolver is forwarded to the lispers ETR, which answers us.
+    assert!(msgs.iter().any(|(d, m)| d.src == ours
+        && d.dst == lms
+        && matches!(m, ControlMessage::Ecm(_))));
+    assert!(msgs.iter().any(|(d, m)| d.src == lxtr
+        && d.dst == ours
+        && matches!(m, ControlMessage::MapReply(r) if !r.probe && r.records[0].eid_text() == "[0]10.22.0.0/16")));
+    let (ds, _) = datagrams("lispers-live-xtr-ms-mr.pcap");
+    assert!(ds.iter().filter(|d| d.is_data() && d.src == lxtr).count() >= 10);
+    assert!(ds.iter().filter(|d| d.is_data() && d.src == ours).count() >= 10);
+}
