@@ -607,8 +607,10 @@ fn lispers_and_ours_in_one_multicast_group_live() {
             "{lispers} acknowledges our registration"
         );
     }
-    assert!(msgs.iter().any(|(d, m)| d.dst == ours
-        && matches!(m, ControlMessage::MapReply(r) if r.probe)));
+    assert!(
+        msgs.iter()
+            .any(|(d, m)| d.dst == ours && matches!(m, ControlMessage::MapReply(r) if r.probe))
+    );
 }
 
 /// Live, 2026-12-06, with lispers.net a8e1ce1: a lispers xTR (.22) registers with our node
@@ -647,10 +649,19 @@ fn lispers_xtr_map_server_and_resolver_live() {
         let rec = &r.records[0];
         kinds.push((rec.eid_text(), rec.authoritative, rec.rlocs.is_empty()));
     }
-    assert!(kinds.contains(&("[0]10.11.0.0/16".into(), true, false)), "{kinds:?}");
-    assert!(kinds.contains(&("[0]10.21.0.0/16".into(), false, false)), "{kinds:?}");
+    assert!(
+        kinds.contains(&("[0]10.11.0.0/16".into(), true, false)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("[0]10.21.0.0/16".into(), false, false)),
+        "{kinds:?}"
+    );
     // Negative, A clear: only an ETR sets it (RFC 9301 §5.4).
-    assert!(kinds.contains(&("[0]10.64.0.0/10".into(), false, true)), "{kinds:?}");
+    assert!(
+        kinds.contains(&("[0]10.64.0.0/10".into(), false, true)),
+        "{kinds:?}"
+    );
     // Our registers to the lispers Map-Server are acknowledged (the name's refused: its site
     // allows no names).
     let acked = msgs
@@ -659,9 +670,10 @@ fn lispers_xtr_map_server_and_resolver_live() {
         .count();
     assert!(acked >= 10, "{acked}");
     // Our ECM to lispers' Map-Resolver is forwarded to the lispers ETR, which answers us.
-    assert!(msgs.iter().any(|(d, m)| d.src == ours
-        && d.dst == lms
-        && matches!(m, ControlMessage::Ecm(_))));
+    assert!(
+        msgs.iter()
+            .any(|(d, m)| d.src == ours && d.dst == lms && matches!(m, ControlMessage::Ecm(_)))
+    );
     assert!(msgs.iter().any(|(d, m)| d.src == lxtr
         && d.dst == ours
         && matches!(m, ControlMessage::MapReply(r) if !r.probe && r.records[0].eid_text() == "[0]10.22.0.0/16")));

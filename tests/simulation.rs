@@ -91,19 +91,76 @@ fn a_dead_member_expires_everywhere_at_the_ttl() {
 
 #[test]
 fn a_partition_heals_and_the_databases_converge_again() {
-    let mut s = mesh(4, Delivery::Replicate, 5 * MS);
+    // Longer than the record TTL (3 min): each side loses the other's registrations, and
+    // with head-end replication its membership too. Members that expired are chased every
+    // second, so the halves find each other within a second or two of the heal, in both push
+    // forms (it took a register interval, 60 s, before).
+    for d in [Delivery::Replicate, MULTICAST] {
+        let mut s = mesh(4, d.clone(), 5 * MS);
+        assert!(s.run_until(secs(5), Sim::converged));
+        s.partition(&[&[0, 1], &[2, 3]]);
+        s.run_to(s.now + secs(300));
+        // Each side lost the other's registrations.
+        assert_eq!(s.holders(sim::eid(1)), 2, "{d:?}");
+        assert_eq!(s.holders(sim::eid(4)), 2, "{d:?}");
+        assert!(!s.converged());
+        assert!(s.engine(0).unwrap().counters().lost_members_chased > 0);
+        s.heal();
+        let healed = s.now;
+        assert!(s.run_until(healed + secs(120), Sim::converged), "{d:?}");
+        assert!(s.now - healed < secs(2), "{d:?}: took {:?}", s.now - healed);
+        // And node 1's ITR has a usable mapping for node 4 at once.
+        let now = s.now;
+        let e = s.engine_mut(0).unwrap();
+        let entry = e
+            .resolve(now, 0, sim::eid(4).prefix.addr())
+            .cloned()
+            .unwrap();
+        assert_eq!(entry.rlocs.len(), 1, "{d:?}: {entry:?}");
+        // Chasing stops once they are back.
+        s.run_to(s.now + secs(5));
+        let c = s.engine(0).unwrap().counters().lost_members_chased;
+        s.run_to(s.now + secs(20));
+        assert_eq!(
+            s.engine(0).unwrap().counters().lost_members_chased,
+            c,
+            "{d:?}"
+        );
+    }
+}
+
+/// A member that died is chased every second for ten minutes, then every ten seconds, and
+/// forgotten after a day; one that left (TTL 0) is not chased at all.
+#[test]
+fn dead_members_are_chased_with_a_bound_and_leavers_not_at_all() {
+    let mut s = mesh(3, Delivery::Replicate, MS);
     assert!(s.run_until(secs(5), Sim::converged));
-    s.partition(&[&[0, 1], &[2, 3]]);
-    s.run_to(s.now + secs(300));
-    // Each side lost the other's registrations.
-    assert_eq!(s.holders(sim::eid(1)), 2);
-    assert_eq!(s.holders(sim::eid(4)), 2);
-    assert!(!s.converged());
-    s.heal();
-    let healed = s.now;
-    assert!(s.run_until(healed + secs(120), Sim::converged));
-    // Within one register interval (plus a little).
-    assert!(s.now - healed <= secs(61), "took {:?}", s.now - healed);
+    let now = s.now;
+    s.engine_mut(2).unwrap().leave(now);
+    s.flush(2);
+    s.kill(2);
+    s.kill(1);
+    s.run_to(s.now + secs(200));
+    let chased = |s: &Sim| s.engine(0).unwrap().counters().lost_members_chased;
+    let start = chased(&s);
+    assert!(start > 0, "the dead member is chased");
+    s.run_to(s.now + secs(100));
+    let per_sec = (chased(&s) - start) as f64 / 100.0;
+    assert!(
+        (0.9..=1.1).contains(&per_sec),
+        "{per_sec}/s: one member, once a second"
+    );
+    s.run_to(s.now + secs(700));
+    let before = chased(&s);
+    s.run_to(s.now + secs(100));
+    assert!(
+        chased(&s) - before <= 11,
+        "every ten seconds after ten minutes"
+    );
+    s.run_to(s.now + secs(86_400));
+    let before = chased(&s);
+    s.run_to(s.now + secs(100));
+    assert_eq!(chased(&s), before, "forgotten after a day");
 }
 
 #[test]

@@ -57,6 +57,8 @@ pub struct Counters {
     pub replicated_received: u64,
     pub data_packets_ignored: u64,
     pub unsupported_messages: u64,
+    /// Registrations sent to members whose registrations expired (partitioned or dead).
+    pub lost_members_chased: u64,
     /// Map-Notifies from a configured `[[map_server]]` answering our registers.
     pub map_server_notifies_received: u64,
     /// Map-Requests (ECM) sent to a configured `[[map_resolver]]`.

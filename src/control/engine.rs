@@ -12,7 +12,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::mapping::{EidPrefix, GroupEid, MapCache, SiteDb};
+use crate::mapping::{EidKey, EidPrefix, GroupEid, MapCache, SiteDb};
 use crate::wire::{
     CONTROL_INSTANCE_ID, CONTROL_PORT, ControlMessage, DATA_PORT, DataHeader, Nonce, Reader,
 };
@@ -136,6 +136,8 @@ pub struct Engine {
     pub(crate) heard: HashMap<IpAddr, Duration>,
     /// Map-Servers and Map-Resolvers outside the group.
     pub(crate) external: super::external::External,
+    /// Members whose registrations expired: since when, and when they are next chased.
+    pub(crate) lost: HashMap<IpAddr, (Duration, Duration)>,
 }
 
 /// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
@@ -217,6 +219,7 @@ impl Engine {
             register_nonces: super::register_replay::RegisterNonces::new(),
             heard: HashMap::new(),
             external: super::external::External::new(servers),
+            lost: HashMap::new(),
         }
     }
 
@@ -310,8 +313,15 @@ impl Engine {
         let expired = self.site.expire(now);
         if !expired.is_empty() {
             self.counters.registrations_expired += expired.len() as u64;
-            for (key, _) in &expired {
+            let replicate = matches!(&self.cfg.mapping_system,
+                MappingSystem::Push(g) if g.delivery == super::config::Delivery::Replicate);
+            for (key, _, registerer) in &expired {
                 self.mapping_changed(now, key);
+                if matches!(self.cfg.mapping_system, MappingSystem::Push(_))
+                    && (!replicate || matches!(key, EidKey::Group(_)))
+                {
+                    self.lose_member(now, *registerer);
+                }
             }
         }
         if self.notify_due.is_some_and(|t| t <= now) {
@@ -329,6 +339,7 @@ impl Engine {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.learned_members.retain(|_, (t, _)| *t > now);
+            self.chase_lost_members(now);
             self.heard
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3600));
             self.map_cache.expire(now);

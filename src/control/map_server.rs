@@ -186,6 +186,10 @@ impl Engine {
             return;
         }
         self.counters.map_registers_accepted += 1;
+        if !local {
+            // A lost member is back.
+            self.lost.remove(&src.ip());
+        }
         // Asked for a Map-Notify: answered, also for a copy that came as replication (a
         // member's greeting does); underlay-multicast group registers never ask.
         if reg.want_notify && !local {

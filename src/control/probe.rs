@@ -212,6 +212,9 @@ pub(crate) struct EtrOffer {
 /// ETR side, per ITR address: the offers per key-id (newest last).
 pub(crate) type EtrKeys = [Vec<EtrOffer>; 3];
 
+/// How often an RLOC marked down is probed.
+pub(crate) const DOWN_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// ITR addresses with key state at the ETR, at most; and at most this many of them from
 /// exchanges that were not authenticated with the site key.
 pub(crate) const MAX_ETR_PEERS: usize = 1024;
@@ -352,7 +355,11 @@ impl Engine {
             p.outstanding = Some((nonce, now));
             // After a miss the next probes leave at a third of the interval, so a dead RLOC
             // is marked down within 3 intervals of failing, not 4.
-            p.next = if p.misses > 0 && p.state != RlocState::Down {
+            // A down RLOC is probed every second (one small datagram), so traffic returns
+            // within a second of its path, not a third of an interval later.
+            p.next = if p.state == RlocState::Down {
+                now + DOWN_PROBE_INTERVAL.min(interval)
+            } else if p.misses > 0 {
                 now + interval / 3
             } else {
                 now + interval + jitter

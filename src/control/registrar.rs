@@ -39,6 +39,13 @@ pub(crate) const GREETING_RETRY: Duration = Duration::from_secs(1);
 pub(crate) const GREETING_TRIES: u32 = 4;
 /// Greetings waiting for their Map-Notify at most (one per member).
 const MAX_GREETINGS: usize = 4096;
+/// Lost members are chased this often for [`CHASE_FAST_FOR`], then every [`CHASE_SLOW`] until
+/// [`CHASE_FOR`] has passed; at most [`MAX_LOST`] at a time.
+const CHASE_FAST: Duration = Duration::from_secs(1);
+const CHASE_FAST_FOR: Duration = Duration::from_secs(600);
+const CHASE_SLOW: Duration = Duration::from_secs(10);
+const CHASE_FOR: Duration = Duration::from_secs(86_400);
+const MAX_LOST: usize = 1024;
 /// After the first register round, the gaps to the repeats of a joining node (rounds at
 /// 0, 0.5, 1.5, 2.5 and 3.5 s).
 const JOIN_REPEATS: [Duration; 4] = [
@@ -301,9 +308,11 @@ impl Engine {
         self.send_greeting(now, peer, GREETING_RETRY);
     }
 
-    fn send_greeting(&mut self, now: Duration, peer: IpAddr, backoff: Duration) {
+    /// Sends our registrations (and our membership, with head-end replication) to one peer,
+    /// asking for Map-Notifies; returns their nonces.
+    fn send_own_registers_to(&mut self, peer: IpAddr) -> Vec<Nonce> {
         let MappingSystem::Push(pg) = self.cfg.mapping_system.clone() else {
-            return;
+            return Vec::new();
         };
         let mut sets = vec![(self.own_records(), false)];
         if let Some(m) = self.own_membership() {
@@ -321,6 +330,14 @@ impl Engine {
                 }
             }
         }
+        nonces
+    }
+
+    fn send_greeting(&mut self, now: Duration, peer: IpAddr, backoff: Duration) {
+        let nonces = self.send_own_registers_to(peer);
+        if nonces.is_empty() {
+            return;
+        }
         if self.greetings.len() < MAX_GREETINGS || self.greetings.contains_key(&peer) {
             self.forget_greeting(&peer);
             for n in &nonces {
@@ -336,6 +353,49 @@ impl Engine {
                     backoff,
                 },
             );
+        }
+    }
+
+    /// A member whose registration expired without being withdrawn (partitioned away, or
+    /// dead) is sent our registrations every second for ten minutes, then every ten seconds
+    /// for a day, until it registers with us again: when a partition heals, the two sides find
+    /// each other within a second, not at their next register round (which may be a minute
+    /// away, and with head-end replication never comes: neither side lists the other as a
+    /// member any more). With head-end replication only members (the registerers of an
+    /// expired `(0/0, G)` registration) are chased, so no plain xTR is sent Instance-ID
+    /// 0xFFFFFF packets.
+    pub(crate) fn lose_member(&mut self, now: Duration, peer: IpAddr) {
+        if self.is_own_rloc(peer)
+            || self.is_external_system(peer)
+            || (self.lost.len() >= MAX_LOST && !self.lost.contains_key(&peer))
+        {
+            return;
+        }
+        self.lost.entry(peer).or_insert((now, now + CHASE_FAST));
+    }
+
+    /// Sends the chases that are due (housekeeping, every second).
+    pub(crate) fn chase_lost_members(&mut self, now: Duration) {
+        let due: Vec<(IpAddr, Duration)> = self
+            .lost
+            .iter()
+            .filter(|(_, (_, next))| *next <= now)
+            .map(|(p, (since, _))| (*p, *since))
+            .collect();
+        for (peer, since) in due {
+            let lost_for = now.saturating_sub(since);
+            if lost_for >= CHASE_FOR {
+                self.lost.remove(&peer);
+                continue;
+            }
+            let gap = if lost_for < CHASE_FAST_FOR {
+                CHASE_FAST
+            } else {
+                CHASE_SLOW
+            };
+            self.lost.insert(peer, (since, now + gap));
+            self.counters.lost_members_chased += 1;
+            self.send_own_registers_to(peer);
         }
     }
 

@@ -259,8 +259,9 @@ impl SiteDb {
         }
     }
 
-    /// Removes every registration whose time is up; returns what expired.
-    pub fn expire(&mut self, now: Duration) -> Vec<(EidKey, [u8; 16])> {
+    /// Removes every registration whose time is up; returns what expired: the key, the
+    /// xTR-ID and the address that registered it.
+    pub fn expire(&mut self, now: Duration) -> Vec<(EidKey, [u8; 16], IpAddr)> {
         let mut gone = Vec::new();
         while let Some(Reverse((t, _, _))) = self.expiry.peek() {
             if *t > now {
@@ -272,10 +273,12 @@ impl SiteDb {
             let current = self
                 .get(&key)
                 .and_then(|e| e.regs.iter().find(|r| r.xtr_id == xtr))
-                .map(|r| r.expires);
-            if current == Some(t) {
+                .map(|r| (r.expires, r.registerer));
+            if let Some((expires, registerer)) = current
+                && expires == t
+            {
                 self.deregister(&key, &xtr);
-                gone.push((key, xtr));
+                gone.push((key, xtr, registerer));
             }
         }
         gone
@@ -401,11 +404,11 @@ mod tests {
         assert!(db.expire(Duration::from_secs(249)).is_empty());
         assert_eq!(
             db.expire(Duration::from_secs(250)),
-            vec![(k.clone(), [1; 16])]
+            vec![(k.clone(), [1; 16], "192.0.2.9".parse().unwrap())]
         );
         assert_eq!(
             db.expire(Duration::from_secs(260)),
-            vec![(k.clone(), [2; 16])]
+            vec![(k.clone(), [2; 16], "192.0.2.2".parse().unwrap())]
         );
         assert!(db.get(&k).is_none() && db.is_empty());
     }
