@@ -105,6 +105,17 @@ fn a_partition_heals_and_the_databases_converge_again() {
         assert_eq!(s.holders(sim::eid(4)), 2, "{d:?}");
         assert!(!s.converged());
         assert!(s.engine(0).unwrap().counters().lost_members_chased > 0);
+        // Traffic during the partition cached both of the other side's EIDs as negative
+        // (one negative prefix covering both).
+        let now = s.now;
+        for j in [3, 4] {
+            let e = s.engine_mut(0).unwrap();
+            let neg = e
+                .resolve(now, 0, sim::eid(j).prefix.addr())
+                .cloned()
+                .unwrap();
+            assert!(neg.is_negative(), "{d:?}");
+        }
         s.heal();
         let healed = s.now;
         assert!(s.run_until(healed + secs(120), Sim::converged), "{d:?}");

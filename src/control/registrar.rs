@@ -372,6 +372,8 @@ impl Engine {
             return;
         }
         self.lost.entry(peer).or_insert((now, now + CHASE_FAST));
+        // When it is back, it is greeted again (its registrations of ours are gone too).
+        self.greeted.remove(&peer);
     }
 
     /// Sends the chases that are due (housekeeping, every second).
