@@ -15,6 +15,7 @@ use rand::{RngExt, SeedableRng};
 use crate::mapping::{EidKey, EidPrefix, GroupEid, MapCache, SiteDb};
 use crate::wire::{
     CONTROL_INSTANCE_ID, CONTROL_PORT, ControlMessage, DATA_PORT, DataHeader, Nonce, Reader,
+    msg_type,
 };
 
 use super::config::{EngineConfig, MappingSystem};
@@ -375,6 +376,18 @@ impl Engine {
             self.handle_data(now, payload);
             return;
         }
+        // Map-Requests are rate-limited before they are parsed: a flood from random sources
+        // costs a token-bucket lookup each, not a parse.
+        if matches!(
+            payload.first().map(|b| b >> 4),
+            Some(msg_type::MAP_REQUEST | msg_type::ECM)
+        ) {
+            self.counters.map_requests_received += 1;
+            if !self.admit(now, src.ip()) {
+                self.counters.map_requests_rate_limited += 1;
+                return;
+            }
+        }
         // A key exchange signed with the site key ends with a trailer (crypto::kx_auth).
         if let Some((message, _)) = crate::crypto::kx_auth::split(payload)
             && let Ok(m) = ControlMessage::parse(message)
@@ -417,6 +430,15 @@ impl Engine {
             return;
         }
         let inner = body.rest();
+        // Replication carries the group's registrations and their notifications only; a
+        // Map-Request has no business there (and would go around the rate limit).
+        if !matches!(
+            inner.first().map(|b| b >> 4),
+            Some(msg_type::MAP_REGISTER | msg_type::MAP_NOTIFY | msg_type::MAP_NOTIFY_ACK)
+        ) {
+            self.counters.data_packets_ignored += 1;
+            return;
+        }
         self.counters.replicated_received += 1;
         let sender = SocketAddr::new(ip.ip.src(), ip.sport);
         match ControlMessage::parse(inner) {

@@ -52,7 +52,7 @@ impl Engine {
     /// one for everything at [`TOTAL_RATE_FACTOR`] times that, so a flood from random
     /// sources costs a bounded share of the node. At most [`MAX_BUCKETS`] prefixes have a
     /// bucket of their own; further ones share one. False when over a rate.
-    fn admit(&mut self, now: Duration, src: IpAddr) -> bool {
+    pub(crate) fn admit(&mut self, now: Duration, src: IpAddr) -> bool {
         let rate = f64::from(self.cfg.timers.requests_per_second.max(1));
         let total = rate * TOTAL_RATE_FACTOR;
         if !take_token(&mut self.total_bucket, now, total) {
@@ -97,11 +97,7 @@ impl Engine {
         ecm: bool,
         signed: bool,
     ) {
-        self.counters.map_requests_received += 1;
-        if !self.admit(now, src.ip()) {
-            self.counters.map_requests_rate_limited += 1;
-            return;
-        }
+        // Counted and rate-limited before parsing (Engine::handle_datagram).
         if q.smr {
             self.process_smr(now, src, q);
             return;

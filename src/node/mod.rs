@@ -95,17 +95,29 @@ pub async fn own_map_resolver(cfg: &NodeConfig) -> anyhow::Result<SocketAddr> {
 /// A received datagram: local address it arrived on, sender, bytes.
 type Received = (SocketAddr, SocketAddr, Vec<u8>);
 
-fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Received>) {
+/// Reads control datagrams and hands them over in batches: what the socket holds after a
+/// wake-up (up to [`CONTROL_BATCH`]) goes in one message, so a burst costs one hand-over and
+/// one wake-up of the node loop.
+fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<Received>>) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         loop {
+            let mut batch = Vec::new();
             match sock.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    if tx.send((local, from, buf[..n].to_vec())).await.is_err() {
-                        return;
-                    }
+                Ok((n, from)) => batch.push((local, from, buf[..n].to_vec())),
+                Err(e) => {
+                    warn!(%local, "receive error: {e}");
+                    continue;
                 }
-                Err(e) => warn!(%local, "receive error: {e}"),
+            }
+            while batch.len() < CONTROL_BATCH {
+                match sock.try_recv_from(&mut buf) {
+                    Ok((n, from)) => batch.push((local, from, buf[..n].to_vec())),
+                    Err(_) => break,
+                }
+            }
+            if tx.send(batch).await.is_err() {
+                return;
             }
         }
     });
@@ -119,6 +131,9 @@ struct DataIn {
     buf: Vec<u8>,
     segment: usize,
 }
+
+/// Control datagrams read and handled in one go, at most.
+const CONTROL_BATCH: usize = 64;
 
 /// At most this many reads are handed over together from a data-port socket.
 const DATA_BATCH: usize = 64;
@@ -226,7 +241,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
             .map_or(1, |d| d.as_micros() as u64),
         rng_seed: rand::random(),
     };
-    let (tx, mut rx) = mpsc::channel::<Received>(4096);
+    let (tx, mut rx) = mpsc::channel::<Vec<Received>>(256);
     let (data_tx, mut data_rx) = mpsc::channel::<Vec<DataIn>>(256);
     let mut sockets = Sockets {
         by_local: HashMap::new(),
@@ -423,9 +438,15 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         }
         tokio::select! {
             got = rx.recv() => {
-                let Some((local, from, bytes)) = got else { bail!("all sockets closed") };
-                log_control("received", from, &bytes, local.port() == cfg.data_port);
-                engine.handle_datagram(start.elapsed(), from, local, &bytes);
+                let Some(batch) = got else { bail!("all sockets closed") };
+                // A batch at once: the engine's timers, output and bookkeeping run once per
+                // batch, not once per datagram, so a flood of control messages costs their
+                // handling, not the node loop's.
+                let now = start.elapsed();
+                for (local, from, bytes) in batch {
+                    log_control("received", from, &bytes, local.port() == cfg.data_port);
+                    engine.handle_datagram(now, from, local, &bytes);
+                }
                 engine_driven = true;
             }
             Some(batch) = data_rx.recv() => {
