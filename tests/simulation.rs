@@ -998,10 +998,11 @@ fn a_foreign_map_server_and_resolver_beside_the_group() {
 }
 
 /// A plain xTR that registers with a member (as lispers.net or OOR do with their Map-Server)
-/// is not greeted: with head-end replication a greeting is an Instance-ID 0xFFFFFF data
-/// packet, which an OOR xTR writes into its TUN.
+/// gets no Instance-ID 0xFFFFFF packet (an OOR xTR writes those into its TUN) and never our
+/// membership: with head-end replication a registerer that is not a member gets our own
+/// mappings in plain unicast Map-Registers only.
 #[test]
-fn a_plain_xtr_registering_with_a_member_gets_no_greeting() {
+fn a_plain_xtr_registering_with_a_member_gets_no_membership_and_no_replication() {
     let mut s = mesh(2, Delivery::Replicate, MS);
     assert!(s.run_until(secs(5), Sim::converged));
     s.capture = Some(Vec::new());
@@ -1018,22 +1019,28 @@ fn a_plain_xtr_registering_with_a_member_gets_no_greeting() {
     );
     s.run_to(s.now + secs(10));
     let e = s.engine(0).unwrap();
-    assert!(
-        e.site_db()
-            .get(&EidKey::Prefix(
-                "10.77.0.0/16"
-                    .parse()
-                    .map(|p| lisp_decent::mapping::EidPrefix::new(0, p))
-                    .unwrap()
-            ))
-            .is_some()
-    );
-    let to_xtr = s
+    let p = lisp_decent::mapping::EidPrefix::new(0, "10.77.0.0/16".parse().unwrap());
+    assert!(e.site_db().get(&EidKey::Prefix(p)).is_some());
+    let to_xtr: Vec<&(SocketAddr, SocketAddr, Vec<u8>)> = s
         .capture
         .as_ref()
         .unwrap()
         .iter()
         .filter(|(_, dst, _)| dst.ip() == xtr)
-        .count();
-    assert_eq!(to_xtr, 0, "datagrams sent to the plain xTR");
+        .collect();
+    for (_, dst, payload) in &to_xtr {
+        assert_eq!(dst.port(), 4342, "a data packet to the plain xTR");
+        let Ok(ControlMessage::MapRegister(r)) = ControlMessage::parse(payload) else {
+            continue;
+        };
+        for rec in &r.records {
+            assert!(
+                !matches!(
+                    EidKey::from_wire(&rec.eid, rec.mask_len),
+                    Some(EidKey::Group(_))
+                ),
+                "our membership sent to a plain xTR"
+            );
+        }
+    }
 }

@@ -95,9 +95,13 @@ pub struct Engine {
     pub(crate) notify_again: bool,
     pub(crate) pending_requests: HashMap<Nonce, PendingRequest>,
     /// Unicast registers to seeds waiting for their Map-Notify: nonce to seed.
-    pub(crate) seed_nonces: HashMap<Nonce, Vec<IpAddr>>,
+    /// Each with whether it carried our `(0/0, G)` membership.
+    pub(crate) seed_nonces: HashMap<Nonce, (Vec<IpAddr>, bool)>,
     /// Seeds that have answered a register with a Map-Notify.
     pub(crate) acked_seeds: std::collections::HashSet<IpAddr>,
+    /// Seeds that have answered a register of our membership (head-end replication: until
+    /// one has, the seed does not know us as a member and the registers go again).
+    pub(crate) acked_seed_memberships: std::collections::HashSet<IpAddr>,
     /// Wait before re-sending to seeds that have not answered (1 s, doubling, at most the
     /// register interval; PROTOCOL.md §4).
     pub(crate) seed_backoff: Duration,
@@ -200,6 +204,7 @@ impl Engine {
             pending_requests: HashMap::new(),
             seed_nonces: HashMap::new(),
             acked_seeds: std::collections::HashSet::new(),
+            acked_seed_memberships: std::collections::HashSet::new(),
             seed_backoff: Duration::from_secs(1),
             sent_register_nonces: VecDeque::new(),
             requesters: HashMap::new(),

@@ -375,16 +375,22 @@ impl Engine {
         }
     }
 
-    /// Our database changed under `p`: the cached entries that overlap it go (push mode),
-    /// and the next packet for each destination looks it up again in the database. They are
-    /// not looked up again here by their cached prefix: a negative entry may cover several
-    /// prefixes, and looking up that wider prefix would find none of them registered and
-    /// cache it negative again, holding a prefix that has just registered unreachable for
-    /// the negative TTL.
-    pub(crate) fn refresh_cache(&mut self, _now: Duration, p: &EidPrefix) {
+    /// Our database changed under `p`: the cached entries that overlap it are refreshed
+    /// (push mode). A positive entry is looked up again at once; a negative one is only
+    /// dropped, and the next packet for each destination looks its host up: a negative entry
+    /// may cover several prefixes, and looking up that wider prefix would find none of them
+    /// registered and cache it negative again, holding a prefix that has just registered
+    /// unreachable for the negative TTL (as with an SMR, below).
+    pub(crate) fn refresh_cache(&mut self, now: Duration, p: &EidPrefix) {
         if matches!(self.cfg.mapping_system, MappingSystem::Push(_)) {
             for cached in self.map_cache.overlapping(p) {
-                self.map_cache.remove(&cached);
+                let negative = self
+                    .map_cache
+                    .remove(&cached)
+                    .is_some_and(|e| e.is_negative());
+                if !negative {
+                    self.resolve_prefix(now, cached, false);
+                }
             }
         }
     }

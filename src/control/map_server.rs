@@ -397,13 +397,18 @@ impl Engine {
             self.greet(now, a);
         }
         self.greeting_answered(&n.nonce);
-        if let Some(seeds) = self.seed_nonces.remove(&n.nonce) {
+        if let Some((seeds, membership)) = self.seed_nonces.remove(&n.nonce) {
             // OOR may answer from another of its addresses: then the ack counts for every
             // seed that register went to.
-            if seeds.contains(&src.ip()) {
-                self.acked_seeds.insert(src.ip());
+            let acked = if seeds.contains(&src.ip()) {
+                vec![src.ip()]
             } else {
-                self.acked_seeds.extend(seeds);
+                seeds
+            };
+            if membership {
+                self.acked_seed_memberships.extend(acked);
+            } else {
+                self.acked_seeds.extend(acked);
             }
         }
         if !solicited {

@@ -46,6 +46,8 @@ const CHASE_FAST_FOR: Duration = Duration::from_secs(600);
 const CHASE_SLOW: Duration = Duration::from_secs(10);
 const CHASE_FOR: Duration = Duration::from_secs(86_400);
 const MAX_LOST: usize = 1024;
+/// Register nonces to seeds awaiting a Map-Notify, at most.
+const MAX_SEED_NONCES: usize = 1024;
 /// After the first register round, the gaps to the repeats of a joining node (rounds at
 /// 0, 0.5, 1.5, 2.5 and 3.5 s).
 const JOIN_REPEATS: [Duration; 4] = [
@@ -289,9 +291,9 @@ impl Engine {
     /// and 4 s until one answers each of its registers (RFC 9301 §5.6: a Map-Register with the
     /// M bit is retransmitted with exponential backoff), so a lost greeting costs a second,
     /// not a register interval.
-    /// Only members are greeted: a configured Map-Server or Map-Resolver never, and with
-    /// head-end replication (whose greetings are LISP data packets of Instance-ID 0xFFFFFF)
-    /// only a peer in the `(0/0, G)` membership, never a plain xTR that registers with us.
+    /// A configured Map-Server or Map-Resolver is never greeted, and with head-end
+    /// replication (whose greetings are LISP data packets of Instance-ID 0xFFFFFF) only a peer
+    /// in the `(0/0, G)` membership gets a full greeting.
     pub(crate) fn greet(&mut self, now: Duration, peer: IpAddr) {
         if self.is_own_rloc(peer) || self.is_external_system(peer) {
             return;
@@ -300,6 +302,14 @@ impl Engine {
             && pg.delivery == Delivery::Replicate
             && !self.members().contains(&peer)
         {
+            // Not (yet) a member: a joiner whose membership register is still on its way, or
+            // a plain xTR. It gets our own mappings in plain unicast Map-Registers, never the
+            // membership and never an Instance-ID 0xFFFFFF packet; a joiner is greeted
+            // properly once its membership arrives.
+            let records = self.own_records();
+            for (_, r) in self.build_registers(&records, false, true) {
+                self.send_unicast_register(peer, r);
+            }
             return;
         }
         if !self.greeted.insert(peer) {
@@ -494,7 +504,13 @@ impl Engine {
                     .collect();
                 if !seeds.is_empty() {
                     let unicast = self.build_registers(&records, membership, true);
-                    let unacked = seeds.iter().any(|s| !self.acked_seeds.contains(s));
+                    // With head-end replication a seed must also have taken our membership:
+                    // until then it neither greets us nor tells the others of us.
+                    let replicate = pg.delivery == Delivery::Replicate;
+                    let unacked = seeds.iter().any(|s| {
+                        !self.acked_seeds.contains(s)
+                            || (replicate && !self.acked_seed_memberships.contains(s))
+                    });
                     if !unacked {
                         self.seed_backoff = Duration::from_secs(1);
                     } else if !membership {
@@ -508,9 +524,18 @@ impl Engine {
                         }
                         self.register_due = self.register_due.min(retry);
                     }
+                    // Answers that never come (a seed refusing our name) are forgotten
+                    // in bulk: the table stays bounded.
+                    if self.seed_nonces.len() >= MAX_SEED_NONCES {
+                        self.seed_nonces.clear();
+                    }
                     for s in seeds {
                         for (nonce, r) in &unicast {
-                            self.seed_nonces.entry(*nonce).or_default().push(s);
+                            self.seed_nonces
+                                .entry(*nonce)
+                                .or_insert_with(|| (Vec::new(), membership))
+                                .0
+                                .push(s);
                             self.send_unicast_register(s, r.clone());
                         }
                     }
