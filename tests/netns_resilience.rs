@@ -245,14 +245,16 @@ fn five_nodes_converge_under_twenty_percent_loss() {
     }
 }
 
-/// Map-Requests for random EIDs from random sources (a /16 of them), `rate` per second for
-/// `secs`, from namespace `ns` through a raw socket.
-fn map_request_flood(ns: &str, rate: u32, secs: u32) -> std::thread::JoinHandle<u64> {
-    map_request_flood_to(ns, CONTROL_PORT, rate, secs)
-}
-
-/// The same flood to UDP port `port` of node 1.
-fn map_request_flood_to(ns: &str, port: u16, rate: u32, secs: u32) -> std::thread::JoinHandle<u64> {
+/// Sends `rate` datagrams a second for `secs` from namespace `ns` to node 1's UDP `port`
+/// through a raw socket, in bursts every 10 ms, each from a random source in 198.51.0.0/16
+/// with the payload `make(random, index)` builds. Returns how many were sent.
+fn raw_flood(
+    ns: &str,
+    port: u16,
+    rate: u32,
+    secs: u32,
+    make: impl Fn(u32, u32) -> Vec<u8> + Send + 'static,
+) -> std::thread::JoinHandle<u64> {
     let ns = ns.to_string();
     std::thread::spawn(move || {
         lab::in_netns(&ns, move || {
@@ -265,31 +267,19 @@ fn map_request_flood_to(ns: &str, port: u16, rate: u32, secs: u32) -> std::threa
             .expect("a raw socket (root)");
             let target: IpAddr = [192, 0, 2, 1].into();
             let dst: socket2::SockAddr = SocketAddr::new(target, 0).into();
-            let mut x: u32 = 0x1234_5678;
+            let mut x: u32 = 0x1234_5678 ^ u32::from(port);
             let mut out = Vec::new();
             let mut sent = 0u64;
             let start = Instant::now();
-            let batch = rate / 100;
             for tick in 0..secs * 100 {
-                for _ in 0..batch {
+                for n in 0..rate / 100 {
                     x ^= x << 13;
                     x ^= x >> 17;
                     x ^= x << 5;
                     let src = IpAddr::from((0xc633_0000u32 | (x & 0xffff)).to_be_bytes());
-                    let eid = IpAddr::from((0x0a00_0000u32 | (x >> 8)).to_be_bytes());
-                    let q = MapRequest::new(
-                        u64::from(x).to_be_bytes(),
-                        Address::None,
-                        Address::from(src),
-                        Address::from(eid),
-                        32,
-                    );
-                    let Ok(payload) = ControlMessage::MapRequest(q).to_bytes() else {
-                        continue;
-                    };
                     out.clear();
-                    if IpUdp::new(src, target, 64, 4342, port)
-                        .and_then(|h| h.emit(&payload, &mut out))
+                    if IpUdp::new(src, target, 64, port, port)
+                        .and_then(|h| h.emit(&make(x, n), &mut out))
                         .is_ok()
                         && raw.send_to(&out, &dst).is_ok()
                     {
@@ -306,63 +296,46 @@ fn map_request_flood_to(ns: &str, port: u16, rate: u32, secs: u32) -> std::threa
     })
 }
 
+/// Map-Requests for random EIDs in 10/8 from random sources (a /16 of them), each naming
+/// its spoofed source as ITR-RLOC, `rate` per second for `secs`, to node 1's `port`.
+fn map_request_flood_to(ns: &str, port: u16, rate: u32, secs: u32) -> std::thread::JoinHandle<u64> {
+    raw_flood(ns, port, rate, secs, |x, _| {
+        let src = IpAddr::from((0xc633_0000u32 | (x & 0xffff)).to_be_bytes());
+        let eid = IpAddr::from((0x0a00_0000u32 | (x >> 8)).to_be_bytes());
+        let q = MapRequest::new(
+            u64::from(x).to_be_bytes(),
+            Address::None,
+            Address::from(src),
+            Address::from(eid),
+            32,
+        );
+        ControlMessage::MapRequest(q).to_bytes().unwrap_or_default()
+    })
+}
+
+fn map_request_flood(ns: &str, rate: u32, secs: u32) -> std::thread::JoinHandle<u64> {
+    map_request_flood_to(ns, CONTROL_PORT, rate, secs)
+}
+
 /// Garbage and clear LISP data (random Instance-IDs, inner packets for our EID) to the data
 /// port, `rate` per second for `secs`, from random sources.
 fn data_port_flood(ns: &str, rate: u32, secs: u32) -> std::thread::JoinHandle<u64> {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        lab::in_netns(&ns, move || {
-            use socket2::{Domain, Protocol, Socket, Type};
-            let raw = Socket::new(
-                Domain::IPV4,
-                Type::RAW,
-                Some(Protocol::from(libc::IPPROTO_RAW)),
-            )
-            .expect("a raw socket (root)");
-            let target: IpAddr = [192, 0, 2, 1].into();
-            let dst: socket2::SockAddr = SocketAddr::new(target, 0).into();
-            let mut x: u32 = 0x9876_5432;
-            let mut out = Vec::new();
-            let mut sent = 0u64;
-            let start = Instant::now();
-            let batch = rate / 100;
-            for tick in 0..secs * 100 {
-                for n in 0..batch {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    let src = IpAddr::from((0xc633_0000u32 | (x & 0xffff)).to_be_bytes());
-                    let payload: Vec<u8> = if n % 2 == 0 {
-                        // Garbage of random length.
-                        (0..(x % 1400) as usize)
-                            .map(|i| (x >> (i % 24)) as u8)
-                            .collect()
-                    } else {
-                        // Clear LISP data: I bit, a random Instance-ID, an inner ping to 10.1.0.1.
-                        let mut p = vec![0u8; DataHeader::LEN];
-                        let _ = DataHeader::with_instance(x & 0xff, x, 0).emit(&mut p);
-                        p.extend_from_slice(
-                            &hex::decode("4500001c0000000040010000c633000a0a010001").expect("hex"),
-                        );
-                        p.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
-                        p
-                    };
-                    out.clear();
-                    if IpUdp::new(src, target, 64, 4341, DATA_PORT)
-                        .and_then(|h| h.emit(&payload, &mut out))
-                        .is_ok()
-                        && raw.send_to(&out, &dst).is_ok()
-                    {
-                        sent += 1;
-                    }
-                }
-                let due = Duration::from_millis(10) * (tick + 1);
-                if let Some(wait) = due.checked_sub(start.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
-            sent
-        })
+    raw_flood(ns, DATA_PORT, rate, secs, |x, n| {
+        if n % 2 == 0 {
+            // Garbage of random length.
+            (0..(x % 1400) as usize)
+                .map(|i| (x >> (i % 24)) as u8)
+                .collect()
+        } else {
+            // Clear LISP data: I bit, a random Instance-ID, an inner ping to 10.1.0.1.
+            let mut p = vec![0u8; DataHeader::LEN];
+            let _ = DataHeader::with_instance(x & 0xff, x, 0).emit(&mut p);
+            p.extend_from_slice(
+                &hex::decode("4500001c0000000040010000c633000a0a010001").expect("hex"),
+            );
+            p.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
+            p
+        }
     })
 }
 
@@ -575,31 +548,38 @@ fn flood_figures() {
     // rounds, and each flooded figure is compared with the quiet one just before it.
     // The same packets to a closed port (the kernel answers each with an ICMP error) show
     // what the flood costs this machine whatever the node does.
-    let mut ratios = Vec::new();
-    let mut closed = Vec::new();
     let mut sent = 0;
-    for round in 0..3 {
-        for (port, into) in [(CONTROL_PORT, &mut ratios), (9, &mut closed)] {
-            let quiet = tcp_rate(&nss[1], &nss[0], 5);
-            let flood = map_request_flood_to(&atk, port, 20_000, 7);
-            std::thread::sleep(Duration::from_secs(1));
-            let flooded = tcp_rate(&nss[1], &nss[0], 5);
-            sent += flood.join().expect("the flood ran");
-            println!(
-                "round {round}, to port {port}: quiet {:.0} Mbit/s, flooded {:.0} Mbit/s ({:.0} %)",
-                quiet * 8e-6,
-                flooded * 8e-6,
-                100.0 * flooded / quiet
-            );
-            into.push(flooded / quiet);
+    let mut ratios = Vec::new();
+    for rate in [5_000, 20_000] {
+        let mut to_node = Vec::new();
+        let mut closed = Vec::new();
+        for round in 0..3 {
+            for (port, into) in [(CONTROL_PORT, &mut to_node), (9, &mut closed)] {
+                let quiet = tcp_rate(&nss[1], &nss[0], 5);
+                let flood = map_request_flood_to(&atk, port, rate, 7);
+                std::thread::sleep(Duration::from_secs(1));
+                let flooded = tcp_rate(&nss[1], &nss[0], 5);
+                sent += flood.join().expect("the flood ran");
+                println!(
+                    "{rate}/s, round {round}, to port {port}: quiet {:.0} Mbit/s, flooded {:.0} \
+                     Mbit/s ({:.0} %)",
+                    quiet * 8e-6,
+                    flooded * 8e-6,
+                    100.0 * flooded / quiet
+                );
+                into.push(flooded / quiet);
+            }
         }
+        to_node.sort_by(f64::total_cmp);
+        closed.sort_by(f64::total_cmp);
+        println!(
+            "{rate} Map-Requests/s: median throughput {:.0} % of quiet; the same flood to a \
+             closed port: {:.0} %",
+            100.0 * to_node[1],
+            100.0 * closed[1]
+        );
+        ratios.push(to_node[1]);
     }
-    ratios.sort_by(f64::total_cmp);
-    closed.sort_by(f64::total_cmp);
-    println!(
-        "median throughput under the same flood to a closed port: {:.0} % of quiet",
-        100.0 * closed[1]
-    );
     let (_, quiet_avg, quiet_max) = ping_stats(&nss[1], 100);
     let flood = map_request_flood(&atk, 20_000, 12);
     std::thread::sleep(Duration::from_secs(1));
@@ -607,10 +587,8 @@ fn flood_figures() {
     sent += flood.join().expect("the flood ran");
     let c = lab.counters(n1);
     println!(
-        "median throughput under the flood: {:.0} % of quiet; RTT quiet avg {quiet_avg} ms max \
-         {quiet_max} ms, flooded avg {avg} ms max {max} ms, pings {received}/200; \
-         {sent} Map-Requests sent, {} rate-limited",
-        100.0 * ratios[1],
+        "RTT quiet avg {quiet_avg} ms max {quiet_max} ms; under 20,000/s avg {avg} ms max {max} \
+         ms, pings {received}/200; {sent} Map-Requests sent, {} rate-limited ({ratios:?})",
         counter(&c, "control/map_requests_rate_limited")
     );
 }
