@@ -51,6 +51,33 @@ fn bind_udp(addr: SocketAddr, reuse: bool) -> anyhow::Result<Socket> {
     Ok(s)
 }
 
+/// Receive buffer of the data port: a burst arriving while the node loop is busy (a batch of
+/// TUN writes, or a flood of garbage to 4341) waits in the kernel instead of pushing the
+/// tunnel's own packets out (the default, about 200 KB, overflowed under a 20,000/s garbage
+/// flood sent in 10 ms bursts).
+const DATA_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Sets the socket's receive buffer to `bytes`: beyond `net.core.rmem_max` with
+/// SO_RCVBUFFORCE where the node may (CAP_NET_ADMIN, which it has for its TUN devices), else
+/// as far as SO_RCVBUF goes.
+fn widen_receive_buffer(s: &Socket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a socket we own with a c_int option value.
+    let forced = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced && let Err(e) = s.set_recv_buffer_size(bytes) {
+        warn!("cannot widen a receive buffer: {e}");
+    }
+}
+
 /// Resolves the configured RLOCs to addresses (interfaces through netlink).
 async fn resolve_rlocs(cfg: &NodeConfig) -> anyhow::Result<Vec<LocalRloc>> {
     let mut out = Vec::new();
@@ -262,6 +289,9 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         for port in [cfg.control_port, cfg.data_port] {
             let local = SocketAddr::new(*ip, port);
             let s = bind_udp(local, false)?;
+            if port == cfg.data_port {
+                widen_receive_buffer(&s, DATA_RECEIVE_BUFFER);
+            }
             if let Some((group, ttl)) = multicast
                 && port == cfg.control_port
                 && ip.is_ipv4() == group.is_ipv4()
