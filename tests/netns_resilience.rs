@@ -120,12 +120,34 @@ fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> 
     None
 }
 
+/// Every node of `nss` holds every other's registration within `limit`.
+fn all_hold(lab: &Lab, nss: &[String], limit: Duration, when: &str) {
+    for (i, ns) in nss.iter().enumerate() {
+        let rloc = format!("192.0.2.{}", i + 1);
+        for j in (1..=nss.len()).filter(|j| *j != i + 1) {
+            assert!(
+                time_until(limit, || holds(ns, &rloc, j)).is_some(),
+                "{when}: node {} lacks 10.{j}/16: {}; logs in {}",
+                i + 1,
+                lig_text(ns, &rloc, j),
+                lab.dir.path().display()
+            );
+        }
+    }
+}
+
 /// n1 cut off from n2 and n3 (both directions) by nftables in n1, for `cut`; then healed.
 /// Returns the time from the heal until a ping from n1's EID crosses to n3's and back.
 fn partition_and_heal(delivery: &str, extra: &str, cut: Duration) -> Duration {
     let mut lab = Lab::new("pt");
     let (nss, _) = mesh(&mut lab, 3, delivery, extra);
-    lab.wait_resolved(&nss[0], "10.3.0.1", "192.0.2.1");
+    // A converged mesh first: every node holds every other's registration.
+    all_hold(
+        &lab,
+        &nss,
+        Duration::from_secs(20),
+        &format!("{delivery}, before"),
+    );
     assert!(
         time_until(Duration::from_secs(20), || ping_once(
             &nss[0], "10.1.0.1", "10.3.0.1"
@@ -149,22 +171,12 @@ fn partition_and_heal(delivery: &str, extra: &str, cut: Duration) -> Duration {
     })
     .unwrap_or_else(|| panic!("{delivery}: no traffic 120 s after the heal"));
     // And the databases agree again.
-    for (i, ns) in nss.iter().enumerate() {
-        for j in (1..=3).filter(|j| *j != i + 1) {
-            assert!(
-                time_until(Duration::from_secs(5), || holds(
-                    ns,
-                    &format!("192.0.2.{}", i + 1),
-                    j
-                ))
-                .is_some(),
-                "{delivery}: node {} lacks 10.{j}/16 after the heal: {}; logs in {}",
-                i + 1,
-                lig_text(ns, &format!("192.0.2.{}", i + 1), j),
-                lab.dir.path().display()
-            );
-        }
-    }
+    all_hold(
+        &lab,
+        &nss,
+        Duration::from_secs(5),
+        &format!("{delivery}, after the heal"),
+    );
     healed
 }
 
