@@ -553,7 +553,8 @@ fn log_counters(engine: &Engine, data: &crate::dataplane::DataStats) {
 }
 
 /// How often the routes into the TUN devices are checked against the database even when
-/// nothing changed (a route removed by hand comes back).
+/// no change was signalled. The check compares with the routes this node installed, not with
+/// the kernel's table: a route removed by hand comes back only with the next change.
 const ROUTE_SYNC: Duration = Duration::from_secs(1);
 
 /// The remote EID-prefixes of an Instance-ID: what the database holds, minus our own. In
