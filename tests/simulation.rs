@@ -1044,3 +1044,51 @@ fn a_plain_xtr_registering_with_a_member_gets_no_membership_and_no_replication()
         }
     }
 }
+
+/// The seed is cut off right after it has taken two newcomers' registrations, before its
+/// Notify round tells them of each other: they know only the seed. When the partition
+/// heals, the seed's probes find them up again and it announces the membership at once, so
+/// the two meet within seconds, not at the seed's next register round (a minute).
+#[test]
+fn members_cut_off_before_they_met_meet_when_the_seed_is_back() {
+    let mut s = Sim::new(MS, 5);
+    let mut c = sim::node_config(1, Delivery::Replicate);
+    c.timers.probe_interval = secs(1);
+    s.add(c);
+    for i in 2..=3 {
+        let mut c = sim::node_config(i, Delivery::Replicate);
+        c.timers.probe_interval = secs(1);
+        s.add(c);
+    }
+    let holds = |s: &Sim, node: usize, j: usize| {
+        s.engine(node)
+            .unwrap()
+            .site_db()
+            .get(&EidKey::Prefix(sim::eid(j)))
+            .is_some()
+    };
+    // The seed holds both newcomers' registrations and memberships; its Notify round (20 ms
+    // later) has not gone out yet.
+    assert!(s.run_until(secs(5), |s| holds(s, 0, 2)
+        && holds(s, 0, 3)
+        && s.engine(0).unwrap().members().len() == 2));
+    assert!(!holds(&s, 1, 3) && !holds(&s, 2, 2), "cut before they met");
+    // The seed uses both (so it probes them), then is cut off.
+    let now = s.now;
+    for j in [2, 3] {
+        s.engine_mut(0)
+            .unwrap()
+            .resolve(now, 0, sim::eid(j).prefix.addr());
+    }
+    s.partition(&[&[0], &[1, 2]]);
+    s.run_to(s.now + secs(10));
+    assert!(!holds(&s, 1, 3), "still apart");
+    s.heal();
+    let healed = s.now;
+    assert!(s.run_until(healed + secs(120), Sim::converged));
+    assert!(
+        s.now - healed < secs(3),
+        "met {:?} after the heal",
+        s.now - healed
+    );
+}

@@ -452,6 +452,7 @@ impl Engine {
         let sent = p.outstanding.map_or(now, |(_, t)| t);
         p.outstanding = None;
         p.misses = 0;
+        let was_down = p.state == RlocState::Down;
         p.state = RlocState::Up;
         p.rtt = Some(now.saturating_sub(sent));
         let rtt = p.rtt;
@@ -511,6 +512,9 @@ impl Engine {
         }
         self.map_cache.set_rloc_state(rloc, RlocState::Up, rtt);
         self.counters.probe_replies_received += 1;
+        if was_down {
+            self.member_back(now, rloc);
+        }
         if let Some(e) = event {
             if matches!(e, KeyEvent::Send { .. }) {
                 self.counters.keys_agreed += 1;

@@ -386,6 +386,28 @@ impl Engine {
         self.greeted.remove(&peer);
     }
 
+    /// A member's RLOC answers again after it was marked down (a partition healed): it is
+    /// greeted again, and with head-end replication the membership is announced again (a
+    /// Notify round), so members that met no one but each other's seed while it was cut off
+    /// find each other now, not at the seed's next register round.
+    pub(crate) fn member_back(&mut self, now: Duration, rloc: IpAddr) {
+        let MappingSystem::Push(pg) = &self.cfg.mapping_system else {
+            return;
+        };
+        let replicate = pg.delivery == Delivery::Replicate;
+        if replicate && !self.members().contains(&rloc) {
+            return;
+        }
+        if replicate {
+            self.notify_due
+                .get_or_insert(now + super::engine::NOTIFY_COALESCE);
+        }
+        // Our registrations again too: a greeting that gave up while it was cut off is
+        // otherwise repeated only at our next register round.
+        self.greeted.remove(&rloc);
+        self.greet(now, rloc);
+    }
+
     /// Sends the chases that are due (housekeeping, every second).
     pub(crate) fn chase_lost_members(&mut self, now: Duration) {
         let due: Vec<(IpAddr, Duration)> = self
