@@ -7,21 +7,17 @@
 //! Map-Server crashes on the first, an OOR xTR writes the second into its TUN).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::mapping::EidPrefix;
-use crate::wire::{
-    Address, CONTROL_PORT, ControlMessage, Ecm, EidRecord, IpUdp, MapNotify, MapRequest, Nonce,
-};
+use crate::wire::{Address, EidRecord, MapNotify, Nonce};
 
-use super::engine::{Engine, PendingRequest, Transmit};
+use super::engine::Engine;
 
 /// The first retransmission of an unanswered register to a Map-Server; each next one waits
 /// twice as long, up to the register interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
-/// Inner IP TTL of an Encapsulated Control Message.
-const ECM_TTL: u8 = 64;
 
 /// What we know of one configured Map-Server.
 #[derive(Debug, Clone, Default)]
@@ -149,14 +145,7 @@ impl Engine {
                 self.external.servers[i].outstanding.push(nonce);
             }
             self.external.servers[i].registers_sent += 1;
-            self.counters.map_registers_sent += 1;
-            self.push(Transmit {
-                src: self.rloc_for(ms.address),
-                src_port: CONTROL_PORT,
-                dst: SocketAddr::new(ms.address, CONTROL_PORT),
-                ttl: None,
-                payload: bytes,
-            });
+            self.send_unicast_register(ms.address, bytes);
         }
         let state = &mut self.external.servers[i];
         if tracked && !state.outstanding.is_empty() {
@@ -218,39 +207,9 @@ impl Engine {
         }
         let mr = resolvers[self.external.next_resolver % resolvers.len()];
         self.external.next_resolver = self.external.next_resolver.wrapping_add(1);
-        let Some(own) = self.rloc_for(mr) else {
-            return;
-        };
-        let nonce = self.nonce();
-        let (eid, ml) = p.to_wire();
-        let mut q = MapRequest::new(nonce, Address::None, Address::from(own), eid, ml);
-        q.smr_invoked = smr_invoked;
-        // The inner destination is the EID when the families agree (RFC 9301 §5.8), else the
-        // Map-Resolver itself.
-        let inner_dst = if p.prefix.addr().is_ipv4() == own.is_ipv4() {
-            p.prefix.addr()
-        } else {
-            mr
-        };
-        let Ok(hdr) = IpUdp::new(own, inner_dst, ECM_TTL, CONTROL_PORT, CONTROL_PORT) else {
-            return;
-        };
-        let Ok(payload) =
-            ControlMessage::Ecm(Ecm::new(hdr, ControlMessage::MapRequest(q))).to_bytes()
-        else {
-            return;
-        };
-        self.pending_requests
-            .insert(nonce, PendingRequest { eid: p, sent: now });
-        self.counters.map_requests_sent += 1;
-        self.counters.map_resolver_requests_sent += 1;
-        self.push(Transmit {
-            src: Some(own),
-            src_port: CONTROL_PORT,
-            dst: SocketAddr::new(mr, CONTROL_PORT),
-            ttl: None,
-            payload,
-        });
+        if self.send_map_request(now, p, mr, smr_invoked, true) {
+            self.counters.map_resolver_requests_sent += 1;
+        }
     }
 
     /// Whether `addr` is a configured Map-Server or Map-Resolver (never a group member).

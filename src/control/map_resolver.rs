@@ -9,8 +9,8 @@ use ipnet::IpNet;
 
 use crate::mapping::{CachedRloc, EidKey, EidPrefix, MapCacheEntry, MappingSource, RlocState};
 use crate::wire::{
-    Address, CONTROL_PORT, ControlMessage, EidRecord, MapReply, MapRequest, RequestRecord,
-    RlocRecord, action,
+    Address, CONTROL_PORT, ControlMessage, Ecm, EidRecord, IpUdp, MapReply, MapRequest,
+    RequestRecord, RlocRecord, action,
 };
 
 use super::config::MappingSystem;
@@ -39,6 +39,9 @@ fn take_token(bucket: &mut (f64, Duration), now: Duration, rate: f64) -> bool {
         false
     }
 }
+
+/// Inner IP TTL of an Encapsulated Control Message we send.
+const ECM_TTL: u8 = 64;
 
 /// What the resolver answers for one EID.
 enum Answer {
@@ -359,38 +362,32 @@ impl Engine {
         self.counters.smrs_received += 1;
         for rr in &q.records {
             if let Some(EidKey::Prefix(p)) = EidKey::from_wire(&rr.eid, rr.mask_len) {
-                for cached in self.map_cache.overlapping(&p) {
-                    let negative = self
-                        .map_cache
-                        .remove(&cached)
-                        .is_some_and(|e| e.is_negative());
-                    // A negative entry is only dropped: asking again for its whole prefix
-                    // would get the same negative answer back while a more specific prefix
-                    // now registered lies inside it; the next packet asks for its host.
-                    if !negative {
-                        self.resolve_prefix(now, cached, true);
-                    }
-                }
+                self.refresh_overlapping(now, &p, true);
             }
         }
     }
 
     /// Our database changed under `p`: the cached entries that overlap it are refreshed
-    /// (push mode). A positive entry is looked up again at once; a negative one is only
-    /// dropped, and the next packet for each destination looks its host up: a negative entry
-    /// may cover several prefixes, and looking up that wider prefix would find none of them
-    /// registered and cache it negative again, holding a prefix that has just registered
-    /// unreachable for the negative TTL (as with an SMR, below).
+    /// (push mode).
     pub(crate) fn refresh_cache(&mut self, now: Duration, p: &EidPrefix) {
         if matches!(self.cfg.mapping_system, MappingSystem::Push(_)) {
-            for cached in self.map_cache.overlapping(p) {
-                let negative = self
-                    .map_cache
-                    .remove(&cached)
-                    .is_some_and(|e| e.is_negative());
-                if !negative {
-                    self.resolve_prefix(now, cached, false);
-                }
+            self.refresh_overlapping(now, p, false);
+        }
+    }
+
+    /// Refreshes the cached entries that overlap `p`. A positive entry is looked up again at
+    /// once; a negative one is only dropped, and the next packet for each destination looks
+    /// its host up: a negative entry may cover several prefixes, and looking up that wider
+    /// prefix would find none of them registered and cache it negative again, holding a
+    /// prefix that has just registered unreachable for the negative TTL.
+    fn refresh_overlapping(&mut self, now: Duration, p: &EidPrefix, smr_invoked: bool) {
+        for cached in self.map_cache.overlapping(p) {
+            let negative = self
+                .map_cache
+                .remove(&cached)
+                .is_some_and(|e| e.is_negative());
+            if !negative {
+                self.resolve_prefix(now, cached, smr_invoked);
             }
         }
     }
@@ -455,28 +452,58 @@ impl Engine {
                 };
                 let server = servers[self.pull_rr % servers.len()];
                 self.pull_rr = self.pull_rr.wrapping_add(1);
-                let Some(own) = self.rloc_for(server) else {
-                    return;
-                };
-                let nonce = self.nonce();
-                let (eid, ml) = p.to_wire();
-                let mut q = MapRequest::new(nonce, Address::None, Address::from(own), eid, ml);
-                q.smr_invoked = smr_invoked;
-                let Ok(payload) = ControlMessage::MapRequest(q).to_bytes() else {
-                    return;
-                };
-                self.pending_requests
-                    .insert(nonce, PendingRequest { eid: p, sent: now });
-                self.counters.map_requests_sent += 1;
-                self.push(Transmit {
-                    src: Some(own),
-                    src_port: CONTROL_PORT,
-                    dst: SocketAddr::new(server, CONTROL_PORT),
-                    ttl: None,
-                    payload,
-                });
+                self.send_map_request(now, p, server, smr_invoked, false);
             }
         }
+    }
+
+    /// A Map-Request for `p` to `server`:4342 from our RLOC nearest it, ITR-RLOC ours,
+    /// remembered by nonce for its reply. `ecm`: encapsulated, as a Map-Resolver outside the
+    /// group expects (RFC 9301 §8.1), the inner destination the EID when the families agree
+    /// (RFC 9301 §5.8), else the server; plain otherwise (the group's own Map-Servers).
+    /// Returns whether it was sent.
+    pub(crate) fn send_map_request(
+        &mut self,
+        now: Duration,
+        p: EidPrefix,
+        server: IpAddr,
+        smr_invoked: bool,
+        ecm: bool,
+    ) -> bool {
+        let Some(own) = self.rloc_for(server) else {
+            return false;
+        };
+        let nonce = self.nonce();
+        let (eid, ml) = p.to_wire();
+        let mut q = MapRequest::new(nonce, Address::None, Address::from(own), eid, ml);
+        q.smr_invoked = smr_invoked;
+        let message = if ecm {
+            let inner_dst = if p.prefix.addr().is_ipv4() == own.is_ipv4() {
+                p.prefix.addr()
+            } else {
+                server
+            };
+            let Ok(hdr) = IpUdp::new(own, inner_dst, ECM_TTL, CONTROL_PORT, CONTROL_PORT) else {
+                return false;
+            };
+            ControlMessage::Ecm(Ecm::new(hdr, ControlMessage::MapRequest(q)))
+        } else {
+            ControlMessage::MapRequest(q)
+        };
+        let Ok(payload) = message.to_bytes() else {
+            return false;
+        };
+        self.pending_requests
+            .insert(nonce, PendingRequest { eid: p, sent: now });
+        self.counters.map_requests_sent += 1;
+        self.push(Transmit {
+            src: Some(own),
+            src_port: CONTROL_PORT,
+            dst: SocketAddr::new(server, CONTROL_PORT),
+            ttl: None,
+            payload,
+        });
+        true
     }
 
     /// A Map-Reply: accepted only for a request we have outstanding (by nonce); a record

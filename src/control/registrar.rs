@@ -594,7 +594,7 @@ impl Engine {
     }
 
     /// One Map-Register straight to `dst`:4342.
-    fn send_unicast_register(&mut self, dst: IpAddr, payload: Vec<u8>) {
+    pub(crate) fn send_unicast_register(&mut self, dst: IpAddr, payload: Vec<u8>) {
         self.counters.map_registers_sent += 1;
         self.push(Transmit {
             src: self.rloc_for(dst),
