@@ -1,15 +1,21 @@
-//! Data-plane per-packet work on one core: lisp-crypto encapsulate + seal and open +
-//! decapsulate of a 1400-byte inner packet in each suite (ring), ring's raw AEAD on the same
-//! bytes as the baseline they are measured against (`scripts/bench-crypto-ratio.sh` prints
-//! the ratio), and the clear encapsulation with flow hash and RLOC choice.
+//! Data-plane per-packet work on one core, through the real sans-IO path: `Xtr::encapsulate`
+//! (lookup, flow hash, RLOC choice, encapsulation and seal) and `Xtr::decapsulate` (key,
+//! ICV, replay window, decryption, our-EID check) of a 1400-byte inner packet in each suite
+//! (ring), ring's raw AEAD on the same bytes as the baseline they are measured against
+//! (`scripts/bench-crypto-ratio.sh` prints the ratio), and the clear encapsulation.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lisp_decent::crypto::lisp_crypto::{CipherSuite, KeyPair, RecvKey, SendKey};
-use lisp_decent::dataplane::{Decapsulated, FlowKey, decapsulate_inner, encapsulate, select};
-use lisp_decent::mapping::{CachedRloc, EidPrefix, PrefixTable, RlocState};
-use lisp_decent::wire::{Address, DataHeader, RlocRecord};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use lisp_decent::crypto::lisp_crypto::{CipherSuite, KeyPair};
+use lisp_decent::dataplane::{Decapsulated, Encapsulated, KeyEvent, Xtr, XtrConfig};
+use lisp_decent::mapping::{
+    CachedRloc, EidPrefix, MapCache, MapCacheEntry, MappingSource, RlocState,
+};
+use lisp_decent::wire::{Address, RlocRecord};
 
 fn packet() -> Vec<u8> {
     let mut p = hex::decode("45000578000040004011000a0a0100010a030001").expect("hex");
@@ -18,8 +24,57 @@ fn packet() -> Vec<u8> {
     p
 }
 
+const ITR: [u8; 4] = [192, 0, 2, 1];
+const ETR: [u8; 4] = [192, 0, 2, 2];
+
+fn xtr(rloc: [u8; 4], database: &str, encryption: Option<CipherSuite>) -> Xtr {
+    Xtr::new(XtrConfig {
+        database: vec![EidPrefix::new(0, database.parse().expect("prefix"))],
+        rlocs: vec![IpAddr::from(rloc)],
+        encryption,
+        allow_clear: false,
+        underlay_mtu: 1500,
+        rekey_packets: u64::MAX,
+        rng_seed: 1,
+    })
+}
+
+/// The ITR's map-cache: 10.3.0.0/16 at the ETR.
+fn cache() -> MapCache {
+    let mut c = MapCache::new();
+    c.insert(MapCacheEntry {
+        eid: EidPrefix::new(0, "10.3.0.0/16".parse().expect("prefix")),
+        rlocs: vec![rloc(ETR)],
+        action: 0,
+        ttl: 60,
+        installed: Duration::ZERO,
+        expires: Duration::from_secs(3600),
+        source: MappingSource::LocalDatabase,
+    });
+    c
+}
+
+fn rloc(a: [u8; 4]) -> CachedRloc {
+    CachedRloc {
+        record: RlocRecord {
+            priority: 1,
+            weight: 25,
+            m_priority: 255,
+            m_weight: 0,
+            flags: 1,
+            locator: Address::Ipv4(a.into()),
+        },
+        state: RlocState::Up,
+        rtt: None,
+    }
+}
+
+/// The real data path, `Xtr::encapsulate` (map-cache lookup, flow hash, RLOC choice,
+/// encapsulation and seal into a GSO batch, drained every 32 packets as a TUN read would)
+/// and `Xtr::decapsulate` (key by K bits, ICV, replay window, decryption, our-EID check).
 fn crypto(c: &mut Criterion) {
     let inner = packet();
+    let now = Duration::from_secs(1);
     let mut g = c.benchmark_group("lisp-crypto 1400 B");
     g.throughput(Throughput::Bytes(inner.len() as u64));
     for suite in [
@@ -29,46 +84,70 @@ fn crypto(c: &mut Criterion) {
     ] {
         let (a, b) = (KeyPair::generate(), KeyPair::generate());
         let key = a.key_material(suite, &b.public(), &[1; 8]).expect("x25519");
-        let mut tx = SendKey::new(suite, 1, &key);
-        let hdr = DataHeader::with_instance(0, 1, 0);
-        let mut out = Vec::with_capacity(1500);
+        let cache = cache();
+        let mut itr = xtr(ITR, "10.1.0.0/16", Some(suite));
+        itr.handle_key_event(
+            now,
+            KeyEvent::Send {
+                rloc: IpAddr::from(ETR),
+                suite,
+                key_id: 1,
+                key,
+            },
+        );
+        let mut out = Vec::with_capacity(65536);
+        let mut n = 0u32;
         g.bench_function(format!("encap+seal {suite:?}"), |bn| {
-            bn.iter(|| tx.seal(hdr, black_box(&inner), &mut out).expect("seal"))
+            bn.iter(|| {
+                let r = itr.encapsulate(now, 0, black_box(&inner), &cache);
+                assert_eq!(r, Encapsulated::Staged);
+                n += 1;
+                if n.is_multiple_of(32) {
+                    while itr.poll_transmit(&mut out).is_some() {}
+                }
+            })
         });
-        // Open genuine packets in order, copying the sealed bytes in each time (open works
-        // in place).
-        let mut rx = RecvKey::new(suite, 1, &key);
+        while itr.poll_transmit(&mut out).is_some() {}
+        // Open genuine datagrams in order, copying each in (decapsulation works in place);
+        // a fresh ETR per pass, as each counter opens once per replay window.
         let sealed: Vec<Vec<u8>> = (0..4096)
             .map(|_| {
+                itr.encapsulate(now, 0, &inner, &cache);
                 let mut o = Vec::new();
-                tx.seal(hdr, &inner, &mut o).expect("seal");
+                itr.poll_transmit(&mut o).expect("one datagram");
                 o
             })
             .collect();
-        let mut ours = PrefixTable::new();
-        ours.insert(
-            EidPrefix::new(0, "10.3.0.0/16".parse().expect("prefix")),
-            (),
-        );
+        let etr = || {
+            let mut x = xtr(ETR, "10.3.0.0/16", Some(suite));
+            x.handle_key_event(
+                now,
+                KeyEvent::Recv {
+                    itr: IpAddr::from(ITR),
+                    suite,
+                    key_id: 1,
+                    key,
+                },
+            );
+            x
+        };
+        let mut rx = etr();
+        let from = SocketAddr::new(IpAddr::from(ITR), 61000);
         let mut buf = Vec::with_capacity(1500);
         let mut i = 0usize;
         g.bench_function(format!("open+decap {suite:?}"), |bn| {
             bn.iter(|| {
                 let k = i % sealed.len();
                 i += 1;
-                // Each counter opens once per window: start a new window on every pass.
                 if k == 0 {
-                    rx = RecvKey::new(suite, 1, &key);
+                    rx = etr();
                 }
                 buf.clear();
                 buf.extend_from_slice(&sealed[k]);
-                let delivered = match rx.open(&mut buf) {
-                    Ok(p) => matches!(
-                        decapsulate_inner(&hdr, p, &ours),
-                        Decapsulated::Deliver { .. }
-                    ),
-                    Err(_) => false,
-                };
+                let delivered = matches!(
+                    rx.decapsulate(now, from, &mut buf),
+                    Decapsulated::Deliver { .. }
+                );
                 assert!(
                     delivered,
                     "every benchmarked packet must open and be delivered"
@@ -147,29 +226,33 @@ fn raw_ring(
 
 fn clear_path(c: &mut Criterion) {
     let inner = packet();
-    let rlocs: Vec<CachedRloc> = (1..=4u8)
-        .map(|k| CachedRloc {
-            record: RlocRecord {
-                priority: 1,
-                weight: 25,
-                m_priority: 255,
-                m_weight: 0,
-                flags: 1,
-                locator: Address::Ipv4([192, 0, 2, k].into()),
-            },
-            state: RlocState::Up,
-            rtt: None,
-        })
-        .collect();
-    let mut out = Vec::with_capacity(1500);
-    c.bench_function("flow hash + RLOC choice + encapsulate 1400 B", |b| {
-        b.iter(|| {
-            let f = FlowKey::of(black_box(&inner)).expect("ipv4");
-            let i = select::choose(&rlocs, f.hash64());
-            encapsulate(&mut out, 0, 7, 0, &inner);
-            black_box((i, &out));
-        })
+    let now = Duration::from_secs(1);
+    let mut cache = MapCache::new();
+    cache.insert(MapCacheEntry {
+        eid: EidPrefix::new(0, "10.3.0.0/16".parse().expect("prefix")),
+        rlocs: (1..=4u8).map(|k| rloc([192, 0, 2, k])).collect(),
+        action: 0,
+        ttl: 60,
+        installed: Duration::ZERO,
+        expires: Duration::from_secs(3600),
+        source: MappingSource::LocalDatabase,
     });
+    let mut itr = xtr(ITR, "10.1.0.0/16", None);
+    let mut out = Vec::with_capacity(65536);
+    let mut n = 0u32;
+    c.bench_function(
+        "Xtr::encapsulate clear 1400 B (lookup, flow hash, RLOC choice)",
+        |b| {
+            b.iter(|| {
+                let r = itr.encapsulate(now, 0, black_box(&inner), &cache);
+                n += 1;
+                if n.is_multiple_of(32) {
+                    while itr.poll_transmit(&mut out).is_some() {}
+                }
+                black_box(r)
+            })
+        },
+    );
 }
 
 criterion_group!(benches, crypto, clear_path);

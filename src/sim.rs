@@ -15,7 +15,9 @@ use crate::control::{
     MappingSystem, PeerGroup, SitePolicy, Timers,
 };
 use crate::crypto::auth::{AuthKey, KeyRing, alg};
+use crate::dataplane::{Decapsulated, Encapsulated, KeyEvent, Xtr, XtrConfig};
 use crate::mapping::{EidKey, EidPrefix};
+use crate::wire::{CONTROL_PORT, DATA_PORT};
 
 /// The shared site key of simulated meshes.
 pub const SIM_KEY: &str = "sim-site-key";
@@ -88,10 +90,32 @@ struct InFlight {
     payload: Vec<u8>,
 }
 
-/// The virtual network and its nodes.
+/// The data plane the simulator gives a node with engine configuration `cfg`: its EIDs,
+/// RLOCs and suite, clear data refused when encryption is on, a 1500-byte underlay.
+pub fn xtr_config(cfg: &EngineConfig) -> XtrConfig {
+    XtrConfig {
+        database: cfg.database.iter().map(|d| d.eid).collect(),
+        rlocs: cfg.rlocs.iter().map(|r| r.address).collect(),
+        encryption: cfg.encryption,
+        allow_clear: false,
+        underlay_mtu: 1500,
+        rekey_packets: cfg.timers.rekey_packets,
+        rng_seed: cfg.rng_seed,
+    }
+}
+
+/// The virtual network and its nodes: each a control engine and a data plane ([`Xtr`]);
+/// LISP data (port 4341) goes through the data plane, the rest to the engine.
 pub struct Sim {
     pub now: Duration,
     pub nodes: Vec<Option<Engine>>,
+    /// The data plane of each node (beside `nodes`).
+    pub xtrs: Vec<Option<Xtr>>,
+    /// What each node's data plane handed to its TUN devices: (Instance-ID, packet).
+    pub tun: Vec<Vec<(u32, Vec<u8>)>>,
+    /// Every key event each node's engine gave its data plane, in order (see
+    /// [`take_key_events`](Self::take_key_events)).
+    key_log: Vec<Vec<KeyEvent>>,
     /// One-way delay of every datagram.
     pub delay: Duration,
     /// Extra random delay, up to this much.
@@ -118,6 +142,9 @@ impl Sim {
         Sim {
             now: Duration::ZERO,
             nodes: Vec::new(),
+            xtrs: Vec::new(),
+            tun: Vec::new(),
+            key_log: Vec::new(),
             delay,
             jitter: Duration::ZERO,
             loss: 0.0,
@@ -142,16 +169,66 @@ impl Sim {
         for r in &cfg.rlocs {
             self.by_addr.insert(r.address, i);
         }
+        self.add_with_xtr(cfg, |_| {})
+    }
+
+    /// Starts a node now whose data plane configuration `adjust` changes first.
+    pub fn add_with_xtr(
+        &mut self,
+        cfg: EngineConfig,
+        adjust: impl FnOnce(&mut XtrConfig),
+    ) -> usize {
+        let i = self.nodes.len();
+        let mut x = xtr_config(&cfg);
+        adjust(&mut x);
         let mut e = Engine::new(cfg);
         e.handle_timeout(self.now);
         self.nodes.push(Some(e));
+        self.xtrs.push(Some(Xtr::new(x)));
+        self.tun.push(Vec::new());
+        self.key_log.push(Vec::new());
         self.flush(i);
         i
+    }
+
+    /// The key events node `i`'s engine gave its data plane since the last call.
+    pub fn take_key_events(&mut self, i: usize) -> Vec<KeyEvent> {
+        self.key_log.get_mut(i).map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Replaces node `i` by a fresh engine and data plane (a restart: nothing kept).
+    pub fn restart(&mut self, i: usize, cfg: EngineConfig) {
+        let x = xtr_config(&cfg);
+        let mut e = Engine::new(cfg);
+        e.handle_timeout(self.now);
+        self.nodes[i] = Some(e);
+        self.xtrs[i] = Some(Xtr::new(x));
+        self.flush(i);
+    }
+
+    pub fn xtr(&self, i: usize) -> Option<&Xtr> {
+        self.xtrs.get(i).and_then(Option::as_ref)
+    }
+
+    /// An inner packet from node `i`'s TUN device of Instance-ID `iid`: encapsulated by its
+    /// data plane against its engine's map-cache, and what that gives sent.
+    pub fn send_packet(&mut self, i: usize, iid: u32, packet: &[u8]) -> Option<Encapsulated> {
+        let now = self.now;
+        let (Some(Some(e)), Some(Some(x))) = (self.nodes.get(i), self.xtrs.get_mut(i)) else {
+            return None;
+        };
+        let r = x.encapsulate(now, iid, packet, e.map_cache());
+        if let Encapsulated::IcmpToTun(error) = &r {
+            self.tun[i].push((iid, error.clone()));
+        }
+        self.flush(i);
+        Some(r)
     }
 
     /// Stops a node for good (it sends nothing more and receives nothing).
     pub fn kill(&mut self, i: usize) {
         self.nodes[i] = None;
+        self.xtrs[i] = None;
     }
 
     /// Puts nodes on sides; datagrams only flow within a side. `heal` undoes it.
@@ -212,18 +289,44 @@ impl Sim {
         )));
     }
 
-    /// Moves everything node `i` wants to send onto the network (call it after driving an
-    /// engine directly through [`engine_mut`](Self::engine_mut)).
+    /// Moves everything node `i` wants to send onto the network, after the exchange of its
+    /// engine and data plane (call it after driving an engine directly through
+    /// [`engine_mut`](Self::engine_mut)). A GSO batch leaves as its datagrams.
     pub fn flush(&mut self, i: usize) {
+        let now = self.now;
         let mut out = Vec::new();
-        if let Some(e) = self.engine_mut(i) {
-            while let Some(t) = e.poll_transmit() {
-                out.push(t);
+        if let (Some(Some(e)), Some(Some(x))) = (self.nodes.get_mut(i), self.xtrs.get_mut(i)) {
+            // The key events are logged on their way (the tests look at them).
+            while let Some(k) = e.poll_key_event() {
+                self.key_log[i].push(k.clone());
+                x.handle_key_event(now, k);
+            }
+            e.exchange(now, x);
+            while let Some((iid, p)) = x.poll_to_tun() {
+                self.tun[i].push((iid, p));
+            }
+            let mut buf = Vec::new();
+            while let Some(t) = x.poll_transmit(&mut buf) {
+                let port = if t.from_control_port {
+                    CONTROL_PORT
+                } else {
+                    // The flow's source port, as the node picks one of its ports by it.
+                    61000 + (t.flow % 16) as u16
+                };
+                let src = SocketAddr::new(t.src.unwrap_or(rloc(i + 1)), port);
+                for d in buf.chunks(t.segment.unwrap_or(buf.len()).max(1)) {
+                    out.push((src, t.dst, d.to_vec()));
+                }
             }
         }
-        for t in out {
-            let src = SocketAddr::new(t.src.unwrap_or(rloc(i + 1)), t.src_port);
-            self.enqueue(src, t.dst, t.payload);
+        if let Some(e) = self.engine_mut(i) {
+            while let Some(t) = e.poll_transmit() {
+                let src = SocketAddr::new(t.src.unwrap_or(rloc(i + 1)), t.src_port);
+                out.push((src, t.dst, t.payload));
+            }
+        }
+        for (src, dst, payload) in out {
+            self.enqueue(src, dst, payload);
         }
     }
 
@@ -240,11 +343,24 @@ impl Sim {
                 continue;
             }
             let now = self.now;
-            if let Some(e) = self.engine_mut(to) {
+            let (Some(Some(e)), Some(Some(x))) = (self.nodes.get_mut(to), self.xtrs.get_mut(to))
+            else {
+                continue;
+            };
+            if f.dst.port() == DATA_PORT {
+                let mut datagram = f.payload.clone();
+                match x.decapsulate(now, f.src, &mut datagram) {
+                    Decapsulated::Deliver { iid, packet } => {
+                        self.tun[to].push((iid, packet.to_vec()))
+                    }
+                    Decapsulated::Control { payload } => e.handle_replicated(now, payload),
+                    Decapsulated::Dropped(_) => {}
+                }
+            } else {
                 e.handle_datagram(now, f.src, f.dst, &f.payload);
-                self.delivered += 1;
-                self.flush(to);
             }
+            self.delivered += 1;
+            self.flush(to);
         }
     }
 

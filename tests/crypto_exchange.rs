@@ -34,7 +34,7 @@ struct Keys {
 impl Keys {
     fn pump(&mut self, s: &mut Sim, n: usize) {
         let now = s.now;
-        while let Some(e) = s.engine_mut(n).unwrap().poll_key_event() {
+        for e in s.take_key_events(n) {
             match &e {
                 KeyEvent::Send {
                     rloc,

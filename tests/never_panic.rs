@@ -26,7 +26,7 @@ fn all_parsers(bytes: &[u8]) {
     let _ = auth::auth_field(bytes);
     let _ = lisp_decent::dataplane::FlowKey::of(bytes);
     let _ = lisp_decent::dataplane::encap::inner_destination(bytes);
-    let _ = lisp_decent::dataplane::decapsulate(bytes, &ours());
+    data_plane(bytes);
     for suite in [
         CipherSuite::Aes128Gcm,
         CipherSuite::ChaCha20Poly1305,
@@ -45,13 +45,73 @@ fn all_parsers(bytes: &[u8]) {
     let _ = lisp_decent::crypto::kx_auth::KxKey::from_site_key(b"k").verify(bytes);
 }
 
-fn ours() -> lisp_decent::mapping::PrefixTable<()> {
-    let mut t = lisp_decent::mapping::PrefixTable::new();
-    t.insert(
-        lisp_decent::mapping::EidPrefix::new(0, "10.0.0.0/8".parse().unwrap()),
-        (),
-    );
-    t
+/// The data plane, ETR and ITR side, with keys for every key-id of the sender, clear data
+/// refused and accepted, and a mapping for 10/8.
+fn data_plane(bytes: &[u8]) {
+    use lisp_decent::dataplane::{KeyEvent, Xtr, XtrConfig};
+    use lisp_decent::mapping::{
+        CachedRloc, EidPrefix, MapCache, MapCacheEntry, MappingSource, RlocState,
+    };
+    use std::time::Duration;
+    let from: std::net::SocketAddr = "192.0.2.1:61000".parse().unwrap();
+    let eid = EidPrefix::new(0, "10.0.0.0/8".parse().unwrap());
+    let mut cache = MapCache::new();
+    cache.insert(MapCacheEntry {
+        eid,
+        rlocs: vec![CachedRloc {
+            record: RlocRecord {
+                priority: 1,
+                weight: 100,
+                m_priority: 255,
+                m_weight: 0,
+                flags: 1,
+                locator: Address::Ipv4([192, 0, 2, 1].into()),
+            },
+            state: RlocState::Up,
+            rtt: None,
+        }],
+        action: 0,
+        ttl: 1,
+        installed: Duration::ZERO,
+        expires: Duration::from_secs(60),
+        source: MappingSource::LocalDatabase,
+    });
+    for (encryption, allow_clear) in [(None, false), (Some(CipherSuite::Aes128Gcm), true)] {
+        let mut x = Xtr::new(XtrConfig {
+            database: vec![eid],
+            rlocs: vec![from.ip()],
+            encryption,
+            allow_clear,
+            underlay_mtu: 1500,
+            rekey_packets: 4,
+            rng_seed: 1,
+        });
+        for key_id in 1..=3 {
+            x.handle_key_event(
+                Duration::ZERO,
+                KeyEvent::Recv {
+                    itr: from.ip(),
+                    suite: CipherSuite::ChaCha20Poly1305,
+                    key_id,
+                    key: [key_id; 32],
+                },
+            );
+        }
+        let _ = x.decapsulate(Duration::ZERO, from, &mut bytes.to_vec());
+        let _ = x.encapsulate(Duration::ZERO, 0, bytes, &cache);
+        let mut buf = Vec::new();
+        while x.poll_transmit(&mut buf).is_some() {}
+        let _ = lisp_decent::wire::ip::IpPacket::new_checked(bytes).map(|ip| {
+            (
+                ip.source(),
+                ip.destination(),
+                ip.ports(),
+                ip.tos(),
+                ip.ttl(),
+                ip.is_icmp_error(),
+            )
+        });
+    }
 }
 
 fn vectors() -> Vec<Vec<u8>> {

@@ -13,10 +13,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::mapping::{EidKey, EidPrefix, GroupEid, MapCache, SiteDb};
-use crate::wire::{
-    CONTROL_INSTANCE_ID, CONTROL_PORT, ControlMessage, DATA_PORT, DataHeader, Nonce, Reader,
-    msg_type,
-};
+use crate::wire::{CONTROL_PORT, ControlMessage, DATA_PORT, Nonce, Reader, msg_type};
 
 use super::config::{EngineConfig, MappingSystem};
 use super::counters::Counters;
@@ -122,7 +119,7 @@ pub struct Engine {
     pub(crate) pull_rr: usize,
     pub(crate) next_housekeeping: Duration,
     /// lisp-crypto events for the data plane.
-    pub(crate) key_events: VecDeque<super::probe::KeyEvent>,
+    pub(crate) key_events: VecDeque<crate::dataplane::KeyEvent>,
     /// ETR side of lisp-crypto: per ITR address, the offers per key-id (bounded).
     pub(crate) etr_keys: HashMap<IpAddr, super::probe::EtrKeys>,
     /// Our Map-Register nonces, counting up; the registers we have seen, per xTR (replays).
@@ -378,7 +375,9 @@ impl Engine {
     ) {
         self.counters.packets_received += 1;
         if dst.port() == DATA_PORT {
-            self.handle_data(now, payload);
+            // LISP data is the data plane's (`dataplane::Xtr::decapsulate`); what it finds to
+            // be control carried in data comes in through `handle_replicated`.
+            self.counters.data_packets_ignored += 1;
             return;
         }
         // Map-Requests are rate-limited before they are parsed: a flood from random sources
@@ -410,18 +409,12 @@ impl Engine {
         }
     }
 
-    /// LISP data on 4341: only Instance-ID 0xFFFFFF (control carried in data encapsulation,
-    /// RFC 9962 §4) is the control plane's; the rest belongs to the data plane.
-    fn handle_data(&mut self, now: Duration, payload: &[u8]) {
-        let Ok(h) = DataHeader::parse(payload) else {
-            self.counters.packets_malformed += 1;
-            return;
-        };
-        if h.instance_id() != Some(CONTROL_INSTANCE_ID) || h.key_id != 0 {
-            self.counters.data_packets_ignored += 1;
-            return;
-        }
-        let mut r = Reader::new(&payload[DataHeader::LEN..]);
+    /// Control carried in data (RFC 9962 §4: LISP-Decent replication): what the data plane
+    /// found under Instance-ID 0xFFFFFF, clear, after the LISP header: an IP / UDP header to
+    /// the group's address and port 4342, then a Map-Register, Map-Notify or Map-Notify-Ack.
+    pub fn handle_replicated(&mut self, now: Duration, payload: &[u8]) {
+        self.counters.packets_received += 1;
+        let mut r = Reader::new(payload);
         let Ok((ip, mut body)) = crate::wire::IpUdp::parse(&mut r) else {
             self.counters.packets_malformed += 1;
             return;
@@ -502,29 +495,9 @@ impl Engine {
         self.source_rloc(peer)
     }
 
-    /// Our RLOC to talk to `peer` from: of the same family, the one sharing the longest
-    /// prefix with it (on a multi-homed node, the one on the peer's network), the first
-    /// configured on a tie. Probes and data use the same source, so the lisp-crypto keys the
-    /// ETR holds per ITR address (RFC 8061 §9) match the packets' source.
+    /// Our RLOC to talk to `peer` from ([`crate::dataplane::select::source_rloc`]).
     pub fn source_rloc(&self, peer: IpAddr) -> Option<IpAddr> {
-        fn common(a: IpAddr, b: IpAddr) -> u32 {
-            match (a, b) {
-                (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
-                (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
-                _ => 0,
-            }
-        }
-        let mut best: Option<(u32, IpAddr)> = None;
-        for a in self.cfg.rlocs.iter().map(|r| r.address) {
-            if a.is_ipv4() != peer.is_ipv4() {
-                continue;
-            }
-            let c = common(a, peer);
-            if best.is_none_or(|(b, _)| c > b) {
-                best = Some((c, a));
-            }
-        }
-        best.map(|(_, a)| a)
+        crate::dataplane::select::source_rloc(self.cfg.rlocs.iter().map(|r| r.address), peer)
     }
 
     pub(crate) fn is_own_rloc(&self, a: IpAddr) -> bool {
@@ -602,5 +575,39 @@ impl Engine {
         if t < self.register_due {
             self.register_due = t;
         }
+    }
+}
+
+impl Engine {
+    /// The exchange between the control plane and the data plane at `now` (the contract
+    /// of the two sans-IO halves, the same in the node and in the simulator): keys agreed in
+    /// RLOC-probes go to the data plane, its requests (resolve, probe now, rekey) come
+    /// here, and packets waiting for a mapping leave once the map-cache holds it. A probe
+    /// asked for is sent at once (the engine's timers run after the requests).
+    pub fn exchange(&mut self, now: Duration, xtr: &mut crate::dataplane::Xtr) {
+        use crate::dataplane::ControlRequest;
+        // Each round may release packets that ask for a probe; a few rounds settle it.
+        for _ in 0..4 {
+            while let Some(e) = self.poll_key_event() {
+                xtr.handle_key_event(now, e);
+            }
+            let mut asked = false;
+            while let Some(r) = xtr.poll_control_request() {
+                asked = true;
+                match r {
+                    ControlRequest::Resolve { iid, dst } => {
+                        self.resolve(now, iid, dst);
+                    }
+                    ControlRequest::Probe { rloc, prefix } => self.probe_now(now, rloc, prefix),
+                    ControlRequest::Rekey { rloc } => self.rekey_now(now, rloc),
+                }
+            }
+            xtr.handle_mappings(now, self.map_cache());
+            if !asked {
+                break;
+            }
+            self.handle_timeout(now);
+        }
+        xtr.handle_timeout(now);
     }
 }

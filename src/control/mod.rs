@@ -12,8 +12,8 @@ pub mod pull;
 pub mod register_replay;
 mod registrar;
 
+pub use crate::dataplane::KeyEvent;
 pub use config::*;
 pub use counters::Counters;
 pub use engine::{Engine, Transmit};
 pub use external::MapServerState;
-pub use probe::KeyEvent;

@@ -12,54 +12,11 @@ use rand::RngExt;
 use super::config::CryptoProfile;
 use super::engine::{Engine, Transmit};
 use crate::crypto::lisp_crypto::{CipherSuite, KeyPair};
+use crate::dataplane::KeyEvent;
 use crate::mapping::{EidPrefix, RlocState};
 use crate::wire::{
     Address, CONTROL_PORT, ControlMessage, Lcaf, LcafBody, MapReply, MapRequest, Nonce, SecurityKey,
 };
-
-/// A lisp-crypto key for the data plane, from an exchange in an RLOC-probe (RFC 8061 §5-§7):
-/// 32 bytes of key material under a key-id (1-3, RFC 8061 §8) for a suite. Each rekey of the
-/// RFC profile moves to the next key-id (1, 2, 3, 1, ...); the ETR keeps a key per key-id
-/// and picks it by the K bits of each packet, so packets still in flight under the previous
-/// key decrypt after a rekey.
-#[derive(Clone, PartialEq, Eq)]
-pub enum KeyEvent {
-    /// ITR: encrypt what goes to `rloc` with this key.
-    Send {
-        rloc: IpAddr,
-        suite: CipherSuite,
-        key_id: u8,
-        key: [u8; 32],
-    },
-    /// ETR: a key `itr` may send under `key_id`. It is a candidate until a packet from `itr`
-    /// opens under it (return routability): it never replaces a key in use before that. The
-    /// same key again (each probe re-offers it) only keeps it alive.
-    Recv {
-        itr: IpAddr,
-        suite: CipherSuite,
-        key_id: u8,
-        key: [u8; 32],
-    },
-    /// ITR: `rloc` answered a probe without a key (it runs no lisp-crypto, or not our suite).
-    NoKey { rloc: IpAddr },
-}
-
-impl std::fmt::Debug for KeyEvent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KeyEvent::Send {
-                rloc,
-                suite,
-                key_id,
-                ..
-            } => write!(f, "Send({rloc}, {suite:?}, key-id {key_id})"),
-            KeyEvent::Recv {
-                itr, suite, key_id, ..
-            } => write!(f, "Recv({itr}, {suite:?}, key-id {key_id})"),
-            KeyEvent::NoKey { rloc } => write!(f, "NoKey({rloc})"),
-        }
-    }
-}
 
 /// The next key-id after `k` (RFC 8061 §8: key-ids 1 to 3, in the K bits).
 pub(crate) fn next_key_id(k: u8) -> u8 {

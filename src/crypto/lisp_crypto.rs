@@ -259,6 +259,18 @@ impl SendKey {
     /// into `out`, replacing what it held.
     pub fn seal(
         &mut self,
+        header: DataHeader,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        out.clear();
+        self.seal_append(header, plaintext, out)
+    }
+
+    /// [`seal`](Self::seal), appending the datagram after what `out` holds (the data plane
+    /// seals each datagram of a GSO batch straight into the batch's buffer).
+    pub fn seal_append(
+        &mut self,
         mut header: DataHeader,
         plaintext: &[u8],
         out: &mut Vec<u8>,
@@ -272,7 +284,7 @@ impl SendKey {
         header.key_id = self.key_id;
         let mut h = [0u8; DataHeader::LEN];
         header.emit(&mut h).map_err(|_| CryptoError::BadLength)?;
-        out.clear();
+        let start = out.len();
         out.extend_from_slice(&h);
         match &self.cipher {
             Cipher::Aead(key) => {
@@ -282,10 +294,10 @@ impl SendKey {
                 out.extend_from_slice(&seq.to_be_bytes());
                 let body = out.len();
                 out.extend_from_slice(plaintext);
-                let n = nonce(self.suite, &out[DataHeader::LEN..body]);
+                let n = nonce(self.suite, &out[start + DataHeader::LEN..body]);
                 let (head, data) = out.split_at_mut(body);
                 let tag = key
-                    .seal_in_place_separate_tag(n, Aad::from(&head[..]), data)
+                    .seal_in_place_separate_tag(n, Aad::from(&head[start..]), data)
                     .map_err(|_| CryptoError::Icv)?;
                 out.extend_from_slice(tag.as_ref());
             }
@@ -296,7 +308,7 @@ impl SendKey {
                 out.extend_from_slice(plaintext);
                 out.resize(body + plaintext.len().div_ceil(16) * 16, b' ');
                 key.apply_keystream(&iv, &mut out[body..]);
-                let icv = key.icv(&iv, out);
+                let icv = key.icv(&iv, &out[start..]);
                 out.extend_from_slice(&icv);
             }
         }

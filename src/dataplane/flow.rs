@@ -4,6 +4,8 @@
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
+use crate::wire::ip::IpPacket;
+
 /// What identifies a flow: addresses, protocol and, for TCP / UDP / SCTP not fragmented,
 /// the ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,61 +16,25 @@ pub struct FlowKey {
     pub ports: Option<(u16, u16)>,
 }
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const SCTP: u8 = 132;
-
-fn ports(proto: u8, l4: &[u8]) -> Option<(u16, u16)> {
-    if !matches!(proto, TCP | UDP | SCTP) {
-        return None;
-    }
-    let p = l4.get(..4)?;
-    Some((
-        u16::from_be_bytes([p[0], p[1]]),
-        u16::from_be_bytes([p[2], p[3]]),
-    ))
-}
-
 impl FlowKey {
-    /// Reads the flow of an IPv4 or IPv6 packet; `None` if it is neither.
+    /// The flow of an IPv4 / IPv6 packet; `None` when it is neither.
     pub fn of(packet: &[u8]) -> Option<FlowKey> {
-        match packet.first()? >> 4 {
-            4 => {
-                let h = packet.get(..20)?;
-                let ihl = usize::from(h[0] & 0xf) * 4;
-                let proto = h[9];
-                let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
-                let src = IpAddr::from(<[u8; 4]>::try_from(&h[12..16]).ok()?);
-                let dst = IpAddr::from(<[u8; 4]>::try_from(&h[16..20]).ok()?);
-                let ports = if fragment {
-                    None
-                } else {
-                    ports(proto, packet.get(ihl..)?)
-                };
-                Some(FlowKey {
-                    src,
-                    dst,
-                    protocol: proto,
-                    ports,
-                })
-            }
-            6 => {
-                let h = packet.get(..40)?;
-                let proto = h[6];
-                let src = IpAddr::from(<[u8; 16]>::try_from(&h[8..24]).ok()?);
-                let dst = IpAddr::from(<[u8; 16]>::try_from(&h[24..40]).ok()?);
-                Some(FlowKey {
-                    src,
-                    dst,
-                    protocol: proto,
-                    ports: ports(proto, &packet[40..]),
-                })
-            }
-            _ => None,
+        IpPacket::new_checked(packet)
+            .ok()
+            .map(|ip| FlowKey::of_ip(&ip))
+    }
+
+    /// The flow of a checked packet: addresses, protocol and, for an unfragmented TCP,
+    /// UDP or SCTP packet, the ports.
+    pub fn of_ip<T: AsRef<[u8]>>(ip: &IpPacket<T>) -> FlowKey {
+        FlowKey {
+            src: ip.source(),
+            dst: ip.destination(),
+            protocol: ip.protocol(),
+            ports: ip.ports(),
         }
     }
 
-    /// A hash of the flow, the same in every process (SipHash with fixed keys).
     pub fn hash64(&self) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
         self.hash(&mut h);

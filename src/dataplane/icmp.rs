@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use crate::wire::ip::IpPacket;
 use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, icmpv4::DestUnreachableHeader};
 
 /// How much of the offending packet an ICMP error quotes: IPv4 keeps its reply within 576
@@ -13,50 +14,30 @@ use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, icmpv4::DestUnreachableH
 const QUOTE_V4: usize = 576 - 20 - 8;
 const QUOTE_V6: usize = 1280 - 40 - 8;
 
-/// ICMP error types that never get an error in reply (RFC 1812 §4.3.2.7, RFC 4443 §2.4 (e)).
-fn is_icmp_error(packet: &[u8]) -> bool {
-    match packet.first().map(|b| b >> 4) {
-        Some(4) => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
-            packet.get(9) == Some(&1)
-                && packet
-                    .get(ihl)
-                    .is_some_and(|t| matches!(t, 3 | 4 | 5 | 11 | 12))
-        }
-        // Next header ICMPv6 right after the fixed header, error types are below 128.
-        Some(6) => packet.get(6) == Some(&58) && packet.get(40).is_some_and(|t| *t < 128),
-        _ => false,
-    }
-}
-
 /// The ICMP error for `packet`, which the tunnel cannot carry because it is longer than
 /// `mtu`, sent from `from` (an address of ours of the packet's family). `None` when no error
 /// is due: an IPv4 packet without DF (the outer packet is fragmented instead), an ICMP error,
 /// or a packet that is not IPv4 / IPv6.
 pub fn too_big(packet: &[u8], mtu: u16, from: IpAddr) -> Option<Vec<u8>> {
-    if is_icmp_error(packet) {
+    // ICMP errors never get an error in reply (RFC 1812 §4.3.2.7, RFC 4443 §2.4 (e)).
+    let ip = IpPacket::new_checked(packet).ok()?;
+    if ip.is_icmp_error() || !ip.dont_fragment() {
         return None;
     }
     let mut out = Vec::new();
-    match (packet.first()? >> 4, from) {
-        (4, IpAddr::V4(from)) => {
-            let dont_fragment = packet.get(6)? & 0x40 != 0;
-            if !dont_fragment || packet.len() < 20 {
-                return None;
-            }
-            let src: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+    match (ip.source(), from) {
+        (IpAddr::V4(src), IpAddr::V4(from)) => {
             let quote = &packet[..packet.len().min(QUOTE_V4)];
-            PacketBuilder::ipv4(from.octets(), src, 64)
+            PacketBuilder::ipv4(from.octets(), src.octets(), 64)
                 .icmpv4(Icmpv4Type::DestinationUnreachable(
                     DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
                 ))
                 .write(&mut out, quote)
                 .ok()?;
         }
-        (6, IpAddr::V6(from)) => {
-            let src: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+        (IpAddr::V6(src), IpAddr::V6(from)) => {
             let quote = &packet[..packet.len().min(QUOTE_V6)];
-            PacketBuilder::ipv6(from.octets(), src, 64)
+            PacketBuilder::ipv6(from.octets(), src.octets(), 64)
                 .icmpv6(Icmpv6Type::PacketTooBig {
                     mtu: u32::from(mtu.max(1280)),
                 })

@@ -2,6 +2,8 @@
 //! an RLOC marked down; the lowest priority among the rest; within it, flows split by
 //! weight (all weights 0: evenly), each flow pinned by its hash.
 
+use std::net::IpAddr;
+
 use crate::mapping::{CachedRloc, RlocState};
 
 /// The index in `rlocs` of the RLOC for a flow with hash `flow`, or `None` when no RLOC
@@ -33,6 +35,31 @@ pub fn choose(rlocs: &[CachedRloc], flow: u64) -> Option<usize> {
         point -= w;
     }
     None
+}
+
+/// Our RLOC to talk to `peer` from, among `ours`: of the same family, the one sharing the
+/// longest prefix with it (on a multi-homed node, the one on the peer's network), the first
+/// on a tie. Probes and data use the same source, so the lisp-crypto keys the ETR holds per
+/// ITR address (RFC 8061 §9) match the packets' source.
+pub fn source_rloc(ours: impl IntoIterator<Item = IpAddr>, peer: IpAddr) -> Option<IpAddr> {
+    fn common(a: IpAddr, b: IpAddr) -> u32 {
+        match (a, b) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
+            _ => 0,
+        }
+    }
+    let mut best: Option<(u32, IpAddr)> = None;
+    for a in ours {
+        if a.is_ipv4() != peer.is_ipv4() {
+            continue;
+        }
+        let c = common(a, peer);
+        if best.is_none_or(|(b, _)| c > b) {
+            best = Some((c, a));
+        }
+    }
+    best.map(|(_, a)| a)
 }
 
 #[cfg(test)]

@@ -7,8 +7,6 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::DropReason;
-
 /// Packets and their inner bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Traffic {
@@ -68,17 +66,6 @@ pub enum Drop {
     TooBig,
     /// The underlay socket refused the datagram.
     SendFailed,
-}
-
-impl From<DropReason> for Drop {
-    fn from(r: DropReason) -> Self {
-        match r {
-            DropReason::Malformed => Drop::Malformed,
-            DropReason::UnknownInstance => Drop::UnknownInstance,
-            DropReason::NotOurEid => Drop::NotOurEid,
-            DropReason::Encrypted => Drop::EncryptedControl,
-        }
-    }
 }
 
 /// RLOCs counted one by one; traffic of any further RLOC is added to `other_rlocs`, so
@@ -142,12 +129,12 @@ impl DataStats {
             .add(bytes);
     }
 
-    pub fn drop(&mut self, d: impl Into<Drop>) {
+    pub fn drop(&mut self, d: Drop) {
         self.drop_n(d, 1);
     }
 
-    pub fn drop_n(&mut self, d: impl Into<Drop>, n: u64) {
-        *self.drops.entry(d.into()).or_insert(0) += n;
+    pub fn drop_n(&mut self, d: Drop, n: u64) {
+        *self.drops.entry(d).or_insert(0) += n;
     }
 
     /// Drops for one reason.
@@ -168,7 +155,7 @@ mod tests {
         s.sent(a, 1, 100);
         s.sent(a, 2, 50);
         s.received(b, 1, 10);
-        s.drop(DropReason::NotOurEid);
+        s.drop(Drop::NotOurEid);
         s.drop(Drop::Replayed);
         s.drop(Drop::Replayed);
         assert_eq!(

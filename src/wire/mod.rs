@@ -11,6 +11,7 @@ pub mod data;
 pub mod ecm;
 pub mod error;
 pub mod info;
+pub mod ip;
 pub mod ip_udp;
 pub mod lcaf;
 pub mod map_referral;

@@ -1,0 +1,652 @@
+//! The data plane of one node as a sans-IO state machine (boringtun's `noise::Tunn`,
+//! quinn-proto's `Connection` shape): inner packets and received datagrams go in with the
+//! time, datagrams to send, packets for the TUN devices and requests for the control plane
+//! come out. No socket, no clock, no TUN: the node runtime drives it, and so does the
+//! simulator, so everything the data plane decides is tested deterministically.
+//!
+//! - ITR (RFC 9300 §5, §6, §10): the inner destination is looked up in the map-cache, an
+//!   RLOC chosen by the flow hash, the packet encapsulated (and sealed with the RLOC's
+//!   lisp-crypto key, RFC 8061 §6) into a GSO batch; packets wait (bounded) for a mapping
+//!   (pull mode, RFC 9301 §5) or a key (RFC 8061 §5), and what the tunnel cannot carry with
+//!   DF set is answered with an ICMP error (RFC 9300 §7.1).
+//! - ETR (RFC 9300 §7; RFC 8061 §9): the K bits pick the key, the ICV and the replay window
+//!   are checked, and only our EIDs are delivered; Instance-ID 0xFFFFFF (RFC 9962 §4: control
+//!   carried in data) is decided here, once, and handed to the control plane.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::keys::{Install, RecvKeys};
+use super::stats::{DataStats, Drop};
+use super::waiting::MappingQueue;
+use super::{FlowKey, encap, icmp, select};
+use crate::crypto::lisp_crypto::{CipherSuite, CryptoError, SendKey};
+use crate::mapping::{EidPrefix, MapCache, PrefixTable};
+use crate::wire::ip::IpPacket;
+use crate::wire::{CONTROL_INSTANCE_ID, DATA_PORT, DataHeader};
+
+/// Packets held per RLOC while its lisp-crypto key is being agreed.
+pub const KEY_QUEUE: usize = 64;
+/// RLOCs with packets waiting for a key, at most.
+pub const KEY_QUEUE_RLOCS: usize = 1024;
+/// Datagrams in one GSO send, at most (the kernel's UDP_MAX_SEGMENTS is 64).
+pub const MAX_SEGMENTS: usize = 64;
+/// Bytes in one GSO send, at most (a UDP datagram's 64 KB).
+pub const MAX_GSO_BYTES: usize = 65000;
+/// Spare transmit buffers kept for reuse.
+const SPARE_BUFFERS: usize = 8;
+
+/// A lisp-crypto key for the data plane, from an exchange in an RLOC-probe (RFC 8061 §5-§7):
+/// 32 bytes of key material under a key-id (1-3, RFC 8061 §8) for a suite. Each rekey of the
+/// RFC profile moves to the next key-id (1, 2, 3, 1, ...); the ETR keeps a key per key-id
+/// and picks it by the K bits of each packet, so packets still in flight under the previous
+/// key decrypt after a rekey. The contract from the control plane to the data plane.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyEvent {
+    /// ITR: encrypt what goes to `rloc` with this key.
+    Send {
+        rloc: IpAddr,
+        suite: CipherSuite,
+        key_id: u8,
+        key: [u8; 32],
+    },
+    /// ETR: a key `itr` may send under `key_id`. It is a candidate until a packet from `itr`
+    /// opens under it (return routability): it never replaces a key in use before that. The
+    /// same key again (each probe re-offers it) only keeps it alive.
+    Recv {
+        itr: IpAddr,
+        suite: CipherSuite,
+        key_id: u8,
+        key: [u8; 32],
+    },
+    /// ITR: `rloc` answered a probe without a key (it runs no lisp-crypto, or not our suite).
+    NoKey { rloc: IpAddr },
+}
+
+impl std::fmt::Debug for KeyEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyEvent::Send {
+                rloc,
+                suite,
+                key_id,
+                ..
+            } => write!(f, "Send({rloc}, {suite:?}, key-id {key_id})"),
+            KeyEvent::Recv {
+                itr, suite, key_id, ..
+            } => write!(f, "Recv({itr}, {suite:?}, key-id {key_id})"),
+            KeyEvent::NoKey { rloc } => write!(f, "NoKey({rloc})"),
+        }
+    }
+}
+
+/// What the data plane asks of the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// The map-cache has no live entry for `dst`: resolve it (push mode from the database at
+    /// once, pull mode or an outside Map-Resolver by Map-Request). Packets wait for
+    /// [`Xtr::handle_mappings`].
+    Resolve { iid: u32, dst: IpAddr },
+    /// Packets to `rloc` (serving `prefix`) wait for a key: probe it now (RFC 8061 §5).
+    Probe { rloc: IpAddr, prefix: EidPrefix },
+    /// The key to `rloc` spent its packet budget: agree a fresh one (RFC 8061 §10).
+    Rekey { rloc: IpAddr },
+}
+
+/// What became of an inner packet handed to [`Xtr::encapsulate`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Encapsulated {
+    /// Encapsulated into the current batch: [`Xtr::poll_transmit`] gives it out.
+    Staged,
+    /// Held until a mapping or a key arrives (a [`ControlRequest`] is out).
+    Queued,
+    /// Dropped and counted.
+    Dropped(Drop),
+    /// Too big for the tunnel with DF set: this ICMP error goes back into the TUN device of
+    /// the packet's Instance-ID (the packet is counted as [`Drop::TooBig`]).
+    IcmpToTun(Vec<u8>),
+}
+
+/// What to do with a received LISP data packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decapsulated<'a> {
+    /// Hand the inner packet to the TUN device of this Instance-ID.
+    Deliver { iid: u32, packet: &'a [u8] },
+    /// Instance-ID 0xFFFFFF: control carried in data (LISP-Decent replication, RFC 9962
+    /// §4), never encrypted, for the control plane: the IP / UDP / control message after
+    /// the LISP header.
+    Control { payload: &'a [u8] },
+    /// Dropped and counted.
+    Dropped(Drop),
+}
+
+/// A datagram, or a GSO batch of datagrams of the same outer header, to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Our RLOC to send from (`None`: the kernel chooses).
+    pub src: Option<IpAddr>,
+    /// The RLOC and port 4341.
+    pub dst: SocketAddr,
+    /// Outer TTL and TOS, copied from the inner packet (RFC 9300 §5.3).
+    pub ttl: u8,
+    pub tos: u8,
+    /// The flow hash: the node picks the UDP source port by it (RFC 9300 §5.3), so one
+    /// flow keeps one port and the underlay's ECMP spreads flows.
+    pub flow: u64,
+    /// Several datagrams of `segment` bytes each (the last may be shorter) in one buffer,
+    /// for one UDP GSO send; `None` for one datagram.
+    pub segment: Option<usize>,
+    /// Datagrams in the buffer.
+    pub datagrams: usize,
+    /// Send from the control port: lispers.net keys its decryption by the source port of
+    /// our RLOC-probes (PROTOCOL.md §5.2 item 12).
+    pub from_control_port: bool,
+}
+
+/// What the data plane needs to know of the node.
+#[derive(Debug, Clone)]
+pub struct XtrConfig {
+    /// Our EID-prefixes: what the ETR delivers.
+    pub database: Vec<EidPrefix>,
+    /// Our RLOCs: the source of each datagram is chosen among them.
+    pub rlocs: Vec<IpAddr>,
+    /// The lisp-crypto suite we ask for (RFC 8061); `None`: clear.
+    pub encryption: Option<CipherSuite>,
+    /// With encryption on, still send clear to RLOCs without a key and accept clear data.
+    pub allow_clear: bool,
+    /// The underlay MTU: longer outer packets are refused with an ICMP error when DF is set.
+    pub underlay_mtu: u16,
+    /// A key's packet budget before a rekey is asked for (RFC 8061 §10).
+    pub rekey_packets: u64,
+    /// Seed of the LISP nonces' generator (deterministic under the simulator).
+    pub rng_seed: u64,
+}
+
+/// The batch being filled: datagrams to one RLOC with the same outer header.
+#[derive(Default)]
+struct Staged {
+    meta: Option<Transmit>,
+    segment: usize,
+    /// The last datagram was shorter than `segment`: nothing more may follow it.
+    closed: bool,
+    buf: Vec<u8>,
+}
+
+/// The data plane of a node: keys, waiting packets, the batch being filled and its counters.
+pub struct Xtr {
+    cfg: XtrConfig,
+    ours: PrefixTable<()>,
+    stats: DataStats,
+    send_keys: HashMap<IpAddr, SendKey>,
+    /// RLOCs that answered a probe without a key.
+    keyless: HashSet<IpAddr>,
+    /// RLOCs whose key's budget is spent and a rekey was asked for (once per key).
+    rekey_asked: HashSet<IpAddr>,
+    /// ETR keys per ITR address and key-id 1-3 (RFC 8061 §8).
+    recv_keys: RecvKeys,
+    /// Packets waiting for a mapping (pull mode).
+    waiting: MappingQueue,
+    /// Packets waiting for a key: RLOC -> (Instance-ID, packet).
+    pending: HashMap<IpAddr, VecDeque<(u32, Vec<u8>)>>,
+    staged: Staged,
+    ready: VecDeque<(Transmit, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+    requests: VecDeque<ControlRequest>,
+    /// ICMP errors for packets released from a queue: (Instance-ID, packet).
+    to_tun: VecDeque<(u32, Vec<u8>)>,
+    rng: StdRng,
+    next_key_expiry: Duration,
+}
+
+/// How often the ETR's idle keys and candidates are looked at.
+const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(10);
+
+impl Xtr {
+    pub fn new(cfg: XtrConfig) -> Self {
+        let mut ours = PrefixTable::new();
+        for p in &cfg.database {
+            ours.insert(*p, ());
+        }
+        Xtr {
+            rng: StdRng::seed_from_u64(cfg.rng_seed),
+            cfg,
+            ours,
+            stats: DataStats::default(),
+            send_keys: HashMap::new(),
+            keyless: HashSet::new(),
+            rekey_asked: HashSet::new(),
+            recv_keys: RecvKeys::new(),
+            waiting: MappingQueue::default(),
+            pending: HashMap::new(),
+            staged: Staged::default(),
+            ready: VecDeque::new(),
+            spare: Vec::new(),
+            requests: VecDeque::new(),
+            to_tun: VecDeque::new(),
+            next_key_expiry: KEY_EXPIRY_EVERY,
+        }
+    }
+
+    pub fn config(&self) -> &XtrConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &DataStats {
+        &self.stats
+    }
+
+    /// The counters, for what the runtime counts around the data plane (TUN writes, reads
+    /// that held several packets).
+    pub fn stats_mut(&mut self) -> &mut DataStats {
+        &mut self.stats
+    }
+
+    /// Our EID-prefixes.
+    pub fn ours(&self) -> &PrefixTable<()> {
+        &self.ours
+    }
+
+    /// The ITR's keys per RLOC.
+    pub fn send_keys(&self) -> &HashMap<IpAddr, SendKey> {
+        &self.send_keys
+    }
+
+    /// The ETR's keys per ITR.
+    pub fn recv_keys(&self) -> &RecvKeys {
+        &self.recv_keys
+    }
+
+    /// Our RLOCs changed (interfaces re-read).
+    pub fn set_rlocs(&mut self, rlocs: Vec<IpAddr>) {
+        self.cfg.rlocs = rlocs;
+    }
+
+    /// Whether packets wait for a mapping.
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Bytes the encapsulation to `rloc` adds now: with its key's suite, none when it has
+    /// no key and will get clear data, else the suite we ask for.
+    pub fn overhead(&self, rloc: IpAddr) -> usize {
+        let suite = match self.send_keys.get(&rloc) {
+            Some(k) => Some(k.suite),
+            None if self.keyless.contains(&rloc) => None,
+            None => self.cfg.encryption,
+        };
+        encap::overhead(rloc.is_ipv6(), suite)
+    }
+
+    /// ITR: an inner packet from the TUN device of `iid`, looked up in `cache` at `now`.
+    pub fn encapsulate(
+        &mut self,
+        now: Duration,
+        iid: u32,
+        packet: &[u8],
+        cache: &MapCache,
+    ) -> Encapsulated {
+        let Ok(ip) = IpPacket::new_checked(packet) else {
+            return self.dropped(Drop::Malformed);
+        };
+        let dst = ip.destination();
+        if !encap::is_unicast_eid(dst) {
+            return self.dropped(Drop::NotUnicast);
+        }
+        let Some(entry) = cache.lookup(iid, dst, now) else {
+            // A Map-Request (pull mode) or a database lookup (push mode) is asked for; the
+            // packet waits, bounded, for the mapping.
+            if !self.waiting.hold(now, iid, dst, packet) {
+                return self.dropped(Drop::NoMapping);
+            }
+            self.stats.queued_for_mapping += 1;
+            self.requests
+                .push_back(ControlRequest::Resolve { iid, dst });
+            return Encapsulated::Queued;
+        };
+        if entry.is_negative() {
+            return self.dropped(Drop::Negative);
+        }
+        let flow = FlowKey::of_ip(&ip).hash64();
+        let Some(rloc) =
+            select::choose(&entry.rlocs, flow).and_then(|i| entry.rlocs[i].record.locator.ip())
+        else {
+            return self.dropped(Drop::NoRloc);
+        };
+        // RFC 9300 §7.1: what the tunnel cannot carry with DF set is refused with an ICMP
+        // error into the TUN; without DF the outer packet is fragmented by the kernel. The
+        // exact overhead is looked at only when the largest one would not fit.
+        let mtu = usize::from(self.cfg.underlay_mtu);
+        if packet.len() + encap::MAX_OVERHEAD > mtu {
+            let overhead = self.overhead(rloc);
+            if packet.len() + overhead > mtu {
+                let room = u16::try_from(mtu.saturating_sub(overhead)).unwrap_or(u16::MAX);
+                // From the unreachable side of the tunnel: the kernel takes an error from
+                // one of its own addresses for a martian, and the route back is the TUN.
+                if let Some(error) = icmp::too_big(packet, room, dst) {
+                    self.stats.drop(Drop::TooBig);
+                    self.stats.icmp_too_big += 1;
+                    return Encapsulated::IcmpToTun(error);
+                }
+            }
+        }
+        if self.cfg.encryption.is_some()
+            && !self.send_keys.contains_key(&rloc)
+            && !self.keyless.contains(&rloc)
+        {
+            // No key yet: hold the packet (bounded) and probe the RLOC now.
+            let rlocs = self.pending.len();
+            let q = match self.pending.get_mut(&rloc) {
+                Some(q) => q,
+                None if rlocs < KEY_QUEUE_RLOCS => self.pending.entry(rloc).or_default(),
+                None => return self.dropped(Drop::KeyQueueFull),
+            };
+            if q.len() >= KEY_QUEUE {
+                return self.dropped(Drop::KeyQueueFull);
+            }
+            q.push_back((iid, packet.to_vec()));
+            self.stats.queued_for_key += 1;
+            let prefix = entry.eid;
+            self.requests
+                .push_back(ControlRequest::Probe { rloc, prefix });
+            return Encapsulated::Queued;
+        }
+        self.stage(flow, rloc, iid, packet)
+    }
+
+    fn dropped(&mut self, d: Drop) -> Encapsulated {
+        self.stats.drop(d);
+        Encapsulated::Dropped(d)
+    }
+
+    /// Encapsulates (and seals, when there is a key) one packet to `rloc`:4341 into the
+    /// batch being filled, or into a batch of its own.
+    fn stage(&mut self, flow: u64, rloc: IpAddr, iid: u32, packet: &[u8]) -> Encapsulated {
+        let nonce = self.rng.random::<u32>() & 0x00ff_ffff;
+        let (ttl, tos) = encap::outer_ttl_tos(packet);
+        let src = select::source_rloc(self.cfg.rlocs.iter().copied(), rloc);
+        let key = self.send_keys.get(&rloc);
+        if key.is_none() && self.cfg.encryption.is_some() && !self.cfg.allow_clear {
+            return self.dropped(Drop::NoKey);
+        }
+        let from_control_port = key.is_some_and(|k| k.suite == CipherSuite::LispersCs6);
+        // AEAD suites add a fixed overhead; lispers.net's padded suite leaves from the
+        // control port in a batch of its own, so its length is never compared.
+        let len = DataHeader::LEN + packet.len() + key.map_or(0, |k| k.suite.overhead());
+        let meta = Transmit {
+            src,
+            dst: SocketAddr::new(rloc, DATA_PORT),
+            ttl,
+            tos,
+            flow,
+            segment: None,
+            datagrams: 0,
+            from_control_port,
+        };
+        let st = &self.staged;
+        let joins = st.meta.is_some_and(|m| {
+            m.src == meta.src
+                && m.dst == meta.dst
+                && m.ttl == meta.ttl
+                && m.tos == meta.tos
+                && m.flow == meta.flow
+                && !m.from_control_port
+                && m.datagrams < MAX_SEGMENTS
+        }) && !from_control_port
+            && !st.closed
+            && len <= st.segment
+            && st.buf.len() + len <= MAX_GSO_BYTES;
+        if !joins {
+            self.close_batch();
+            self.staged.meta = Some(meta);
+            self.staged.segment = len;
+            self.staged.buf = self.spare.pop().unwrap_or_default();
+            self.staged.buf.clear();
+        }
+        let before = self.staged.buf.len();
+        match self.send_keys.get_mut(&rloc) {
+            Some(k) => {
+                let hdr = DataHeader::with_instance(iid, nonce, 0);
+                if k.seal_append(hdr, packet, &mut self.staged.buf).is_err() {
+                    self.staged.buf.truncate(before);
+                    return self.dropped(Drop::NoKey);
+                }
+                self.stats.encrypted += 1;
+            }
+            None => {
+                let mut h = [0u8; DataHeader::LEN];
+                // An 8-byte array always takes the header.
+                let _ = DataHeader::with_instance(iid, nonce, 0).emit(&mut h);
+                self.staged.buf.extend_from_slice(&h);
+                self.staged.buf.extend_from_slice(packet);
+            }
+        }
+        let written = self.staged.buf.len() - before;
+        let st = &mut self.staged;
+        st.closed = written < st.segment || from_control_port;
+        if let Some(m) = st.meta.as_mut() {
+            m.datagrams += 1;
+        }
+        self.stats.sent(rloc, iid, packet.len());
+        // The key's packet budget is spent: ask once for a fresh key (RFC 8061 §10).
+        if self
+            .send_keys
+            .get(&rloc)
+            .is_some_and(|k| k.packets() >= self.cfg.rekey_packets)
+            && self.rekey_asked.insert(rloc)
+        {
+            self.requests.push_back(ControlRequest::Rekey { rloc });
+        }
+        Encapsulated::Staged
+    }
+
+    /// Moves the batch being filled to the ready queue.
+    fn close_batch(&mut self) {
+        let st = &mut self.staged;
+        let Some(mut meta) = st.meta.take() else {
+            return;
+        };
+        if meta.datagrams > 1 {
+            meta.segment = Some(st.segment);
+            self.stats.batched_sends += 1;
+        }
+        st.closed = false;
+        self.ready.push_back((meta, std::mem::take(&mut st.buf)));
+    }
+
+    /// The next datagram or GSO batch to send, its bytes swapped into `buf` (whose old
+    /// buffer is kept for reuse, so the steady state allocates nothing). Closes the batch
+    /// being filled: call it after each read of packets.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if self.ready.is_empty() {
+            self.close_batch();
+        }
+        let (meta, mut contents) = self.ready.pop_front()?;
+        std::mem::swap(buf, &mut contents);
+        if self.spare.len() < SPARE_BUFFERS && contents.capacity() > 0 {
+            self.spare.push(contents);
+        }
+        Some(meta)
+    }
+
+    /// The runtime could not send `t`: its datagrams are counted as dropped.
+    pub fn transmit_failed(&mut self, t: &Transmit) {
+        self.stats.drop_n(Drop::SendFailed, t.datagrams as u64);
+    }
+
+    /// Whether requests for the control plane wait.
+    pub fn has_control_requests(&self) -> bool {
+        !self.requests.is_empty()
+    }
+
+    /// The next request for the control plane.
+    pub fn poll_control_request(&mut self) -> Option<ControlRequest> {
+        self.requests.pop_front()
+    }
+
+    /// The next packet for a TUN device (an ICMP error for a packet released from a queue).
+    pub fn poll_to_tun(&mut self) -> Option<(u32, Vec<u8>)> {
+        self.to_tun.pop_front()
+    }
+
+    /// The control plane changed the map-cache: the packets whose destination it now
+    /// answers for leave, those that waited longer than the wait bound are dropped.
+    pub fn handle_mappings(&mut self, now: Duration, cache: &MapCache) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let (ready, expired) = self
+            .waiting
+            .release(now, |iid, dst| cache.lookup(iid, dst, now).is_some());
+        self.stats.drop_n(Drop::NoMapping, expired as u64);
+        for (iid, packet) in ready {
+            if let Encapsulated::IcmpToTun(error) = self.encapsulate(now, iid, &packet, cache) {
+                self.to_tun.push_back((iid, error));
+            }
+        }
+    }
+
+    /// Installs what the control plane agreed (RFC 8061 key exchange in RLOC-probes) and
+    /// stages the packets that waited for it.
+    pub fn handle_key_event(&mut self, now: Duration, e: KeyEvent) {
+        match e {
+            KeyEvent::Send {
+                rloc,
+                suite,
+                key_id,
+                key,
+            } => {
+                tracing::info!(%rloc, ?suite, key_id, "lisp-crypto key agreed (send)");
+                self.send_keys
+                    .insert(rloc, SendKey::new(suite, key_id, &key));
+                self.rekey_asked.remove(&rloc);
+                self.keyless.remove(&rloc);
+                self.flush_pending(rloc);
+            }
+            KeyEvent::Recv {
+                itr,
+                suite,
+                key_id,
+                key,
+            } => match self.recv_keys.install(now, itr, suite, key_id, key) {
+                Install::Candidate => {
+                    tracing::info!(%itr, ?suite, key_id, "lisp-crypto key agreed (receive; in use once data proves it)")
+                }
+                Install::Refreshed => {}
+                Install::Full => self.stats.recv_keys_refused += 1,
+            },
+            KeyEvent::NoKey { rloc } => {
+                tracing::warn!(%rloc, allow_clear = self.cfg.allow_clear, "RLOC offers no lisp-crypto key");
+                self.keyless.insert(rloc);
+                if self.cfg.allow_clear {
+                    self.flush_pending(rloc);
+                } else if let Some(q) = self.pending.remove(&rloc) {
+                    self.stats.drop_n(Drop::NoKey, q.len() as u64);
+                }
+            }
+        }
+    }
+
+    fn flush_pending(&mut self, rloc: IpAddr) {
+        if let Some(q) = self.pending.remove(&rloc) {
+            for (iid, p) in q {
+                let flow = FlowKey::of(&p).map_or(0, |f| f.hash64());
+                self.stage(flow, rloc, iid, &p);
+            }
+        }
+    }
+
+    /// Timers: the ETR's idle keys and unproven candidates expire (RFC 8061 §9), packets
+    /// waiting too long for a mapping are dropped.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if now >= self.next_key_expiry {
+            self.next_key_expiry = now + KEY_EXPIRY_EVERY;
+            self.recv_keys.expire(now);
+        }
+        if !self.waiting.is_empty() {
+            let (_, expired) = self.waiting.release(now, |_, _| false);
+            self.stats.drop_n(Drop::NoMapping, expired as u64);
+        }
+    }
+
+    /// ETR: a datagram that arrived on port 4341 from `from`. An encrypted packet is
+    /// decrypted in place; the inner packet is a slice of `datagram`.
+    pub fn decapsulate<'a>(
+        &mut self,
+        now: Duration,
+        from: SocketAddr,
+        datagram: &'a mut [u8],
+    ) -> Decapsulated<'a> {
+        match self.decide(now, from.ip(), datagram) {
+            Ok(Inner::Deliver { iid, range }) => {
+                self.stats.received(from.ip(), iid, range.len());
+                Decapsulated::Deliver {
+                    iid,
+                    packet: &datagram[range],
+                }
+            }
+            Ok(Inner::Control) => Decapsulated::Control {
+                payload: &datagram[DataHeader::LEN..],
+            },
+            Err(d) => {
+                self.stats.drop(d);
+                Decapsulated::Dropped(d)
+            }
+        }
+    }
+
+    fn decide(&mut self, now: Duration, from: IpAddr, datagram: &mut [u8]) -> Result<Inner, Drop> {
+        let h = DataHeader::parse(datagram).map_err(|_| Drop::Malformed)?;
+        // RFC 9300 §5.3: without the I bit the packet belongs to the default Instance-ID 0
+        // (lispers.net and OOR send their IID-0 data so).
+        let iid = h.instance_id().unwrap_or(0);
+        if iid == CONTROL_INSTANCE_ID {
+            // Control carried in data (LISP-Decent replication): never encrypted.
+            return if h.key_id == 0 {
+                Ok(Inner::Control)
+            } else {
+                Err(Drop::EncryptedControl)
+            };
+        }
+        let range = if h.key_id != 0 {
+            // The keys of the sending address under the packet's key-id; then the ICV first,
+            // the replay window, and decryption (RFC 8061 §9), in place.
+            let r = self
+                .recv_keys
+                .open(now, from, datagram)
+                .map_err(|e| match e {
+                    CryptoError::Replay => Drop::Replayed,
+                    CryptoError::NoKey(_) => Drop::NoKey,
+                    _ => Drop::IcvFailed,
+                })?;
+            self.stats.decrypted += 1;
+            r
+        } else if self.cfg.encryption.is_some() && !self.cfg.allow_clear {
+            return Err(Drop::ClearRefused);
+        } else {
+            DataHeader::LEN..datagram.len()
+        };
+        let dst = IpPacket::new_checked(&datagram[range.clone()])
+            .map_err(|_| Drop::Malformed)?
+            .destination();
+        if self.ours.lookup(iid, dst).is_some() {
+            return Ok(Inner::Deliver { iid, range });
+        }
+        let known_instance = self.ours.iter().any(|(p, _)| p.iid == iid);
+        Err(if known_instance {
+            Drop::NotOurEid
+        } else {
+            Drop::UnknownInstance
+        })
+    }
+}
+
+/// The ETR's decision, before the borrow of the datagram is handed out.
+enum Inner {
+    Deliver { iid: u32, range: Range<usize> },
+    Control,
+}

@@ -1,0 +1,291 @@
+//! The node's UDP sockets (RFC 9300 §5.2 data port 4341, RFC 9301 §5.1 control port 4342,
+//! and the peer group's multicast address, RFC 9962 §4): binding, the readers that hand
+//! batches of datagrams to the node loop, and the choice of the socket a control message
+//! leaves from.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::config::NodeConfig;
+use super::{interfaces, udp_io};
+use crate::control::{Delivery, LocalRloc, MappingSystem, Transmit};
+
+pub(crate) fn bind_udp(addr: SocketAddr, reuse: bool) -> anyhow::Result<Socket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if reuse {
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot bind UDP {addr}"))?;
+    Ok(s)
+}
+
+/// Receive buffer of the data port: a burst arriving while the node loop is busy (a batch of
+/// TUN writes, or a flood of garbage to 4341) waits in the kernel instead of pushing the
+/// tunnel's own packets out (the default, about 200 KB, overflowed under a 20,000/s garbage
+/// flood sent in 10 ms bursts).
+const DATA_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Sets the socket's receive buffer to `bytes`: beyond `net.core.rmem_max` with
+/// SO_RCVBUFFORCE where the node may (CAP_NET_ADMIN, which it has for its TUN devices), else
+/// as far as SO_RCVBUF goes.
+fn widen_receive_buffer(s: &Socket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a socket we own with a c_int option value.
+    let forced = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced && let Err(e) = s.set_recv_buffer_size(bytes) {
+        warn!("cannot widen a receive buffer: {e}");
+    }
+}
+
+/// A received datagram: local address it arrived on, sender, bytes.
+pub type Received = (SocketAddr, SocketAddr, Vec<u8>);
+
+/// Reads control datagrams and hands them over in batches: what the socket holds after a
+/// wake-up (up to [`CONTROL_BATCH`]) goes in one message, so a burst costs one hand-over and
+/// one wake-up of the node loop.
+fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<Received>>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let mut batch = Vec::new();
+            match sock.recv_from(&mut buf).await {
+                Ok((n, from)) => batch.push((local, from, buf[..n].to_vec())),
+                Err(e) => {
+                    warn!(%local, "receive error: {e}");
+                    continue;
+                }
+            }
+            while batch.len() < CONTROL_BATCH {
+                match sock.try_recv_from(&mut buf) {
+                    Ok((n, from)) => batch.push((local, from, buf[..n].to_vec())),
+                    Err(_) => break,
+                }
+            }
+            if tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Datagrams read from one data-port socket in one go: each buffer holds one datagram or,
+/// with UDP GRO, several of `segment` bytes (the last one may be shorter).
+pub struct DataIn {
+    pub local: SocketAddr,
+    pub from: SocketAddr,
+    pub buf: Vec<u8>,
+    pub segment: usize,
+}
+
+/// Control datagrams read and handled in one go, at most.
+const CONTROL_BATCH: usize = 64;
+
+/// At most this many reads are handed over together from a data-port socket.
+const DATA_BATCH: usize = 64;
+
+/// Adds what one read gave to `batch`; false when there was nothing (or an error).
+fn take(
+    local: SocketAddr,
+    buf: &[u8],
+    batch: &mut Vec<DataIn>,
+    r: std::io::Result<(usize, SocketAddr, Option<usize>)>,
+) -> bool {
+    match r {
+        Ok((n, from, segment)) => {
+            batch.push(DataIn {
+                local,
+                from,
+                buf: buf[..n].to_vec(),
+                segment: segment.unwrap_or(n).max(1),
+            });
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => {
+            warn!(%local, "receive error: {e}");
+            false
+        }
+    }
+}
+
+/// Reads the LISP data port (UDP GRO where the kernel has it) and hands over what arrived
+/// since the last wake-up, as one batch.
+fn spawn_data_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<DataIn>>) {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    let gro = udp_io::enable_gro(sock.as_ref());
+    debug!(%local, gro, "data port reader");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        let fd = sock.as_raw_fd();
+        loop {
+            let mut batch = Vec::new();
+            let r = sock
+                .async_io(Interest::READABLE, || udp_io::recv(fd, &mut buf))
+                .await;
+            take(local, &buf, &mut batch, r);
+            while batch.len() < DATA_BATCH {
+                let r = sock.try_io(Interest::READABLE, || udp_io::recv(fd, &mut buf));
+                if !take(local, &buf, &mut batch, r) {
+                    break;
+                }
+            }
+            if !batch.is_empty() && tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The sockets of a node, by local address and port.
+pub struct Sockets {
+    pub by_local: HashMap<SocketAddr, Arc<UdpSocket>>,
+}
+
+impl Sockets {
+    pub fn pick(&self, t: &Transmit) -> Option<&Arc<UdpSocket>> {
+        if let Some(src) = t.src
+            && let Some(s) = self.by_local.get(&SocketAddr::new(src, t.src_port))
+        {
+            return Some(s);
+        }
+        self.by_local
+            .iter()
+            .filter(|(a, _)| {
+                a.port() == t.src_port && a.is_ipv4() == t.dst.is_ipv4() && !a.ip().is_multicast()
+            })
+            .min_by_key(|(a, _)| *a)
+            .map(|(_, s)| s)
+    }
+}
+
+/// What [`open`] gives: the sockets, and the channels their readers fill.
+pub struct Opened {
+    pub sockets: Sockets,
+    pub control: mpsc::Receiver<Vec<Received>>,
+    pub data: mpsc::Receiver<Vec<DataIn>>,
+}
+
+impl Sockets {
+    /// The sockets on the control port (not the group's): encrypted data to a lispers.net
+    /// peer leaves from the port of our probes (PROTOCOL.md §5.2 item 12).
+    pub fn control_port(&self, port: u16) -> Vec<(SocketAddr, Arc<UdpSocket>)> {
+        self.by_local
+            .iter()
+            .filter(|(a, _)| a.port() == port && !a.ip().is_multicast())
+            .map(|(a, s)| (*a, s.clone()))
+            .collect()
+    }
+}
+
+/// Binds the control and data ports on every listen address (the RLOCs when none is
+/// configured), joins the peer group's multicast address when the group uses it, and starts
+/// a reader per socket.
+pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc]) -> anyhow::Result<Opened> {
+    let (tx, control) = mpsc::channel::<Vec<Received>>(256);
+    let (data_tx, data) = mpsc::channel::<Vec<DataIn>>(256);
+    let mut sockets = Sockets {
+        by_local: HashMap::new(),
+    };
+    let listen: Vec<IpAddr> = if cfg.listen.is_empty() {
+        rlocs.iter().map(|r| r.address).collect()
+    } else {
+        cfg.listen.clone()
+    };
+    let multicast = match &cfg.mapping_system {
+        MappingSystem::Push(g) => match g.delivery {
+            Delivery::Multicast { ttl } => Some((g.group, ttl)),
+            Delivery::Replicate => None,
+        },
+        MappingSystem::Pull(_) => None,
+    };
+    for ip in &listen {
+        for port in [cfg.control_port, cfg.data_port] {
+            let local = SocketAddr::new(*ip, port);
+            let s = bind_udp(local, false)?;
+            if port == cfg.data_port {
+                widen_receive_buffer(&s, DATA_RECEIVE_BUFFER);
+            }
+            if let Some((group, ttl)) = multicast
+                && port == cfg.control_port
+                && ip.is_ipv4() == group.is_ipv4()
+            {
+                match ip {
+                    IpAddr::V4(a) => {
+                        s.set_multicast_ttl_v4(u32::from(ttl))?;
+                        s.set_multicast_if_v4(a)?;
+                    }
+                    IpAddr::V6(a) => {
+                        s.set_multicast_hops_v6(u32::from(ttl))?;
+                        s.set_multicast_if_v6(interfaces::index_of(IpAddr::V6(*a)).await?)?;
+                    }
+                }
+            }
+            let sock = Arc::new(UdpSocket::from_std(s.into())?);
+            if port == cfg.data_port {
+                spawn_data_reader(sock.clone(), local, data_tx.clone());
+            } else {
+                spawn_reader(sock.clone(), local, tx.clone());
+            }
+            sockets.by_local.insert(local, sock);
+        }
+    }
+    if let Some((group, _)) = multicast {
+        // Join the group on the RLOC interface (or the configured one) and listen on G:4342.
+        let ifindex = match &cfg.multicast_interface {
+            Some(name) => interfaces::addresses(name).await?.0,
+            None => {
+                let a = rlocs
+                    .iter()
+                    .map(|r| r.address)
+                    .find(|a| a.is_ipv4() == group.is_ipv4())
+                    .context("no RLOC of the group's address family")?;
+                interfaces::index_of(a).await?
+            }
+        };
+        let local = SocketAddr::new(group, cfg.control_port);
+        let s = bind_udp(local, true)?;
+        match group {
+            IpAddr::V4(g) => {
+                s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?
+            }
+            IpAddr::V6(g) => s.join_multicast_v6(&g, ifindex)?,
+        }
+        info!(%group, ifindex, "joined the peer group");
+        let sock = Arc::new(UdpSocket::from_std(s.into())?);
+        spawn_reader(sock.clone(), local, tx.clone());
+        sockets.by_local.insert(local, sock);
+    }
+    Ok(Opened {
+        sockets,
+        control,
+        data,
+    })
+}
