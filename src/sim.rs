@@ -193,7 +193,10 @@ impl Sim {
 
     /// The key events node `i`'s engine gave its data plane since the last call.
     pub fn take_key_events(&mut self, i: usize) -> Vec<KeyEvent> {
-        self.key_log.get_mut(i).map(std::mem::take).unwrap_or_default()
+        self.key_log
+            .get_mut(i)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Replaces node `i` by a fresh engine and data plane (a restart: nothing kept).
@@ -367,8 +370,13 @@ impl Sim {
     fn next_timer(&self) -> Option<(Duration, usize)> {
         self.nodes
             .iter()
+            .zip(&self.xtrs)
             .enumerate()
-            .filter_map(|(i, n)| n.as_ref().map(|e| (e.poll_timeout(), i)))
+            .filter_map(|(i, (n, x))| {
+                let e = n.as_ref()?.poll_timeout();
+                let x = x.as_ref().and_then(Xtr::poll_timeout).unwrap_or(e);
+                Some((e.min(x), i))
+            })
             .min()
     }
 
@@ -406,6 +414,7 @@ impl Sim {
             if let Some(e) = self.engine_mut(i) {
                 e.handle_timeout(now);
             }
+            // The data plane's timers run in the exchange.
             self.flush(i);
         }
         true

@@ -400,11 +400,11 @@ impl Engine {
             if !signed {
                 self.counters.key_exchange_bad_signature += 1;
             }
-            self.handle_control(now, src, message, &m, false, signed);
+            self.handle_control(now, src, message, &m, Arrival::Direct(dst.ip()), signed);
             return;
         }
         match ControlMessage::parse(payload) {
-            Ok(m) => self.handle_control(now, src, payload, &m, false, false),
+            Ok(m) => self.handle_control(now, src, payload, &m, Arrival::Direct(dst.ip()), false),
             Err(_) => self.counters.packets_malformed += 1,
         }
     }
@@ -440,23 +440,28 @@ impl Engine {
         self.counters.replicated_received += 1;
         let sender = SocketAddr::new(ip.ip.src(), ip.sport);
         match ControlMessage::parse(inner) {
-            Ok(m) => self.handle_control(now, sender, inner, &m, true, false),
+            Ok(m) => self.handle_control(now, sender, inner, &m, Arrival::Group, false),
             Err(_) => self.counters.packets_malformed += 1,
         }
     }
 
-    /// Dispatches a parsed control message. `via_group` is true when it reached us as a
-    /// group delivery (replication or underlay multicast), which every member also received;
-    /// `signed` when it carried a valid site-key signature of a key exchange.
+    /// Dispatches a parsed control message that arrived as `arrival` says; `signed` when
+    /// it carried a valid site-key signature of a key exchange.
     pub(crate) fn handle_control(
         &mut self,
         now: Duration,
         src: SocketAddr,
         bytes: &[u8],
         m: &ControlMessage,
-        via_group: bool,
+        arrival: Arrival,
         signed: bool,
     ) {
+        let via_group = matches!(arrival, Arrival::Group);
+        // The multicast socket's address is the group's, not ours.
+        let local = match arrival {
+            Arrival::Direct(a) if !a.is_multicast() && self.is_own_rloc(a) => Some(a),
+            _ => None,
+        };
         if self.heard.len() < MAX_HEARD || self.heard.contains_key(&src.ip()) {
             self.heard.insert(src.ip(), now);
         }
@@ -467,11 +472,11 @@ impl Engine {
             ControlMessage::MapNotify(n) => self.process_notify(now, src, bytes, n),
             ControlMessage::MapNotifyAck(n) => self.process_notify_ack(bytes, n),
             ControlMessage::MapRequest(q) => {
-                self.process_request(now, src, src.port(), q, false, signed)
+                self.process_request(now, src, local, src.port(), q, false, signed)
             }
             ControlMessage::Ecm(e) => match &*e.inner {
                 ControlMessage::MapRequest(q) => {
-                    self.process_request(now, src, e.inner_header.sport, q, true, false)
+                    self.process_request(now, src, local, e.inner_header.sport, q, true, false)
                 }
                 _ => self.counters.unsupported_messages += 1,
             },
@@ -576,6 +581,16 @@ impl Engine {
             self.register_due = t;
         }
     }
+}
+
+/// How a control message reached the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Sent to us, arriving on this local address (ours, or the group's for underlay
+    /// multicast, or a wildcard).
+    Direct(IpAddr),
+    /// A group delivery (replication), which every member also received.
+    Group,
 }
 
 impl Engine {

@@ -89,12 +89,15 @@ impl Engine {
         take_token(bucket, now, rate)
     }
 
-    /// A Map-Request, plain or from an ECM. `reply_port` is where the reply goes: the UDP
-    /// source port of a plain request, the inner UDP source port of an ECM (RFC 9301 §5.8).
+    /// A Map-Request, plain or from an ECM, that arrived on our RLOC `local` (when known).
+    /// `reply_port` is where the reply goes: the UDP source port of a plain request, the
+    /// inner UDP source port of an ECM (RFC 9301 §5.8).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn process_request(
         &mut self,
         now: Duration,
         src: SocketAddr,
+        local: Option<IpAddr>,
         reply_port: u16,
         q: &MapRequest,
         ecm: bool,
@@ -115,7 +118,7 @@ impl Engine {
             }
             // The reply goes back where the probe came from: a key offered in it is bound to
             // that address, and only its owner can read our answer (RFC 8061 §12.2).
-            self.answer_probe(now, src, q, signed);
+            self.answer_probe(now, src, local, q, signed);
             return;
         }
         let mut records = Vec::with_capacity(q.records.len());
@@ -251,8 +254,17 @@ impl Engine {
 
     /// RLOC-probe (RFC 9301 §6.3.2): the authoritative mapping of ours that covers the
     /// target (or the lispers.net form: the prefix in the Source-EID and an empty target),
-    /// with the p bit on the locator that was probed.
-    fn answer_probe(&mut self, now: Duration, src: SocketAddr, q: &MapRequest, signed: bool) {
+    /// with the p bit on the locator that was probed: the RLOC the probe arrived on (so a
+    /// multihomed node answers a probe of each RLOC from that RLOC, and a dead path of one
+    /// does not take the answers for the other with it), else our RLOC nearest the prober.
+    fn answer_probe(
+        &mut self,
+        now: Duration,
+        src: SocketAddr,
+        local: Option<IpAddr>,
+        q: &MapRequest,
+        signed: bool,
+    ) {
         let dst = src;
         let wanted: Option<EidPrefix> = q
             .records
@@ -265,7 +277,7 @@ impl Engine {
                 Some(EidKey::Prefix(p)) => Some(p),
                 _ => None,
             });
-        let probed = self.rloc_for(dst.ip());
+        let probed = local.or_else(|| self.rloc_for(dst.ip()));
         let mut records = Vec::new();
         for d in self.cfg.database.clone() {
             if wanted.is_some_and(|w| {

@@ -134,6 +134,9 @@ impl DataStats {
     }
 
     pub fn drop_n(&mut self, d: Drop, n: u64) {
+        if n == 0 {
+            return;
+        }
         *self.drops.entry(d).or_insert(0) += n;
     }
 

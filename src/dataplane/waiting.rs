@@ -49,6 +49,11 @@ impl MappingQueue {
         true
     }
 
+    /// When the oldest waiting packets run out of time.
+    pub fn next_expiry(&self) -> Option<Duration> {
+        self.waiting.values().map(|w| w.since + MAX_WAIT).min()
+    }
+
     /// Takes out the packets whose destination `resolved` now answers for, in arrival order
     /// per destination, and drops those that waited longer than [`MAX_WAIT`]; returns the
     /// packets to send and how many expired.
@@ -63,7 +68,7 @@ impl MappingQueue {
             if resolved(*iid, *dst) {
                 out.extend(w.packets.drain(..).map(|p| (*iid, p)));
                 false
-            } else if now.saturating_sub(w.since) > MAX_WAIT {
+            } else if now.saturating_sub(w.since) >= MAX_WAIT {
                 expired += w.packets.len();
                 false
             } else {

@@ -560,6 +560,12 @@ impl Xtr {
         }
     }
 
+    /// When [`handle_timeout`](Self::handle_timeout) has work: packets waiting for a
+    /// mapping run out of time (the ETR's key expiry needs no exact time).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.waiting.next_expiry()
+    }
+
     /// Timers: the ETR's idle keys and unproven candidates expire (RFC 8061 §9), packets
     /// waiting too long for a mapping are dropped.
     pub fn handle_timeout(&mut self, now: Duration) {

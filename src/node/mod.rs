@@ -268,6 +268,9 @@ impl Node {
     /// The next time the loop must wake up by itself.
     fn deadline(&self) -> Instant {
         let mut d = self.engine_due.min(self.next_rloc_refresh);
+        if let Some(t) = self.xtr.poll_timeout() {
+            d = d.min(self.start + t);
+        }
         if !self.tuns.is_empty() {
             d = d.min(self.next_route_sync);
         }
