@@ -111,8 +111,10 @@ pub struct Sim {
     pub nodes: Vec<Option<Engine>>,
     /// The data plane of each node (beside `nodes`).
     pub xtrs: Vec<Option<Xtr>>,
-    /// What each node's data plane handed to its TUN devices: (Instance-ID, packet).
+    /// What each node's data plane decapsulated for its TUN devices: (Instance-ID, packet).
     pub tun: Vec<Vec<(u32, Vec<u8>)>>,
+    /// The ICMP errors each node's data plane wrote back into its TUN devices.
+    pub icmp: Vec<Vec<(u32, Vec<u8>)>>,
     /// Every key event each node's engine gave its data plane, in order (see
     /// [`take_key_events`](Self::take_key_events)).
     key_log: Vec<Vec<KeyEvent>>,
@@ -144,6 +146,7 @@ impl Sim {
             nodes: Vec::new(),
             xtrs: Vec::new(),
             tun: Vec::new(),
+            icmp: Vec::new(),
             key_log: Vec::new(),
             delay,
             jitter: Duration::ZERO,
@@ -186,6 +189,7 @@ impl Sim {
         self.nodes.push(Some(e));
         self.xtrs.push(Some(Xtr::new(x)));
         self.tun.push(Vec::new());
+        self.icmp.push(Vec::new());
         self.key_log.push(Vec::new());
         self.flush(i);
         i
@@ -222,7 +226,7 @@ impl Sim {
         };
         let r = x.encapsulate(now, iid, packet, e.map_cache());
         if let Encapsulated::IcmpToTun(error) = &r {
-            self.tun[i].push((iid, error.clone()));
+            self.icmp[i].push((iid, error.clone()));
         }
         self.flush(i);
         Some(r)
@@ -306,7 +310,7 @@ impl Sim {
             }
             e.exchange(now, x);
             while let Some((iid, p)) = x.poll_to_tun() {
-                self.tun[i].push((iid, p));
+                self.icmp[i].push((iid, p));
             }
             let mut buf = Vec::new();
             while let Some(t) = x.poll_transmit(&mut buf) {

@@ -131,6 +131,10 @@ pub struct Engine {
     pub(crate) kx_keys: Vec<crate::crypto::kx_auth::KxKey>,
     /// RLOC-probing state per RLOC in use.
     pub(crate) probes: HashMap<IpAddr, super::probe::ProbeState>,
+    /// When each probe is due: (time, RLOC), valid while `probes[rloc].next` is that time
+    /// (older entries are dropped when they come up), so a timeout costs O(log n) however
+    /// many RLOCs are probed.
+    pub(crate) probe_timers: std::collections::BinaryHeap<std::cmp::Reverse<(Duration, IpAddr)>>,
     /// Bumped on every change of a registered mapping.
     pub(crate) generation: u64,
     /// When each source address last sent us a control message (bounded; for the peers
@@ -214,6 +218,7 @@ impl Engine {
             next_housekeeping: Duration::ZERO,
             generation: 0,
             probes: HashMap::new(),
+            probe_timers: std::collections::BinaryHeap::new(),
             key_events: VecDeque::new(),
             etr_keys: HashMap::new(),
             kx_key,

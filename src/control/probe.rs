@@ -232,12 +232,24 @@ impl Engine {
         self.probes
             .retain(|ip, _| in_use.iter().any(|(x, _)| x == ip));
         for (ip, prefix) in in_use {
-            if self.is_own_rloc(ip) {
+            if self.is_own_rloc(ip) || self.probes.contains_key(&ip) {
                 continue;
             }
-            self.probes
-                .entry(ip)
-                .or_insert_with(|| ProbeState::new(prefix, now));
+            self.probes.insert(ip, ProbeState::new(prefix, now));
+            self.schedule_probe(ip, now);
+        }
+    }
+
+    /// Notes that the probe of `rloc` is due at `at` (its `next`).
+    fn schedule_probe(&mut self, rloc: IpAddr, at: Duration) {
+        use std::cmp::Reverse;
+        self.probe_timers.push(Reverse((at, rloc)));
+        if self.probe_timers.len() > 2 * self.probes.len() + 1024 {
+            self.probe_timers = self
+                .probes
+                .iter()
+                .map(|(ip, p)| Reverse((p.next, *ip)))
+                .collect();
         }
     }
 
@@ -254,6 +266,8 @@ impl Engine {
         if p.outstanding.is_none() {
             p.next = p.next.min(now);
         }
+        let next = p.next;
+        self.schedule_probe(rloc, next);
     }
 
     /// Agrees a fresh key with `rloc` through a probe now (RFC 8061 §10: RLOC-probing can
@@ -269,12 +283,16 @@ impl Engine {
             if p.outstanding.is_none() {
                 p.next = p.next.min(now);
             }
+            let next = p.next;
+            self.schedule_probe(rloc, next);
         }
     }
 
     /// When the next probe is due.
     pub(crate) fn next_probe(&self) -> Option<Duration> {
-        self.probes.values().map(|p| p.next).min()
+        // The top may be an entry made stale since: then the engine wakes early once and
+        // drops it.
+        self.probe_timers.peek().map(|std::cmp::Reverse((t, _))| *t)
     }
 
     /// Sends the probes that are due, counting the ones that went unanswered.
@@ -283,14 +301,23 @@ impl Engine {
         if interval.is_zero() {
             return;
         }
-        let due: Vec<IpAddr> = self
-            .probes
-            .iter()
-            .filter(|(_, p)| p.next <= now)
-            .map(|(ip, _)| *ip)
-            .collect();
+        let mut due: Vec<IpAddr> = Vec::new();
+        while let Some(std::cmp::Reverse((t, ip))) = self.probe_timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.probe_timers.pop();
+            if self.probes.get(&ip).is_some_and(|p| p.next == t) && !due.contains(&ip) {
+                due.push(ip);
+            }
+        }
         for rloc in due {
             let Some(own) = self.rloc_for(rloc) else {
+                // No RLOC of ours in its family (yet): looked at again an interval later.
+                if let Some(p) = self.probes.get_mut(&rloc) {
+                    p.next = now + interval;
+                    self.schedule_probe(rloc, now + interval);
+                }
                 continue;
             };
             let nonce = self.nonce();
@@ -357,6 +384,8 @@ impl Engine {
                     nonce,
                 });
             }
+            let next = p.next;
+            self.schedule_probe(rloc, next);
             if let Some(s) = marked {
                 self.map_cache.set_rloc_state(rloc, s, None);
                 self.counters.rlocs_marked_down += 1;

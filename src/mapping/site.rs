@@ -155,8 +155,13 @@ pub struct SiteDb {
     prefixes: PrefixTable<SiteEntry>,
     names: HashMap<(u32, Vec<u8>), SiteEntry>,
     groups: HashMap<GroupEid, SiteEntry>,
-    /// (expiry, key, xTR-ID); entries made stale by a refresh are skipped when popped.
+    /// (time, key, xTR-ID): when to look at a registration again. Each registration has
+    /// one live entry, the one `scheduled` names; a refresh that only pushes the expiry later
+    /// adds nothing (the entry, when due, is moved to the new time), so the heap grows with
+    /// the registrations, not with the Map-Registers received.
     expiry: BinaryHeap<Reverse<(Duration, EidKey, [u8; 16])>>,
+    /// The time of each registration's live entry in `expiry`.
+    scheduled: HashMap<(EidKey, [u8; 16]), Duration>,
 }
 
 impl SiteDb {
@@ -182,8 +187,7 @@ impl SiteDb {
 
     /// Stores or refreshes one xTR-ID's registration of `key`.
     pub fn register(&mut self, key: &EidKey, reg: XtrRegistration) -> RegisterOutcome {
-        self.expiry
-            .push(Reverse((reg.expires, key.clone(), reg.xtr_id)));
+        self.schedule(key, reg.xtr_id, reg.expires);
         if self.entry_mut(key).is_none() {
             let e = SiteEntry::new(reg);
             match key {
@@ -228,8 +232,33 @@ impl SiteDb {
         outcome
     }
 
+    /// Makes sure the registration of `key` by `xtr_id` is looked at by `expires`.
+    fn schedule(&mut self, key: &EidKey, xtr_id: [u8; 16], expires: Duration) {
+        let k = (key.clone(), xtr_id);
+        if self.scheduled.get(&k).is_some_and(|t| *t <= expires) {
+            return;
+        }
+        self.expiry.push(Reverse((expires, key.clone(), xtr_id)));
+        self.scheduled.insert(k, expires);
+        // Entries of removed registrations or of shortened TTLs wait in the heap until their
+        // time; when they outnumber the live ones, the heap is rebuilt from the live ones.
+        if self.expiry.len() > 2 * self.scheduled.len() + 1024 {
+            self.expiry = self
+                .scheduled
+                .iter()
+                .map(|((key, xtr), t)| Reverse((*t, key.clone(), *xtr)))
+                .collect();
+        }
+    }
+
+    /// Entries in the expiry heap (for the tests of its bound).
+    pub fn expiry_entries(&self) -> usize {
+        self.expiry.len()
+    }
+
     /// Removes one xTR-ID's registration (Record TTL 0); true if something was removed.
     pub fn deregister(&mut self, key: &EidKey, xtr_id: &[u8; 16]) -> bool {
+        self.scheduled.remove(&(key.clone(), *xtr_id));
         let Some(entry) = self.entry_mut(key) else {
             return false;
         };
@@ -270,15 +299,28 @@ impl SiteDb {
             let Some(Reverse((t, key, xtr))) = self.expiry.pop() else {
                 break;
             };
+            let k = (key, xtr);
+            if self.scheduled.get(&k) != Some(&t) {
+                continue; // an entry replaced by an earlier one, or of a removed registration
+            }
+            let (key, xtr) = k;
             let current = self
                 .get(&key)
                 .and_then(|e| e.regs.iter().find(|r| r.xtr_id == xtr))
                 .map(|r| (r.expires, r.registerer));
-            if let Some((expires, registerer)) = current
-                && expires == t
-            {
-                self.deregister(&key, &xtr);
-                gone.push((key, xtr, registerer));
+            match current {
+                // Refreshed since: looked at again when the refreshed registration is due.
+                Some((expires, _)) if expires > t => {
+                    self.expiry.push(Reverse((expires, key.clone(), xtr)));
+                    self.scheduled.insert((key, xtr), expires);
+                }
+                Some((_, registerer)) => {
+                    self.deregister(&key, &xtr);
+                    gone.push((key, xtr, registerer));
+                }
+                None => {
+                    self.scheduled.remove(&(key, xtr));
+                }
             }
         }
         gone
@@ -370,6 +412,35 @@ mod tests {
             xtr.is_multiple_of(2),
         );
         r
+    }
+
+    #[test]
+    fn the_expiry_heap_grows_with_registrations_not_with_refreshes() {
+        let mut db = SiteDb::new();
+        let k = EidKey::Prefix(EidPrefix::new(0, "10.1.0.0/16".parse().unwrap()));
+        // A refresh every second for three hours (TTL 3 min, 180 s).
+        for t in 0..10_800 {
+            db.register(&k, reg(1, "192.0.2.1", true, t));
+        }
+        assert_eq!(db.expiry_entries(), 1);
+        // The one entry, due at the first expiry, moves to the refreshed time...
+        assert!(db.expire(Duration::from_secs(10_978)).is_empty());
+        assert_eq!(db.expiry_entries(), 1);
+        // ...and the registration goes when its last refresh runs out.
+        assert_eq!(db.expire(Duration::from_secs(10_979)).len(), 1);
+        assert_eq!(db.expiry_entries(), 0);
+        // A shorter TTL is looked at by its own time; registrations removed and made again
+        // leave stale entries only until the heap is rebuilt.
+        db.register(&k, reg(1, "192.0.2.1", true, 0));
+        let mut short = reg(1, "192.0.2.1", true, 0);
+        short.expires = Duration::from_secs(5);
+        db.register(&k, short);
+        assert_eq!(db.expire(Duration::from_secs(5)).len(), 1);
+        for _ in 0..5000 {
+            db.register(&k, reg(1, "192.0.2.1", true, 0));
+            db.deregister(&k, &[1; 16]);
+        }
+        assert!(db.expiry_entries() <= 1024 + 2, "{}", db.expiry_entries());
     }
 
     #[test]
