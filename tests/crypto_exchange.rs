@@ -491,3 +491,100 @@ fn the_lispers_profile_keys_under_key_id_1_and_never_rekeys() {
     assert_eq!(keys[0].sends_to(n2).len(), 1, "never rekeyed");
     deliver(&mut keys, s.now, 1, 0).unwrap();
 }
+
+/// Probing costs a bounded amount however many RLOCs are registered: with lisp-crypto,
+/// registered RLOCs are probed ahead of traffic, but at most `MAX_PREEMPTIVE_PROBES` of them,
+/// never more than `PROBES_PER_SECOND`, and an unanswering one that carries no traffic is not
+/// probed every second once down.
+#[test]
+fn probing_is_bounded_however_many_rlocs_are_registered() {
+    use lisp_decent::control::probe::{MAX_PREEMPTIVE_PROBES, PROBES_PER_SECOND};
+    let mut cfg = sim::node_config(1, Delivery::Replicate);
+    cfg.encryption = Some(CipherSuite::Aes128Gcm);
+    cfg.site.allowed.push(lisp_decent::control::AllowedPrefix {
+        eid: lisp_decent::mapping::EidPrefix::new(0, "1.0.0.0/8".parse().unwrap()),
+        accept_more_specifics: true,
+    });
+    let mut e = lisp_decent::control::Engine::new(cfg);
+    let mut now = Duration::ZERO;
+    e.handle_timeout(now);
+    // 5,000 prefixes, each at an RLOC of its own, from a registering xTR (not a member).
+    for chunk in 0..100u32 {
+        let records = (0..50u32)
+            .map(|i| {
+                let k = chunk * 50 + i;
+                let mut r = EidRecord::new(
+                    Address::Ipv4(std::net::Ipv4Addr::from(0x0100_0000 + (k << 8))),
+                    24,
+                    60,
+                    vec![RlocRecord {
+                        priority: 1,
+                        weight: 100,
+                        m_priority: 255,
+                        m_weight: 0,
+                        flags: 5,
+                        locator: Address::Ipv4(std::net::Ipv4Addr::from(0x6440_0000 + k)),
+                    }],
+                );
+                r.authoritative = true;
+                r
+            })
+            .collect();
+        let reg = MapRegister {
+            proxy_reply: true,
+            security: false,
+            eid_notify: false,
+            use_ttl: true,
+            merge: false,
+            want_notify: false,
+            reserved: 0,
+            nonce: [1; 8],
+            auth: Authentication::unsigned(1, lisp_decent::crypto::auth::alg::HMAC_SHA_256_128),
+            records,
+            trailer: Some(XtrTrailer {
+                xtr_id: [chunk as u8 + 1; 16],
+                site_id: [0; 8],
+            }),
+        };
+        let mut b = ControlMessage::MapRegister(reg).to_bytes().unwrap();
+        lisp_decent::crypto::auth::sign(&mut b, sim::SIM_KEY.as_bytes()).unwrap();
+        e.handle_datagram(
+            now,
+            "198.51.100.7:4342".parse().unwrap(),
+            SocketAddr::new(sim::rloc(1), 4342),
+            &b,
+        );
+    }
+    assert_eq!(e.site_db().prefixes().len(), 5000 + 1);
+    // A minute of timers, one step every 10 ms; nothing ever answers.
+    let mut per_second = vec![0u64; 60];
+    let mut probed = std::collections::HashSet::new();
+    while now < secs(60) {
+        now += 10 * MS;
+        e.handle_timeout(now);
+        while let Some(t) = e.poll_transmit() {
+            if let Ok(ControlMessage::MapRequest(q)) =
+                ControlMessage::parse(kx_auth::split(&t.payload).map_or(&t.payload[..], |(m, _)| m))
+                && q.probe
+            {
+                per_second[now.as_secs() as usize % 60] += 1;
+                probed.insert(t.dst.ip());
+            }
+        }
+    }
+    assert_eq!(
+        probed.len(),
+        MAX_PREEMPTIVE_PROBES,
+        "RLOCs probed ahead of traffic"
+    );
+    let max = per_second.iter().max().copied().unwrap_or(0);
+    assert!(
+        max <= u64::from(PROBES_PER_SECOND),
+        "{max} probes in one second"
+    );
+    // Down after three misses, then probed at the interval (10 s), not every second: about
+    // 1024 * (4 + 5) probes in the minute, far from 1024 * 57.
+    let total: u64 = per_second.iter().sum();
+    assert!(total < 1024 * 12, "{total} probes in a minute");
+    assert_eq!(e.counters().rlocs_marked_down, MAX_PREEMPTIVE_PROBES as u64);
+}

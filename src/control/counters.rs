@@ -32,6 +32,8 @@ pub struct Counters {
     pub map_replies_unmatched: u64,
     pub probes_answered: u64,
     pub probes_sent: u64,
+    /// Probes that waited for the next second's budget (`PROBES_PER_SECOND`).
+    pub probes_postponed: u64,
     pub probe_replies_received: u64,
     pub rlocs_marked_down: u64,
     pub keys_agreed: u64,

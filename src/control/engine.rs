@@ -135,6 +135,14 @@ pub struct Engine {
     /// (older entries are dropped when they come up), so a timeout costs O(log n) however
     /// many RLOCs are probed.
     pub(crate) probe_timers: std::collections::BinaryHeap<std::cmp::Reverse<(Duration, IpAddr)>>,
+    /// Registered RLOCs probed ahead of traffic (lisp-crypto), chosen every probe interval.
+    pub(crate) preemptive: Vec<(IpAddr, EidPrefix)>,
+    pub(crate) next_preemptive_scan: Duration,
+    pub(crate) last_preemptive_scan: Duration,
+    /// The database generation the last scan saw.
+    pub(crate) preemptive_generation: u64,
+    /// The probe budget's current second: when it began and the probes sent in it.
+    pub(crate) probe_window: (Duration, u32),
     /// Bumped on every change of a registered mapping.
     pub(crate) generation: u64,
     /// When each source address last sent us a control message (bounded; for the peers
@@ -219,6 +227,11 @@ impl Engine {
             generation: 0,
             probes: HashMap::new(),
             probe_timers: std::collections::BinaryHeap::new(),
+            preemptive: Vec::new(),
+            next_preemptive_scan: Duration::ZERO,
+            last_preemptive_scan: Duration::ZERO,
+            preemptive_generation: u64::MAX,
+            probe_window: (Duration::ZERO, 0),
             key_events: VecDeque::new(),
             etr_keys: HashMap::new(),
             kx_key,

@@ -131,6 +131,9 @@ pub struct ProbeState {
     /// A fresh key is wanted (its age or the data plane's packet budget); stays set until
     /// one is agreed.
     pub rekeying: bool,
+    /// Probed only because it is registered (lisp-crypto keys ahead of traffic), not in use:
+    /// when down, it is probed at the normal interval, not every second.
+    pub preemptive: bool,
 }
 
 impl ProbeState {
@@ -145,6 +148,7 @@ impl ProbeState {
             rtt: None,
             offer: None,
             agreed: None,
+            preemptive: false,
             rekeys: 0,
             rekeying: false,
         }
@@ -169,8 +173,13 @@ pub(crate) struct EtrOffer {
 /// ETR side, per ITR address: the offers per key-id (newest last).
 pub(crate) type EtrKeys = [Vec<EtrOffer>; 3];
 
-/// How often an RLOC marked down is probed.
+/// How often an RLOC in use that is marked down is probed.
 pub(crate) const DOWN_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Registered RLOCs probed ahead of traffic (lisp-crypto), at most.
+pub const MAX_PREEMPTIVE_PROBES: usize = 1024;
+/// RLOC-probes sent per second, at most: what probing may cost however many RLOCs are
+/// registered or cached; probes beyond it wait for the next second.
+pub const PROBES_PER_SECOND: u32 = 2000;
 
 /// ITR addresses with key state at the ETR, at most; and at most this many of them from
 /// exchanges that were not authenticated with the site key.
@@ -209,34 +218,68 @@ impl Engine {
     }
 
     /// Follows the map-cache: new RLOCs in use get probed soon, RLOCs no longer used are
-    /// forgotten.
+    /// forgotten. With lisp-crypto, registered RLOCs are also probed (and keyed) before
+    /// traffic needs them, so the first packet does not wait for a key exchange: at most
+    /// [`MAX_PREEMPTIVE_PROBES`] of them, the group's members first, chosen again (the one
+    /// scan of the database) a second after the database changed, and every probe interval.
     pub(crate) fn track_probed_rlocs(&mut self, now: Duration) {
-        if self.cfg.timers.probe_interval.is_zero() {
+        let interval = self.cfg.timers.probe_interval;
+        if interval.is_zero() {
             return;
         }
-        let mut in_use = self.map_cache.rlocs_in_use();
-        // With lisp-crypto, every registered RLOC is probed (and keyed) before traffic needs
-        // it, so the first packet does not wait for a key exchange.
-        if self.cfg.encryption.is_some() {
+        let in_use: HashMap<IpAddr, EidPrefix> =
+            self.map_cache.rlocs_in_use().into_iter().collect();
+        let changed = self.generation != self.preemptive_generation;
+        if self.cfg.encryption.is_some()
+            && (now >= self.next_preemptive_scan
+                || (changed && now >= self.last_preemptive_scan + Duration::from_secs(1)))
+        {
+            self.next_preemptive_scan = now + interval;
+            self.last_preemptive_scan = now;
+            self.preemptive_generation = self.generation;
+            let members: std::collections::HashSet<IpAddr> = self.members().into_iter().collect();
+            let mut first: Vec<(IpAddr, EidPrefix)> = Vec::new();
+            let mut rest: Vec<(IpAddr, EidPrefix)> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for (p, e) in self.site.prefixes().iter() {
                 for l in e.merged_rlocs() {
                     if let Some(ip) = l.locator.ip()
                         && l.priority != 255
-                        && !in_use.iter().any(|(x, _)| *x == ip)
+                        && !in_use.contains_key(&ip)
+                        && (members.contains(&ip) || rest.len() < MAX_PREEMPTIVE_PROBES)
+                        && seen.insert(ip)
                     {
-                        in_use.push((ip, p));
+                        if members.contains(&ip) {
+                            first.push((ip, p));
+                        } else {
+                            rest.push((ip, p));
+                        }
                     }
                 }
             }
+            first.extend(rest);
+            first.truncate(MAX_PREEMPTIVE_PROBES);
+            self.preemptive = first;
         }
+        let preemptive: HashMap<IpAddr, EidPrefix> = self
+            .preemptive
+            .iter()
+            .filter(|(ip, _)| !in_use.contains_key(ip))
+            .copied()
+            .collect();
         self.probes
-            .retain(|ip, _| in_use.iter().any(|(x, _)| x == ip));
-        for (ip, prefix) in in_use {
-            if self.is_own_rloc(ip) || self.probes.contains_key(&ip) {
+            .retain(|ip, _| in_use.contains_key(ip) || preemptive.contains_key(ip));
+        for (ip, p) in self.probes.iter_mut() {
+            p.preemptive = !in_use.contains_key(ip);
+        }
+        for (ip, prefix) in in_use.iter().chain(preemptive.iter()) {
+            if self.is_own_rloc(*ip) || self.probes.contains_key(ip) {
                 continue;
             }
-            self.probes.insert(ip, ProbeState::new(prefix, now));
-            self.schedule_probe(ip, now);
+            let mut p = ProbeState::new(*prefix, now);
+            p.preemptive = !in_use.contains_key(ip);
+            self.probes.insert(*ip, p);
+            self.schedule_probe(*ip, now);
         }
     }
 
@@ -291,8 +334,16 @@ impl Engine {
     /// When the next probe is due.
     pub(crate) fn next_probe(&self) -> Option<Duration> {
         // The top may be an entry made stale since: then the engine wakes early once and
-        // drops it.
-        self.probe_timers.peek().map(|std::cmp::Reverse((t, _))| *t)
+        // drops it. With this second's budget spent, nothing is due before the next one.
+        let t = self
+            .probe_timers
+            .peek()
+            .map(|std::cmp::Reverse((t, _))| *t)?;
+        Some(if self.probe_window.1 >= PROBES_PER_SECOND {
+            t.max(self.probe_window.0 + Duration::from_secs(1))
+        } else {
+            t
+        })
     }
 
     /// Sends the probes that are due, counting the ones that went unanswered.
@@ -301,14 +352,23 @@ impl Engine {
         if interval.is_zero() {
             return;
         }
+        if now >= self.probe_window.0 + Duration::from_secs(1) {
+            self.probe_window = (now, 0);
+        }
         let mut due: Vec<IpAddr> = Vec::new();
         while let Some(std::cmp::Reverse((t, ip))) = self.probe_timers.peek().copied() {
             if t > now {
                 break;
             }
+            if self.probe_window.1 >= PROBES_PER_SECOND {
+                // The budget of this second is spent: the rest wait for the next one.
+                self.counters.probes_postponed += 1;
+                break;
+            }
             self.probe_timers.pop();
             if self.probes.get(&ip).is_some_and(|p| p.next == t) && !due.contains(&ip) {
                 due.push(ip);
+                self.probe_window.1 += 1;
             }
         }
         for rloc in due {
@@ -341,8 +401,10 @@ impl Engine {
             // is marked down within 3 intervals of failing, not 4.
             // A down RLOC is probed every second (one small datagram), so traffic returns
             // within a second of its path, not a third of an interval later.
-            p.next = if p.state == RlocState::Down {
+            p.next = if p.state == RlocState::Down && !p.preemptive {
                 now + DOWN_PROBE_INTERVAL.min(interval)
+            } else if p.state == RlocState::Down {
+                now + interval
             } else if p.misses > 0 {
                 now + interval / 3
             } else {

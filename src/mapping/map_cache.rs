@@ -136,11 +136,12 @@ impl MapCache {
     /// The RLOCs the cached entries use, each with one prefix that uses it.
     pub fn rlocs_in_use(&self) -> Vec<(std::net::IpAddr, EidPrefix)> {
         let mut v: Vec<(std::net::IpAddr, EidPrefix)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (p, e) in self.table.iter() {
             for r in &e.rlocs {
                 if let Some(ip) = r.record.locator.ip()
                     && r.record.priority != 255
-                    && !v.iter().any(|(x, _)| *x == ip)
+                    && seen.insert(ip)
                 {
                     v.push((ip, p));
                 }

@@ -568,6 +568,7 @@ fn log_control(dir: &str, peer: SocketAddr, bytes: &[u8], data: bool) {
 }
 
 async fn flush(engine: &mut Engine, sockets: &sockets::Sockets) {
+    let mut out = Vec::new();
     while let Some(t) = engine.poll_transmit() {
         log_control(
             "sent",
@@ -575,12 +576,9 @@ async fn flush(engine: &mut Engine, sockets: &sockets::Sockets) {
             &t.payload,
             t.src_port == crate::wire::DATA_PORT,
         );
-        let Some(sock) = sockets.pick(&t) else {
-            warn!(dst = %t.dst, "no socket to send from");
-            continue;
-        };
-        if let Err(e) = sock.send_to(&t.payload, t.dst).await {
-            debug!(dst = %t.dst, "send failed: {e}");
-        }
+        out.push(t);
+    }
+    if !out.is_empty() {
+        sockets.send_all(out.into_iter()).await;
     }
 }

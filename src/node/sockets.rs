@@ -71,22 +71,21 @@ pub type Received = (SocketAddr, SocketAddr, Vec<u8>);
 /// wake-up (up to [`CONTROL_BATCH`]) goes in one message, so a burst costs one hand-over and
 /// one wake-up of the node loop.
 fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<Received>>) {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
+        let mut reader = udp_io::BatchReader::new(CONTROL_BATCH);
+        let fd = sock.as_raw_fd();
         loop {
             let mut batch = Vec::new();
-            match sock.recv_from(&mut buf).await {
-                Ok((n, from)) => batch.push((local, from, buf[..n].to_vec())),
-                Err(e) => {
-                    warn!(%local, "receive error: {e}");
-                    continue;
-                }
-            }
-            while batch.len() < CONTROL_BATCH {
-                match sock.try_recv_from(&mut buf) {
-                    Ok((n, from)) => batch.push((local, from, buf[..n].to_vec())),
-                    Err(_) => break,
-                }
+            let r = sock
+                .async_io(Interest::READABLE, || {
+                    reader.read(fd, |from, d| batch.push((local, from, d.to_vec())))
+                })
+                .await;
+            if let Err(e) = r {
+                warn!(%local, "receive error: {e}");
+                continue;
             }
             if tx.send(batch).await.is_err() {
                 return;
@@ -104,8 +103,9 @@ pub struct DataIn {
     pub segment: usize,
 }
 
-/// Control datagrams read and handled in one go, at most.
-const CONTROL_BATCH: usize = 64;
+/// Control datagrams read with one recvmmsg, handled in one go, and sent with one sendmmsg,
+/// at most (each read slot takes 64 KB: 2 MB per control socket).
+const CONTROL_BATCH: usize = 32;
 
 /// At most this many reads are handed over together from a data-port socket.
 const DATA_BATCH: usize = 64;
@@ -170,11 +170,12 @@ pub struct Sockets {
 }
 
 impl Sockets {
-    pub fn pick(&self, t: &Transmit) -> Option<&Arc<UdpSocket>> {
-        if let Some(src) = t.src
-            && let Some(s) = self.by_local.get(&SocketAddr::new(src, t.src_port))
-        {
-            return Some(s);
+    pub fn pick(&self, t: &Transmit) -> Option<(SocketAddr, &Arc<UdpSocket>)> {
+        if let Some(src) = t.src {
+            let local = SocketAddr::new(src, t.src_port);
+            if let Some(s) = self.by_local.get(&local) {
+                return Some((local, s));
+            }
         }
         self.by_local
             .iter()
@@ -182,7 +183,51 @@ impl Sockets {
                 a.port() == t.src_port && a.is_ipv4() == t.dst.is_ipv4() && !a.ip().is_multicast()
             })
             .min_by_key(|(a, _)| *a)
-            .map(|(_, s)| s)
+            .map(|(a, s)| (*a, s))
+    }
+
+    /// Sends the control plane's output: grouped by the socket it leaves from, many
+    /// datagrams per system call (sendmmsg), waiting for room when a socket's buffer is full.
+    pub async fn send_all(&self, out: impl Iterator<Item = Transmit>) {
+        use std::os::fd::AsRawFd;
+        use tokio::io::Interest;
+        let mut groups: Vec<(SocketAddr, Vec<Transmit>)> = Vec::new();
+        for t in out {
+            let Some((local, _)) = self.pick(&t) else {
+                warn!(dst = %t.dst, "no socket to send from");
+                continue;
+            };
+            match groups.iter_mut().find(|(l, _)| *l == local) {
+                Some((_, g)) => g.push(t),
+                None => groups.push((local, vec![t])),
+            }
+        }
+        for (local, group) in groups {
+            let Some(sock) = self.by_local.get(&local) else {
+                continue;
+            };
+            let fd = sock.as_raw_fd();
+            for chunk in group.chunks(CONTROL_BATCH) {
+                let mut at = 0;
+                while at < chunk.len() {
+                    let batch: Vec<(SocketAddr, &[u8])> = chunk[at..]
+                        .iter()
+                        .map(|t| (t.dst, &t.payload[..]))
+                        .collect();
+                    match sock
+                        .async_io(Interest::WRITABLE, || udp_io::send_batch(fd, &batch))
+                        .await
+                    {
+                        Ok(n) => at += n.max(1),
+                        Err(e) => {
+                            // One datagram the kernel refused (no route, say): skip it.
+                            debug!(dst = %chunk[at].dst, "send failed: {e}");
+                            at += 1;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

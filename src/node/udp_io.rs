@@ -371,6 +371,121 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<
     Ok((n, from, segment))
 }
 
+/// Reads many datagrams per system call (recvmmsg), into slots it keeps for reuse: the
+/// control sockets' reader (a burst of Map-Requests costs one call per batch).
+pub struct BatchReader {
+    slots: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+}
+
+/// The largest datagram a [`BatchReader`] slot holds: a UDP datagram's payload.
+const SLOT: usize = 65536;
+
+impl BatchReader {
+    /// A reader of up to `batch` datagrams per call (`batch` * 64 KB of slots).
+    pub fn new(batch: usize) -> Self {
+        let batch = batch.max(1);
+        BatchReader {
+            slots: vec![0; batch * SLOT],
+            // SAFETY: an all-zero sockaddr_storage is valid.
+            names: vec![unsafe { std::mem::zeroed() }; batch],
+        }
+    }
+
+    /// Reads what the socket holds now, up to the batch, handing each datagram and its
+    /// sender to `each`; returns how many (WouldBlock when none).
+    pub fn read(
+        &mut self,
+        fd: RawFd,
+        mut each: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<usize> {
+        let batch = self.names.len();
+        let mut iovs: Vec<libc::iovec> = self
+            .slots
+            .chunks_mut(SLOT)
+            .map(|s| libc::iovec {
+                iov_base: s.as_mut_ptr().cast(),
+                iov_len: s.len(),
+            })
+            .collect();
+        let mut hdrs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .zip(self.names.iter_mut())
+            .map(|(iov, name)| {
+                // SAFETY: an all-zero mmsghdr is valid; the pointers set below outlive the
+                // call.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        // SAFETY: hdrs holds `batch` headers pointing at live slots and names.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                batch as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (i, h) in hdrs.iter().take(n).enumerate() {
+            let len = (h.msg_len as usize).min(SLOT);
+            if let Some(from) = from_sockaddr(&self.names[i]) {
+                each(from, &self.slots[i * SLOT..i * SLOT + len]);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Sends each (destination, payload) with as few system calls as the kernel allows
+/// (sendmmsg); returns how many left (WouldBlock when none could).
+pub fn send_batch(fd: RawFd, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    let names: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
+        datagrams.iter().map(|(a, _)| sockaddr(*a)).collect();
+    let mut iovs: Vec<libc::iovec> = datagrams
+        .iter()
+        .map(|(_, p)| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .zip(names.iter())
+        .map(|(iov, (name, len))| {
+            // SAFETY: an all-zero mmsghdr is valid; the pointers set below outlive the call.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = (name as *const libc::sockaddr_storage) as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = *len;
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    // SAFETY: hdrs holds one header per datagram, pointing at live payloads and names.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            hdrs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +549,30 @@ mod tests {
         })
         .unwrap();
         (buf[..n].to_vec(), from, ttl, tos)
+    }
+
+    #[test]
+    fn batches_go_out_and_come_in_whole() {
+        let r = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = r.local_addr().unwrap();
+        let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
+        let batch: Vec<(SocketAddr, &[u8])> = payloads.iter().map(|p| (to, &p[..])).collect();
+        assert_eq!(send_batch(s.as_raw_fd(), &batch).unwrap(), 40);
+        let mut reader = BatchReader::new(16);
+        let mut got = Vec::new();
+        while got.len() < 40 {
+            let n = reader
+                .read(r.as_raw_fd(), |from, d| {
+                    assert_eq!(from, s.local_addr().unwrap());
+                    got.push(d.to_vec());
+                })
+                .unwrap();
+            assert!(n <= 16);
+        }
+        assert_eq!(got, payloads);
+        let e = reader.read(r.as_raw_fd(), |_, _| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]
