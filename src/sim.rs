@@ -363,6 +363,7 @@ impl Sim {
                     Decapsulated::Control { payload } => e.handle_replicated(now, payload),
                     Decapsulated::Dropped(_) => {}
                 }
+                x.flush_counters();
             } else {
                 e.handle_datagram(now, f.src, f.dst, &f.payload);
             }

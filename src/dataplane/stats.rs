@@ -15,9 +15,9 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    fn add(&mut self, bytes: usize) {
-        self.packets += 1;
-        self.bytes += bytes as u64;
+    fn add_all(&mut self, t: Traffic) {
+        self.packets += t.packets;
+        self.bytes += t.bytes;
     }
 }
 
@@ -109,24 +109,35 @@ impl DataStats {
 
     /// A packet of `bytes` (inner) left for `rloc` in `iid`.
     pub fn sent(&mut self, rloc: IpAddr, iid: u32, bytes: usize) {
-        self.encapsulated.add(bytes);
-        self.rloc(rloc).encapsulated.add(bytes);
+        self.sent_n(rloc, iid, 1, bytes as u64);
+    }
+
+    /// `packets` packets of `bytes` inner bytes in all, sent to `rloc` in `iid`.
+    pub fn sent_n(&mut self, rloc: IpAddr, iid: u32, packets: u64, bytes: u64) {
+        let t = Traffic { packets, bytes };
+        self.encapsulated.add_all(t);
+        self.rloc(rloc).encapsulated.add_all(t);
         self.per_instance
             .entry(iid)
             .or_default()
             .encapsulated
-            .add(bytes);
+            .add_all(t);
     }
 
-    /// A packet of `bytes` (inner) from `rloc` was delivered into `iid`.
     pub fn received(&mut self, rloc: IpAddr, iid: u32, bytes: usize) {
-        self.decapsulated.add(bytes);
-        self.rloc(rloc).decapsulated.add(bytes);
+        self.received_n(rloc, iid, 1, bytes as u64);
+    }
+
+    /// `packets` packets of `bytes` inner bytes in all, received from `rloc` in `iid`.
+    pub fn received_n(&mut self, rloc: IpAddr, iid: u32, packets: u64, bytes: u64) {
+        let t = Traffic { packets, bytes };
+        self.decapsulated.add_all(t);
+        self.rloc(rloc).decapsulated.add_all(t);
         self.per_instance
             .entry(iid)
             .or_default()
             .decapsulated
-            .add(bytes);
+            .add_all(t);
     }
 
     pub fn drop(&mut self, d: Drop) {

@@ -171,6 +171,9 @@ pub struct XtrConfig {
 #[derive(Default)]
 struct Staged {
     meta: Option<Transmit>,
+    /// The Instance-ID and inner bytes of the batch (counted when it is closed).
+    iid: u32,
+    inner_bytes: u64,
     segment: usize,
     /// The last datagram was shorter than `segment`: nothing more may follow it.
     closed: bool,
@@ -201,6 +204,25 @@ pub struct Xtr {
     to_tun: VecDeque<(u32, Vec<u8>)>,
     rng: StdRng,
     next_key_expiry: Duration,
+    /// Packets delivered from one RLOC in one Instance-ID since the last count: (RLOC,
+    /// Instance-ID, packets, bytes), added to the counters when another sender comes or at
+    /// [`Xtr::flush_counters`], so a batch costs one counter update, not one per packet.
+    rx_run: Option<(IpAddr, u32, u64, u64)>,
+    /// The last destination looked up and the RLOC its flow took.
+    last_route: Option<Route>,
+}
+
+/// A route the ITR looked up: valid while the map-cache keeps its generation and the entry
+/// lives.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    iid: u32,
+    dst: IpAddr,
+    flow: u64,
+    generation: u64,
+    expires: Duration,
+    rloc: IpAddr,
+    prefix: EidPrefix,
 }
 
 /// How often the ETR's idle keys and candidates are looked at.
@@ -229,6 +251,8 @@ impl Xtr {
             requests: VecDeque::new(),
             to_tun: VecDeque::new(),
             next_key_expiry: KEY_EXPIRY_EVERY,
+            rx_run: None,
+            last_route: None,
         }
     }
 
@@ -236,8 +260,17 @@ impl Xtr {
         &self.cfg
     }
 
+    /// The counters. What was delivered since the last [`flush_counters`](Self::flush_counters)
+    /// is not in them yet: the runtime flushes after each batch it read.
     pub fn stats(&self) -> &DataStats {
         &self.stats
+    }
+
+    /// Adds the deliveries counted in the current run to the counters.
+    pub fn flush_counters(&mut self) {
+        if let Some((rloc, iid, packets, bytes)) = self.rx_run.take() {
+            self.stats.received_n(rloc, iid, packets, bytes);
+        }
     }
 
     /// The counters, for what the runtime counts around the data plane (TUN writes, reads
@@ -297,25 +330,49 @@ impl Xtr {
         if !encap::is_unicast_eid(dst) {
             return self.dropped(Drop::NotUnicast);
         }
-        let Some(entry) = cache.lookup(iid, dst, now) else {
-            // A Map-Request (pull mode) or a database lookup (push mode) is asked for; the
-            // packet waits, bounded, for the mapping.
-            if !self.waiting.hold(now, iid, dst, packet) {
-                return self.dropped(Drop::NoMapping);
-            }
-            self.stats.queued_for_mapping += 1;
-            self.requests
-                .push_back(ControlRequest::Resolve { iid, dst });
-            return Encapsulated::Queued;
-        };
-        if entry.is_negative() {
-            return self.dropped(Drop::Negative);
-        }
         let flow = FlowKey::of_ip(&ip).hash64();
-        let Some(rloc) =
-            select::choose(&entry.rlocs, flow).and_then(|i| entry.rlocs[i].record.locator.ip())
-        else {
-            return self.dropped(Drop::NoRloc);
+        // The last route, while the map-cache has not changed and its entry is live: a
+        // stream of packets to one destination costs one longest-prefix match.
+        let memo = self.last_route.filter(|r| {
+            r.iid == iid
+                && r.dst == dst
+                && r.flow == flow
+                && r.generation == cache.generation()
+                && now < r.expires
+        });
+        let (rloc, prefix) = match memo {
+            Some(r) => (r.rloc, r.prefix),
+            None => {
+                let Some(entry) = cache.lookup(iid, dst, now) else {
+                    // A Map-Request (pull mode) or a database lookup (push mode) is asked
+                    // for; the packet waits, bounded, for the mapping.
+                    if !self.waiting.hold(now, iid, dst, packet) {
+                        return self.dropped(Drop::NoMapping);
+                    }
+                    self.stats.queued_for_mapping += 1;
+                    self.requests
+                        .push_back(ControlRequest::Resolve { iid, dst });
+                    return Encapsulated::Queued;
+                };
+                if entry.is_negative() {
+                    return self.dropped(Drop::Negative);
+                }
+                let Some(rloc) = select::choose(&entry.rlocs, flow)
+                    .and_then(|i| entry.rlocs[i].record.locator.ip())
+                else {
+                    return self.dropped(Drop::NoRloc);
+                };
+                self.last_route = Some(Route {
+                    iid,
+                    dst,
+                    flow,
+                    generation: cache.generation(),
+                    expires: entry.expires,
+                    rloc,
+                    prefix: entry.eid,
+                });
+                (rloc, entry.eid)
+            }
         };
         // RFC 9300 §7.1: what the tunnel cannot carry with DF set is refused with an ICMP
         // error into the TUN; without DF the outer packet is fragmented by the kernel. The
@@ -334,28 +391,7 @@ impl Xtr {
                 }
             }
         }
-        if self.cfg.encryption.is_some()
-            && !self.send_keys.contains_key(&rloc)
-            && !self.keyless.contains(&rloc)
-        {
-            // No key yet: hold the packet (bounded) and probe the RLOC now.
-            let rlocs = self.pending.len();
-            let q = match self.pending.get_mut(&rloc) {
-                Some(q) => q,
-                None if rlocs < KEY_QUEUE_RLOCS => self.pending.entry(rloc).or_default(),
-                None => return self.dropped(Drop::KeyQueueFull),
-            };
-            if q.len() >= KEY_QUEUE {
-                return self.dropped(Drop::KeyQueueFull);
-            }
-            q.push_back((iid, packet.to_vec()));
-            self.stats.queued_for_key += 1;
-            let prefix = entry.eid;
-            self.requests
-                .push_back(ControlRequest::Probe { rloc, prefix });
-            return Encapsulated::Queued;
-        }
-        self.stage(flow, rloc, iid, packet)
+        self.stage(flow, rloc, iid, packet, Some(prefix))
     }
 
     fn dropped(&mut self, d: Drop) -> Encapsulated {
@@ -364,98 +400,134 @@ impl Xtr {
     }
 
     /// Encapsulates (and seals, when there is a key) one packet to `rloc`:4341 into the
-    /// batch being filled, or into a batch of its own.
-    fn stage(&mut self, flow: u64, rloc: IpAddr, iid: u32, packet: &[u8]) -> Encapsulated {
-        let nonce = self.rng.random::<u32>() & 0x00ff_ffff;
-        let (ttl, tos) = encap::outer_ttl_tos(packet);
-        let src = select::source_rloc(self.cfg.rlocs.iter().copied(), rloc);
-        let key = self.send_keys.get(&rloc);
-        if key.is_none() && self.cfg.encryption.is_some() && !self.cfg.allow_clear {
-            return self.dropped(Drop::NoKey);
+    /// batch being filled, or into a batch of its own. Without a key yet (encryption on, the
+    /// RLOC not known to be keyless) the packet waits, bounded, and the RLOC serving
+    /// `prefix` is probed now; a packet released from that queue comes with no prefix.
+    /// One look-up of the RLOC's key per packet.
+    fn stage(
+        &mut self,
+        flow: u64,
+        rloc: IpAddr,
+        iid: u32,
+        packet: &[u8],
+        prefix: Option<EidPrefix>,
+    ) -> Encapsulated {
+        let Xtr {
+            cfg,
+            send_keys,
+            keyless,
+            staged,
+            ready,
+            spare,
+            stats,
+            rng,
+            pending,
+            requests,
+            rekey_asked,
+            ..
+        } = self;
+        let mut key = send_keys.get_mut(&rloc);
+        if key.is_none() && cfg.encryption.is_some() {
+            if !keyless.contains(&rloc) {
+                let Some(prefix) = prefix else {
+                    stats.drop(Drop::NoKey);
+                    return Encapsulated::Dropped(Drop::NoKey);
+                };
+                // No key yet: hold the packet (bounded) and probe the RLOC now.
+                let rlocs = pending.len();
+                let q = match pending.get_mut(&rloc) {
+                    Some(q) => q,
+                    None if rlocs < KEY_QUEUE_RLOCS => pending.entry(rloc).or_default(),
+                    None => {
+                        stats.drop(Drop::KeyQueueFull);
+                        return Encapsulated::Dropped(Drop::KeyQueueFull);
+                    }
+                };
+                if q.len() >= KEY_QUEUE {
+                    stats.drop(Drop::KeyQueueFull);
+                    return Encapsulated::Dropped(Drop::KeyQueueFull);
+                }
+                q.push_back((iid, packet.to_vec()));
+                stats.queued_for_key += 1;
+                requests.push_back(ControlRequest::Probe { rloc, prefix });
+                return Encapsulated::Queued;
+            }
+            if !cfg.allow_clear {
+                stats.drop(Drop::NoKey);
+                return Encapsulated::Dropped(Drop::NoKey);
+            }
         }
-        let from_control_port = key.is_some_and(|k| k.suite == CipherSuite::LispersCs6);
+        let nonce = rng.random::<u32>() & 0x00ff_ffff;
+        let (ttl, tos) = encap::outer_ttl_tos(packet);
+        let src = select::source_rloc(cfg.rlocs.iter().copied(), rloc);
+        let from_control_port = key
+            .as_ref()
+            .is_some_and(|k| k.suite == CipherSuite::LispersCs6);
         // AEAD suites add a fixed overhead; lispers.net's padded suite leaves from the
         // control port in a batch of its own, so its length is never compared.
-        let len = DataHeader::LEN + packet.len() + key.map_or(0, |k| k.suite.overhead());
-        let meta = Transmit {
-            src,
-            dst: SocketAddr::new(rloc, DATA_PORT),
-            ttl,
-            tos,
-            flow,
-            segment: None,
-            datagrams: 0,
-            from_control_port,
-        };
-        let st = &self.staged;
-        let joins = st.meta.is_some_and(|m| {
-            m.src == meta.src
-                && m.dst == meta.dst
-                && m.ttl == meta.ttl
-                && m.tos == meta.tos
-                && m.flow == meta.flow
+        let len = DataHeader::LEN + packet.len() + key.as_ref().map_or(0, |k| k.suite.overhead());
+        let joins = staged.meta.is_some_and(|m| {
+            m.src == src
+                && m.dst.ip() == rloc
+                && m.ttl == ttl
+                && m.tos == tos
+                && m.flow == flow
                 && !m.from_control_port
                 && m.datagrams < MAX_SEGMENTS
-        }) && !from_control_port
-            && !st.closed
-            && len <= st.segment
-            && st.buf.len() + len <= MAX_GSO_BYTES;
+        }) && staged.iid == iid
+            && !from_control_port
+            && !staged.closed
+            && len <= staged.segment
+            && staged.buf.len() + len <= MAX_GSO_BYTES;
         if !joins {
-            self.close_batch();
-            self.staged.meta = Some(meta);
-            self.staged.segment = len;
-            self.staged.buf = self.spare.pop().unwrap_or_default();
-            self.staged.buf.clear();
+            close_batch(staged, ready, stats);
+            staged.meta = Some(Transmit {
+                src,
+                dst: SocketAddr::new(rloc, DATA_PORT),
+                ttl,
+                tos,
+                flow,
+                segment: None,
+                datagrams: 0,
+                from_control_port,
+            });
+            staged.iid = iid;
+            staged.segment = len;
+            staged.buf = spare.pop().unwrap_or_default();
+            staged.buf.clear();
         }
-        let before = self.staged.buf.len();
-        match self.send_keys.get_mut(&rloc) {
+        let before = staged.buf.len();
+        let hdr = DataHeader::with_instance(iid, nonce, 0);
+        let mut rekey = false;
+        match key.as_mut() {
             Some(k) => {
-                let hdr = DataHeader::with_instance(iid, nonce, 0);
-                if k.seal_append(hdr, packet, &mut self.staged.buf).is_err() {
-                    self.staged.buf.truncate(before);
-                    return self.dropped(Drop::NoKey);
+                if k.seal_append(hdr, packet, &mut staged.buf).is_err() {
+                    staged.buf.truncate(before);
+                    stats.drop(Drop::NoKey);
+                    return Encapsulated::Dropped(Drop::NoKey);
                 }
-                self.stats.encrypted += 1;
+                stats.encrypted += 1;
+                // The key's packet budget is spent: ask once for a fresh key (RFC 8061 §10).
+                rekey = k.packets() >= cfg.rekey_packets;
             }
             None => {
                 let mut h = [0u8; DataHeader::LEN];
                 // An 8-byte array always takes the header.
-                let _ = DataHeader::with_instance(iid, nonce, 0).emit(&mut h);
-                self.staged.buf.extend_from_slice(&h);
-                self.staged.buf.extend_from_slice(packet);
+                let _ = hdr.emit(&mut h);
+                staged.buf.extend_from_slice(&h);
+                staged.buf.extend_from_slice(packet);
             }
         }
-        let written = self.staged.buf.len() - before;
-        let st = &mut self.staged;
-        st.closed = written < st.segment || from_control_port;
-        if let Some(m) = st.meta.as_mut() {
+        let written = staged.buf.len() - before;
+        staged.closed = written < staged.segment || from_control_port;
+        staged.inner_bytes += packet.len() as u64;
+        if let Some(m) = staged.meta.as_mut() {
             m.datagrams += 1;
         }
-        self.stats.sent(rloc, iid, packet.len());
-        // The key's packet budget is spent: ask once for a fresh key (RFC 8061 §10).
-        if self
-            .send_keys
-            .get(&rloc)
-            .is_some_and(|k| k.packets() >= self.cfg.rekey_packets)
-            && self.rekey_asked.insert(rloc)
-        {
-            self.requests.push_back(ControlRequest::Rekey { rloc });
+        if rekey && rekey_asked.insert(rloc) {
+            requests.push_back(ControlRequest::Rekey { rloc });
         }
         Encapsulated::Staged
-    }
-
-    /// Moves the batch being filled to the ready queue.
-    fn close_batch(&mut self) {
-        let st = &mut self.staged;
-        let Some(mut meta) = st.meta.take() else {
-            return;
-        };
-        if meta.datagrams > 1 {
-            meta.segment = Some(st.segment);
-            self.stats.batched_sends += 1;
-        }
-        st.closed = false;
-        self.ready.push_back((meta, std::mem::take(&mut st.buf)));
     }
 
     /// The next datagram or GSO batch to send, its bytes swapped into `buf` (whose old
@@ -463,7 +535,7 @@ impl Xtr {
     /// being filled: call it after each read of packets.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit> {
         if self.ready.is_empty() {
-            self.close_batch();
+            close_batch(&mut self.staged, &mut self.ready, &mut self.stats);
         }
         let (meta, mut contents) = self.ready.pop_front()?;
         std::mem::swap(buf, &mut contents);
@@ -555,7 +627,7 @@ impl Xtr {
         if let Some(q) = self.pending.remove(&rloc) {
             for (iid, p) in q {
                 let flow = FlowKey::of(&p).map_or(0, |f| f.hash64());
-                self.stage(flow, rloc, iid, &p);
+                self.stage(flow, rloc, iid, &p, None);
             }
         }
     }
@@ -589,7 +661,17 @@ impl Xtr {
     ) -> Decapsulated<'a> {
         match self.decide(now, from.ip(), datagram) {
             Ok(Inner::Deliver { iid, range }) => {
-                self.stats.received(from.ip(), iid, range.len());
+                let (rloc, bytes) = (from.ip(), range.len() as u64);
+                match &mut self.rx_run {
+                    Some((r, i, p, b)) if *r == rloc && *i == iid => {
+                        *p += 1;
+                        *b += bytes;
+                    }
+                    _ => {
+                        self.flush_counters();
+                        self.rx_run = Some((rloc, iid, 1, bytes));
+                    }
+                }
                 Decapsulated::Deliver {
                     iid,
                     packet: &datagram[range],
@@ -649,6 +731,30 @@ impl Xtr {
             Drop::UnknownInstance
         })
     }
+}
+
+/// Moves the batch being filled to the ready queue, and counts it (per RLOC and
+/// Instance-ID once per batch, not per packet).
+fn close_batch(
+    staged: &mut Staged,
+    ready: &mut VecDeque<(Transmit, Vec<u8>)>,
+    stats: &mut DataStats,
+) {
+    let Some(mut meta) = staged.meta.take() else {
+        return;
+    };
+    if meta.datagrams > 1 {
+        meta.segment = Some(staged.segment);
+        stats.batched_sends += 1;
+    }
+    stats.sent_n(
+        meta.dst.ip(),
+        staged.iid,
+        meta.datagrams as u64,
+        std::mem::take(&mut staged.inner_bytes),
+    );
+    staged.closed = false;
+    ready.push_back((meta, std::mem::take(&mut staged.buf)));
 }
 
 /// The ETR's decision, before the borrow of the datagram is handed out.

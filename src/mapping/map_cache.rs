@@ -54,9 +54,29 @@ impl MapCacheEntry {
 }
 
 /// The map-cache of one node, all Instance-IDs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MapCache {
     table: PrefixTable<MapCacheEntry>,
+    /// Changes whenever an answer of [`MapCache::lookup`] may have changed (an entry added,
+    /// removed, expired, or an RLOC's state), unique across caches: the data plane keeps the
+    /// last route it looked up while this stays the same.
+    generation: u64,
+}
+
+impl Default for MapCache {
+    fn default() -> Self {
+        MapCache {
+            table: PrefixTable::default(),
+            generation: next_generation(),
+        }
+    }
+}
+
+/// A generation number no map-cache of this process had before.
+fn next_generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl MapCache {
@@ -66,7 +86,13 @@ impl MapCache {
 
     /// Installs (or replaces) the entry for its prefix.
     pub fn insert(&mut self, e: MapCacheEntry) {
+        self.generation = next_generation();
         self.table.insert(e.eid, e);
+    }
+
+    /// See the field: equal generations give equal answers.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The live entry covering an address.
@@ -87,6 +113,7 @@ impl MapCache {
     }
 
     pub fn remove(&mut self, p: &EidPrefix) -> Option<MapCacheEntry> {
+        self.generation = next_generation();
         self.table.remove(p)
     }
 
@@ -100,6 +127,9 @@ impl MapCache {
             .collect();
         for p in &dead {
             self.table.remove(p);
+        }
+        if !dead.is_empty() {
+            self.generation = next_generation();
         }
         dead.len()
     }
@@ -124,7 +154,10 @@ impl MapCache {
                     .iter_mut()
                     .filter(|r| r.record.locator.ip() == Some(rloc))
                 {
-                    r.state = state;
+                    if r.state != state {
+                        r.state = state;
+                        self.generation = next_generation();
+                    }
                     if rtt.is_some() {
                         r.rtt = rtt;
                     }

@@ -353,6 +353,7 @@ impl Node {
                 }
             }
         }
+        self.xtr.flush_counters();
         self.write_tuns().await;
     }
 
