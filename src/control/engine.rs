@@ -474,7 +474,6 @@ impl Engine {
         arrival: Arrival,
         signed: bool,
     ) {
-        let via_group = matches!(arrival, Arrival::Group);
         // The multicast socket's address is the group's, not ours.
         let local = match arrival {
             Arrival::Direct(a) if !a.is_multicast() && self.is_own_rloc(a) => Some(a),
@@ -484,9 +483,7 @@ impl Engine {
             self.heard.insert(src.ip(), now);
         }
         match m {
-            ControlMessage::MapRegister(r) => {
-                self.process_register(now, src, bytes, r, via_group, false)
-            }
+            ControlMessage::MapRegister(r) => self.process_register(now, src, bytes, r, arrival),
             ControlMessage::MapNotify(n) => self.process_notify(now, src, bytes, n),
             ControlMessage::MapNotifyAck(n) => self.process_notify_ack(bytes, n),
             ControlMessage::MapRequest(q) => {
@@ -609,6 +606,8 @@ pub(crate) enum Arrival {
     Direct(IpAddr),
     /// A group delivery (replication), which every member also received.
     Group,
+    /// Our own register, handed to our own Map-Server without the network.
+    Local,
 }
 
 impl Engine {

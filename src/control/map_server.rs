@@ -9,7 +9,7 @@ use crate::mapping::{EidKey, RegisterOutcome, XtrRegistration};
 use crate::wire::{Authentication, CONTROL_PORT, EidRecord, MapNotify, MapRegister, RlocRecord};
 
 use super::config::MappingSystem;
-use super::engine::{Engine, NOTIFY_COALESCE, NOTIFY_RETRY, PendingNotify, Transmit};
+use super::engine::{Arrival, Engine, NOTIFY_COALESCE, NOTIFY_RETRY, PendingNotify, Transmit};
 
 /// The xTR-ID of a registrant that sends none (OOR): its source address, IPv4-mapped.
 fn xtr_id_of(src: IpAddr) -> [u8; 16] {
@@ -77,16 +77,18 @@ impl Engine {
         }
     }
 
-    /// Processes a Map-Register. `local` is our own register handed over internally.
+    /// Processes a Map-Register that arrived as `arrival` says ([`Arrival::Local`]: our
+    /// own register handed over internally, as a group delivery every member also gets).
     pub(crate) fn process_register(
         &mut self,
         now: Duration,
         src: SocketAddr,
         bytes: &[u8],
         reg: &MapRegister,
-        via_group: bool,
-        local: bool,
+        arrival: Arrival,
     ) {
+        let local = arrival == Arrival::Local;
+        let via_group = matches!(arrival, Arrival::Group | Arrival::Local);
         self.counters.map_registers_received += 1;
         if !local && reg.trailer.is_some_and(|t| t.xtr_id == self.cfg.xtr_id) {
             // Our own register looped back by underlay multicast: already handled locally.

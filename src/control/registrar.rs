@@ -617,8 +617,7 @@ impl Engine {
                 SocketAddr::new(me, CONTROL_PORT),
                 bytes,
                 &reg,
-                true,
-                true,
+                super::engine::Arrival::Local,
             );
         }
     }
