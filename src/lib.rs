@@ -12,5 +12,6 @@ pub mod crypto;
 pub mod dataplane;
 pub mod mapping;
 pub mod node;
+pub mod present;
 pub mod sim;
 pub mod wire;

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use lisp_decent::cli::capture::{Datagram, FrameItem, read_capture};
 use lisp_decent::crypto::auth::{self, AuthError, AuthKey, KeyRing};
+use lisp_decent::present::capture::{Datagram, FrameItem, read_capture};
 use lisp_decent::wire::*;
 
 fn datagrams(file: &str) -> (Vec<Datagram>, usize) {

@@ -216,7 +216,7 @@ fn replay_and_tamper(mode: &str, packet: Vec<u8>, pid3: u32, log3: &std::path::P
 /// so a filter on inner protocols would match noise.)
 /// Returns the last data packet from 192.0.2.1 to 192.0.2.3.
 fn check_capture(pcap: &std::path::Path, mode: &str) -> Vec<u8> {
-    use lisp_decent::cli::capture::{FrameItem, read_capture};
+    use lisp_decent::present::capture::{FrameItem, read_capture};
     use lisp_decent::wire::{CONTROL_INSTANCE_ID, DataHeader};
     let items = read_capture(pcap).expect("the capture is readable");
     let mut data = 0;

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use lisp_decent::cli::capture::{FrameItem, read_capture};
 use lisp_decent::crypto::auth;
 use lisp_decent::crypto::lisp_crypto::{CipherSuite, RecvKey};
-use lisp_decent::node::describe;
+use lisp_decent::present::capture::{FrameItem, read_capture};
+use lisp_decent::present::describe;
 use lisp_decent::wire::*;
 use proptest::prelude::*;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use lisp_decent::cli::capture::{FrameItem, read_capture};
+use lisp_decent::present::capture::{FrameItem, read_capture};
 use lisp_decent::wire::ControlMessage;
 use serde_json::Value;
 

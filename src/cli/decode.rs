@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use super::capture::{FrameItem, read_capture};
 use crate::crypto::auth::{AuthKey, KeyRing};
-use crate::node::describe::{self, AuthOutcome};
+use crate::present::capture::{FrameItem, read_capture};
+use crate::present::describe::{self, AuthOutcome};
 use crate::wire::{ControlMessage, WireError};
 
 /// Arguments of `decent decode`.

@@ -1,6 +1,5 @@
 //! The `decent` command line (clap).
 
-pub mod capture;
 pub mod decode;
 pub mod lig;
 pub mod run;

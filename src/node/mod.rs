@@ -2,7 +2,6 @@
 //! control engine (the `quinn` half of the quinn / quinn-proto split).
 
 pub mod config;
-pub mod describe;
 pub mod dns;
 pub mod handle;
 pub mod interfaces;
@@ -564,7 +563,7 @@ fn remote_prefixes(
 /// `lisp_decent::control`, so `--log lisp_decent::control=debug` shows only these).
 fn log_control(dir: &str, peer: SocketAddr, bytes: &[u8], data: bool) {
     if tracing::enabled!(target: "lisp_decent::control", tracing::Level::DEBUG) {
-        debug!(target: "lisp_decent::control", %peer, "{dir} {}", describe::one_line(bytes, data));
+        debug!(target: "lisp_decent::control", %peer, "{dir} {}", crate::present::describe::one_line(bytes, data));
     }
 }
 
