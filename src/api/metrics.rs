@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+use crate::dataplane::stats::Directions;
+
 use super::ApiState;
 use crate::node::handle::{Answer, Query};
 use crate::node::view::MetricsView;
@@ -88,18 +90,22 @@ fn gauge(r: &mut Registry, name: &str, help: &str, v: i64) {
     r.register(name, help, g);
 }
 
-/// Traffic (`{"encapsulated": {"packets", "bytes"}, "decapsulated": {...}}`) by one label.
-fn traffic(
+/// Traffic in each direction by one label (an Instance-ID or an RLOC).
+fn traffic<'a, K: ToString + 'a>(
     packets: &Counters,
     bytes: &Counters,
     label: &str,
-    map: &serde_json::Map<String, Value>,
+    by: impl Iterator<Item = (&'a K, &'a Directions)>,
 ) {
-    for (key, dirs) in map {
-        for dir in ["encapsulated", "decapsulated"] {
+    for (key, dirs) in by {
+        let key = key.to_string();
+        for (dir, t) in [
+            ("encapsulated", dirs.encapsulated),
+            ("decapsulated", dirs.decapsulated),
+        ] {
             let l = [(label, key.as_str()), ("direction", dir)];
-            packets.set(&l, u(&dirs[dir]["packets"]));
-            bytes.set(&l, u(&dirs[dir]["bytes"]));
+            packets.set(&l, t.packets);
+            bytes.set(&l, t.bytes);
         }
     }
 }
@@ -121,9 +127,7 @@ pub fn render(m: &MetricsView, http: &HttpCounters) -> String {
         "instance_bytes",
         "Inner bytes encapsulated / decapsulated per Instance-ID",
     );
-    if let Some(m) = data["per_instance"].as_object() {
-        traffic(&pk, &by, "instance_id", m);
-    }
+    traffic(&pk, &by, "instance_id", data.per_instance.iter());
     let pk = Counters::new(
         &mut r,
         "rloc_packets",
@@ -134,68 +138,63 @@ pub fn render(m: &MetricsView, http: &HttpCounters) -> String {
         "rloc_bytes",
         "Inner bytes encapsulated to / decapsulated from each RLOC",
     );
-    if let Some(m) = data["per_rloc"].as_object() {
-        traffic(&pk, &by, "rloc", m);
-    }
+    traffic(&pk, &by, "rloc", data.per_rloc.iter());
     let drops = Counters::new(&mut r, "data_drops", "Data packets dropped, by reason");
-    if let Some(m) = data["drops"].as_object() {
-        for (reason, n) in m {
-            drops.set(&[("reason", reason)], u(n));
-        }
+    for (reason, n) in &data.drops {
+        let name = serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        drops.set(&[("reason", name.as_str())], *n);
     }
     let crypto = Counters::new(
         &mut r,
         "crypto_packets",
         "Data packets sealed / opened with lisp-crypto (RFC 8061)",
     );
-    crypto.set(&[("operation", "encrypt")], u(&data["encrypted"]));
-    crypto.set(&[("operation", "decrypt")], u(&data["decrypted"]));
+    crypto.set(&[("operation", "encrypt")], data.encrypted);
+    crypto.set(&[("operation", "decrypt")], data.decrypted);
 
     let regs = Counters::new(
         &mut r,
         "map_registers",
         "Map-Registers sent, received and accepted",
     );
-    for (event, field) in [
-        ("sent", "map_registers_sent"),
-        ("received", "map_registers_received"),
-        ("accepted", "map_registers_accepted"),
+    for (event, n) in [
+        ("sent", control.map_registers_sent),
+        ("received", control.map_registers_received),
+        ("accepted", control.map_registers_accepted),
     ] {
-        regs.set(&[("event", event)], u(&control[field]));
+        regs.set(&[("event", event)], n);
     }
     let rejected = Counters::new(
         &mut r,
         "map_registers_rejected",
         "Map-Registers refused, by reason",
     );
-    for (reason, field) in [
-        ("unauthenticated", "register_rejected_unauthenticated"),
-        ("authentication", "register_rejected_auth"),
-        ("not_allowed", "register_rejected_not_allowed"),
-        ("bad_eid", "register_rejected_bad_eid"),
+    for (reason, n) in [
+        ("unauthenticated", control.register_rejected_unauthenticated),
+        ("authentication", control.register_rejected_auth),
+        ("not_allowed", control.register_rejected_not_allowed),
+        ("bad_eid", control.register_rejected_bad_eid),
     ] {
-        rejected.set(&[("reason", reason)], u(&control[field]));
+        rejected.set(&[("reason", reason)], n);
     }
     let reqs = Counters::new(&mut r, "map_requests", "Map-Requests sent and received");
-    reqs.set(&[("direction", "sent")], u(&control["map_requests_sent"]));
-    reqs.set(
-        &[("direction", "received")],
-        u(&control["map_requests_received"]),
-    );
+    reqs.set(&[("direction", "sent")], control.map_requests_sent);
+    reqs.set(&[("direction", "received")], control.map_requests_received);
     let reps = Counters::new(&mut r, "map_replies", "Map-Replies sent and received");
-    reps.set(&[("direction", "sent")], u(&control["map_replies_sent"]));
-    reps.set(
-        &[("direction", "received")],
-        u(&control["map_replies_received"]),
-    );
+    reps.set(&[("direction", "sent")], control.map_replies_sent);
+    reps.set(&[("direction", "received")], control.map_replies_received);
     let events = Counters::new(
         &mut r,
         "control_events",
         "Every counter of the control engine, by name (as in /api/v1/stats)",
     );
-    if let Some(m) = control.as_object() {
+    // Every field by its name: the serialized form of the typed counters.
+    if let Ok(Value::Object(m)) = serde_json::to_value(control) {
         for (name, n) in m {
-            events.set(&[("event", name)], u(n));
+            events.set(&[("event", name.as_str())], u(&n));
         }
     }
 

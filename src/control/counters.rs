@@ -1,7 +1,8 @@
 //! Counters of what the control engine did and refused (exported by the API later).
 
 /// Every counter the engine keeps. Refusals are counted by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     pub packets_received: u64,
     pub packets_malformed: u64,

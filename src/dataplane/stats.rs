@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Packets and their inner bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
@@ -23,14 +23,14 @@ impl Traffic {
 
 /// Traffic of one RLOC or one Instance-ID: encapsulated (sent to it / from it) and
 /// decapsulated (received from it / into it).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directions {
     pub encapsulated: Traffic,
     pub decapsulated: Traffic,
 }
 
 /// Why a data packet was not forwarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Drop {
     /// Too short, or the inner packet is not IPv4 / IPv6.
@@ -73,7 +73,8 @@ pub enum Drop {
 pub const MAX_RLOCS: usize = 4096;
 
 /// Every counter of the data path.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DataStats {
     pub encapsulated: Traffic,
     pub decapsulated: Traffic,

@@ -71,11 +71,12 @@ pub struct PeerGroupView {
     pub dns_suffix: Option<String>,
 }
 
-/// `GET /api/v1/stats`: every counter of the control engine and of the data path.
+/// `GET /api/v1/stats`: every counter of the control engine and of the data path, typed
+/// (the metrics read fields, not names).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
-    pub control: serde_json::Value,
-    pub data: serde_json::Value,
+    pub control: crate::control::Counters,
+    pub data: DataStats,
 }
 
 /// One RLOC of a mapping.
@@ -231,8 +232,8 @@ pub struct Viewer<'a> {
 impl Viewer<'_> {
     pub fn stats(&self) -> Stats {
         Stats {
-            control: serde_json::to_value(self.engine.counters()).unwrap_or_default(),
-            data: serde_json::to_value(self.stats).unwrap_or_default(),
+            control: self.engine.counters().clone(),
+            data: self.stats.clone(),
         }
     }
 
