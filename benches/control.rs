@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lisp_decent::control::{AllowedPrefix, Delivery, Engine};
-use lisp_decent::crypto::auth::{self, alg};
 use lisp_decent::mapping::{EidPrefix, PrefixTable};
 use lisp_decent::sim;
 use lisp_decent::wire::*;
@@ -68,43 +67,13 @@ fn registers(first: u32, count: u32, per: u32) -> Vec<Vec<u8>> {
         let n = per.min(first + count - i);
         let records = (i..i + n)
             .map(|k| {
-                let mut r = EidRecord::new(
-                    Address::Ipv4(prefix(k)),
-                    24,
-                    3,
-                    vec![RlocRecord {
-                        priority: 1,
-                        weight: 100,
-                        m_priority: 255,
-                        m_weight: 0,
-                        flags: 5,
-                        locator: Address::Ipv4(Ipv4Addr::from(0xc000_0200 + (k & 0xff))),
-                    }],
-                );
-                r.authoritative = true;
-                r
+                let rloc = Ipv4Addr::from(0xc000_0200 + (k & 0xff));
+                sim::one_rloc_record(Address::Ipv4(prefix(k)), 24, 3, rloc.into())
             })
             .collect();
         let mut xtr_id = [0u8; 16];
         xtr_id[12..].copy_from_slice(&i.to_be_bytes());
-        let reg = MapRegister {
-            proxy_reply: true,
-            security: false,
-            eid_notify: false,
-            use_ttl: true,
-            merge: false,
-            want_notify: false,
-            reserved: 0,
-            nonce: [1; 8],
-            auth: Authentication::unsigned(1, alg::HMAC_SHA_256_128),
-            records,
-            trailer: Some(XtrTrailer {
-                xtr_id,
-                site_id: [0; 8],
-            }),
-        };
-        let mut b = ControlMessage::MapRegister(reg).to_bytes().expect("emits");
-        auth::sign(&mut b, sim::SIM_KEY.as_bytes()).expect("signs");
+        let b = sim::signed_register(records, xtr_id, [1; 8], sim::SIM_KEY.as_bytes());
         out.push(b);
         i += n;
     }

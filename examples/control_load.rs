@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use lisp_decent::crypto::auth::{self, alg};
+use lisp_decent::sim;
 use lisp_decent::wire::*;
 
 const PER_REGISTER: u32 = 50;
@@ -72,47 +72,13 @@ fn register(first: u32, n: u32, rlocs: u32, key: &str, pass: u64) -> Vec<u8> {
     let records = (first..first + n)
         .map(|k| {
             let rloc = Ipv4Addr::from(0x6440_0000 + (k % rlocs));
-            let mut r = EidRecord::new(
-                Address::Ipv4(prefix(k)),
-                24,
-                1440,
-                vec![RlocRecord {
-                    priority: 1,
-                    weight: 100,
-                    m_priority: 255,
-                    m_weight: 0,
-                    flags: 5,
-                    locator: Address::Ipv4(rloc),
-                }],
-            );
-            r.authoritative = true;
-            r
+            sim::one_rloc_record(Address::Ipv4(prefix(k)), 24, 1440, rloc.into())
         })
         .collect();
     let mut xtr_id = [0u8; 16];
     xtr_id[12..].copy_from_slice(&first.to_be_bytes());
-    let reg = MapRegister {
-        proxy_reply: true,
-        security: false,
-        eid_notify: false,
-        use_ttl: true,
-        merge: false,
-        want_notify: false,
-        reserved: 0,
-        // A later pass refreshes with a larger nonce (replay protection per xTR-ID).
-        nonce: (pass + 1).to_be_bytes(),
-        auth: Authentication::unsigned(1, alg::HMAC_SHA_256_128),
-        records,
-        trailer: Some(XtrTrailer {
-            xtr_id,
-            site_id: [0; 8],
-        }),
-    };
-    let mut b = ControlMessage::MapRegister(reg)
-        .to_bytes()
-        .expect("a register emits");
-    auth::sign(&mut b, key.as_bytes()).expect("a register signs");
-    b
+    // A later pass refreshes with a larger nonce (replay protection per xTR-ID).
+    sim::signed_register(records, xtr_id, (pass + 1).to_be_bytes(), key.as_bytes())
 }
 
 fn map_request(nonce: u64, eid: Ipv4Addr) -> Vec<u8> {

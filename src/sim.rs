@@ -488,3 +488,61 @@ impl Sim {
             .count()
     }
 }
+
+/// An authoritative EID-record for `eid`/`mask_len` at one RLOC (priority 1, weight 100,
+/// local and reachable), `ttl` minutes: what the tests, benchmarks and load generator
+/// register.
+pub fn one_rloc_record(
+    eid: crate::wire::Address,
+    mask_len: u8,
+    ttl: u32,
+    rloc: IpAddr,
+) -> crate::wire::EidRecord {
+    let mut r = crate::wire::EidRecord::new(
+        eid,
+        mask_len,
+        ttl,
+        vec![crate::wire::RlocRecord {
+            priority: 1,
+            weight: 100,
+            m_priority: 255,
+            m_weight: 0,
+            flags: 5,
+            locator: crate::wire::Address::from(rloc),
+        }],
+    );
+    r.authoritative = true;
+    r
+}
+
+/// A Map-Register of `records` from `xtr_id` with `nonce` (P bit set, TTLs as given),
+/// signed with HMAC-SHA-256-128 under key-id 1 and `key`.
+pub fn signed_register(
+    records: Vec<crate::wire::EidRecord>,
+    xtr_id: [u8; 16],
+    nonce: crate::wire::Nonce,
+    key: &[u8],
+) -> Vec<u8> {
+    use crate::wire::{Authentication, ControlMessage, MapRegister, XtrTrailer};
+    let reg = MapRegister {
+        proxy_reply: true,
+        security: false,
+        eid_notify: false,
+        use_ttl: true,
+        merge: false,
+        want_notify: false,
+        reserved: 0,
+        nonce,
+        auth: Authentication::unsigned(1, alg::HMAC_SHA_256_128),
+        records,
+        trailer: Some(XtrTrailer {
+            xtr_id,
+            site_id: [0; 8],
+        }),
+    };
+    let mut b = ControlMessage::MapRegister(reg)
+        .to_bytes()
+        .expect("a register of at most 255 records emits");
+    crate::crypto::auth::sign(&mut b, key).expect("an HMAC-SHA-256 field signs");
+    b
+}

@@ -513,41 +513,20 @@ fn probing_is_bounded_however_many_rlocs_are_registered() {
         let records = (0..50u32)
             .map(|i| {
                 let k = chunk * 50 + i;
-                let mut r = EidRecord::new(
+                sim::one_rloc_record(
                     Address::Ipv4(std::net::Ipv4Addr::from(0x0100_0000 + (k << 8))),
                     24,
                     60,
-                    vec![RlocRecord {
-                        priority: 1,
-                        weight: 100,
-                        m_priority: 255,
-                        m_weight: 0,
-                        flags: 5,
-                        locator: Address::Ipv4(std::net::Ipv4Addr::from(0x6440_0000 + k)),
-                    }],
-                );
-                r.authoritative = true;
-                r
+                    IpAddr::from(std::net::Ipv4Addr::from(0x6440_0000 + k)),
+                )
             })
             .collect();
-        let reg = MapRegister {
-            proxy_reply: true,
-            security: false,
-            eid_notify: false,
-            use_ttl: true,
-            merge: false,
-            want_notify: false,
-            reserved: 0,
-            nonce: [1; 8],
-            auth: Authentication::unsigned(1, lisp_decent::crypto::auth::alg::HMAC_SHA_256_128),
+        let b = sim::signed_register(
             records,
-            trailer: Some(XtrTrailer {
-                xtr_id: [chunk as u8 + 1; 16],
-                site_id: [0; 8],
-            }),
-        };
-        let mut b = ControlMessage::MapRegister(reg).to_bytes().unwrap();
-        lisp_decent::crypto::auth::sign(&mut b, sim::SIM_KEY.as_bytes()).unwrap();
+            [chunk as u8 + 1; 16],
+            [1; 8],
+            sim::SIM_KEY.as_bytes(),
+        );
         e.handle_datagram(
             now,
             "198.51.100.7:4342".parse().unwrap(),
