@@ -53,7 +53,7 @@ bash scripts/mesh-netns.sh up 3 > target/demo-up.log 2>&1 &
 bg=$!
 # Node 1's site cache as it fills: its own prefix first, then the others as they register.
 seen=""
-while kill -0 "$bg" 2>/dev/null; do
+show_site_cache() {
     if known=$(ip netns exec dl-n1 "$bin" show site-cache --api http://127.0.0.1:8080 --json 2>/dev/null |
         grep -o '"eid": "\[0\]10\.[0-9]*\.0\.0/16"' | sort -u | sed 's/.*"\(\[0\][^"]*\)"/\1/' | tr '\n' ' '); then
         if [ -n "$known" ] && [ "$known" != "$seen" ]; then
@@ -61,6 +61,9 @@ while kill -0 "$bg" 2>/dev/null; do
             seen=$known
         fi
     fi
+}
+while kill -0 "$bg" 2>/dev/null; do
+    show_site_cache
     sleep 0.1
 done
 if ! wait "$bg"; then
@@ -71,6 +74,8 @@ if ! wait "$bg"; then
 fi
 bg=""
 converge_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+# The mesh can be up before the first look caught the cache filling: one look now.
+show_site_cache
 echo "== converged: every node resolves every other node's EID-prefix (${converge_ms} ms)"
 echo
 echo "== node 1's site cache (decent show site-cache)"
