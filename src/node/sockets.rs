@@ -43,6 +43,11 @@ pub(crate) fn bind_udp(addr: SocketAddr, reuse: bool) -> anyhow::Result<Socket> 
 /// flood sent in 10 ms bursts).
 const DATA_RECEIVE_BUFFER: usize = 4 << 20;
 
+/// Receive buffer of the control port and the group's socket: a burst of Map-Registers (an
+/// xTR registering a few thousand prefixes at once; 100 registers of 1.4 KB overflowed the
+/// default) or of Map-Requests waits for the next batch instead of being dropped.
+const CONTROL_RECEIVE_BUFFER: usize = 2 << 20;
+
 /// Sets the socket's receive buffer to `bytes`: beyond `net.core.rmem_max` with
 /// SO_RCVBUFFORCE where the node may (CAP_NET_ADMIN, which it has for its TUN devices), else
 /// as far as SO_RCVBUF goes.
@@ -275,9 +280,14 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc]) -> anyhow::Result<Opene
         for port in [cfg.control_port, cfg.data_port] {
             let local = SocketAddr::new(*ip, port);
             let s = bind_udp(local, false)?;
-            if port == cfg.data_port {
-                widen_receive_buffer(&s, DATA_RECEIVE_BUFFER);
-            }
+            widen_receive_buffer(
+                &s,
+                if port == cfg.data_port {
+                    DATA_RECEIVE_BUFFER
+                } else {
+                    CONTROL_RECEIVE_BUFFER
+                },
+            );
             if let Some((group, ttl)) = multicast
                 && port == cfg.control_port
                 && ip.is_ipv4() == group.is_ipv4()
@@ -317,6 +327,7 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc]) -> anyhow::Result<Opene
         };
         let local = SocketAddr::new(group, cfg.control_port);
         let s = bind_udp(local, true)?;
+        widen_receive_buffer(&s, CONTROL_RECEIVE_BUFFER);
         match group {
             IpAddr::V4(g) => {
                 s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?
