@@ -25,7 +25,6 @@ fn all_parsers(bytes: &[u8]) {
     let _ = auth::verify(bytes, b"k");
     let _ = auth::auth_field(bytes);
     let _ = lisp_decent::dataplane::FlowKey::of(bytes);
-    let _ = lisp_decent::dataplane::encap::inner_destination(bytes);
     data_plane(bytes);
     for suite in [
         CipherSuite::Aes128Gcm,

@@ -1,6 +1,6 @@
-//! LISP data encapsulation and decapsulation (RFC 9300 §5, §7), and the outer header fields
-//! copied from the inner packet. Buffers are the caller's, so
-//! the steady state allocates nothing.
+//! LISP data encapsulation (RFC 9300 §5): the clear header and inner packet, the outer
+//! header fields copied from the inner packet, and the overhead of the tunnel. Buffers are
+//! the caller's, so the steady state allocates nothing.
 
 use std::net::IpAddr;
 
@@ -8,14 +8,13 @@ use crate::crypto::lisp_crypto::CipherSuite;
 use crate::wire::DataHeader;
 use crate::wire::ip::IpPacket;
 
-/// Writes the LISP header (N bit with `nonce`, I bit with `iid`, K bits `key_id`) and the
-/// inner packet into `out`, replacing what it held.
-pub fn encapsulate(out: &mut Vec<u8>, iid: u32, nonce: u32, key_id: u8, inner: &[u8]) {
-    out.clear();
-    out.reserve(DataHeader::LEN + inner.len());
+/// Appends a clear LISP data packet to `out`: the header `hdr` (RFC 9300 §5.3), then the
+/// inner packet (the data plane builds its GSO batches so).
+pub fn append_clear(out: &mut Vec<u8>, hdr: DataHeader, inner: &[u8]) {
     let mut h = [0u8; DataHeader::LEN];
     // An 8-byte array always takes the header.
-    let _ = DataHeader::with_instance(iid, nonce, key_id).emit(&mut h);
+    let _ = hdr.emit(&mut h);
+    out.reserve(DataHeader::LEN + inner.len());
     out.extend_from_slice(&h);
     out.extend_from_slice(inner);
 }
@@ -25,10 +24,12 @@ pub fn encapsulate(out: &mut Vec<u8>, iid: u32, nonce: u32, key_id: u8, inner: &
 /// is not IPv4 / IPv6. The outer UDP source port comes from the flow hash, so the underlay's
 /// ECMP spreads flows; the node's sockets set all three.
 pub fn outer_ttl_tos(inner: &[u8]) -> (u8, u8) {
-    match IpPacket::new_checked(inner) {
-        Ok(ip) => (ip.ttl().max(1), ip.tos()),
-        Err(_) => (64, 0),
-    }
+    IpPacket::new_checked(inner).map_or((64, 0), |ip| outer_ttl_tos_of(&ip))
+}
+
+/// [`outer_ttl_tos`] of a packet already checked (TTL 0 would be dropped at once: 1).
+pub fn outer_ttl_tos_of<T: AsRef<[u8]>>(ip: &IpPacket<T>) -> (u8, u8) {
+    (ip.ttl().max(1), ip.tos())
 }
 
 /// Bytes the encapsulation adds to an inner packet (RFC 9300 §5.1; RFC 8061 §6): the outer
@@ -54,13 +55,6 @@ pub fn is_unicast_eid(a: IpAddr) -> bool {
         }
         IpAddr::V6(v) => !(v.is_multicast() || v.is_unicast_link_local() || v.is_unspecified()),
     }
-}
-
-/// The destination address of an IPv4 or IPv6 packet.
-pub fn inner_destination(packet: &[u8]) -> Option<IpAddr> {
-    IpPacket::new_checked(packet)
-        .ok()
-        .map(|ip| ip.destination())
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ pub mod waiting;
 pub mod xtr;
 
 pub use crate::crypto::replay::ReplayWindow;
-pub use encap::encapsulate;
 pub use flow::FlowKey;
 pub use stats::{DataStats, Drop};
 pub use xtr::{ControlRequest, Decapsulated, Encapsulated, KeyEvent, Transmit, Xtr, XtrConfig};

@@ -109,10 +109,6 @@ impl DataStats {
     }
 
     /// A packet of `bytes` (inner) left for `rloc` in `iid`.
-    pub fn sent(&mut self, rloc: IpAddr, iid: u32, bytes: usize) {
-        self.sent_n(rloc, iid, 1, bytes as u64);
-    }
-
     /// `packets` packets of `bytes` inner bytes in all, sent to `rloc` in `iid`.
     pub fn sent_n(&mut self, rloc: IpAddr, iid: u32, packets: u64, bytes: u64) {
         let t = Traffic { packets, bytes };
@@ -123,10 +119,6 @@ impl DataStats {
             .or_default()
             .encapsulated
             .add_all(t);
-    }
-
-    pub fn received(&mut self, rloc: IpAddr, iid: u32, bytes: usize) {
-        self.received_n(rloc, iid, 1, bytes as u64);
     }
 
     /// `packets` packets of `bytes` inner bytes in all, received from `rloc` in `iid`.
@@ -167,9 +159,9 @@ mod tests {
         let mut s = DataStats::default();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        s.sent(a, 1, 100);
-        s.sent(a, 2, 50);
-        s.received(b, 1, 10);
+        s.sent_n(a, 1, 1, 100);
+        s.sent_n(a, 2, 1, 50);
+        s.received_n(b, 1, 1, 10);
         s.drop(Drop::NotOurEid);
         s.drop(Drop::Replayed);
         s.drop(Drop::Replayed);
@@ -197,7 +189,7 @@ mod tests {
     fn the_rloc_table_is_bounded() {
         let mut s = DataStats::default();
         for i in 0..(MAX_RLOCS as u32 + 10) {
-            s.received(IpAddr::from(i.to_be_bytes()), 0, 1);
+            s.received_n(IpAddr::from(i.to_be_bytes()), 0, 1, 1);
         }
         assert_eq!(s.per_rloc.len(), MAX_RLOCS);
         assert_eq!(s.other_rlocs.decapsulated.packets, 10);

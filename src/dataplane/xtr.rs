@@ -256,10 +256,6 @@ impl Xtr {
         }
     }
 
-    pub fn config(&self) -> &XtrConfig {
-        &self.cfg
-    }
-
     /// The counters. What was delivered since the last [`flush_counters`](Self::flush_counters)
     /// is not in them yet: the runtime flushes after each batch it read.
     pub fn stats(&self) -> &DataStats {
@@ -297,11 +293,6 @@ impl Xtr {
     /// Our RLOCs changed (interfaces re-read).
     pub fn set_rlocs(&mut self, rlocs: Vec<IpAddr>) {
         self.cfg.rlocs = rlocs;
-    }
-
-    /// Whether packets wait for a mapping.
-    pub fn has_waiting(&self) -> bool {
-        !self.waiting.is_empty()
     }
 
     /// Bytes the encapsulation to `rloc` adds now: with its key's suite, none when it has
@@ -391,7 +382,8 @@ impl Xtr {
                 }
             }
         }
-        self.stage(flow, rloc, iid, packet, Some(prefix))
+        let outer = encap::outer_ttl_tos_of(&ip);
+        self.stage(flow, outer, rloc, iid, packet, Some(prefix))
     }
 
     fn dropped(&mut self, d: Drop) -> Encapsulated {
@@ -404,9 +396,11 @@ impl Xtr {
     /// RLOC not known to be keyless) the packet waits, bounded, and the RLOC serving
     /// `prefix` is probed now; a packet released from that queue comes with no prefix.
     /// One look-up of the RLOC's key per packet.
+    #[allow(clippy::too_many_arguments)]
     fn stage(
         &mut self,
         flow: u64,
+        (ttl, tos): (u8, u8),
         rloc: IpAddr,
         iid: u32,
         packet: &[u8],
@@ -447,9 +441,12 @@ impl Xtr {
                     stats.drop(Drop::KeyQueueFull);
                     return Encapsulated::Dropped(Drop::KeyQueueFull);
                 }
+                // The first packet of the queue asks for the probe; the rest wait with it.
+                if q.is_empty() {
+                    requests.push_back(ControlRequest::Probe { rloc, prefix });
+                }
                 q.push_back((iid, packet.to_vec()));
                 stats.queued_for_key += 1;
-                requests.push_back(ControlRequest::Probe { rloc, prefix });
                 return Encapsulated::Queued;
             }
             if !cfg.allow_clear {
@@ -458,7 +455,6 @@ impl Xtr {
             }
         }
         let nonce = rng.random::<u32>() & 0x00ff_ffff;
-        let (ttl, tos) = encap::outer_ttl_tos(packet);
         let src = select::source_rloc(cfg.rlocs.iter().copied(), rloc);
         let from_control_port = key
             .as_ref()
@@ -510,13 +506,7 @@ impl Xtr {
                 // The key's packet budget is spent: ask once for a fresh key (RFC 8061 §10).
                 rekey = k.packets() >= cfg.rekey_packets;
             }
-            None => {
-                let mut h = [0u8; DataHeader::LEN];
-                // An 8-byte array always takes the header.
-                let _ = hdr.emit(&mut h);
-                staged.buf.extend_from_slice(&h);
-                staged.buf.extend_from_slice(packet);
-            }
+            None => encap::append_clear(&mut staged.buf, hdr, packet),
         }
         let written = staged.buf.len() - before;
         staged.closed = written < staged.segment || from_control_port;
@@ -626,8 +616,12 @@ impl Xtr {
     fn flush_pending(&mut self, rloc: IpAddr) {
         if let Some(q) = self.pending.remove(&rloc) {
             for (iid, p) in q {
-                let flow = FlowKey::of(&p).map_or(0, |f| f.hash64());
-                self.stage(flow, rloc, iid, &p, None);
+                // Each packet was checked when it was queued.
+                let Ok(ip) = IpPacket::new_checked(&p[..]) else {
+                    continue;
+                };
+                let (flow, outer) = (FlowKey::of_ip(&ip).hash64(), encap::outer_ttl_tos_of(&ip));
+                self.stage(flow, outer, rloc, iid, &p, None);
             }
         }
     }
@@ -638,16 +632,14 @@ impl Xtr {
         self.waiting.next_expiry()
     }
 
-    /// Timers: the ETR's idle keys and unproven candidates expire (RFC 8061 §9), packets
-    /// waiting too long for a mapping are dropped.
+    /// Timers: the ETR's idle keys and unproven candidates expire (RFC 8061 §9). Packets
+    /// waiting too long for a mapping are dropped by [`handle_mappings`](Self::handle_mappings),
+    /// which `Engine::exchange` runs at every wake-up (and [`poll_timeout`](Self::poll_timeout)
+    /// makes one happen when they run out of time).
     pub fn handle_timeout(&mut self, now: Duration) {
         if now >= self.next_key_expiry {
             self.next_key_expiry = now + KEY_EXPIRY_EVERY;
             self.recv_keys.expire(now);
-        }
-        if !self.waiting.is_empty() {
-            let (_, expired) = self.waiting.release(now, |_, _| false);
-            self.stats.drop_n(Drop::NoMapping, expired as u64);
         }
     }
 
