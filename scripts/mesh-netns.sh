@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A LISP-Decent mesh on one machine, each node in its own network namespace (needs root).
 #   scripts/mesh-netns.sh up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS]
-#                              [--crypto aes128-gcm|chacha20-poly1305|none]   (N from 1 to 10)
+#                              [--crypto aes128-gcm|chacha20-poly1305|none] [--workers W]
+#                              (N from 1 to 10; W data-plane workers per node, default one per CPU)
 #   scripts/mesh-netns.sh net N      (the namespaces, links and addresses only, no nodes)
 #   scripts/mesh-netns.sh down
 # Node I lives in namespace dl-nI with RLOC 192.0.2.I/24 on eth0, joined by a bridge in
@@ -39,8 +40,8 @@ down() {
     done
 }
 
-config() { # i mode probe rekey crypto
-    local i=$1 mode=$2 probe=$3 rekey=$4 crypto=$5 seeds=""
+config() { # i mode probe rekey crypto workers
+    local i=$1 mode=$2 probe=$3 rekey=$4 crypto=$5 workers=$6 seeds=""
     [ "$mode" = replicate ] && seeds='seeds = ["192.0.2.1"]'
     cat <<CFG
 name = "n$i"
@@ -71,6 +72,7 @@ probe_interval_secs = $probe
 rekey_interval_secs = $rekey
 [data_plane]
 encryption = "$crypto"
+$([ "$workers" = auto ] || echo "workers = $workers")
 [api]
 listen = "0.0.0.0:8080"
 CFG
@@ -109,12 +111,13 @@ net() { # n
 }
 
 up() {
-    local n=$1 mode=$2 probe=$3 rekey=$4 crypto=$5
+    local n=$1 mode=$2 probe=$3 rekey=$4 crypto=$5 workers=$6
     check_n "$n"
     [ "$mode" = replicate ] || [ "$mode" = multicast ] || { echo "--mode replicate or multicast" >&2; exit 2; }
     [[ "$probe" =~ ^[0-9]+$ ]] && (( probe >= 1 )) || { echo "--probe takes whole seconds, at least 1" >&2; exit 2; }
     [[ "$rekey" =~ ^[0-9]+$ ]] && (( rekey >= 1 )) || { echo "--rekey takes whole seconds, at least 1" >&2; exit 2; }
     case "$crypto" in aes128-gcm|chacha20-poly1305|none) ;; *) echo "--crypto aes128-gcm, chacha20-poly1305 or none" >&2; exit 2 ;; esac
+    [ "$workers" = auto ] || { [[ "$workers" =~ ^[0-9]+$ ]] && (( workers >= 1 )); } || { echo "--workers takes a count, at least 1" >&2; exit 2; }
     if [ ! -x "$bin" ] || [ -n "$(find src Cargo.toml -newer "$bin" -print -quit)" ]; then
         cargo build --release --quiet
     fi
@@ -123,7 +126,7 @@ up() {
     mkdir -p "$run"
     net "$n"
     for i in $(seq 1 "$n"); do
-        config "$i" "$mode" "$probe" "$rekey" "$crypto" > "$run/n$i.toml"
+        config "$i" "$mode" "$probe" "$rekey" "$crypto" "$workers" > "$run/n$i.toml"
         ip netns exec "dl-n$i" "$bin" run --config "$run/n$i.toml" > "$run/n$i.log" 2>&1 &
         echo $! > "$run/n$i.pid"
     done
@@ -149,7 +152,7 @@ up() {
 case "${1:-}" in
     up)
         n="${2:-}"
-        mode=replicate probe=10 rekey=600 crypto=aes128-gcm
+        mode=replicate probe=10 rekey=600 crypto=aes128-gcm workers=auto
         shift 2 || true
         while [ $# -gt 0 ]; do
             case "$1" in
@@ -157,11 +160,12 @@ case "${1:-}" in
                 --probe) probe="${2:-}" ;;
                 --rekey) rekey="${2:-}" ;;
                 --crypto) crypto="${2:-}" ;;
+                --workers) workers="${2:-}" ;;
                 *) echo "unknown option $1" >&2; exit 2 ;;
             esac
             shift 2 || { echo "$1 needs a value" >&2; exit 2; }
         done
-        up "$n" "$mode" "$probe" "$rekey" "$crypto"
+        up "$n" "$mode" "$probe" "$rekey" "$crypto" "$workers"
         ;;
     net)
         check_n "${2:-}"
@@ -171,5 +175,5 @@ case "${1:-}" in
         trap - ERR
         ;;
     down) down ;;
-    *) echo "usage: $0 up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS] [--crypto SUITE] | net N | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS] [--crypto SUITE] [--workers W] | net N | down" >&2; exit 2 ;;
 esac

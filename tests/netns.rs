@@ -113,8 +113,9 @@ fn mesh_netns_ping_tcp_capture_tamper_replay() {
         return;
     }
     let tshark = have_tshark();
-    for mode in ["replicate", "multicast"] {
-        let _mesh = Mesh::up(&["3", "--mode", mode]);
+    // One data-plane worker per node in the multicast run, one per CPU in the other.
+    for (mode, workers) in [("replicate", "auto"), ("multicast", "1")] {
+        let _mesh = Mesh::up(&["3", "--mode", mode, "--workers", workers]);
         let dir = tempfile::tempdir().unwrap();
         let capture = tshark.then(|| Capture::start("dl-br", "br0", dir.path().join("br.pcap")));
         // The very first packet to a known EID arrives (held while its key is agreed).
@@ -320,6 +321,71 @@ fn rekey_during_tcp_transfer_loses_nothing() {
                 0,
                 "node {}: drops {c}",
                 i + 1
+            );
+        }
+    }
+}
+
+/// Two data-plane workers per node (each its own TUN queue, data-port socket and copy of
+/// the keys): 32 TCP transfers at once between two nodes, both ways, arrive intact; both
+/// workers of each node carried part of them (the kernel spreads flows over the TUN queues
+/// and the data-port sockets); no packet failed as a replay or an ICV failure (the copies of
+/// a key take IVs from one counter and share one replay window); and each node's totals are
+/// the sum of its workers'.
+#[test]
+fn two_workers_share_the_traffic_and_the_keys() {
+    let _serial = lab::serial();
+    if !have_root() {
+        return;
+    }
+    let _mesh = Mesh::up(&["2", "--workers", "2"]);
+    assert!(ping("dl-n1", "10.2.0.1", "2"), "ping n1 -> n2");
+    let transfers: Vec<_> = (0..32u16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (from, to, eid) = if i % 4 == 3 {
+                    ("dl-n2", "dl-n1", "10.1.0.1")
+                } else {
+                    ("dl-n1", "dl-n2", "10.2.0.1")
+                };
+                tcp_transfer(
+                    from,
+                    to,
+                    addr(&format!("{eid}:{}", 6000 + i)),
+                    256 << 10,
+                    Duration::ZERO,
+                )
+            })
+        })
+        .collect();
+    for (i, t) in transfers.into_iter().enumerate() {
+        assert!(
+            t.join().unwrap(),
+            "transfer {i} arrived changed or not at all"
+        );
+    }
+    for i in [1, 2] {
+        let (pid, log) = mesh_node(i);
+        let c = lab::counters(pid, &log);
+        for dir in ["encapsulated", "decapsulated"] {
+            let per: Vec<u64> = (0..2)
+                .map(|w| counter(&c, &format!("data/per_worker/{w}/{dir}/packets")))
+                .collect();
+            assert!(
+                per.iter().all(|p| *p > 0),
+                "n{i}: a worker {dir} nothing: {per:?}"
+            );
+            assert_eq!(
+                per.iter().sum::<u64>(),
+                counter(&c, &format!("data/{dir}/packets")),
+                "n{i}: the workers' {dir} packets do not add up"
+            );
+        }
+        for d in ["replayed", "icv_failed", "no_key"] {
+            assert_eq!(
+                counter(&c, &format!("data/drops/{d}")),
+                0,
+                "n{i}: drops {d}"
             );
         }
     }

@@ -611,13 +611,26 @@ pub(crate) enum Arrival {
 }
 
 impl Engine {
+    /// What a data plane asked: resolve a destination, probe an RLOC now (packets wait for
+    /// its key), or agree a fresh key. A node with several data-plane workers hands each
+    /// worker's requests here; [`exchange`](Self::exchange) does for one [`Xtr`](crate::dataplane::Xtr).
+    pub fn handle_request(&mut self, now: Duration, r: crate::dataplane::ControlRequest) {
+        use crate::dataplane::ControlRequest;
+        match r {
+            ControlRequest::Resolve { iid, dst } => {
+                self.resolve(now, iid, dst);
+            }
+            ControlRequest::Probe { rloc, prefix } => self.probe_now(now, rloc, prefix),
+            ControlRequest::Rekey { rloc } => self.rekey_now(now, rloc),
+        }
+    }
+
     /// The exchange between the control plane and the data plane at `now` (the contract
     /// of the two sans-IO halves, the same in the node and in the simulator): keys agreed in
     /// RLOC-probes go to the data plane, its requests (resolve, probe now, rekey) come
     /// here, and packets waiting for a mapping leave once the map-cache holds it. A probe
     /// asked for is sent at once (the engine's timers run after the requests).
     pub fn exchange(&mut self, now: Duration, xtr: &mut crate::dataplane::Xtr) {
-        use crate::dataplane::ControlRequest;
         // Each round may release packets that ask for a probe; a few rounds settle it.
         for _ in 0..4 {
             while let Some(e) = self.poll_key_event() {
@@ -626,13 +639,7 @@ impl Engine {
             let mut asked = false;
             while let Some(r) = xtr.poll_control_request() {
                 asked = true;
-                match r {
-                    ControlRequest::Resolve { iid, dst } => {
-                        self.resolve(now, iid, dst);
-                    }
-                    ControlRequest::Probe { rloc, prefix } => self.probe_now(now, rloc, prefix),
-                    ControlRequest::Rekey { rloc } => self.rekey_now(now, rloc),
-                }
+                self.handle_request(now, r);
             }
             xtr.handle_mappings(now, self.map_cache());
             if !asked {

@@ -24,6 +24,9 @@
 //! The counter only grows, so an IV never repeats under a key; the receiver's anti-replay
 //! window runs on it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use ring::aead::{AES_128_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
@@ -191,6 +194,7 @@ pub fn derive_key(shared: &[u8; 32], itr_nonce: &crate::wire::Nonce) -> [u8; 32]
 /// The cipher behind a key. The RFC suites' key stays inline (the hot path reads it for
 /// every packet); lispers' rarer one is boxed.
 #[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
 enum Cipher {
     /// An RFC 8061 AEAD suite (ring).
     Aead(LessSafeKey),
@@ -222,6 +226,43 @@ fn nonce(suite: CipherSuite, iv: &[u8]) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
+/// The IV counter of a send key (RFC 8061 §9: it only grows, so an IV never repeats under a
+/// key). A node whose data plane runs on several workers shares one counter between the
+/// workers' copies of a key: each packet takes the next value atomically, so no two workers
+/// ever seal under the same IV.
+enum Counter {
+    Own(u64),
+    Shared(Arc<AtomicU64>),
+}
+
+/// Counters this close to the end count as exhausted (a shared counter may be taken past
+/// the last value by several workers at once).
+const COUNTER_END: u64 = u64::MAX - (1 << 32);
+
+impl Counter {
+    fn current(&self) -> u64 {
+        match self {
+            Counter::Own(c) => *c,
+            Counter::Shared(c) => c.load(Ordering::Relaxed),
+        }
+    }
+
+    fn take(&mut self) -> Result<u64, CryptoError> {
+        let seq = match self {
+            Counter::Own(c) => {
+                let seq = *c;
+                *c = c.saturating_add(1);
+                seq
+            }
+            Counter::Shared(c) => c.fetch_add(1, Ordering::Relaxed),
+        };
+        if seq >= COUNTER_END {
+            return Err(CryptoError::Exhausted);
+        }
+        Ok(seq)
+    }
+}
+
 /// The ITR's key toward one ETR RLOC.
 pub struct SendKey {
     pub suite: CipherSuite,
@@ -229,30 +270,49 @@ pub struct SendKey {
     pub key_id: u8,
     cipher: Cipher,
     /// The next IV counter.
-    counter: u64,
-    /// Packets sealed so far.
-    sealed: u64,
+    counter: Counter,
+    /// The first IV counter (packets sealed = counter - first).
+    first: u64,
 }
 
 impl SendKey {
     /// A key from the 32 bytes of key material of an exchange.
     pub fn new(suite: CipherSuite, key_id: u8, km: &[u8; 32]) -> Self {
+        // RFC 8061 §9: from 1; lispers.net: from a random 64-bit value.
+        let first = match suite {
+            CipherSuite::LispersCs6 => rand::random::<u64>() >> 1,
+            _ => 1,
+        };
         SendKey {
             suite,
             key_id: key_id & 3,
             cipher: Cipher::new(suite, km),
-            // RFC 8061 §9: from 1; lispers.net: from a random 64-bit value.
-            counter: match suite {
-                CipherSuite::LispersCs6 => rand::random::<u64>() >> 1,
-                _ => 1,
-            },
-            sealed: 0,
+            counter: Counter::Own(first),
+            first,
         }
     }
 
-    /// Packets sealed so far under this key (for the rekey budget).
+    /// Packets sealed so far under this key (for the rekey budget), by every copy of it.
     pub fn packets(&self) -> u64 {
-        self.sealed
+        self.counter.current().saturating_sub(self.first)
+    }
+
+    /// A second handle on this key for another worker: both take their IVs from one
+    /// counter from now on.
+    pub fn share(&mut self) -> SendKey {
+        if let Counter::Own(c) = self.counter {
+            self.counter = Counter::Shared(Arc::new(AtomicU64::new(c)));
+        }
+        let Counter::Shared(c) = &self.counter else {
+            unreachable!("made shared above")
+        };
+        SendKey {
+            suite: self.suite,
+            key_id: self.key_id,
+            cipher: self.cipher.clone(),
+            counter: Counter::Shared(c.clone()),
+            first: self.first,
+        }
     }
 
     /// Writes `header` (its K bits set to our key-id) || IV || sealed `plaintext` || tag
@@ -275,12 +335,7 @@ impl SendKey {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        if self.counter == u64::MAX {
-            return Err(CryptoError::Exhausted);
-        }
-        let seq = self.counter;
-        self.counter += 1;
-        self.sealed += 1;
+        let seq = self.counter.take()?;
         header.key_id = self.key_id;
         let mut h = [0u8; DataHeader::LEN];
         header.emit(&mut h).map_err(|_| CryptoError::BadLength)?;
@@ -316,12 +371,30 @@ impl SendKey {
     }
 }
 
+/// The anti-replay window of a receive key: the workers of one node share it, so a packet
+/// replayed toward another worker (another outer source port) is refused all the same.
+// The window stays inline for the one-worker hot path (no pointer to follow per packet).
+#[allow(clippy::large_enum_variant)]
+enum Window {
+    Own(ReplayWindow),
+    Shared(Arc<Mutex<ReplayWindow>>),
+}
+
+impl Window {
+    fn accept(&mut self, seq: u64) -> bool {
+        match self {
+            Window::Own(w) => w.accept(seq),
+            Window::Shared(w) => w.lock().unwrap_or_else(|p| p.into_inner()).accept(seq),
+        }
+    }
+}
+
 /// The ETR's key for one ITR RLOC and key-id, with its anti-replay window.
 pub struct RecvKey {
     pub suite: CipherSuite,
     pub key_id: u8,
     cipher: Cipher,
-    window: ReplayWindow,
+    window: Window,
 }
 
 impl RecvKey {
@@ -330,7 +403,24 @@ impl RecvKey {
             suite,
             key_id: key_id & 3,
             cipher: Cipher::new(suite, km),
-            window: ReplayWindow::new(),
+            window: Window::Own(ReplayWindow::new()),
+        }
+    }
+
+    /// A second handle on this key for another worker: both record what they accept in one
+    /// anti-replay window from now on.
+    pub fn share(&mut self) -> RecvKey {
+        if let Window::Own(w) = &self.window {
+            self.window = Window::Shared(Arc::new(Mutex::new(w.clone())));
+        }
+        let Window::Shared(w) = &self.window else {
+            unreachable!("made shared above")
+        };
+        RecvKey {
+            suite: self.suite,
+            key_id: self.key_id,
+            cipher: self.cipher.clone(),
+            window: Window::Shared(w.clone()),
         }
     }
 
@@ -615,6 +705,58 @@ mod tests {
         tx.seal(hdr, &ipv4(28), &mut b).unwrap();
         let iv = |p: &[u8]| u64::from_le_bytes(p[8..16].try_into().unwrap());
         assert_eq!(iv(&b), iv(&a) + 1);
+    }
+
+    /// Workers' copies of one key: sealing on two threads at once never repeats an IV (RFC
+    /// 8061 §9), every packet opens once under either receive copy, and a packet replayed
+    /// to the other copy (another worker) is refused.
+    #[test]
+    fn shared_copies_never_repeat_an_iv_and_share_the_replay_window() {
+        for suite in ALL {
+            let (mut tx, mut rx) = pair(suite);
+            let hdr = DataHeader::with_instance(0, 1, 0);
+            let inner = ipv4(40);
+            let mut tx2 = tx.share();
+            let seal_many = |mut k: SendKey| {
+                std::thread::spawn(move || {
+                    (0..500)
+                        .map(|_| {
+                            let mut out = Vec::new();
+                            k.seal(hdr, &ipv4(40), &mut out).unwrap();
+                            out
+                        })
+                        .collect::<Vec<_>>()
+                })
+            };
+            let mut tx3 = tx2.share();
+            let a = seal_many(tx2);
+            let b = seal_many(tx3.share());
+            let mut all = a.join().unwrap();
+            all.extend(b.join().unwrap());
+            let mut ivs: Vec<Vec<u8>> = all
+                .iter()
+                .map(|p| p[8..8 + suite.iv_len()].to_vec())
+                .collect();
+            ivs.sort();
+            ivs.dedup();
+            assert_eq!(ivs.len(), 1000, "{suite:?}: an IV was used twice");
+            assert_eq!(tx.packets(), 1000, "every copy counts every packet");
+            assert_eq!(tx3.packets(), 1000);
+            let mut rx2 = rx.share();
+            for (i, p) in all.iter().enumerate() {
+                let (first, second) = if i % 2 == 0 {
+                    (&mut rx, &mut rx2)
+                } else {
+                    (&mut rx2, &mut rx)
+                };
+                assert_eq!(first.open(&mut p.clone()).unwrap(), &inner[..], "{suite:?}");
+                assert_eq!(
+                    second.open(&mut p.clone()),
+                    Err(CryptoError::Replay),
+                    "{suite:?}: replayed toward the other worker"
+                );
+            }
+        }
     }
 
     #[test]

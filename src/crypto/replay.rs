@@ -1,5 +1,5 @@
 //! Anti-replay for encrypted LISP data. RFC 8061 names no window; its per-packet counter IV
-//! (§9) makes one possible, and we keep the sliding bitmap of RFC 6479, here 1024 packets
+//! (§9) makes one possible, and we keep the sliding bitmap of RFC 6479, here 4,096 packets
 //! wide: a counter is accepted once, and not when it is older than the window.
 
 /// Sliding window over 64-bit packet counters.
@@ -10,7 +10,9 @@ pub struct ReplayWindow {
     bits: [u64; WORDS],
 }
 
-const WORDS: usize = 16;
+/// 4,096 packets: a node's receive workers each drain their own socket, so the packets of
+/// one sender reach the shared window out of order by up to a socket queue's worth.
+const WORDS: usize = 64;
 /// Packets the window spans.
 pub const WINDOW: u64 = (WORDS as u64) * 64;
 

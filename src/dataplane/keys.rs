@@ -101,7 +101,23 @@ impl RecvKeys {
         key_id: u8,
         material: [u8; 32],
     ) -> Install {
-        let Some(i) = usize::from(key_id).checked_sub(1).filter(|i| *i < 3) else {
+        if !(1..=3).contains(&key_id) {
+            return Install::Full;
+        }
+        self.install_key(now, itr, RecvKey::new(suite, key_id, &material), material)
+    }
+
+    /// [`install`](Self::install) with the key already built from `material` (the workers
+    /// of a node each get a handle on one key, which shares its anti-replay window).
+    pub fn install_key(
+        &mut self,
+        now: Duration,
+        itr: IpAddr,
+        key: RecvKey,
+        material: [u8; 32],
+    ) -> Install {
+        let suite = key.suite;
+        let Some(i) = usize::from(key.key_id).checked_sub(1).filter(|i| *i < 3) else {
             return Install::Full;
         };
         if !self.itrs.contains_key(&itr) && self.itrs.len() >= MAX_ITRS {
@@ -122,7 +138,7 @@ impl RecvKeys {
             slot.candidates.remove(0);
         }
         slot.candidates.push(Installed {
-            key: RecvKey::new(suite, key_id, &material),
+            key,
             material,
             installed: now,
             seen: now,

@@ -16,4 +16,7 @@ pub mod xtr;
 pub use crate::crypto::replay::ReplayWindow;
 pub use flow::FlowKey;
 pub use stats::{DataStats, Drop};
-pub use xtr::{ControlRequest, Decapsulated, Encapsulated, KeyEvent, Transmit, Xtr, XtrConfig};
+pub use xtr::{
+    ControlRequest, DataReport, Decapsulated, Encapsulated, KeyEvent, PreparedKey, Transmit, Xtr,
+    XtrConfig,
+};

@@ -30,6 +30,13 @@ pub struct Directions {
 }
 
 /// Why a data packet was not forwarded.
+impl Directions {
+    fn add_all(&mut self, o: &Directions) {
+        self.encapsulated.add_all(o.encapsulated);
+        self.decapsulated.add_all(o.decapsulated);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Drop {
@@ -66,6 +73,9 @@ pub enum Drop {
     TooBig,
     /// The underlay socket refused the datagram.
     SendFailed,
+    /// Control carried in data (RFC 9962 §4) arrived faster than the control plane took
+    /// it: the bounded queue toward it was full.
+    ControlQueueFull,
 }
 
 /// RLOCs counted one by one; traffic of any further RLOC is added to `other_rlocs`, so
@@ -98,6 +108,9 @@ pub struct DataStats {
     pub other_rlocs: Directions,
     pub per_instance: BTreeMap<u32, Directions>,
     pub drops: BTreeMap<Drop, u64>,
+    /// A node's data-plane workers, each one's own traffic (in worker order; empty for a
+    /// single data plane's counters).
+    pub per_worker: Vec<Directions>,
 }
 
 impl DataStats {
@@ -145,6 +158,33 @@ impl DataStats {
     }
 
     /// Drops for one reason.
+    /// Adds another worker's counters to these (RLOCs beyond [`MAX_RLOCS`] go to
+    /// `other_rlocs`, as they would have in one table).
+    pub fn merge(&mut self, o: &DataStats) {
+        self.encapsulated.add_all(o.encapsulated);
+        self.decapsulated.add_all(o.decapsulated);
+        self.encrypted += o.encrypted;
+        self.decrypted += o.decrypted;
+        self.queued_for_key += o.queued_for_key;
+        self.queued_for_mapping += o.queued_for_mapping;
+        self.recv_keys_refused += o.recv_keys_refused;
+        self.icmp_too_big += o.icmp_too_big;
+        self.split_reads += o.split_reads;
+        self.batched_sends += o.batched_sends;
+        self.coalesced_reads += o.coalesced_reads;
+        for (rloc, d) in &o.per_rloc {
+            self.rloc(*rloc).add_all(d);
+        }
+        self.other_rlocs.add_all(&o.other_rlocs);
+        for (iid, d) in &o.per_instance {
+            self.per_instance.entry(*iid).or_default().add_all(d);
+        }
+        for (d, n) in &o.drops {
+            self.drop_n(*d, *n);
+        }
+        self.per_worker.extend(o.per_worker.iter().copied());
+    }
+
     pub fn dropped(&self, d: Drop) -> u64 {
         self.drops.get(&d).copied().unwrap_or(0)
     }
@@ -183,6 +223,31 @@ mod tests {
         assert_eq!(v["drops"]["not_our_eid"], 1);
         assert_eq!(v["per_rloc"]["192.0.2.1"]["encapsulated"]["packets"], 2);
         assert_eq!(v["per_instance"]["2"]["encapsulated"]["bytes"], 50);
+    }
+
+    #[test]
+    fn merging_workers_sums_every_counter() {
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut one = DataStats::default();
+        one.sent_n(a, 1, 2, 200);
+        one.drop(Drop::Replayed);
+        one.encrypted = 2;
+        let mut two = DataStats::default();
+        two.sent_n(a, 1, 3, 300);
+        two.received_n(b, 7, 1, 10);
+        two.drop_n(Drop::Replayed, 4);
+        two.drop(Drop::NoKey);
+        two.encrypted = 3;
+        one.merge(&two);
+        assert_eq!(one.encapsulated.packets, 5);
+        assert_eq!(one.per_rloc[&a].encapsulated.bytes, 500);
+        assert_eq!(one.per_rloc[&b].decapsulated.packets, 1);
+        assert_eq!(one.per_instance[&1].encapsulated.packets, 5);
+        assert_eq!(one.per_instance[&7].decapsulated.bytes, 10);
+        assert_eq!(one.dropped(Drop::Replayed), 5);
+        assert_eq!(one.dropped(Drop::NoKey), 1);
+        assert_eq!(one.encrypted, 5);
     }
 
     #[test]

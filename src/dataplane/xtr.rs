@@ -21,11 +21,11 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::keys::{Install, RecvKeys};
+use super::keys::{CurrentKey, Install, RecvKeys};
 use super::stats::{DataStats, Drop};
 use super::waiting::MappingQueue;
 use super::{FlowKey, encap, icmp, select};
-use crate::crypto::lisp_crypto::{CipherSuite, CryptoError, SendKey};
+use crate::crypto::lisp_crypto::{CipherSuite, CryptoError, RecvKey, SendKey};
 use crate::mapping::{EidPrefix, MapCache, PrefixTable};
 use crate::wire::ip::IpPacket;
 use crate::wire::{CONTROL_INSTANCE_ID, DATA_PORT, DataHeader};
@@ -81,6 +81,116 @@ impl std::fmt::Debug for KeyEvent {
                 itr, suite, key_id, ..
             } => write!(f, "Recv({itr}, {suite:?}, key-id {key_id})"),
             KeyEvent::NoKey { rloc } => write!(f, "NoKey({rloc})"),
+        }
+    }
+}
+
+impl KeyEvent {
+    /// The event with its keys built (one key schedule however many workers install it).
+    pub fn prepare(self) -> PreparedKey {
+        match self {
+            KeyEvent::Send {
+                rloc,
+                suite,
+                key_id,
+                key,
+            } => PreparedKey::Send {
+                rloc,
+                key: SendKey::new(suite, key_id, &key),
+            },
+            KeyEvent::Recv {
+                itr,
+                suite,
+                key_id,
+                key,
+            } => PreparedKey::Recv {
+                itr,
+                key: RecvKey::new(suite, key_id, &key),
+                material: key,
+                valid_id: (1..=3).contains(&key_id),
+            },
+            KeyEvent::NoKey { rloc } => PreparedKey::NoKey { rloc },
+        }
+    }
+}
+
+/// A [`KeyEvent`] with its keys built, for [`Xtr::install_key`]. The data-plane workers of
+/// one node each install a [`share`](PreparedKey::share) of the same prepared key: their
+/// copies of a send key take IVs from one counter (RFC 8061 §9: an IV never repeats under a
+/// key) and their copies of a receive key record packets in one anti-replay window.
+// Built once per key event and moved, never stored: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum PreparedKey {
+    Send {
+        rloc: IpAddr,
+        key: SendKey,
+    },
+    Recv {
+        itr: IpAddr,
+        key: RecvKey,
+        material: [u8; 32],
+        /// The key-id is 1-3 (RFC 8061 §8); any other is refused.
+        valid_id: bool,
+    },
+    NoKey {
+        rloc: IpAddr,
+    },
+}
+
+impl PreparedKey {
+    /// Another handle on the same keys, for another worker.
+    pub fn share(&mut self) -> PreparedKey {
+        match self {
+            PreparedKey::Send { rloc, key } => PreparedKey::Send {
+                rloc: *rloc,
+                key: key.share(),
+            },
+            PreparedKey::Recv {
+                itr,
+                key,
+                material,
+                valid_id,
+            } => PreparedKey::Recv {
+                itr: *itr,
+                key: key.share(),
+                material: *material,
+                valid_id: *valid_id,
+            },
+            PreparedKey::NoKey { rloc } => PreparedKey::NoKey { rloc: *rloc },
+        }
+    }
+}
+
+/// What the views of a node need of a data plane, merged over its workers: the counters and
+/// the keys in use.
+#[derive(Debug, Clone, Default)]
+pub struct DataReport {
+    pub stats: DataStats,
+    /// Per RLOC we encapsulate to: suite, key-id, packets sealed under the key.
+    pub send_keys: Vec<(IpAddr, CipherSuite, u8, u64)>,
+    /// The ETR's keys in use.
+    pub recv_keys: Vec<CurrentKey>,
+}
+
+impl DataReport {
+    /// Adds another worker's report: counters summed, keys listed once (the workers share
+    /// them: the packet counts are already totals).
+    pub fn merge(&mut self, other: DataReport) {
+        self.stats.merge(&other.stats);
+        for k in other.send_keys {
+            if !self.send_keys.iter().any(|s| s.0 == k.0) {
+                self.send_keys.push(k);
+            }
+        }
+        for k in other.recv_keys {
+            match self
+                .recv_keys
+                .iter_mut()
+                .find(|c| c.itr == k.itr && c.key_id == k.key_id)
+            {
+                Some(c) => c.keys = c.keys.max(k.keys),
+                None => self.recv_keys.push(k),
+            }
         }
     }
 }
@@ -575,33 +685,41 @@ impl Xtr {
     /// Installs what the control plane agreed (RFC 8061 key exchange in RLOC-probes) and
     /// stages the packets that waited for it.
     pub fn handle_key_event(&mut self, now: Duration, e: KeyEvent) {
-        match e {
-            KeyEvent::Send {
-                rloc,
-                suite,
-                key_id,
-                key,
-            } => {
-                tracing::info!(%rloc, ?suite, key_id, "lisp-crypto key agreed (send)");
-                self.send_keys
-                    .insert(rloc, SendKey::new(suite, key_id, &key));
+        self.install_key(now, e.prepare());
+    }
+
+    /// [`handle_key_event`](Self::handle_key_event) with the keys already built (a share of
+    /// one prepared key per worker).
+    pub fn install_key(&mut self, now: Duration, k: PreparedKey) {
+        match k {
+            PreparedKey::Send { rloc, key } => {
+                tracing::info!(%rloc, suite = ?key.suite, key_id = key.key_id, "lisp-crypto key agreed (send)");
+                self.send_keys.insert(rloc, key);
                 self.rekey_asked.remove(&rloc);
                 self.keyless.remove(&rloc);
                 self.flush_pending(rloc);
             }
-            KeyEvent::Recv {
+            PreparedKey::Recv {
                 itr,
-                suite,
-                key_id,
                 key,
-            } => match self.recv_keys.install(now, itr, suite, key_id, key) {
-                Install::Candidate => {
-                    tracing::info!(%itr, ?suite, key_id, "lisp-crypto key agreed (receive; in use once data proves it)")
+                material,
+                valid_id,
+            } => {
+                let (suite, key_id) = (key.suite, key.key_id);
+                let installed = if valid_id {
+                    self.recv_keys.install_key(now, itr, key, material)
+                } else {
+                    Install::Full
+                };
+                match installed {
+                    Install::Candidate => {
+                        tracing::info!(%itr, ?suite, key_id, "lisp-crypto key agreed (receive; in use once data proves it)")
+                    }
+                    Install::Refreshed => {}
+                    Install::Full => self.stats.recv_keys_refused += 1,
                 }
-                Install::Refreshed => {}
-                Install::Full => self.stats.recv_keys_refused += 1,
-            },
-            KeyEvent::NoKey { rloc } => {
+            }
+            PreparedKey::NoKey { rloc } => {
                 tracing::warn!(%rloc, allow_clear = self.cfg.allow_clear, "RLOC offers no lisp-crypto key");
                 self.keyless.insert(rloc);
                 if self.cfg.allow_clear {
@@ -610,6 +728,19 @@ impl Xtr {
                     self.stats.drop_n(Drop::NoKey, q.len() as u64);
                 }
             }
+        }
+    }
+
+    /// The counters and keys in use, for the views.
+    pub fn report(&self) -> DataReport {
+        DataReport {
+            stats: self.stats.clone(),
+            send_keys: self
+                .send_keys
+                .iter()
+                .map(|(ip, k)| (*ip, k.suite, k.key_id, k.packets()))
+                .collect(),
+            recv_keys: self.recv_keys.current().collect(),
         }
     }
 

@@ -53,8 +53,9 @@ impl MapCacheEntry {
     }
 }
 
-/// The map-cache of one node, all Instance-IDs.
-#[derive(Debug)]
+/// The map-cache of one node, all Instance-IDs. A clone keeps the generation: the same
+/// contents (the data-plane workers look up in snapshots of the engine's cache).
+#[derive(Debug, Clone)]
 pub struct MapCache {
     table: PrefixTable<MapCacheEntry>,
     /// Changes whenever an answer of [`MapCache::lookup`] may have changed (an entry added,

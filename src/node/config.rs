@@ -91,9 +91,14 @@ struct RawDataPlane {
     #[serde(default)]
     allow_clear: bool,
     underlay_mtu: Option<u32>,
+    workers: Option<u32>,
     #[serde(default)]
     peer: Vec<RawCryptoPeer>,
 }
+
+/// Data-plane workers, at most (a TUN device has at most 256 queues).
+pub const MAX_WORKERS: usize = 64;
+const MAX_WORKERS_U32: u32 = MAX_WORKERS as u32;
 
 /// `[[data_plane.peer]]`: the lisp-crypto profile of the peers in some RLOC prefixes.
 #[derive(Debug, Deserialize)]
@@ -294,6 +299,9 @@ pub struct NodeConfig {
     /// MTU of the underlay path (RFC 9300 §7.1 stateless MTU handling): an inner packet
     /// whose encapsulation would exceed it is refused with an ICMP error into its TUN.
     pub underlay_mtu: u16,
+    /// `data_plane.workers`: threads running the data plane, each with its own queue of
+    /// every TUN device and its own data-port socket (default: one per CPU).
+    pub workers: usize,
     pub api: ApiSettings,
     /// `[[map_server]]`: Map-Servers outside the group we register with.
     pub map_servers: Vec<crate::control::MapServerPeer>,
@@ -1100,6 +1108,17 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             1500
         }
     };
+    let workers = match raw.data_plane.workers {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
+        Some(n @ 1..=MAX_WORKERS_U32) => n as usize,
+        Some(n) => {
+            errs.add(
+                "data_plane.workers",
+                format!("{n}: expected 1 to {MAX_WORKERS}"),
+            );
+            1
+        }
+    };
     let encryption = match raw.data_plane.encryption.as_deref().unwrap_or("aes128-gcm") {
         "aes128-gcm" => Some(crate::crypto::lisp_crypto::CipherSuite::Aes128Gcm),
         "chacha20-poly1305" => Some(crate::crypto::lisp_crypto::CipherSuite::ChaCha20Poly1305),
@@ -1205,6 +1224,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             allow_clear: raw.data_plane.allow_clear || encryption.is_none(),
             crypto_peers,
             underlay_mtu,
+            workers,
             api,
             map_servers,
             map_resolvers,
@@ -1493,6 +1513,21 @@ name = "n*"
         let errs = parse(&dup, Path::new(".")).unwrap_err();
         assert_eq!(errs[0].path, "data_plane.peer[0].rlocs[1]", "{errs:?}");
         assert!(errs[0].message.contains("twice"));
+    }
+
+    /// `data_plane.workers`: one per CPU unless set, 1 to 64.
+    #[test]
+    fn data_plane_workers() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
+        assert_eq!(parse(GOOD, Path::new(".")).unwrap().workers, cpus);
+        let two = format!("{GOOD}[data_plane]\nworkers = 2\n");
+        assert_eq!(parse(&two, Path::new(".")).unwrap().workers, 2);
+        for bad in ["0", "65"] {
+            let cfg = format!("{GOOD}[data_plane]\nworkers = {bad}\n");
+            let errs = parse(&cfg, Path::new(".")).unwrap_err();
+            assert_eq!(errs[0].path, "data_plane.workers", "{errs:?}");
+            assert!(errs[0].message.contains("1 to 64"), "{errs:?}");
+        }
     }
 
     #[test]

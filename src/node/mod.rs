@@ -11,19 +11,20 @@ pub mod state;
 pub mod tun;
 pub mod udp_io;
 pub mod view;
+pub mod worker;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use udp_io::{DataSender, Outer};
+use worker::{ToWorker, Workers};
 
 use crate::control::{Engine, EngineConfig, LocalRloc, MappingSystem};
-use crate::dataplane::{Decapsulated, Drop, Encapsulated, Xtr, XtrConfig};
+use crate::dataplane::XtrConfig;
+use crate::mapping::PrefixTable;
 use config::{NodeConfig, RlocSource};
 
 /// How often interface RLOCs are re-read.
@@ -98,13 +99,19 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
             .map_or(1, |d| d.as_micros() as u64),
         rng_seed: rand::random(),
     };
+    // Without a TUN device the data port carries only control in data: one worker.
+    let workers = if cfg.instances.is_empty() {
+        1
+    } else {
+        cfg.workers
+    };
     let sockets::Opened {
         sockets,
         control: mut rx,
-        data: mut data_rx,
-    } = sockets::open(&cfg, &rlocs).await?;
+        data: data_sockets,
+    } = sockets::open(&cfg, &rlocs, workers).await?;
 
-    // The data plane: one TUN device per configured Instance-ID.
+    // The data plane: one TUN device per configured Instance-ID, one queue per worker.
     let mut tuns: Vec<tun::Tun> = Vec::new();
     for inst in &cfg.instances {
         if tuns.is_empty() {
@@ -114,7 +121,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
                 Err(e) => warn!("cannot look for rules an earlier run left: {e:#}"),
             }
         }
-        let t = match tun::Tun::create(inst, cfg.underlay_mtu).await {
+        let t = match tun::Tun::create(inst, cfg.underlay_mtu, workers).await {
             Ok(t) => t,
             Err(e) => {
                 // A run that fails leaves nothing behind: the devices go with the process,
@@ -125,25 +132,42 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
                 return Err(e);
             }
         };
-        info!(device = %inst.tun, iid = inst.instance_id, addresses = ?inst.addresses, mtu = t.mtu, table = ?inst.table, "TUN device up");
+        info!(device = %inst.tun, iid = inst.instance_id, addresses = ?inst.addresses, mtu = t.mtu, table = ?inst.table, queues = workers, "TUN device up");
         tuns.push(t);
     }
-    let (tun_tx, mut tun_rx) = mpsc::channel::<tun::TunBatch>(256);
-    for (k, t) in tuns.iter().enumerate() {
-        t.spawn_reader(k, tun_tx.clone());
-    }
-    drop(tun_tx);
-    let xtr = Xtr::new(XtrConfig {
-        database: cfg.database.iter().map(|d| d.eid).collect(),
-        rlocs: rlocs.iter().map(|r| r.address).collect(),
-        encryption: cfg.encryption,
-        allow_clear: cfg.allow_clear,
-        underlay_mtu: cfg.underlay_mtu,
-        rekey_packets: cfg.timers.rekey_packets,
-        rng_seed: rand::random(),
-    });
     let start = Instant::now();
     let engine = Engine::new(engine_cfg);
+    let mut queues: Vec<_> = tuns
+        .iter_mut()
+        .map(|t| t.take_queues().into_iter())
+        .collect();
+    let mut setups = Vec::new();
+    for data in data_sockets {
+        setups.push(worker::Setup {
+            xtr: XtrConfig {
+                database: cfg.database.iter().map(|d| d.eid).collect(),
+                rlocs: rlocs.iter().map(|r| r.address).collect(),
+                encryption: cfg.encryption,
+                allow_clear: cfg.allow_clear,
+                underlay_mtu: cfg.underlay_mtu,
+                rekey_packets: cfg.timers.rekey_packets,
+                rng_seed: rand::random(),
+            },
+            cache: Arc::new(engine.map_cache().clone()),
+            tuns: queues.iter_mut().filter_map(|q| q.next()).collect(),
+            data,
+            control_out: sockets.control_port(cfg.control_port)?,
+        });
+    }
+    let (workers, mut worker_requests, mut replicated) = match Workers::spawn(start, setups) {
+        Ok(w) => w,
+        Err(e) => {
+            for t in tuns.iter_mut() {
+                t.remove_rules().await;
+            }
+            return Err(e);
+        }
+    };
     info!(
         name = %cfg.name,
         xtr_id = %hex::encode(xtr_id),
@@ -160,23 +184,19 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigusr1 =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let mut ours = PrefixTable::new();
+    for d in &cfg.database {
+        ours.insert(d.eid, ());
+    }
     let mut node = Node {
-        out: if tuns.is_empty() {
-            None
-        } else {
-            let out = DataSender::open();
-            info!(ports = ?out.ports(), "LISP data leaves from these UDP ports, by flow");
-            Some(out)
-        },
-        tun_out: tuns.iter().map(|_| TunOut::default()).collect(),
-        control_sockets: sockets.control_port(cfg.control_port),
         sockets,
         tuns,
+        ours,
+        workers,
+        published: engine.map_cache().generation(),
+        next_publish: start,
         engine,
-        xtr,
         start,
-        gro: tun_rs::GROTable::default(),
-        tx_buf: Vec::new(),
         engine_due: start,
         engine_driven: true,
         members_seen: 0,
@@ -192,9 +212,13 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
                 let Some(batch) = got else { bail!("all sockets closed") };
                 node.on_control(batch);
             }
-            Some(batch) = data_rx.recv() => node.on_data(batch).await,
-            Some((k, batch)) = tun_rx.recv() => node.on_tun(k, batch).await,
-            Some(req) = requests.recv() => node.on_request(req),
+            Some(r) = worker_requests.recv() => {
+                let now = node.now();
+                node.engine.handle_request(now, r);
+                node.engine_driven = true;
+            }
+            Some((from, payload)) = replicated.recv() => node.on_replicated(from, &payload),
+            Some(req) = requests.recv() => node.on_request(req).await,
             Some((index, addrs)) = dns_rx.recv() => {
                 let now = node.now();
                 node.engine.set_pull_servers(now, index, addrs);
@@ -203,54 +227,44 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
             _ = tokio::time::sleep_until(node.deadline().into()) => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
-            _ = sigusr1.recv() => log_counters(&node.engine, node.xtr.stats()),
+            _ = sigusr1.recv() => log_counters(&node.engine, &node.workers.report().await.stats),
         }
         node.refresh_rlocs().await;
     }
-    log_counters(&node.engine, node.xtr.stats());
+    log_counters(&node.engine, &node.workers.report().await.stats);
     for t in node.tuns.iter_mut() {
         t.remove_rules().await;
     }
     info!("leaving the peer group");
     let now = node.now();
     node.engine.leave(now);
-    flush(&mut node.engine, &node.sockets).await;
+    flush(&mut node.engine, &node.sockets, &node.workers).await;
+    node.workers.stop();
     Ok(())
 }
 
-/// Buffers kept for reuse per TUN device (a batch of 64 GRO reads holds more; the rest go).
-const SPARE_BUFFERS: usize = 512;
+/// The map-cache is published to the workers at most this often (and never more than a
+/// twentieth of the control task's time goes to copying it, however large it grows).
+const PUBLISH_GAP: Duration = Duration::from_millis(2);
 
-/// Inner packets decapsulated for one TUN device, written together (GRO) at the end of a
-/// batch: each buffer holds [`tun::HEADROOM`] bytes, then the packet.
-#[derive(Default)]
-struct TunOut {
-    bufs: Vec<Vec<u8>>,
-    /// Buffers of earlier batches, reused so that the steady state allocates nothing.
-    spare: Vec<Vec<u8>>,
-}
-
-/// A running node: the sans-IO control engine and data plane, and the devices and sockets
-/// they are driven through. One handler per event; the clock is read once per event.
+/// A running node: the sans-IO control engine, the data-plane workers it feeds, and the
+/// devices and sockets of the control plane. One handler per event; the clock is read once
+/// per event.
 struct Node {
     cfg: NodeConfig,
     start: Instant,
     engine: Engine,
-    xtr: Xtr,
+    workers: Workers,
+    /// The TUN devices (their routes and rules; the workers read and write their queues).
     tuns: Vec<tun::Tun>,
-    /// Per TUN device (in the order of `tuns`): what waits to be written into it.
-    tun_out: Vec<TunOut>,
-    gro: tun_rs::GROTable,
+    /// Our own EID-prefixes (never routed into a TUN device).
+    ours: PrefixTable<()>,
     sockets: sockets::Sockets,
-    /// The sockets on the control port: encrypted data to a lispers.net peer leaves from the
-    /// port of our probes (PROTOCOL.md §5.2 item 12).
-    control_sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
-    /// The sockets LISP data leaves from (none without a TUN device).
-    out: Option<DataSender>,
-    /// The buffer transmits of the data plane are swapped into (reused).
-    tx_buf: Vec<u8>,
+    /// The map-cache generation the workers have.
+    published: u64,
+    next_publish: Instant,
     /// The engine's timers, output and key events are looked at when it is due or was just
-    /// driven, not for every data packet that only hit the map-cache.
+    /// driven.
     engine_due: Instant,
     engine_driven: bool,
     members_seen: usize,
@@ -267,8 +281,8 @@ impl Node {
     /// The next time the loop must wake up by itself.
     fn deadline(&self) -> Instant {
         let mut d = self.engine_due.min(self.next_rloc_refresh);
-        if let Some(t) = self.xtr.poll_timeout() {
-            d = d.min(self.start + t);
+        if self.engine.map_cache().generation() != self.published {
+            d = d.min(self.next_publish);
         }
         if !self.tuns.is_empty() {
             d = d.min(self.next_route_sync);
@@ -276,24 +290,18 @@ impl Node {
         d
     }
 
-    /// Before each wait: the engine's timers when due or driven, the exchange with the data
-    /// plane, everything both want to send, and the routes into the TUN devices.
+    /// Before each wait: the engine's timers when due or driven, its keys to the workers,
+    /// everything it wants to send, the map-cache to the workers when it changed, and the
+    /// routes into the TUN devices.
     async fn wake(&mut self) {
         let now = self.now();
-        if self.engine_driven
-            || self.xtr.has_control_requests()
-            || Instant::now() >= self.engine_due
-        {
+        if self.engine_driven || Instant::now() >= self.engine_due {
             self.engine_driven = false;
             self.engine.handle_timeout(now);
-            self.engine.exchange(now, &mut self.xtr);
-            flush(&mut self.engine, &self.sockets).await;
-            self.flush_data();
-            while let Some((iid, packet)) = self.xtr.poll_to_tun() {
-                if let Some(t) = self.tuns.iter().find(|t| t.instance_id == iid) {
-                    let _ = t.write(&packet).await;
-                }
+            while let Some(e) = self.engine.poll_key_event() {
+                self.workers.key(e.prepare());
             }
+            flush(&mut self.engine, &self.sockets, &self.workers).await;
             let members = self.engine.members().len();
             if members != self.members_seen {
                 info!(members, "peer group membership changed");
@@ -301,7 +309,23 @@ impl Node {
             }
             self.engine_due = self.start + self.engine.poll_timeout();
         }
+        self.publish_map_cache();
         self.sync_routes().await;
+    }
+
+    /// A snapshot of the map-cache for the workers when it changed: packets waiting for a
+    /// mapping leave once their worker has it.
+    fn publish_map_cache(&mut self) {
+        let generation = self.engine.map_cache().generation();
+        if generation == self.published || Instant::now() < self.next_publish {
+            return;
+        }
+        let t0 = Instant::now();
+        let snapshot = Arc::new(self.engine.map_cache().clone());
+        self.workers
+            .broadcast(|| ToWorker::MapCache(snapshot.clone()));
+        self.published = generation;
+        self.next_publish = Instant::now() + PUBLISH_GAP.max(t0.elapsed() * 20);
     }
 
     /// Control datagrams: a batch at once, so the engine's timers, output and bookkeeping
@@ -316,66 +340,20 @@ impl Node {
         self.engine_driven = true;
     }
 
-    /// LISP data (RFC 9300 §7): decapsulated by the data plane; our EIDs' packets are
-    /// written into the TUN devices at the end of the batch, control carried in data goes
-    /// to the engine.
-    async fn on_data(&mut self, batch: Vec<sockets::DataIn>) {
+    /// Control carried in data (Instance-ID 0xFFFFFF, RFC 9962 §4), from a worker.
+    fn on_replicated(&mut self, from: SocketAddr, payload: &[u8]) {
+        if tracing::enabled!(target: "lisp_decent::control", tracing::Level::DEBUG) {
+            let mut d = vec![0u8; crate::wire::DataHeader::LEN];
+            d.extend_from_slice(payload);
+            log_control("received", from, &d, true);
+        }
         let now = self.now();
-        for mut d in batch {
-            if d.buf.len() > d.segment {
-                self.xtr.stats_mut().coalesced_reads += 1;
-            }
-            for datagram in d.buf.chunks_mut(d.segment) {
-                let control = match self.xtr.decapsulate(now, d.from, datagram) {
-                    Decapsulated::Deliver { iid, packet } => {
-                        match self.tuns.iter().position(|t| t.instance_id == iid) {
-                            Some(k) => {
-                                let o = &mut self.tun_out[k];
-                                let mut b = o.spare.pop().unwrap_or_default();
-                                b.clear();
-                                b.resize(tun::HEADROOM, 0);
-                                b.extend_from_slice(packet);
-                                o.bufs.push(b);
-                            }
-                            None => self.xtr.stats_mut().drop(Drop::NoDevice),
-                        }
-                        false
-                    }
-                    Decapsulated::Control { .. } => true,
-                    Decapsulated::Dropped(_) => false,
-                };
-                if control {
-                    log_control("received", d.from, datagram, true);
-                    self.engine
-                        .handle_replicated(now, &datagram[crate::wire::DataHeader::LEN..]);
-                    self.engine_driven = true;
-                }
-            }
-        }
-        self.xtr.flush_counters();
-        self.write_tuns().await;
-    }
-
-    /// Packets read from TUN device `k`: encapsulated into batches and sent.
-    async fn on_tun(&mut self, k: usize, batch: Vec<Vec<u8>>) {
-        let now = self.now();
-        if batch.len() > 1 {
-            self.xtr.stats_mut().split_reads += 1;
-        }
-        let iid = self.tuns[k].instance_id;
-        for packet in &batch {
-            if let Encapsulated::IcmpToTun(error) =
-                self.xtr
-                    .encapsulate(now, iid, packet, self.engine.map_cache())
-            {
-                let _ = self.tuns[k].write(&error).await;
-            }
-        }
-        self.flush_data();
+        self.engine.handle_replicated(now, payload);
+        self.engine_driven = true;
     }
 
     /// A query of the API, answered from the engine's and the data plane's state.
-    fn on_request(&mut self, req: handle::Request) {
+    async fn on_request(&mut self, req: handle::Request) {
         use handle::{Answer, Query};
         let now = self.now();
         let answer = match req.query {
@@ -392,11 +370,10 @@ impl Node {
                 Answer::Registering
             }
             q => {
+                let data = self.workers.report().await;
                 let v = view::Viewer {
                     engine: &self.engine,
-                    stats: self.xtr.stats(),
-                    send_keys: self.xtr.send_keys(),
-                    recv_keys: self.xtr.recv_keys(),
+                    data: &data,
                     now,
                 };
                 match q {
@@ -416,56 +393,6 @@ impl Node {
         let _ = req.reply.send(answer);
     }
 
-    /// Sends what the data plane staged: one datagram or a GSO batch per transmit.
-    fn flush_data(&mut self) {
-        while let Some(t) = self.xtr.poll_transmit(&mut self.tx_buf) {
-            let sent = if t.from_control_port {
-                let sock = self
-                    .control_sockets
-                    .iter()
-                    .filter(|(a, _)| a.is_ipv4() == t.dst.is_ipv4())
-                    .min_by_key(|(a, _)| Some(a.ip()) != t.src)
-                    .map(|(_, s)| s);
-                sock.is_some_and(|s| s.try_send_to(&self.tx_buf, t.dst).is_ok())
-            } else {
-                let outer = Outer {
-                    src: t.src,
-                    dst: t.dst,
-                    ttl: t.ttl,
-                    tos: t.tos,
-                };
-                match self.out.as_mut() {
-                    Some(out) => match out.send(t.flow, &outer, &self.tx_buf, t.segment) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            debug!(dst = %t.dst, "data send failed: {e}");
-                            false
-                        }
-                    },
-                    None => false,
-                }
-            };
-            if !sent {
-                self.xtr.transmit_failed(&t);
-            }
-        }
-    }
-
-    /// Writes what a batch decapsulated into the TUN devices.
-    async fn write_tuns(&mut self) {
-        for (t, o) in self.tuns.iter().zip(self.tun_out.iter_mut()) {
-            if o.bufs.is_empty() {
-                continue;
-            }
-            let n = o.bufs.len() as u64;
-            if t.write_batch(&mut self.gro, &mut o.bufs).await.is_err() {
-                self.xtr.stats_mut().drop_n(Drop::NoDevice, n);
-            }
-            o.spare.append(&mut o.bufs);
-            o.spare.truncate(SPARE_BUFFERS);
-        }
-    }
-
     /// The routes into the TUN devices follow the database (at once on a change, and
     /// every [`ROUTE_SYNC`]).
     async fn sync_routes(&mut self) {
@@ -478,7 +405,7 @@ impl Node {
         self.next_route_sync = Instant::now() + ROUTE_SYNC;
         self.routed_generation = self.engine.generation();
         for t in self.tuns.iter_mut() {
-            let wanted = remote_prefixes(&self.engine, self.xtr.ours(), t.instance_id);
+            let wanted = remote_prefixes(&self.engine, &self.ours, t.instance_id);
             match t.sync_routes(&wanted).await {
                 Ok((0, 0)) => {}
                 Ok((added, removed)) => {
@@ -505,7 +432,9 @@ impl Node {
         }
         match resolve_rlocs(&self.cfg).await {
             Ok(r) if !r.is_empty() => {
-                self.xtr.set_rlocs(r.iter().map(|r| r.address).collect());
+                let addresses: Vec<IpAddr> = r.iter().map(|r| r.address).collect();
+                self.workers
+                    .broadcast(|| ToWorker::Rlocs(addresses.clone()));
                 let now = self.now();
                 self.engine.set_rlocs(now, r);
                 self.engine_driven = true;
@@ -567,18 +496,24 @@ fn log_control(dir: &str, peer: SocketAddr, bytes: &[u8], data: bool) {
     }
 }
 
-async fn flush(engine: &mut Engine, sockets: &sockets::Sockets) {
+/// Sends the engine's output: from the control port here, from the data port (control in
+/// data, RFC 9962 §4) through the first worker, which holds a socket there.
+async fn flush(engine: &mut Engine, sockets: &sockets::Sockets, workers: &Workers) {
     let mut out = Vec::new();
+    let mut data_port = Vec::new();
     while let Some(t) = engine.poll_transmit() {
-        log_control(
-            "sent",
-            t.dst,
-            &t.payload,
-            t.src_port == crate::wire::DATA_PORT,
-        );
-        out.push(t);
+        let in_data = t.src_port == crate::wire::DATA_PORT;
+        log_control("sent", t.dst, &t.payload, in_data);
+        if in_data {
+            data_port.push(t);
+        } else {
+            out.push(t);
+        }
     }
     if !out.is_empty() {
         sockets.send_all(out.into_iter()).await;
+    }
+    if !data_port.is_empty() {
+        workers.send_from_data_port(data_port);
     }
 }

@@ -142,7 +142,7 @@ fn take(
 
 /// Reads the LISP data port (UDP GRO where the kernel has it) and hands over what arrived
 /// since the last wake-up, as one batch.
-fn spawn_data_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<DataIn>>) {
+pub fn spawn_data_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<DataIn>>) {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
     let gro = udp_io::enable_gro(sock.as_ref());
@@ -236,31 +236,47 @@ impl Sockets {
     }
 }
 
-/// What [`open`] gives: the sockets, and the channels their readers fill.
+/// What [`open`] gives: the control sockets, the channel their readers fill, and the data
+/// port's sockets, one set per data-plane worker (not yet registered with a runtime).
 pub struct Opened {
     pub sockets: Sockets,
     pub control: mpsc::Receiver<Vec<Received>>,
-    pub data: mpsc::Receiver<Vec<DataIn>>,
+    pub data: Vec<Vec<(SocketAddr, std::net::UdpSocket)>>,
 }
 
 impl Sockets {
-    /// The sockets on the control port (not the group's): encrypted data to a lispers.net
-    /// peer leaves from the port of our probes (PROTOCOL.md §5.2 item 12).
-    pub fn control_port(&self, port: u16) -> Vec<(SocketAddr, Arc<UdpSocket>)> {
+    /// Handles on the sockets of the control port (not the group's) for a data-plane
+    /// worker: encrypted data to a lispers.net peer leaves from the port of our probes
+    /// (PROTOCOL.md §5.2 item 12). Each is a second descriptor of the same socket, sent on
+    /// without waiting (a full buffer drops the datagram), never read.
+    pub fn control_port(
+        &self,
+        port: u16,
+    ) -> anyhow::Result<Vec<(SocketAddr, std::net::UdpSocket)>> {
+        use std::os::fd::AsFd;
         self.by_local
             .iter()
             .filter(|(a, _)| a.port() == port && !a.ip().is_multicast())
-            .map(|(a, s)| (*a, s.clone()))
+            .map(|(a, s)| {
+                let fd = s
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("cannot share a control socket with the data plane")?;
+                Ok((*a, std::net::UdpSocket::from(fd)))
+            })
             .collect()
     }
 }
 
 /// Binds the control and data ports on every listen address (the RLOCs when none is
 /// configured), joins the peer group's multicast address when the group uses it, and starts
-/// a reader per socket.
-pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc]) -> anyhow::Result<Opened> {
+/// a reader per control socket. The data port is bound once per worker: with several, the
+/// sockets share the port (SO_REUSEPORT) and the kernel spreads the senders' flows over
+/// them by address and port, so each flow stays on one worker, in order.
+pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyhow::Result<Opened> {
     let (tx, control) = mpsc::channel::<Vec<Received>>(256);
-    let (data_tx, data) = mpsc::channel::<Vec<DataIn>>(256);
+    let mut data: Vec<Vec<(SocketAddr, std::net::UdpSocket)>> =
+        (0..workers).map(|_| Vec::new()).collect();
     let mut sockets = Sockets {
         by_local: HashMap::new(),
     };
@@ -277,40 +293,32 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc]) -> anyhow::Result<Opene
         MappingSystem::Pull(_) => None,
     };
     for ip in &listen {
-        for port in [cfg.control_port, cfg.data_port] {
-            let local = SocketAddr::new(*ip, port);
-            let s = bind_udp(local, false)?;
-            widen_receive_buffer(
-                &s,
-                if port == cfg.data_port {
-                    DATA_RECEIVE_BUFFER
-                } else {
-                    CONTROL_RECEIVE_BUFFER
-                },
-            );
-            if let Some((group, ttl)) = multicast
-                && port == cfg.control_port
-                && ip.is_ipv4() == group.is_ipv4()
-            {
-                match ip {
-                    IpAddr::V4(a) => {
-                        s.set_multicast_ttl_v4(u32::from(ttl))?;
-                        s.set_multicast_if_v4(a)?;
-                    }
-                    IpAddr::V6(a) => {
-                        s.set_multicast_hops_v6(u32::from(ttl))?;
-                        s.set_multicast_if_v6(interfaces::index_of(IpAddr::V6(*a)).await?)?;
-                    }
+        let local = SocketAddr::new(*ip, cfg.data_port);
+        for w in data.iter_mut() {
+            let s = bind_udp(local, workers > 1)?;
+            widen_receive_buffer(&s, DATA_RECEIVE_BUFFER);
+            w.push((local, s.into()));
+        }
+        let local = SocketAddr::new(*ip, cfg.control_port);
+        let s = bind_udp(local, false)?;
+        widen_receive_buffer(&s, CONTROL_RECEIVE_BUFFER);
+        if let Some((group, ttl)) = multicast
+            && ip.is_ipv4() == group.is_ipv4()
+        {
+            match ip {
+                IpAddr::V4(a) => {
+                    s.set_multicast_ttl_v4(u32::from(ttl))?;
+                    s.set_multicast_if_v4(a)?;
+                }
+                IpAddr::V6(a) => {
+                    s.set_multicast_hops_v6(u32::from(ttl))?;
+                    s.set_multicast_if_v6(interfaces::index_of(IpAddr::V6(*a)).await?)?;
                 }
             }
-            let sock = Arc::new(UdpSocket::from_std(s.into())?);
-            if port == cfg.data_port {
-                spawn_data_reader(sock.clone(), local, data_tx.clone());
-            } else {
-                spawn_reader(sock.clone(), local, tx.clone());
-            }
-            sockets.by_local.insert(local, sock);
         }
+        let sock = Arc::new(UdpSocket::from_std(s.into())?);
+        spawn_reader(sock.clone(), local, tx.clone());
+        sockets.by_local.insert(local, sock);
     }
     if let Some((group, _)) = multicast {
         // Join the group on the RLOC interface (or the configured one) and listen on G:4342.

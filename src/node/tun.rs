@@ -9,7 +9,9 @@ use anyhow::Context;
 use ipnet::IpNet;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use tokio::sync::mpsc;
-use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{
+    AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN,
+};
 
 use super::config::InstanceConfig;
 
@@ -29,10 +31,12 @@ pub type TunBatch = (usize, Vec<Vec<u8>>);
 /// Priority of the "from <EID address> lookup <table>" rules of Instance-IDs with a table.
 pub const RULE_PRIORITY: u32 = 1000;
 
-/// One Instance-ID's device and the remote prefixes routed into it.
+/// One Instance-ID's device and the remote prefixes routed into it. The device has one
+/// queue per data-plane worker (Linux multi-queue TUN: the kernel keeps each flow on one
+/// queue); [`Tun::take_queues`] hands them to the workers.
 pub struct Tun {
     pub instance_id: u32,
-    pub device: Arc<AsyncDevice>,
+    queues: Vec<SyncDevice>,
     pub index: u32,
     pub mtu: u16,
     /// Whether the device exchanges virtio-net headers (TSO reads, GRO writes).
@@ -51,7 +55,11 @@ async fn netlink() -> anyhow::Result<Handle> {
 impl Tun {
     /// Creates the device, gives it its EID addresses (host prefixes) and brings it up; with
     /// a routing table, traffic from its addresses is steered into that table.
-    pub async fn create(cfg: &InstanceConfig, underlay_mtu: u16) -> anyhow::Result<Tun> {
+    pub async fn create(
+        cfg: &InstanceConfig,
+        underlay_mtu: u16,
+        queues: usize,
+    ) -> anyhow::Result<Tun> {
         let mtu = cfg
             .mtu
             .unwrap_or(underlay_mtu.saturating_sub(ENCAP_OVERHEAD).max(576));
@@ -62,7 +70,8 @@ impl Tun {
                 .name(&cfg.tun)
                 .mtu(mtu)
                 .offload(offload)
-                .build_async()
+                .multi_queue(queues > 1)
+                .build_sync()
         };
         let (device, offload) = match build(true) {
             Ok(d) => (d, true),
@@ -80,6 +89,15 @@ impl Tun {
             }
         };
         let index = device.if_index().context("TUN device index")?;
+        let mut all = Vec::with_capacity(queues);
+        for _ in 1..queues {
+            all.push(
+                device.try_clone().with_context(|| {
+                    format!("cannot open another queue of TUN device {}", cfg.tun)
+                })?,
+            );
+        }
+        all.insert(0, device);
         let h = netlink().await?;
         for a in &cfg.addresses {
             let len = if a.is_ipv4() { 32 } else { 128 };
@@ -138,7 +156,7 @@ impl Tun {
         }
         Ok(Tun {
             instance_id: cfg.instance_id,
-            device: Arc::new(device),
+            queues: all,
             index,
             mtu,
             offload,
@@ -148,66 +166,19 @@ impl Tun {
         })
     }
 
-    /// Reads the device until it fails or `tx` closes, handing over batches of IP packets.
-    pub fn spawn_reader(&self, k: usize, tx: mpsc::Sender<TunBatch>) {
-        let dev = self.device.clone();
-        let name = self.index;
-        let size = usize::from(self.mtu) + 64;
-        tokio::spawn(async move {
-            let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + 65535];
-            let mut bufs = vec![vec![0u8; size]; IDEAL_BATCH_SIZE];
-            let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
-            loop {
-                match dev
-                    .recv_multiple(&mut original, &mut bufs, &mut sizes, 0)
-                    .await
-                {
-                    Ok(n) => {
-                        let batch = bufs
-                            .iter()
-                            .zip(&sizes)
-                            .take(n)
-                            .map(|(b, len)| b[..*len].to_vec())
-                            .collect();
-                        if tx.send((k, batch)).await.is_err() {
-                            return;
-                        }
-                    }
-                    // The device is gone.
-                    Err(e) if e.raw_os_error().is_some() => {
-                        tracing::warn!(ifindex = name, "TUN read failed: {e}");
-                        return;
-                    }
-                    // One packet the offload code could not split: skip it.
-                    Err(e) => tracing::debug!(ifindex = name, "TUN packet skipped: {e}"),
-                }
-            }
-        });
-    }
-
-    /// Writes one IP packet into the device.
-    pub async fn write(&self, packet: &[u8]) -> std::io::Result<()> {
-        if self.offload {
-            // A zero virtio-net header: no segmentation, no checksum to fill in.
-            let mut b = vec![0u8; VIRTIO_NET_HDR_LEN];
-            b.extend_from_slice(packet);
-            self.device.send(&b).await.map(|_| ())
-        } else {
-            self.device.send(packet).await.map(|_| ())
-        }
-    }
-
-    /// Writes IP packets, each after [`HEADROOM`] bytes of its buffer; with offloads, TCP
-    /// segments of one flow are coalesced into super-packets (GRO) first.
-    pub async fn write_batch(
-        &self,
-        gro: &mut GROTable,
-        bufs: &mut [Vec<u8>],
-    ) -> std::io::Result<()> {
-        self.device
-            .send_multiple(gro, bufs, HEADROOM)
-            .await
-            .map(|_| ())
+    /// The device's queues, one per worker, each to be opened as a [`TunQueue`] on its
+    /// worker's runtime (empty after the first call).
+    pub fn take_queues(&mut self) -> Vec<QueueSetup> {
+        std::mem::take(&mut self.queues)
+            .into_iter()
+            .map(|queue| QueueSetup {
+                instance_id: self.instance_id,
+                index: self.index,
+                mtu: self.mtu,
+                offload: self.offload,
+                queue,
+            })
+            .collect()
     }
 
     /// Removes the rules `create` added (the routes go with the device).
@@ -347,5 +318,101 @@ fn rule_message(h: &Handle, table: u32, a: IpAddr) -> rtnetlink::packet_route::r
     match a {
         IpAddr::V4(v4) => req.v4().source_prefix(v4, 32).message_mut().clone(),
         IpAddr::V6(v6) => req.v6().source_prefix(v6, 128).message_mut().clone(),
+    }
+}
+
+/// One queue of an Instance-ID's TUN device, read and written by one data-plane worker.
+pub struct TunQueue {
+    pub instance_id: u32,
+    pub device: Arc<AsyncDevice>,
+    pub index: u32,
+    pub mtu: u16,
+    /// Whether the device exchanges virtio-net headers (TSO reads, GRO writes).
+    pub offload: bool,
+}
+
+/// A queue of a TUN device on its way to a worker's thread.
+pub struct QueueSetup {
+    pub instance_id: u32,
+    index: u32,
+    mtu: u16,
+    offload: bool,
+    queue: SyncDevice,
+}
+
+impl QueueSetup {
+    /// The queue, registered with the runtime this is called on.
+    pub fn open(self) -> std::io::Result<TunQueue> {
+        Ok(TunQueue {
+            instance_id: self.instance_id,
+            device: Arc::new(AsyncDevice::new(self.queue)?),
+            index: self.index,
+            mtu: self.mtu,
+            offload: self.offload,
+        })
+    }
+}
+
+impl TunQueue {
+    /// Reads the device until it fails or `tx` closes, handing over batches of IP packets.
+    pub fn spawn_reader(&self, k: usize, tx: mpsc::Sender<TunBatch>) {
+        let dev = self.device.clone();
+        let name = self.index;
+        let size = usize::from(self.mtu) + 64;
+        tokio::spawn(async move {
+            let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + 65535];
+            let mut bufs = vec![vec![0u8; size]; IDEAL_BATCH_SIZE];
+            let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
+            loop {
+                match dev
+                    .recv_multiple(&mut original, &mut bufs, &mut sizes, 0)
+                    .await
+                {
+                    Ok(n) => {
+                        let batch = bufs
+                            .iter()
+                            .zip(&sizes)
+                            .take(n)
+                            .map(|(b, len)| b[..*len].to_vec())
+                            .collect();
+                        if tx.send((k, batch)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The device is gone.
+                    Err(e) if e.raw_os_error().is_some() => {
+                        tracing::warn!(ifindex = name, "TUN read failed: {e}");
+                        return;
+                    }
+                    // One packet the offload code could not split: skip it.
+                    Err(e) => tracing::debug!(ifindex = name, "TUN packet skipped: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Writes one IP packet into the device.
+    pub async fn write(&self, packet: &[u8]) -> std::io::Result<()> {
+        if self.offload {
+            // A zero virtio-net header: no segmentation, no checksum to fill in.
+            let mut b = vec![0u8; VIRTIO_NET_HDR_LEN];
+            b.extend_from_slice(packet);
+            self.device.send(&b).await.map(|_| ())
+        } else {
+            self.device.send(packet).await.map(|_| ())
+        }
+    }
+
+    /// Writes IP packets, each after [`HEADROOM`] bytes of its buffer; with offloads, TCP
+    /// segments of one flow are coalesced into super-packets (GRO) first.
+    pub async fn write_batch(
+        &self,
+        gro: &mut GROTable,
+        bufs: &mut [Vec<u8>],
+    ) -> std::io::Result<()> {
+        self.device
+            .send_multiple(gro, bufs, HEADROOM)
+            .await
+            .map(|_| ())
     }
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::control::{Delivery, Engine, MappingSystem};
-use crate::crypto::lisp_crypto::SendKey;
 use crate::dataplane::DataStats;
 use crate::mapping::{EidKey, RlocState};
 use crate::wire::RlocRecord;
@@ -223,9 +222,8 @@ fn eid_parts(key: &EidKey) -> (String, u32) {
 /// Builds the views from the engine and the data path's state.
 pub struct Viewer<'a> {
     pub engine: &'a Engine,
-    pub stats: &'a DataStats,
-    pub send_keys: &'a HashMap<IpAddr, SendKey>,
-    pub recv_keys: &'a crate::dataplane::keys::RecvKeys,
+    /// The data plane's counters and keys, merged over its workers.
+    pub data: &'a crate::dataplane::DataReport,
     pub now: Duration,
 }
 
@@ -233,7 +231,7 @@ impl Viewer<'_> {
     pub fn stats(&self) -> Stats {
         Stats {
             control: self.engine.counters().clone(),
-            data: self.stats.clone(),
+            data: self.data.stats.clone(),
         }
     }
 
@@ -395,8 +393,8 @@ impl Viewer<'_> {
     }
 
     fn key_text(&self, rloc: IpAddr) -> String {
-        match self.send_keys.get(&rloc) {
-            Some(k) => format!("{} key-id {}", k.suite.name(), k.key_id),
+        match self.data.send_keys.iter().find(|k| k.0 == rloc) {
+            Some((_, suite, key_id, _)) => format!("{} key-id {key_id}", suite.name()),
             None => "none".into(),
         }
     }
@@ -427,7 +425,7 @@ impl Viewer<'_> {
                     .iter()
                     .map(|c| {
                         let ip = c.record.locator.ip();
-                        let traffic = ip.and_then(|ip| self.stats.per_rloc.get(&ip));
+                        let traffic = ip.and_then(|ip| self.data.stats.per_rloc.get(&ip));
                         RlocView {
                             state: state_name(c.state).into(),
                             rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1000.0),
@@ -499,24 +497,25 @@ impl Viewer<'_> {
     pub fn keys(&self) -> Vec<KeyView> {
         let probes = self.engine.probes();
         let mut out: Vec<KeyView> = self
+            .data
             .send_keys
             .iter()
-            .map(|(ip, k)| {
+            .map(|(ip, suite, key_id, packets)| {
                 let p = probes.get(ip);
                 KeyView {
                     rloc: ip.to_string(),
                     direction: "encap".into(),
-                    cipher_suite: k.suite.name().into(),
-                    key_id: k.key_id,
+                    cipher_suite: suite.name().into(),
+                    key_id: *key_id,
                     age_secs: p
                         .and_then(|p| p.keyed_at())
                         .map(|t| secs(self.now.saturating_sub(t))),
                     rekeys: p.map(|p| p.rekeys.saturating_sub(1)),
-                    packets: Some(k.packets()),
+                    packets: Some(*packets),
                 }
             })
             .collect();
-        for k in self.recv_keys.current() {
+        for k in &self.data.recv_keys {
             out.push(KeyView {
                 rloc: k.itr.to_string(),
                 direction: "decap".into(),

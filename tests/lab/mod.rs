@@ -206,10 +206,14 @@ pub fn counters(pid: u32, log: &Path) -> Value {
     }
 }
 
-/// A counter at `path` (like "data/drops/replayed"), 0 when absent.
+/// A counter at `path` (like "data/drops/replayed", or "data/per_worker/1/..." into a
+/// list), 0 when absent.
 pub fn counter(v: &Value, path: &str) -> u64 {
     path.split('/')
-        .try_fold(v, |v, k| v.get(k))
+        .try_fold(v, |v, k| {
+            v.get(k)
+                .or_else(|| k.parse::<usize>().ok().and_then(|i| v.get(i)))
+        })
         .and_then(Value::as_u64)
         .unwrap_or(0)
 }

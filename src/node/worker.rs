@@ -1,0 +1,458 @@
+//! Data-plane workers: each runs a shard of the data plane, an [`Xtr`], on a thread of its
+//! own, with its own queue of every TUN device (Linux multi-queue TUN) and its own socket on
+//! the data port (SO_REUSEPORT). The kernel keeps each flow on one queue and one socket, so
+//! the packets of a flow stay in order; the control engine stays on the node's task.
+//!
+//! Nothing on the per-packet path takes a lock or waits for another thread: keys arrive as
+//! messages (a [`PreparedKey`] share per worker: the copies of a key take IVs from one
+//! counter and record received packets in one anti-replay window, RFC 8061 §9), mappings as
+//! read-only snapshots of the engine's map-cache, and the workers' requests (resolve, probe,
+//! rekey) and the control messages carried in data (RFC 9962 §4) go back as messages.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info};
+
+use super::sockets::{self, Sockets};
+use super::tun::{self, TunQueue};
+use super::udp_io::{DataSender, Outer};
+use crate::control::Transmit as ControlTransmit;
+use crate::dataplane::{
+    ControlRequest, DataReport, Decapsulated, Drop, Encapsulated, PreparedKey, Xtr, XtrConfig,
+};
+use crate::mapping::MapCache;
+
+/// What the node's control task sends a worker.
+pub enum ToWorker {
+    /// A key agreed (or an RLOC found keyless): this worker's share.
+    Key(Box<PreparedKey>),
+    /// The engine's map-cache changed: a snapshot to look packets up in.
+    MapCache(Arc<MapCache>),
+    /// Our RLOCs changed.
+    Rlocs(Vec<IpAddr>),
+    /// Control messages that leave from the data port (sent by the first worker, which
+    /// holds a socket there).
+    Send(Vec<ControlTransmit>),
+    /// The worker's counters and keys, for the views.
+    Report(oneshot::Sender<DataReport>),
+}
+
+/// Control carried in data (Instance-ID 0xFFFFFF, RFC 9962 §4) for the engine: the sender
+/// and the IP / UDP / control message after the LISP header.
+pub type Replicated = (SocketAddr, Vec<u8>);
+
+/// Control messages carried in data waiting for the engine, at most; more are dropped and
+/// counted (a flood to the data port costs a drop, not memory).
+const REPLICATED_QUEUE: usize = 1024;
+
+/// What one worker starts with.
+pub struct Setup {
+    pub xtr: XtrConfig,
+    pub cache: Arc<MapCache>,
+    /// This worker's queue of every TUN device.
+    pub tuns: Vec<tun::QueueSetup>,
+    /// This worker's sockets on the data port, one per listen address.
+    pub data: Vec<(SocketAddr, std::net::UdpSocket)>,
+    /// Handles on the control port's sockets (lispers.net's suite leaves from there).
+    pub control_out: Vec<(SocketAddr, std::net::UdpSocket)>,
+}
+
+/// The node's side of its workers.
+pub struct Workers {
+    to: Vec<mpsc::UnboundedSender<ToWorker>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// The workers' requests to the control plane (each stands for state the worker's [`Xtr`]
+/// holds within its own bounds, so the channel needs none of its own).
+pub type Requests = mpsc::UnboundedReceiver<ControlRequest>;
+
+impl Workers {
+    /// Starts one thread per setup; returns once every worker has opened its devices and
+    /// sockets (or with the first one's error), with the channels of the workers' requests
+    /// and of the control they received in data.
+    pub fn spawn(
+        start: Instant,
+        setups: Vec<Setup>,
+    ) -> anyhow::Result<(Workers, Requests, mpsc::Receiver<Replicated>)> {
+        let (req_tx, requests) = mpsc::unbounded_channel();
+        let (rep_tx, replicated) = mpsc::channel(REPLICATED_QUEUE);
+        let mut to = Vec::new();
+        let mut threads = Vec::new();
+        let mut ready = Vec::new();
+        for (index, setup) in setups.into_iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (ok_tx, ok_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+            let (req_tx, rep_tx) = (req_tx.clone(), rep_tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("data-{index}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = ok_tx.send(Err(format!("runtime: {e}")));
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        match Worker::open(index, start, setup, req_tx, rep_tx) {
+                            Ok((worker, inputs)) => {
+                                let _ = ok_tx.send(Ok(()));
+                                worker.run(rx, inputs).await;
+                            }
+                            Err(e) => {
+                                let _ = ok_tx.send(Err(format!("{e:#}")));
+                            }
+                        }
+                    });
+                })
+                .context("cannot start a data-plane worker thread")?;
+            to.push(tx);
+            threads.push(thread);
+            ready.push(ok_rx);
+        }
+        for (index, r) in ready.into_iter().enumerate() {
+            match r.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => anyhow::bail!("data-plane worker {index}: {e}"),
+                Err(_) => anyhow::bail!("data-plane worker {index} stopped while starting"),
+            }
+        }
+        info!(workers = to.len(), "data plane running");
+        Ok((Workers { to, threads }, requests, replicated))
+    }
+
+    pub fn len(&self) -> usize {
+        self.to.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.to.is_empty()
+    }
+
+    /// A key event for every worker: one key built, a share each.
+    pub fn key(&self, mut k: PreparedKey) {
+        let mut shares: Vec<PreparedKey> = (1..self.to.len()).map(|_| k.share()).collect();
+        shares.push(k);
+        for (tx, share) in self.to.iter().zip(shares) {
+            let _ = tx.send(ToWorker::Key(Box::new(share)));
+        }
+    }
+
+    /// A message for every worker.
+    pub fn broadcast(&self, m: impl Fn() -> ToWorker) {
+        for tx in &self.to {
+            let _ = tx.send(m());
+        }
+    }
+
+    /// Control messages to send from the data port (by the first worker).
+    pub fn send_from_data_port(&self, out: Vec<ControlTransmit>) {
+        if let Some(tx) = self.to.first() {
+            let _ = tx.send(ToWorker::Send(out));
+        }
+    }
+
+    /// Every worker's counters and keys, merged.
+    pub async fn report(&self) -> DataReport {
+        let mut waiting = Vec::new();
+        for tx in &self.to {
+            let (r_tx, r_rx) = oneshot::channel();
+            if tx.send(ToWorker::Report(r_tx)).is_ok() {
+                waiting.push(r_rx);
+            }
+        }
+        let mut all = DataReport::default();
+        for r in waiting {
+            if let Ok(r) = r.await {
+                all.merge(r);
+            }
+        }
+        all
+    }
+
+    /// Stops the workers (their threads end once they have read what was sent before).
+    pub fn stop(self) {
+        drop(self.to);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Buffers kept for reuse per TUN device (a batch of 64 GRO reads holds more; the rest go).
+const SPARE_BUFFERS: usize = 512;
+
+/// Inner packets decapsulated for one TUN device, written together (GRO) at the end of a
+/// batch: each buffer holds [`tun::HEADROOM`] bytes, then the packet.
+#[derive(Default)]
+struct TunOut {
+    bufs: Vec<Vec<u8>>,
+    /// Buffers of earlier batches, reused so that the steady state allocates nothing.
+    spare: Vec<Vec<u8>>,
+}
+
+/// How long a worker sleeps at most: the ETR's key expiry runs at least this often.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// The readers' channels of one worker.
+struct Inputs {
+    data: mpsc::Receiver<Vec<sockets::DataIn>>,
+    tun: mpsc::Receiver<tun::TunBatch>,
+}
+
+/// One worker: its shard of the data plane and the devices and sockets it drives. One
+/// handler per event; the clock is read once per event.
+struct Worker {
+    index: usize,
+    start: Instant,
+    xtr: Xtr,
+    cache: Arc<MapCache>,
+    tuns: Vec<TunQueue>,
+    /// Per TUN queue (in the order of `tuns`): what waits to be written into it.
+    tun_out: Vec<TunOut>,
+    gro: tun_rs::GROTable,
+    /// This worker's data-port sockets (control sent from the data port leaves here).
+    data_sockets: Sockets,
+    control_out: Vec<(SocketAddr, std::net::UdpSocket)>,
+    /// The sockets LISP data leaves from (none without a TUN device).
+    out: Option<DataSender>,
+    /// The buffer transmits of the data plane are swapped into (reused).
+    tx_buf: Vec<u8>,
+    requests: mpsc::UnboundedSender<ControlRequest>,
+    replicated: mpsc::Sender<Replicated>,
+}
+
+impl Worker {
+    /// Opens the worker's devices and sockets on the runtime of its thread and starts their
+    /// readers.
+    fn open(
+        index: usize,
+        start: Instant,
+        setup: Setup,
+        requests: mpsc::UnboundedSender<ControlRequest>,
+        replicated: mpsc::Sender<Replicated>,
+    ) -> anyhow::Result<(Worker, Inputs)> {
+        let (data_tx, data) = mpsc::channel(256);
+        let mut data_sockets = Sockets {
+            by_local: Default::default(),
+        };
+        for (local, s) in setup.data {
+            let sock = Arc::new(UdpSocket::from_std(s)?);
+            sockets::spawn_data_reader(sock.clone(), local, data_tx.clone());
+            data_sockets.by_local.insert(local, sock);
+        }
+        let (tun_tx, tun) = mpsc::channel(256);
+        let mut tuns = Vec::new();
+        for (k, q) in setup.tuns.into_iter().enumerate() {
+            let q = q.open().context("cannot open a TUN queue")?;
+            q.spawn_reader(k, tun_tx.clone());
+            tuns.push(q);
+        }
+        let out = if tuns.is_empty() {
+            None
+        } else {
+            let out = DataSender::open();
+            info!(worker = index, ports = ?out.ports(), "LISP data leaves from these UDP ports, by flow");
+            Some(out)
+        };
+        Ok((
+            Worker {
+                index,
+                start,
+                xtr: Xtr::new(setup.xtr),
+                cache: setup.cache,
+                tun_out: tuns.iter().map(|_| TunOut::default()).collect(),
+                tuns,
+                gro: tun_rs::GROTable::default(),
+                data_sockets,
+                control_out: setup.control_out,
+                out,
+                tx_buf: Vec::new(),
+                requests,
+                replicated,
+            },
+            Inputs { data, tun },
+        ))
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    async fn run(mut self, mut from_node: mpsc::UnboundedReceiver<ToWorker>, mut inputs: Inputs) {
+        loop {
+            let mut deadline = Instant::now() + IDLE_WAKE;
+            if let Some(t) = self.xtr.poll_timeout() {
+                deadline = deadline.min(self.start + t);
+            }
+            tokio::select! {
+                m = from_node.recv() => match m {
+                    Some(m) => self.on_node(m).await,
+                    None => break,
+                },
+                Some(batch) = inputs.data.recv() => self.on_data(batch).await,
+                Some((k, batch)) = inputs.tun.recv() => self.on_tun(k, batch).await,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = self.now();
+                    // Packets that waited too long for a mapping are dropped.
+                    self.xtr.handle_mappings(now, &self.cache);
+                }
+            }
+            self.after().await;
+        }
+        debug!(worker = self.index, "data-plane worker stopped");
+    }
+
+    /// After each event: timers, what the data plane staged, its requests, its packets for
+    /// the TUN devices.
+    async fn after(&mut self) {
+        let now = self.now();
+        self.xtr.handle_timeout(now);
+        self.flush_data();
+        while let Some(r) = self.xtr.poll_control_request() {
+            let _ = self.requests.send(r);
+        }
+        while let Some((iid, packet)) = self.xtr.poll_to_tun() {
+            if let Some(t) = self.tuns.iter().find(|t| t.instance_id == iid) {
+                let _ = t.write(&packet).await;
+            }
+        }
+    }
+
+    async fn on_node(&mut self, m: ToWorker) {
+        let now = self.now();
+        match m {
+            ToWorker::Key(k) => self.xtr.install_key(now, *k),
+            ToWorker::MapCache(c) => {
+                self.cache = c;
+                self.xtr.handle_mappings(now, &self.cache);
+            }
+            ToWorker::Rlocs(r) => self.xtr.set_rlocs(r),
+            ToWorker::Send(out) => self.data_sockets.send_all(out.into_iter()).await,
+            ToWorker::Report(tx) => {
+                let mut r = self.xtr.report();
+                r.stats.per_worker = vec![crate::dataplane::stats::Directions {
+                    encapsulated: r.stats.encapsulated,
+                    decapsulated: r.stats.decapsulated,
+                }];
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    /// LISP data (RFC 9300 §7): decapsulated by the data plane; our EIDs' packets are
+    /// written into the TUN queues at the end of the batch, control carried in data goes
+    /// to the engine.
+    async fn on_data(&mut self, batch: Vec<sockets::DataIn>) {
+        let now = self.now();
+        for mut d in batch {
+            if d.buf.len() > d.segment {
+                self.xtr.stats_mut().coalesced_reads += 1;
+            }
+            for datagram in d.buf.chunks_mut(d.segment) {
+                let control = match self.xtr.decapsulate(now, d.from, datagram) {
+                    Decapsulated::Deliver { iid, packet } => {
+                        match self.tuns.iter().position(|t| t.instance_id == iid) {
+                            Some(k) => {
+                                let o = &mut self.tun_out[k];
+                                let mut b = o.spare.pop().unwrap_or_default();
+                                b.clear();
+                                b.resize(tun::HEADROOM, 0);
+                                b.extend_from_slice(packet);
+                                o.bufs.push(b);
+                            }
+                            None => self.xtr.stats_mut().drop(Drop::NoDevice),
+                        }
+                        false
+                    }
+                    Decapsulated::Control { .. } => true,
+                    Decapsulated::Dropped(_) => false,
+                };
+                if control {
+                    let payload = datagram[crate::wire::DataHeader::LEN..].to_vec();
+                    if self.replicated.try_send((d.from, payload)).is_err() {
+                        self.xtr.stats_mut().drop(Drop::ControlQueueFull);
+                    }
+                }
+            }
+        }
+        self.xtr.flush_counters();
+        self.write_tuns().await;
+    }
+
+    /// Packets read from TUN queue `k`: encapsulated into batches and sent.
+    async fn on_tun(&mut self, k: usize, batch: Vec<Vec<u8>>) {
+        let now = self.now();
+        if batch.len() > 1 {
+            self.xtr.stats_mut().split_reads += 1;
+        }
+        let iid = self.tuns[k].instance_id;
+        for packet in &batch {
+            if let Encapsulated::IcmpToTun(error) =
+                self.xtr.encapsulate(now, iid, packet, &self.cache)
+            {
+                let _ = self.tuns[k].write(&error).await;
+            }
+        }
+        self.flush_data();
+    }
+
+    /// Sends what the data plane staged: one datagram or a GSO batch per transmit.
+    fn flush_data(&mut self) {
+        while let Some(t) = self.xtr.poll_transmit(&mut self.tx_buf) {
+            let sent = if t.from_control_port {
+                let sock = self
+                    .control_out
+                    .iter()
+                    .filter(|(a, _)| a.is_ipv4() == t.dst.is_ipv4())
+                    .min_by_key(|(a, _)| Some(a.ip()) != t.src)
+                    .map(|(_, s)| s);
+                sock.is_some_and(|s| s.send_to(&self.tx_buf, t.dst).is_ok())
+            } else {
+                let outer = Outer {
+                    src: t.src,
+                    dst: t.dst,
+                    ttl: t.ttl,
+                    tos: t.tos,
+                };
+                match self.out.as_mut() {
+                    Some(out) => match out.send(t.flow, &outer, &self.tx_buf, t.segment) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            debug!(dst = %t.dst, "data send failed: {e}");
+                            false
+                        }
+                    },
+                    None => false,
+                }
+            };
+            if !sent {
+                self.xtr.transmit_failed(&t);
+            }
+        }
+    }
+
+    /// Writes what a batch decapsulated into the TUN queues.
+    async fn write_tuns(&mut self) {
+        for (t, o) in self.tuns.iter().zip(self.tun_out.iter_mut()) {
+            if o.bufs.is_empty() {
+                continue;
+            }
+            let n = o.bufs.len() as u64;
+            if t.write_batch(&mut self.gro, &mut o.bufs).await.is_err() {
+                self.xtr.stats_mut().drop_n(Drop::NoDevice, n);
+            }
+            o.spare.append(&mut o.bufs);
+            o.spare.truncate(SPARE_BUFFERS);
+        }
+    }
+}
