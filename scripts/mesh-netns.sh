@@ -2,7 +2,9 @@
 # A LISP-Decent mesh on one machine, each node in its own network namespace (needs root).
 #   scripts/mesh-netns.sh up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS]
 #                              [--crypto aes128-gcm|chacha20-poly1305|none] [--workers W]
-#                              (N from 1 to 10; W data-plane workers per node, default one per CPU)
+#                              [--rcvbuf KIB]
+#                              (N from 1 to 10; W data-plane workers per node, default one per
+#                              CPU; KIB the data port's receive buffer, default the node's)
 #   scripts/mesh-netns.sh net N      (the namespaces, links and addresses only, no nodes)
 #   scripts/mesh-netns.sh down
 # Node I lives in namespace dl-nI with RLOC 192.0.2.I/24 on eth0, joined by a bridge in
@@ -40,8 +42,8 @@ down() {
     done
 }
 
-config() { # i mode probe rekey crypto workers
-    local i=$1 mode=$2 probe=$3 rekey=$4 crypto=$5 workers=$6 seeds=""
+config() { # i mode probe rekey crypto workers rcvbuf
+    local i=$1 mode=$2 probe=$3 rekey=$4 crypto=$5 workers=$6 rcvbuf=$7 seeds=""
     [ "$mode" = replicate ] && seeds='seeds = ["192.0.2.1"]'
     cat <<CFG
 name = "n$i"
@@ -73,6 +75,7 @@ rekey_interval_secs = $rekey
 [data_plane]
 encryption = "$crypto"
 $([ "$workers" = auto ] || echo "workers = $workers")
+$([ "$rcvbuf" = auto ] || echo "receive_buffer_kib = $rcvbuf")
 [api]
 listen = "0.0.0.0:8080"
 CFG
@@ -111,13 +114,14 @@ net() { # n
 }
 
 up() {
-    local n=$1 mode=$2 probe=$3 rekey=$4 crypto=$5 workers=$6
+    local n=$1 mode=$2 probe=$3 rekey=$4 crypto=$5 workers=$6 rcvbuf=$7
     check_n "$n"
     [ "$mode" = replicate ] || [ "$mode" = multicast ] || { echo "--mode replicate or multicast" >&2; exit 2; }
     [[ "$probe" =~ ^[0-9]+$ ]] && (( probe >= 1 )) || { echo "--probe takes whole seconds, at least 1" >&2; exit 2; }
     [[ "$rekey" =~ ^[0-9]+$ ]] && (( rekey >= 1 )) || { echo "--rekey takes whole seconds, at least 1" >&2; exit 2; }
     case "$crypto" in aes128-gcm|chacha20-poly1305|none) ;; *) echo "--crypto aes128-gcm, chacha20-poly1305 or none" >&2; exit 2 ;; esac
     [ "$workers" = auto ] || { [[ "$workers" =~ ^[0-9]+$ ]] && (( workers >= 1 )); } || { echo "--workers takes a count, at least 1" >&2; exit 2; }
+    [ "$rcvbuf" = auto ] || [[ "$rcvbuf" =~ ^[0-9]+$ ]] || { echo "--rcvbuf takes KiB" >&2; exit 2; }
     if [ ! -x "$bin" ] || [ -n "$(find src Cargo.toml -newer "$bin" -print -quit)" ]; then
         cargo build --release --quiet
     fi
@@ -126,7 +130,7 @@ up() {
     mkdir -p "$run"
     net "$n"
     for i in $(seq 1 "$n"); do
-        config "$i" "$mode" "$probe" "$rekey" "$crypto" "$workers" > "$run/n$i.toml"
+        config "$i" "$mode" "$probe" "$rekey" "$crypto" "$workers" "$rcvbuf" > "$run/n$i.toml"
         ip netns exec "dl-n$i" "$bin" run --config "$run/n$i.toml" > "$run/n$i.log" 2>&1 &
         echo $! > "$run/n$i.pid"
     done
@@ -152,7 +156,7 @@ up() {
 case "${1:-}" in
     up)
         n="${2:-}"
-        mode=replicate probe=10 rekey=600 crypto=aes128-gcm workers=auto
+        mode=replicate probe=10 rekey=600 crypto=aes128-gcm workers=auto rcvbuf=auto
         shift 2 || true
         while [ $# -gt 0 ]; do
             case "$1" in
@@ -161,11 +165,12 @@ case "${1:-}" in
                 --rekey) rekey="${2:-}" ;;
                 --crypto) crypto="${2:-}" ;;
                 --workers) workers="${2:-}" ;;
+                --rcvbuf) rcvbuf="${2:-}" ;;
                 *) echo "unknown option $1" >&2; exit 2 ;;
             esac
             shift 2 || { echo "$1 needs a value" >&2; exit 2; }
         done
-        up "$n" "$mode" "$probe" "$rekey" "$crypto" "$workers"
+        up "$n" "$mode" "$probe" "$rekey" "$crypto" "$workers" "$rcvbuf"
         ;;
     net)
         check_n "${2:-}"
@@ -175,5 +180,5 @@ case "${1:-}" in
         trap - ERR
         ;;
     down) down ;;
-    *) echo "usage: $0 up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS] [--crypto SUITE] [--workers W] | net N | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up N [--mode replicate|multicast] [--probe SECS] [--rekey SECS] [--crypto SUITE] [--workers W] [--rcvbuf KIB] | net N | down" >&2; exit 2 ;;
 esac

@@ -92,6 +92,7 @@ struct RawDataPlane {
     allow_clear: bool,
     underlay_mtu: Option<u32>,
     workers: Option<u32>,
+    receive_buffer_kib: Option<u32>,
     #[serde(default)]
     peer: Vec<RawCryptoPeer>,
 }
@@ -302,6 +303,10 @@ pub struct NodeConfig {
     /// `data_plane.workers`: threads running the data plane, each with its own queue of
     /// every TUN device and its own data-port socket (default: one per CPU).
     pub workers: usize,
+    /// `data_plane.receive_buffer_kib`: the receive buffer of each data-port socket, in
+    /// bytes (default 4 MiB). Larger rides out longer stalls of a worker without loss, at
+    /// the price of more queueing delay under load (README, "Data plane").
+    pub data_receive_buffer: usize,
     pub api: ApiSettings,
     /// `[[map_server]]`: Map-Servers outside the group we register with.
     pub map_servers: Vec<crate::control::MapServerPeer>,
@@ -1119,6 +1124,16 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             1
         }
     };
+    let data_receive_buffer = match raw.data_plane.receive_buffer_kib.unwrap_or(4096) {
+        k @ 64..=65536 => k as usize * 1024,
+        k => {
+            errs.add(
+                "data_plane.receive_buffer_kib",
+                format!("{k}: expected 64 to 65536"),
+            );
+            4 << 20
+        }
+    };
     let encryption = match raw.data_plane.encryption.as_deref().unwrap_or("aes128-gcm") {
         "aes128-gcm" => Some(crate::crypto::lisp_crypto::CipherSuite::Aes128Gcm),
         "chacha20-poly1305" => Some(crate::crypto::lisp_crypto::CipherSuite::ChaCha20Poly1305),
@@ -1225,6 +1240,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             crypto_peers,
             underlay_mtu,
             workers,
+            data_receive_buffer,
             api,
             map_servers,
             map_resolvers,
@@ -1515,7 +1531,7 @@ name = "n*"
         assert!(errs[0].message.contains("twice"));
     }
 
-    /// `data_plane.workers`: one per CPU unless set, 1 to 64.
+    /// `data_plane.workers`: one per CPU unless set, 1 to 64; `receive_buffer_kib`.
     #[test]
     fn data_plane_workers() {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
@@ -1527,6 +1543,20 @@ name = "n*"
             let errs = parse(&cfg, Path::new(".")).unwrap_err();
             assert_eq!(errs[0].path, "data_plane.workers", "{errs:?}");
             assert!(errs[0].message.contains("1 to 64"), "{errs:?}");
+        }
+        assert_eq!(
+            parse(GOOD, Path::new(".")).unwrap().data_receive_buffer,
+            4 << 20
+        );
+        let small = format!("{GOOD}[data_plane]\nreceive_buffer_kib = 256\n");
+        assert_eq!(
+            parse(&small, Path::new(".")).unwrap().data_receive_buffer,
+            256 << 10
+        );
+        for bad in ["63", "65537"] {
+            let cfg = format!("{GOOD}[data_plane]\nreceive_buffer_kib = {bad}\n");
+            let errs = parse(&cfg, Path::new(".")).unwrap_err();
+            assert_eq!(errs[0].path, "data_plane.receive_buffer_kib", "{errs:?}");
         }
     }
 
