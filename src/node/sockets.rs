@@ -93,13 +93,22 @@ fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<Re
     });
 }
 
-/// Datagrams read from one data-port socket in one go: each buffer holds one datagram or,
+/// Datagrams read from one data-port socket in one go: `buf[..len]` holds one datagram or,
 /// with UDP GRO, several of `segment` bytes (the last one may be shorter).
 pub struct DataIn {
     pub local: SocketAddr,
     pub from: SocketAddr,
     pub buf: Vec<u8>,
+    pub len: usize,
     pub segment: usize,
+}
+
+/// What a data-port reader hands over: what one wake-up read (up to [`DATA_BATCH`] reads),
+/// straight into buffers that the worker sends back once done (to reader `reader`), so the
+/// steady state neither copies nor allocates.
+pub struct DataBatch {
+    pub reader: usize,
+    pub items: Vec<DataIn>,
 }
 
 /// Control datagrams read with one recvmmsg, handled in one go, and sent with one sendmmsg,
@@ -109,54 +118,83 @@ const CONTROL_BATCH: usize = 32;
 /// At most this many reads are handed over together from a data-port socket.
 const DATA_BATCH: usize = 64;
 
-/// Adds what one read gave to `batch`; false when there was nothing (or an error).
+/// Read buffers a data-port reader keeps for reuse, at most (64 KB each).
+const FREE_BUFFERS: usize = 2 * DATA_BATCH;
+
+/// What one read gave, in `buf`; `buf` back when there was nothing (or an error).
 fn take(
     local: SocketAddr,
-    buf: &[u8],
-    batch: &mut Vec<DataIn>,
+    buf: Vec<u8>,
     r: std::io::Result<(usize, SocketAddr, Option<usize>)>,
-) -> bool {
+) -> Result<DataIn, Vec<u8>> {
     match r {
-        Ok((n, from, segment)) => {
-            batch.push(DataIn {
-                local,
-                from,
-                buf: buf[..n].to_vec(),
-                segment: segment.unwrap_or(n).max(1),
-            });
-            true
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Ok((n, from, segment)) => Ok(DataIn {
+            local,
+            from,
+            buf,
+            len: n,
+            segment: segment.unwrap_or(n).max(1),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(buf),
         Err(e) => {
             warn!(%local, "receive error: {e}");
-            false
+            Err(buf)
         }
     }
 }
 
 /// Reads the LISP data port (UDP GRO where the kernel has it) and hands over what arrived
-/// since the last wake-up, as one batch.
-pub fn spawn_data_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<DataIn>>) {
+/// since the last wake-up, as one batch. Batches come back on `spent`.
+pub fn spawn_data_reader(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    reader: usize,
+    tx: mpsc::Sender<DataBatch>,
+    mut spent: mpsc::Receiver<DataBatch>,
+) {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
     let gro = udp_io::enable_gro(sock.as_ref());
     debug!(%local, gro, "data port reader");
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
         let fd = sock.as_raw_fd();
+        let mut free: Vec<Vec<u8>> = Vec::new();
+        let next = |free: &mut Vec<Vec<u8>>| free.pop().unwrap_or_else(|| vec![0u8; 65536]);
         loop {
-            let mut batch = Vec::new();
+            let mut batch = match spent.try_recv() {
+                Ok(mut b) => {
+                    for d in b.items.drain(..) {
+                        if free.len() < FREE_BUFFERS {
+                            free.push(d.buf);
+                        }
+                    }
+                    b
+                }
+                Err(_) => DataBatch {
+                    reader,
+                    items: Vec::with_capacity(DATA_BATCH),
+                },
+            };
+            let mut buf = next(&mut free);
             let r = sock
                 .async_io(Interest::READABLE, || udp_io::recv(fd, &mut buf))
                 .await;
-            take(local, &buf, &mut batch, r);
-            while batch.len() < DATA_BATCH {
+            match take(local, buf, r) {
+                Ok(d) => batch.items.push(d),
+                Err(b) => free.push(b),
+            }
+            while batch.items.len() < DATA_BATCH {
+                let mut buf = next(&mut free);
                 let r = sock.try_io(Interest::READABLE, || udp_io::recv(fd, &mut buf));
-                if !take(local, &buf, &mut batch, r) {
-                    break;
+                match take(local, buf, r) {
+                    Ok(d) => batch.items.push(d),
+                    Err(b) => {
+                        free.push(b);
+                        break;
+                    }
                 }
             }
-            if !batch.is_empty() && tx.send(batch).await.is_err() {
+            if !batch.items.is_empty() && tx.send(batch).await.is_err() {
                 return;
             }
         }

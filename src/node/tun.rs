@@ -24,9 +24,56 @@ pub const ENCAP_OVERHEAD: u16 = 40 + 8 + 8 + 12 + 16;
 /// virtio-net header of an offloading device).
 pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 
-/// What a TUN reader hands over: the device's index and the IP packets of one read (one
-/// packet, or the segments of a TCP super-packet split at the MTU).
-pub type TunBatch = (usize, Vec<Vec<u8>>);
+/// Buffers of one [`TunBatch`].
+const BATCH_BUFFERS: usize = 256;
+/// A read may need this many buffers (a 64 KB super-packet cut at a small MSS): the reader
+/// stops filling a batch before fewer remain.
+const READ_RESERVE: usize = IDEAL_BATCH_SIZE;
+/// Reads in one batch, at most.
+const READS_PER_BATCH: usize = 64;
+
+/// What a TUN reader hands over: the IP packets of up to [`READS_PER_BATCH`] reads (each
+/// one packet, or the segments of a TCP super-packet split at the MTU) of TUN queue `queue`,
+/// read straight into the batch's buffers. The worker sends the batch back once done
+/// ([`TunQueue::spawn_reader`]'s `spent`), so the steady state neither copies nor allocates.
+pub struct TunBatch {
+    pub queue: usize,
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    count: usize,
+    /// Reads that filled this batch.
+    pub reads: usize,
+}
+
+impl TunBatch {
+    fn new(queue: usize, size: usize) -> TunBatch {
+        TunBatch {
+            queue,
+            bufs: vec![vec![0u8; size]; BATCH_BUFFERS],
+            sizes: vec![0; BATCH_BUFFERS],
+            count: 0,
+            reads: 0,
+        }
+    }
+
+    /// The packets read.
+    pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
+        self.bufs
+            .iter()
+            .zip(&self.sizes)
+            .take(self.count)
+            .map(|(b, n)| &b[..*n])
+    }
+
+    /// Packets in the batch.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
 
 /// Priority of the "from <EID address> lookup <table>" rules of Instance-IDs with a table.
 pub const RULE_PRIORITY: u32 = 1000;
@@ -354,44 +401,71 @@ impl QueueSetup {
 }
 
 impl TunQueue {
-    /// Reads the device until it fails or `tx` closes, handing over batches of IP packets.
-    pub fn spawn_reader(&self, k: usize, tx: mpsc::Sender<TunBatch>) {
+    /// Reads the queue until it fails or `tx` closes, handing over batches: after a read
+    /// that waited, whatever else the queue holds (up to [`READS_PER_BATCH`] reads), so a
+    /// stream of small packets (TCP ACKs) costs one hand-over and one wake-up per batch, not
+    /// per packet. Batches come back on `spent` and are read into again.
+    pub fn spawn_reader(
+        &self,
+        tx: mpsc::Sender<TunBatch>,
+        mut spent: mpsc::Receiver<TunBatch>,
+        queue: usize,
+    ) {
         let dev = self.device.clone();
         let name = self.index;
         let size = usize::from(self.mtu) + 64;
         tokio::spawn(async move {
             let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + 65535];
-            let mut bufs = vec![vec![0u8; size]; IDEAL_BATCH_SIZE];
-            let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
             loop {
+                let mut b = spent
+                    .try_recv()
+                    .unwrap_or_else(|_| TunBatch::new(queue, size));
+                b.count = 0;
+                b.reads = 0;
                 match dev
-                    .recv_multiple(&mut original, &mut bufs, &mut sizes, 0)
+                    .recv_multiple(&mut original, &mut b.bufs, &mut b.sizes, 0)
                     .await
                 {
                     Ok(n) => {
-                        let batch = bufs
-                            .iter()
-                            .zip(&sizes)
-                            .take(n)
-                            .map(|(b, len)| b[..*len].to_vec())
-                            .collect();
-                        if tx.send((k, batch)).await.is_err() {
-                            return;
-                        }
+                        b.count = n;
+                        b.reads = 1;
                     }
-                    // The device is gone.
                     Err(e) if e.raw_os_error().is_some() => {
                         tracing::warn!(ifindex = name, "TUN read failed: {e}");
                         return;
                     }
-                    // One packet the offload code could not split: skip it.
-                    Err(e) => tracing::debug!(ifindex = name, "TUN packet skipped: {e}"),
+                    Err(e) => {
+                        tracing::debug!(ifindex = name, "TUN packet skipped: {e}");
+                        continue;
+                    }
+                }
+                while b.reads < READS_PER_BATCH && BATCH_BUFFERS - b.count >= READ_RESERVE {
+                    let at = b.count;
+                    match dev.try_recv_multiple(
+                        &mut original,
+                        &mut b.bufs[at..],
+                        &mut b.sizes[at..],
+                        0,
+                    ) {
+                        Ok(n) => {
+                            b.count += n;
+                            b.reads += 1;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.raw_os_error().is_some() => {
+                            tracing::warn!(ifindex = name, "TUN read failed: {e}");
+                            break;
+                        }
+                        Err(e) => tracing::debug!(ifindex = name, "TUN packet skipped: {e}"),
+                    }
+                }
+                if tx.send(b).await.is_err() {
+                    return;
                 }
             }
         });
     }
 
-    /// Writes one IP packet into the device.
     pub async fn write(&self, packet: &[u8]) -> std::io::Result<()> {
         if self.offload {
             // A zero virtio-net header: no segmentation, no checksum to fill in.

@@ -205,9 +205,13 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 /// The readers' channels of one worker.
 struct Inputs {
-    data: mpsc::Receiver<Vec<sockets::DataIn>>,
+    data: mpsc::Receiver<sockets::DataBatch>,
     tun: mpsc::Receiver<tun::TunBatch>,
 }
+
+/// Batches a reader may have handed over and not yet got back: the reader stays at most
+/// this far ahead of its worker (the socket and device queues hold the rest).
+const READ_AHEAD: usize = 2;
 
 /// One worker: its shard of the data plane and the devices and sockets it drives. One
 /// handler per event; the clock is read once per event.
@@ -227,6 +231,9 @@ struct Worker {
     out: Option<DataSender>,
     /// The buffer transmits of the data plane are swapped into (reused).
     tx_buf: Vec<u8>,
+    /// Where read batches go back to be read into again, per reader.
+    data_spent: Vec<mpsc::Sender<sockets::DataBatch>>,
+    tun_spent: Vec<mpsc::Sender<tun::TunBatch>>,
     requests: mpsc::UnboundedSender<ControlRequest>,
     replicated: mpsc::Sender<Replicated>,
 }
@@ -241,20 +248,26 @@ impl Worker {
         requests: mpsc::UnboundedSender<ControlRequest>,
         replicated: mpsc::Sender<Replicated>,
     ) -> anyhow::Result<(Worker, Inputs)> {
-        let (data_tx, data) = mpsc::channel(256);
+        let (data_tx, data) = mpsc::channel(READ_AHEAD * setup.data.len().max(1));
         let mut data_sockets = Sockets {
             by_local: Default::default(),
         };
-        for (local, s) in setup.data {
+        let mut data_spent = Vec::new();
+        for (reader, (local, s)) in setup.data.into_iter().enumerate() {
             let sock = Arc::new(UdpSocket::from_std(s)?);
-            sockets::spawn_data_reader(sock.clone(), local, data_tx.clone());
+            let (spent_tx, spent_rx) = mpsc::channel(READ_AHEAD + 1);
+            sockets::spawn_data_reader(sock.clone(), local, reader, data_tx.clone(), spent_rx);
+            data_spent.push(spent_tx);
             data_sockets.by_local.insert(local, sock);
         }
-        let (tun_tx, tun) = mpsc::channel(256);
+        let (tun_tx, tun) = mpsc::channel(READ_AHEAD * setup.tuns.len().max(1));
         let mut tuns = Vec::new();
+        let mut tun_spent = Vec::new();
         for (k, q) in setup.tuns.into_iter().enumerate() {
             let q = q.open().context("cannot open a TUN queue")?;
-            q.spawn_reader(k, tun_tx.clone());
+            let (spent_tx, spent_rx) = mpsc::channel(READ_AHEAD + 1);
+            q.spawn_reader(tun_tx.clone(), spent_rx, k);
+            tun_spent.push(spent_tx);
             tuns.push(q);
         }
         let out = if tuns.is_empty() {
@@ -277,6 +290,8 @@ impl Worker {
                 control_out: setup.control_out,
                 out,
                 tx_buf: Vec::new(),
+                data_spent,
+                tun_spent,
                 requests,
                 replicated,
             },
@@ -300,7 +315,7 @@ impl Worker {
                     None => break,
                 },
                 Some(batch) = inputs.data.recv() => self.on_data(batch).await,
-                Some((k, batch)) = inputs.tun.recv() => self.on_tun(k, batch).await,
+                Some(batch) = inputs.tun.recv() => self.on_tun(batch).await,
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let now = self.now();
                     // Packets that waited too long for a mapping are dropped.
@@ -352,13 +367,13 @@ impl Worker {
     /// LISP data (RFC 9300 §7): decapsulated by the data plane; our EIDs' packets are
     /// written into the TUN queues at the end of the batch, control carried in data goes
     /// to the engine.
-    async fn on_data(&mut self, batch: Vec<sockets::DataIn>) {
+    async fn on_data(&mut self, mut batch: sockets::DataBatch) {
         let now = self.now();
-        for mut d in batch {
-            if d.buf.len() > d.segment {
+        for d in batch.items.iter_mut() {
+            if d.len > d.segment {
                 self.xtr.stats_mut().coalesced_reads += 1;
             }
-            for datagram in d.buf.chunks_mut(d.segment) {
+            for datagram in d.buf[..d.len].chunks_mut(d.segment) {
                 let control = match self.xtr.decapsulate(now, d.from, datagram) {
                     Decapsulated::Deliver { iid, packet } => {
                         match self.tuns.iter().position(|t| t.instance_id == iid) {
@@ -386,22 +401,32 @@ impl Worker {
             }
         }
         self.xtr.flush_counters();
+        if let Some(spent) = self.data_spent.get(batch.reader) {
+            let _ = spent.try_send(batch);
+        }
         self.write_tuns().await;
     }
 
-    /// Packets read from TUN queue `k`: encapsulated into batches and sent.
-    async fn on_tun(&mut self, k: usize, batch: Vec<Vec<u8>>) {
+    /// Packets read from a TUN queue: encapsulated into batches and sent.
+    async fn on_tun(&mut self, batch: tun::TunBatch) {
         let now = self.now();
-        if batch.len() > 1 {
+        let k = batch.queue;
+        if batch.len() > batch.reads {
+            // Some read was a TCP super-packet split at the MTU.
             self.xtr.stats_mut().split_reads += 1;
         }
-        let iid = self.tuns[k].instance_id;
-        for packet in &batch {
+        let Some(iid) = self.tuns.get(k).map(|t| t.instance_id) else {
+            return;
+        };
+        for packet in batch.packets() {
             if let Encapsulated::IcmpToTun(error) =
                 self.xtr.encapsulate(now, iid, packet, &self.cache)
             {
                 let _ = self.tuns[k].write(&error).await;
             }
+        }
+        if let Some(spent) = self.tun_spent.get(k) {
+            let _ = spent.try_send(batch);
         }
         self.flush_data();
     }
