@@ -5,31 +5,25 @@
 //! One engine is a node's Map-Server, Map-Resolver, ETR registrar and the control half of
 //! its ITR (RFC 9962 §4: every member is all four).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::dataplane::KeyEvent;
 use crate::mapping::{EidKey, EidPrefix, GroupEid, MapCache, SiteDb};
-use crate::wire::{CONTROL_PORT, ControlMessage, DATA_PORT, Nonce, Reader, msg_type};
+use crate::wire::{
+    Address, CONTROL_PORT, ControlMessage, DATA_PORT, MapReply, MapRequest, Nonce, Reader, msg_type,
+};
 
-use super::config::{EngineConfig, MappingSystem};
+use super::config::{CryptoProfile, EngineConfig, MappingSystem};
 use super::counters::Counters;
+use super::probe::ProbeState;
 
-/// A datagram the engine wants sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Our address to send from (an RLOC); `None` lets the node choose.
-    pub src: Option<IpAddr>,
-    /// Our port to send from: 4342 for control messages, 4341 for LISP-data encapsulation.
-    pub src_port: u16,
-    pub dst: SocketAddr,
-    /// IP TTL / hop limit (set for underlay multicast).
-    pub ttl: Option<u8>,
-    pub payload: Vec<u8>,
-}
+pub(crate) use super::outbox::Outbox;
+pub use super::outbox::Transmit;
 
 /// An unsolicited Map-Notify waiting for its Ack (RFC 9301 §5.7).
 #[derive(Debug, Clone)]
@@ -64,7 +58,9 @@ pub struct Engine {
     pub(crate) allowed: crate::mapping::PrefixTable<bool>,
     pub(crate) counters: Counters,
     pub(crate) rng: StdRng,
-    pub(crate) out: VecDeque<Transmit>,
+    pub(crate) out: Outbox,
+    /// RLOC-probing and the lisp-crypto key exchange (both sides).
+    pub(crate) prober: super::probe::Prober,
     /// When the next round of Map-Registers is due.
     pub(crate) register_due: Duration,
     pub(crate) last_register: Option<Duration>,
@@ -72,8 +68,8 @@ pub struct Engine {
     pub(crate) greeted: std::collections::HashSet<IpAddr>,
     /// Greetings waiting for their Map-Notifies.
     pub(crate) greetings: HashMap<IpAddr, Greeting>,
-    /// The earliest retransmission among `greetings` (kept so that timers do not walk them).
-    pub(crate) greetings_due: Option<Duration>,
+    /// When each greeting goes again (valid while `greetings[peer].next` is that time).
+    pub(crate) greeting_timers: super::timers::TimerTable<IpAddr>,
     /// Which greeting each outstanding register nonce belongs to.
     pub(crate) greeting_nonces: HashMap<Nonce, IpAddr>,
     /// Repeats of the first register round done so far (joining).
@@ -84,6 +80,8 @@ pub struct Engine {
     /// registration at the seed, not a record TTL later).
     pub(crate) learned_members: HashMap<IpAddr, (Duration, IpAddr)>,
     pub(crate) pending_notifies: HashMap<Nonce, PendingNotify>,
+    /// When each pending Notify goes again (valid while its `next` is that time).
+    pub(crate) notify_timers: super::timers::TimerTable<Nonce>,
     /// When the coalesced round of membership Notifies is due.
     pub(crate) notify_due: Option<Duration>,
     /// A membership change is announced in two rounds, a second apart (each with its own
@@ -108,20 +106,14 @@ pub struct Engine {
     pub(crate) requesters: HashMap<EidPrefix, Vec<(IpAddr, Duration)>>,
     /// Entries in `requesters`, all prefixes together (bounded).
     pub(crate) requesters_total: usize,
-    /// The token bucket of all Map-Requests together.
-    pub(crate) total_bucket: (f64, Duration),
+    /// Map-Request admission (the Map-Resolver's rate limits).
+    pub(crate) limiter: super::map_resolver::RateLimiter,
     /// When an SMR last went to (ITR, prefix): at most one per 3 s (RFC 9301 §6.1).
     pub(crate) smr_sent: HashMap<(IpAddr, EidPrefix), Duration>,
-    /// Per-source Map-Request token buckets: (tokens, last refill).
-    pub(crate) buckets: HashMap<IpAddr, (f64, Duration)>,
     /// Pull mode: the Map-Server addresses of each set index.
     pub(crate) pull_servers: HashMap<u32, Vec<IpAddr>>,
     pub(crate) pull_rr: usize,
     pub(crate) next_housekeeping: Duration,
-    /// lisp-crypto events for the data plane.
-    pub(crate) key_events: VecDeque<crate::dataplane::KeyEvent>,
-    /// ETR side of lisp-crypto: per ITR address, the offers per key-id (bounded).
-    pub(crate) etr_keys: HashMap<IpAddr, super::probe::EtrKeys>,
     /// Our Map-Register nonces, counting up; the registers we have seen, per xTR (replays).
     pub(crate) register_nonce: super::register_replay::NonceCounter,
     pub(crate) register_nonces: super::register_replay::RegisterNonces,
@@ -129,20 +121,6 @@ pub struct Engine {
     pub(crate) kx_key: Option<crate::crypto::kx_auth::KxKey>,
     /// Every site key's, for checking (a key being rolled over still verifies).
     pub(crate) kx_keys: Vec<crate::crypto::kx_auth::KxKey>,
-    /// RLOC-probing state per RLOC in use.
-    pub(crate) probes: HashMap<IpAddr, super::probe::ProbeState>,
-    /// When each probe is due: (time, RLOC), valid while `probes[rloc].next` is that time
-    /// (older entries are dropped when they come up), so a timeout costs O(log n) however
-    /// many RLOCs are probed.
-    pub(crate) probe_timers: std::collections::BinaryHeap<std::cmp::Reverse<(Duration, IpAddr)>>,
-    /// Registered RLOCs probed ahead of traffic (lisp-crypto), chosen every probe interval.
-    pub(crate) preemptive: Vec<(IpAddr, EidPrefix)>,
-    pub(crate) next_preemptive_scan: Duration,
-    pub(crate) last_preemptive_scan: Duration,
-    /// The database generation the last scan saw.
-    pub(crate) preemptive_generation: u64,
-    /// The probe budget's current second: when it began and the probes sent in it.
-    pub(crate) probe_window: (Duration, u32),
     /// Bumped on every change of a registered mapping.
     pub(crate) generation: u64,
     /// When each source address last sent us a control message (bounded; for the peers
@@ -198,16 +176,17 @@ impl Engine {
             map_cache: MapCache::new(),
             allowed,
             counters: Counters::default(),
-            out: VecDeque::new(),
+            out: Outbox::default(),
             register_due: Duration::ZERO,
             last_register: None,
             greeted: std::collections::HashSet::new(),
             greetings: HashMap::new(),
-            greetings_due: None,
+            greeting_timers: Default::default(),
             greeting_nonces: HashMap::new(),
             join_rounds: 0,
             learned_members: HashMap::new(),
             pending_notifies: HashMap::new(),
+            notify_timers: Default::default(),
             notify_due: None,
             notify_again: false,
             pending_requests: HashMap::new(),
@@ -218,22 +197,13 @@ impl Engine {
             sent_register_nonces: VecDeque::new(),
             requesters: HashMap::new(),
             requesters_total: 0,
-            total_bucket: (f64::INFINITY, Duration::ZERO),
+            limiter: Default::default(),
             smr_sent: HashMap::new(),
-            buckets: HashMap::new(),
             pull_servers: HashMap::new(),
             pull_rr: 0,
             next_housekeeping: Duration::ZERO,
             generation: 0,
-            probes: HashMap::new(),
-            probe_timers: std::collections::BinaryHeap::new(),
-            preemptive: Vec::new(),
-            next_preemptive_scan: Duration::ZERO,
-            last_preemptive_scan: Duration::ZERO,
-            preemptive_generation: u64::MAX,
-            probe_window: (Duration::ZERO, 0),
-            key_events: VecDeque::new(),
-            etr_keys: HashMap::new(),
+            prober: super::probe::Prober::default(),
             kx_key,
             kx_keys,
             register_nonce,
@@ -269,7 +239,7 @@ impl Engine {
     /// The ETR side of lisp-crypto: how many ITR addresses hold key offers (bounded by
     /// `MAX_ETR_PEERS`).
     pub fn etr_key_peers(&self) -> usize {
-        self.etr_keys.len()
+        self.prober.etr_peers()
     }
 
     /// Forgets every cached mapping (an operator's "clear map-cache"); the lookups that
@@ -293,13 +263,13 @@ impl Engine {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        self.out.transmits.pop_front()
     }
 
     /// Whether datagrams or key events wait to be taken (after a call that may have made some,
     /// such as a map-cache miss in [`resolve`](Self::resolve)).
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty() || !self.key_events.is_empty()
+        !self.out.is_empty()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) wants to be called next.
@@ -308,16 +278,16 @@ impl Engine {
         if let Some(e) = self.site.next_expiry() {
             t = t.min(e);
         }
-        if let Some(n) = self.pending_notifies.values().map(|p| p.next).min() {
+        if let Some(n) = self.notify_timers.next() {
             t = t.min(n);
         }
         if let Some(n) = self.notify_due {
             t = t.min(n);
         }
-        if let Some(n) = self.next_probe() {
+        if let Some(n) = self.prober.next_due() {
             t = t.min(n);
         }
-        if let Some(n) = self.greetings_due {
+        if let Some(n) = self.greeting_timers.next() {
             t = t.min(n);
         }
         if let Some(n) = self.external.next_retry() {
@@ -356,7 +326,8 @@ impl Engine {
         self.retransmit_notifies(now);
         self.retransmit_greetings(now);
         self.retransmit_to_map_servers(now);
-        self.send_probes(now);
+        let (prober, mut cx) = self.prober_ctx();
+        prober.send_due(now, &mut cx);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.learned_members.retain(|_, (t, _)| *t > now);
@@ -365,7 +336,7 @@ impl Engine {
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3600));
             self.map_cache.expire(now);
             self.track_probed_rlocs(now);
-            self.expire_etr_offers(now);
+            self.prober.expire_offers(now);
             self.register_nonces.expire(now);
             self.requesters.retain(|_, v| {
                 v.retain(|(_, t)| now.saturating_sub(*t) < REQUESTER_MEMORY);
@@ -376,9 +347,7 @@ impl Engine {
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3));
             self.pending_requests
                 .retain(|_, p| now.saturating_sub(p.sent) < Duration::from_secs(10));
-            let idle = Duration::from_secs(60);
-            self.buckets
-                .retain(|_, (_, t)| now.saturating_sub(*t) < idle);
+            self.limiter.expire(now);
         }
     }
 
@@ -507,7 +476,7 @@ impl Engine {
     }
 
     pub(crate) fn push(&mut self, t: Transmit) {
-        self.out.push_back(t);
+        self.out.push(t);
     }
 
     /// Our RLOC of the same family as `peer`.
@@ -517,11 +486,17 @@ impl Engine {
 
     /// Our RLOC to talk to `peer` from ([`crate::dataplane::select::source_rloc`]).
     pub fn source_rloc(&self, peer: IpAddr) -> Option<IpAddr> {
-        crate::dataplane::select::source_rloc(self.cfg.rlocs.iter().map(|r| r.address), peer)
+        super::probe::source_rloc(&self.cfg, peer)
     }
 
     pub(crate) fn is_own_rloc(&self, a: IpAddr) -> bool {
-        self.cfg.rlocs.iter().any(|r| r.address == a)
+        super::probe::is_own_rloc(&self.cfg, a)
+    }
+
+    /// Signs a key-exchange message with the site key (the peer-group profile); without a
+    /// site key it goes unsigned, and a member takes no key from it.
+    pub(crate) fn sign_key_exchange(&self, payload: &mut Vec<u8>) {
+        super::probe::sign_key_exchange(self.kx_key.as_ref(), payload);
     }
 
     /// The peer group's `(0/0, G)` key, in push mode.
@@ -648,5 +623,89 @@ impl Engine {
             self.handle_timeout(now);
         }
         xtr.handle_timeout(now);
+    }
+}
+
+/// The prober of `$engine` and a [`Ctx`](super::probe::Ctx) on the rest (a macro, so that the caller may
+/// borrow the fields the context leaves alone).
+macro_rules! prober_ctx {
+    ($e:expr) => {
+        (
+            &mut $e.prober,
+            super::probe::Ctx {
+                cfg: &$e.cfg,
+                counters: &mut $e.counters,
+                rng: &mut $e.rng,
+                out: &mut $e.out,
+                map_cache: &mut $e.map_cache,
+                kx_key: $e.kx_key.as_ref(),
+            },
+        )
+    };
+}
+
+impl Engine {
+    /// The prober and what it uses of the rest of the engine.
+    pub(crate) fn prober_ctx(&mut self) -> (&mut super::probe::Prober, super::probe::Ctx<'_>) {
+        prober_ctx!(self)
+    }
+
+    /// ETR: the key an RLOC-probe offers ([`Prober::accept_offer`]).
+    pub(crate) fn accept_offered_key(
+        &mut self,
+        now: Duration,
+        q: &MapRequest,
+        from: IpAddr,
+        probed: IpAddr,
+        signed: bool,
+    ) -> Option<Address> {
+        let (prober, mut cx) = self.prober_ctx();
+        prober.accept_offer(now, &mut cx, q, from, probed, signed)
+    }
+
+    /// The probing state of every RLOC in use.
+    pub fn probes(&self) -> &HashMap<IpAddr, ProbeState> {
+        self.prober.probes()
+    }
+
+    /// The lisp-crypto profile spoken with `rloc` ([`crypto_profile`](super::probe::crypto_profile)).
+    pub fn crypto_profile(&self, rloc: IpAddr) -> CryptoProfile {
+        super::probe::crypto_profile(&self.cfg, rloc)
+    }
+
+    /// Probes `rloc` (serving `prefix`) at the next timeout ([`Prober::probe_now`]).
+    pub fn probe_now(&mut self, now: Duration, rloc: IpAddr, prefix: EidPrefix) {
+        self.prober.probe_now(now, &self.cfg, rloc, prefix);
+    }
+
+    /// Agrees a fresh key with `rloc` through a probe now ([`Prober::rekey_now`]).
+    pub fn rekey_now(&mut self, now: Duration, rloc: IpAddr) {
+        self.prober.rekey_now(now, &self.cfg, rloc);
+    }
+
+    /// The probes of the RLOCs in use follow the map-cache and the database.
+    pub(crate) fn track_probed_rlocs(&mut self, now: Duration) {
+        let members: HashSet<IpAddr> = self.members().into_iter().collect();
+        let (site, generation) = (&self.site, self.generation);
+        let (prober, mut cx) = prober_ctx!(self);
+        prober.track(now, &mut cx, site, generation, &members);
+    }
+
+    /// A probe reply: the prober's; an RLOC that comes back up may bring a member back.
+    /// False when the nonce is not one of our probes.
+    pub(crate) fn probe_answered(&mut self, now: Duration, reply: &MapReply, signed: bool) -> bool {
+        let (prober, mut cx) = self.prober_ctx();
+        let Some(a) = prober.answered(now, &mut cx, reply, signed) else {
+            return false;
+        };
+        if a.was_down {
+            self.member_back(now, a.rloc);
+        }
+        true
+    }
+
+    /// The next lisp-crypto key for the data plane.
+    pub fn poll_key_event(&mut self) -> Option<KeyEvent> {
+        self.out.keys.pop_front()
     }
 }

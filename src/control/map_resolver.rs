@@ -2,6 +2,7 @@
 //! lookups from its own copy of the database), RLOC-probe answers, SMR, and the control half
 //! of the ITR: the map-cache.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::wire::{
 };
 
 use super::config::MappingSystem;
+use super::counters::Counters;
 use super::engine::{Engine, PendingRequest, Transmit};
 use super::map_server::proxy_rlocs;
 
@@ -49,17 +51,43 @@ enum Answer {
     Negative { eid: EidPrefix, ttl_mins: u32 },
 }
 
-impl Engine {
-    /// Rate limits for Map-Requests: a token bucket per source prefix (IPv4 /24, IPv6 /64:
-    /// spoofing many addresses of one network gains nothing), at `requests_per_second`, and
-    /// one for everything at [`TOTAL_RATE_FACTOR`] times that, so a flood from random
-    /// sources costs a bounded share of the node. At most [`MAX_BUCKETS`] prefixes have a
-    /// bucket of their own; further ones share one. False when over a rate.
-    pub(crate) fn admit(&mut self, now: Duration, src: IpAddr) -> bool {
-        let rate = f64::from(self.cfg.timers.requests_per_second.max(1));
+/// Map-Request admission, the Map-Resolver's rate limits (a component of the engine with
+/// its own state and bounds): a token bucket per source prefix (IPv4 /24, IPv6 /64:
+/// spoofing many addresses of one network gains nothing), at `requests_per_second`, and one
+/// for everything at [`TOTAL_RATE_FACTOR`] times that, so a flood from random sources costs
+/// a bounded share of the node. At most [`MAX_BUCKETS`] prefixes have a bucket of their own;
+/// further ones share one.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    /// The token bucket of all Map-Requests together: (tokens, last refill).
+    total: (f64, Duration),
+    /// Per source prefix.
+    buckets: HashMap<IpAddr, (f64, Duration)>,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        RateLimiter {
+            total: (f64::INFINITY, Duration::ZERO),
+            buckets: HashMap::new(),
+        }
+    }
+}
+
+impl RateLimiter {
+    /// Whether a Map-Request from `src` may be handled at `now` (`rate` per second per
+    /// source prefix); false when over a rate, counted.
+    pub(crate) fn admit(
+        &mut self,
+        now: Duration,
+        src: IpAddr,
+        rate: u32,
+        counters: &mut Counters,
+    ) -> bool {
+        let rate = f64::from(rate.max(1));
         let total = rate * TOTAL_RATE_FACTOR;
-        if !take_token(&mut self.total_bucket, now, total) {
-            self.counters.map_requests_over_total_rate += 1;
+        if !take_token(&mut self.total, now, total) {
+            counters.map_requests_over_total_rate += 1;
             return false;
         }
         let prefix = match src {
@@ -71,7 +99,7 @@ impl Engine {
         let key = if self.buckets.len() < MAX_BUCKETS || self.buckets.contains_key(&prefix) {
             prefix
         } else {
-            self.counters.map_requests_shared_bucket += 1;
+            counters.map_requests_shared_bucket += 1;
             IpAddr::from([0u8; 16])
         };
         if key != prefix && !self.buckets.contains_key(&key) {
@@ -87,6 +115,21 @@ impl Engine {
         }
         let bucket = self.buckets.entry(key).or_insert((rate * 2.0, now));
         take_token(bucket, now, rate)
+    }
+
+    /// Forgets the buckets of sources idle for a minute.
+    pub(crate) fn expire(&mut self, now: Duration) {
+        let idle = Duration::from_secs(60);
+        self.buckets
+            .retain(|_, (_, t)| now.saturating_sub(*t) < idle);
+    }
+}
+
+impl Engine {
+    /// Whether a Map-Request from `src` is admitted ([`RateLimiter::admit`]).
+    pub(crate) fn admit(&mut self, now: Duration, src: IpAddr) -> bool {
+        let rate = self.cfg.timers.requests_per_second;
+        self.limiter.admit(now, src, rate, &mut self.counters)
     }
 
     /// A Map-Request, plain or from an ECM, that arrived on our RLOC `local` (when known).
@@ -555,7 +598,12 @@ impl Engine {
     /// Installs a map-cache entry with what probing already knows of its RLOCs.
     fn insert_cached(&mut self, mut entry: MapCacheEntry) {
         for r in &mut entry.rlocs {
-            if let Some(p) = r.record.locator.ip().and_then(|ip| self.probes.get(&ip)) {
+            if let Some(p) = r
+                .record
+                .locator
+                .ip()
+                .and_then(|ip| self.prober.probes().get(&ip))
+            {
                 r.state = p.state;
                 r.rtt = p.rtt;
             }

@@ -311,16 +311,17 @@ impl Engine {
                     next: now + NOTIFY_RETRY,
                 },
             );
+            self.notify_timers.schedule(nonce, now + NOTIFY_RETRY);
         }
     }
 
+    /// Unacknowledged Notifies go again (RFC 9301 §5.7), from the timer table: no walk over
+    /// the pending ones.
     pub(crate) fn retransmit_notifies(&mut self, now: Duration) {
-        let due: Vec<_> = self
-            .pending_notifies
-            .iter()
-            .filter(|(_, p)| p.next <= now)
-            .map(|(n, _)| *n)
-            .collect();
+        let pending = &self.pending_notifies;
+        let due = self
+            .notify_timers
+            .due(now, |n, at| pending.get(&n).is_some_and(|p| p.next == at));
         for nonce in due {
             let Some(p) = self.pending_notifies.get_mut(&nonce) else {
                 continue;
@@ -331,6 +332,7 @@ impl Engine {
             }
             p.retries_left -= 1;
             p.next = now + NOTIFY_RETRY;
+            self.notify_timers.schedule(nonce, p.next);
             let t = Transmit {
                 src: None,
                 src_port: CONTROL_PORT,

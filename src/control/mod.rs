@@ -7,10 +7,12 @@ pub mod engine;
 pub mod external;
 mod map_resolver;
 mod map_server;
+mod outbox;
 pub mod probe;
 pub mod pull;
 pub mod register_replay;
 mod registrar;
+mod timers;
 
 pub use crate::dataplane::KeyEvent;
 pub use config::*;

@@ -3,17 +3,21 @@
 //! gives its round-trip time, three probes in a row without one mark it down, and the data
 //! plane moves its flows to the next usable RLOC.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rand::RngExt;
+use rand::rngs::StdRng;
 
-use super::config::CryptoProfile;
-use super::engine::{Engine, Transmit};
+use super::config::{CryptoProfile, EngineConfig};
+use super::counters::Counters;
+use super::outbox::{Outbox, Transmit};
+use super::timers::TimerTable;
+use crate::crypto::kx_auth::KxKey;
 use crate::crypto::lisp_crypto::{CipherSuite, KeyPair};
 use crate::dataplane::KeyEvent;
-use crate::mapping::{EidPrefix, RlocState};
+use crate::mapping::{EidPrefix, MapCache, RlocState, SiteDb};
 use crate::wire::{
     Address, CONTROL_PORT, ControlMessage, Lcaf, LcafBody, MapReply, MapRequest, Nonce, SecurityKey,
 };
@@ -190,58 +194,123 @@ const OFFERS_PER_KEY_ID: usize = 3;
 /// An ITR's offers are forgotten this long after it last offered one.
 pub(crate) const ETR_OFFER_TTL: Duration = Duration::from_secs(600);
 
-impl Engine {
+/// What the prober uses of the rest of the engine during one call: the configuration, the
+/// counters, the random numbers, the outbox it writes probes, replies' keys and key events
+/// into, the map-cache whose RLOC states it sets, and the site key that signs exchanges.
+pub(crate) struct Ctx<'a> {
+    pub cfg: &'a EngineConfig,
+    pub counters: &'a mut Counters,
+    pub rng: &'a mut StdRng,
+    pub out: &'a mut Outbox,
+    pub map_cache: &'a mut MapCache,
+    pub kx_key: Option<&'a KxKey>,
+}
+
+/// Signs a key-exchange message with the site key `kx` (the peer-group profile); without a
+/// site key it goes unsigned, and a member takes no key from it.
+pub(crate) fn sign_key_exchange(kx: Option<&KxKey>, payload: &mut Vec<u8>) {
+    if let Some(k) = kx {
+        k.sign(payload);
+    }
+}
+
+/// The lisp-crypto profile spoken with `rloc`: the most specific `crypto_peers` entry that
+/// holds it, else the peer-group profile (RFC 8061 authenticated with the site key).
+pub(crate) fn crypto_profile(cfg: &EngineConfig, rloc: IpAddr) -> CryptoProfile {
+    cfg.crypto_peers
+        .iter()
+        .filter(|p| p.rlocs.contains(&rloc))
+        .max_by_key(|p| p.rlocs.prefix_len())
+        .map_or(CryptoProfile::Decent, |p| p.profile)
+}
+
+/// The suite offered to and accepted from a peer of `profile`; `None` without lisp-crypto.
+/// `data_plane.encryption` is the only RFC suite we offer or accept.
+pub(crate) fn suite_for(cfg: &EngineConfig, profile: CryptoProfile) -> Option<CipherSuite> {
+    let ours = cfg.encryption?;
+    Some(match profile {
+        CryptoProfile::LispersCs6 => CipherSuite::LispersCs6,
+        CryptoProfile::Decent | CryptoProfile::Rfc8061 => ours,
+    })
+}
+
+/// A probe reply that matched one of our probes.
+pub(crate) struct Answered {
+    /// The RLOC probed.
+    pub rloc: IpAddr,
+    /// The RLOC was marked down and is up again.
+    pub was_down: bool,
+}
+
+/// RLOC-probing (RFC 9301 §6.3.2) and the lisp-crypto key exchange it carries (RFC 8061),
+/// both sides: the engine's prober component, with its own state and bounds. Probes are
+/// due from a timer heap (O(log n) per probe however many RLOCs are probed), replies are
+/// matched by nonce in O(1), at most [`PROBES_PER_SECOND`] leave per second, at most
+/// [`MAX_PREEMPTIVE_PROBES`] registered RLOCs are probed ahead of traffic, and the ETR's
+/// offers are bounded per ITR and in total.
+#[derive(Default)]
+pub struct Prober {
+    /// Probing state per RLOC in use (or probed ahead of traffic).
+    probes: HashMap<IpAddr, ProbeState>,
+    /// When each probe is due: (time, RLOC), valid while `probes[rloc].next` is that time
+    /// (older entries are dropped when they come up).
+    timers: TimerTable<IpAddr>,
+    /// The RLOC of each outstanding probe, by nonce.
+    by_nonce: HashMap<Nonce, IpAddr>,
+    /// Registered RLOCs probed ahead of traffic (lisp-crypto), chosen every probe interval.
+    preemptive: Vec<(IpAddr, EidPrefix)>,
+    next_preemptive_scan: Duration,
+    last_preemptive_scan: Duration,
+    /// The database generation the last scan saw (`None`: no scan yet).
+    preemptive_generation: Option<u64>,
+    /// The probe budget's current second: when it began and the probes sent in it.
+    window: (Duration, u32),
+    /// ETR side: per ITR address, the offers per key-id (bounded).
+    etr_keys: HashMap<IpAddr, EtrKeys>,
+}
+
+impl Prober {
     /// The probing state of every RLOC in use.
     pub fn probes(&self) -> &HashMap<IpAddr, ProbeState> {
         &self.probes
     }
 
-    /// The lisp-crypto profile spoken with `rloc`: the most specific `crypto_peers` entry
-    /// that holds it, else the peer-group profile (RFC 8061 authenticated with the site key).
-    pub fn crypto_profile(&self, rloc: IpAddr) -> CryptoProfile {
-        self.cfg
-            .crypto_peers
-            .iter()
-            .filter(|p| p.rlocs.contains(&rloc))
-            .max_by_key(|p| p.rlocs.prefix_len())
-            .map_or(CryptoProfile::Decent, |p| p.profile)
-    }
-
-    /// The suite offered to and accepted from a peer of `profile`; `None` without
-    /// lisp-crypto. `data_plane.encryption` is the only RFC suite we offer or accept.
-    pub(crate) fn suite_for(&self, profile: CryptoProfile) -> Option<CipherSuite> {
-        let ours = self.cfg.encryption?;
-        Some(match profile {
-            CryptoProfile::LispersCs6 => CipherSuite::LispersCs6,
-            CryptoProfile::Decent | CryptoProfile::Rfc8061 => ours,
-        })
+    /// ITR addresses that hold key offers at our ETR (bounded by `MAX_ETR_PEERS`).
+    pub fn etr_peers(&self) -> usize {
+        self.etr_keys.len()
     }
 
     /// Follows the map-cache: new RLOCs in use get probed soon, RLOCs no longer used are
     /// forgotten. With lisp-crypto, registered RLOCs are also probed (and keyed) before
     /// traffic needs them, so the first packet does not wait for a key exchange: at most
     /// [`MAX_PREEMPTIVE_PROBES`] of them, the group's members first, chosen again (the one
-    /// scan of the database) a second after the database changed, and every probe interval.
-    pub(crate) fn track_probed_rlocs(&mut self, now: Duration) {
-        let interval = self.cfg.timers.probe_interval;
+    /// scan of the database, `site` at `generation`) a second after the database changed,
+    /// and every probe interval.
+    pub(crate) fn track(
+        &mut self,
+        now: Duration,
+        cx: &mut Ctx,
+        site: &SiteDb,
+        generation: u64,
+        members: &HashSet<IpAddr>,
+    ) {
+        let interval = cx.cfg.timers.probe_interval;
         if interval.is_zero() {
             return;
         }
-        let in_use: HashMap<IpAddr, EidPrefix> =
-            self.map_cache.rlocs_in_use().into_iter().collect();
-        let changed = self.generation != self.preemptive_generation;
-        if self.cfg.encryption.is_some()
+        let in_use: HashMap<IpAddr, EidPrefix> = cx.map_cache.rlocs_in_use().into_iter().collect();
+        let changed = self.preemptive_generation != Some(generation);
+        if cx.cfg.encryption.is_some()
             && (now >= self.next_preemptive_scan
                 || (changed && now >= self.last_preemptive_scan + Duration::from_secs(1)))
         {
             self.next_preemptive_scan = now + interval;
             self.last_preemptive_scan = now;
-            self.preemptive_generation = self.generation;
-            let members: std::collections::HashSet<IpAddr> = self.members().into_iter().collect();
+            self.preemptive_generation = Some(generation);
             let mut first: Vec<(IpAddr, EidPrefix)> = Vec::new();
             let mut rest: Vec<(IpAddr, EidPrefix)> = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for (p, e) in self.site.prefixes().iter() {
+            let mut seen = HashSet::new();
+            for (p, e) in site.prefixes().iter() {
                 for l in e.merged_rlocs() {
                     if let Some(ip) = l.locator.ip()
                         && l.priority != 255
@@ -267,39 +336,47 @@ impl Engine {
             .filter(|(ip, _)| !in_use.contains_key(ip))
             .copied()
             .collect();
-        self.probes
-            .retain(|ip, _| in_use.contains_key(ip) || preemptive.contains_key(ip));
+        let by_nonce = &mut self.by_nonce;
+        self.probes.retain(|ip, p| {
+            let keep = in_use.contains_key(ip) || preemptive.contains_key(ip);
+            if !keep && let Some((n, _)) = p.outstanding {
+                by_nonce.remove(&n);
+            }
+            keep
+        });
         for (ip, p) in self.probes.iter_mut() {
             p.preemptive = !in_use.contains_key(ip);
         }
         for (ip, prefix) in in_use.iter().chain(preemptive.iter()) {
-            if self.is_own_rloc(*ip) || self.probes.contains_key(ip) {
+            if is_own_rloc(cx.cfg, *ip) || self.probes.contains_key(ip) {
                 continue;
             }
             let mut p = ProbeState::new(*prefix, now);
             p.preemptive = !in_use.contains_key(ip);
             self.probes.insert(*ip, p);
-            self.schedule_probe(*ip, now);
+            self.schedule(*ip, now);
         }
     }
 
     /// Notes that the probe of `rloc` is due at `at` (its `next`).
-    fn schedule_probe(&mut self, rloc: IpAddr, at: Duration) {
-        use std::cmp::Reverse;
-        self.probe_timers.push(Reverse((at, rloc)));
-        if self.probe_timers.len() > 2 * self.probes.len() + 1024 {
-            self.probe_timers = self
-                .probes
-                .iter()
-                .map(|(ip, p)| Reverse((p.next, *ip)))
-                .collect();
-        }
+    fn schedule(&mut self, rloc: IpAddr, at: Duration) {
+        self.timers.schedule(rloc, at);
+        let probes = &self.probes;
+        self.timers.compact(probes.len(), || {
+            probes.iter().map(|(ip, p)| (*ip, p.next)).collect()
+        });
     }
 
     /// Probes `rloc` (serving `prefix`) at the next timeout: the data plane needs a key for
     /// it now.
-    pub fn probe_now(&mut self, now: Duration, rloc: IpAddr, prefix: EidPrefix) {
-        if self.cfg.timers.probe_interval.is_zero() || self.is_own_rloc(rloc) {
+    pub fn probe_now(
+        &mut self,
+        now: Duration,
+        cfg: &EngineConfig,
+        rloc: IpAddr,
+        prefix: EidPrefix,
+    ) {
+        if cfg.timers.probe_interval.is_zero() || is_own_rloc(cfg, rloc) {
             return;
         }
         let p = self
@@ -310,15 +387,15 @@ impl Engine {
             p.next = p.next.min(now);
         }
         let next = p.next;
-        self.schedule_probe(rloc, next);
+        self.schedule(rloc, next);
     }
 
     /// Agrees a fresh key with `rloc` through a probe now (RFC 8061 §10: RLOC-probing can
     /// change keys at any time), as when the key's packet budget is spent. The current key
     /// stays in use until the new one is agreed. lispers.net peers are never rekeyed: they
     /// replace their key at once, under the same key-id, which would lose packets.
-    pub fn rekey_now(&mut self, now: Duration, rloc: IpAddr) {
-        if self.cfg.encryption.is_none() || self.crypto_profile(rloc) == CryptoProfile::LispersCs6 {
+    pub fn rekey_now(&mut self, now: Duration, cfg: &EngineConfig, rloc: IpAddr) {
+        if cfg.encryption.is_none() || crypto_profile(cfg, rloc) == CryptoProfile::LispersCs6 {
             return;
         }
         if let Some(p) = self.probes.get_mut(&rloc) {
@@ -327,69 +404,67 @@ impl Engine {
                 p.next = p.next.min(now);
             }
             let next = p.next;
-            self.schedule_probe(rloc, next);
+            self.schedule(rloc, next);
         }
     }
 
     /// When the next probe is due.
-    pub(crate) fn next_probe(&self) -> Option<Duration> {
+    pub(crate) fn next_due(&self) -> Option<Duration> {
         // The top may be an entry made stale since: then the engine wakes early once and
         // drops it. With this second's budget spent, nothing is due before the next one.
-        let t = self
-            .probe_timers
-            .peek()
-            .map(|std::cmp::Reverse((t, _))| *t)?;
-        Some(if self.probe_window.1 >= PROBES_PER_SECOND {
-            t.max(self.probe_window.0 + Duration::from_secs(1))
+        let t = self.timers.next()?;
+        Some(if self.window.1 >= PROBES_PER_SECOND {
+            t.max(self.window.0 + Duration::from_secs(1))
         } else {
             t
         })
     }
 
     /// Sends the probes that are due, counting the ones that went unanswered.
-    pub(crate) fn send_probes(&mut self, now: Duration) {
-        let interval = self.cfg.timers.probe_interval;
+    pub(crate) fn send_due(&mut self, now: Duration, cx: &mut Ctx) {
+        let interval = cx.cfg.timers.probe_interval;
         if interval.is_zero() {
             return;
         }
-        if now >= self.probe_window.0 + Duration::from_secs(1) {
-            self.probe_window = (now, 0);
+        if now >= self.window.0 + Duration::from_secs(1) {
+            self.window = (now, 0);
         }
         let mut due: Vec<IpAddr> = Vec::new();
-        while let Some(std::cmp::Reverse((t, ip))) = self.probe_timers.peek().copied() {
+        while let Some((t, ip)) = self.timers.peek() {
             if t > now {
                 break;
             }
-            if self.probe_window.1 >= PROBES_PER_SECOND {
+            if self.window.1 >= PROBES_PER_SECOND {
                 // The budget of this second is spent: the rest wait for the next one.
-                self.counters.probes_postponed += 1;
+                cx.counters.probes_postponed += 1;
                 break;
             }
-            self.probe_timers.pop();
+            self.timers.pop();
             if self.probes.get(&ip).is_some_and(|p| p.next == t) && !due.contains(&ip) {
                 due.push(ip);
-                self.probe_window.1 += 1;
+                self.window.1 += 1;
             }
         }
         for rloc in due {
-            let Some(own) = self.rloc_for(rloc) else {
+            let Some(own) = source_rloc(cx.cfg, rloc) else {
                 // No RLOC of ours in its family (yet): looked at again an interval later.
                 if let Some(p) = self.probes.get_mut(&rloc) {
                     p.next = now + interval;
-                    self.schedule_probe(rloc, now + interval);
+                    self.schedule(rloc, now + interval);
                 }
                 continue;
             };
-            let nonce = self.nonce();
-            let jitter = interval.mul_f64(self.rng.random::<f64>() * 0.1);
-            let profile = self.crypto_profile(rloc);
-            let suite = self.suite_for(profile);
-            let rekey_age = self.cfg.timers.rekey_interval;
+            let nonce: Nonce = cx.rng.random();
+            let jitter = interval.mul_f64(cx.rng.random::<f64>() * 0.1);
+            let profile = crypto_profile(cx.cfg, rloc);
+            let suite = suite_for(cx.cfg, profile);
+            let rekey_age = cx.cfg.timers.rekey_interval;
             let Some(p) = self.probes.get_mut(&rloc) else {
                 continue;
             };
             let mut marked = None;
-            if p.outstanding.is_some() {
+            if let Some((old, _)) = p.outstanding {
+                self.by_nonce.remove(&old);
                 p.misses = p.misses.saturating_add(1);
                 if p.misses >= MISSES_DOWN && p.state != RlocState::Down {
                     p.state = RlocState::Down;
@@ -397,6 +472,7 @@ impl Engine {
                 }
             }
             p.outstanding = Some((nonce, now));
+            self.by_nonce.insert(nonce, rloc);
             // After a miss the next probes leave at a third of the interval, so a dead RLOC
             // is marked down within 3 intervals of failing, not 4.
             // A down RLOC is probed every second (one small datagram), so traffic returns
@@ -429,7 +505,7 @@ impl Engine {
                     a => {
                         // A fresh pair from the engine's seeded random numbers (deterministic
                         // in the simulator), made only when one is offered.
-                        let k = KeyPair::from_secret(self.rng.random());
+                        let k = KeyPair::from_secret(cx.rng.random());
                         let id = match a {
                             Some(a) if !lispers => next_key_id(a.key_id),
                             _ => 1,
@@ -447,10 +523,10 @@ impl Engine {
                 });
             }
             let next = p.next;
-            self.schedule_probe(rloc, next);
+            self.schedule(rloc, next);
             if let Some(s) = marked {
-                self.map_cache.set_rloc_state(rloc, s, None);
-                self.counters.rlocs_marked_down += 1;
+                cx.map_cache.set_rloc_state(rloc, s, None);
+                cx.counters.rlocs_marked_down += 1;
             }
             let keyed = suite.is_some();
             let mut q = MapRequest::new(nonce, Address::None, itr_rloc, eid, ml);
@@ -459,10 +535,10 @@ impl Engine {
                 continue;
             };
             if keyed && profile == CryptoProfile::Decent {
-                self.sign_key_exchange(&mut payload);
+                sign_key_exchange(cx.kx_key, &mut payload);
             }
-            self.counters.probes_sent += 1;
-            self.push(Transmit {
+            cx.counters.probes_sent += 1;
+            cx.out.push(Transmit {
                 src: Some(own),
                 src_port: CONTROL_PORT,
                 dst: SocketAddr::new(rloc, CONTROL_PORT),
@@ -472,31 +548,19 @@ impl Engine {
         }
     }
 
-    /// Signs a key-exchange message with the site key (the peer-group profile); without a
-    /// site key it goes unsigned, and a member takes no key from it.
-    pub(crate) fn sign_key_exchange(&self, payload: &mut Vec<u8>) {
-        if let Some(k) = &self.kx_key {
-            k.sign(payload);
-        }
-    }
-
     /// A probe reply (matched by nonce, from any address): the RLOC is up, with its RTT.
-    /// `signed`: the reply carried a valid site-key trailer. Returns false when the nonce is
-    /// not one of our probes.
-    pub(crate) fn probe_answered(&mut self, now: Duration, reply: &MapReply, signed: bool) -> bool {
-        let nonce = &reply.nonce;
-        let Some(rloc) = self
-            .probes
-            .iter()
-            .find(|(_, p)| p.outstanding.is_some_and(|(n, _)| &n == nonce))
-            .map(|(ip, _)| *ip)
-        else {
-            return false;
-        };
-        let profile = self.crypto_profile(rloc);
-        let Some(p) = self.probes.get_mut(&rloc) else {
-            return false;
-        };
+    /// `signed`: the reply carried a valid site-key trailer. `None` when the nonce is not
+    /// one of our outstanding probes.
+    pub(crate) fn answered(
+        &mut self,
+        now: Duration,
+        cx: &mut Ctx,
+        reply: &MapReply,
+        signed: bool,
+    ) -> Option<Answered> {
+        let rloc = self.by_nonce.remove(&reply.nonce)?;
+        let profile = crypto_profile(cx.cfg, rloc);
+        let p = self.probes.get_mut(&rloc)?;
         let sent = p.outstanding.map_or(now, |(_, t)| t);
         p.outstanding = None;
         p.misses = 0;
@@ -517,7 +581,7 @@ impl Engine {
             let etr = match etr {
                 Some(_) if profile == CryptoProfile::Decent && !signed => {
                     // A key in the peer-group profile must come signed with the site key.
-                    self.counters.key_replies_unauthenticated += 1;
+                    cx.counters.key_replies_unauthenticated += 1;
                     None
                 }
                 e => e,
@@ -558,23 +622,15 @@ impl Engine {
                 }
             }
         }
-        self.map_cache.set_rloc_state(rloc, RlocState::Up, rtt);
-        self.counters.probe_replies_received += 1;
-        if was_down {
-            self.member_back(now, rloc);
-        }
+        cx.map_cache.set_rloc_state(rloc, RlocState::Up, rtt);
+        cx.counters.probe_replies_received += 1;
         if let Some(e) = event {
             if matches!(e, KeyEvent::Send { .. }) {
-                self.counters.keys_agreed += 1;
+                cx.counters.keys_agreed += 1;
             }
-            self.key_events.push_back(e);
+            cx.out.keys.push_back(e);
         }
-        true
-    }
-
-    /// The next lisp-crypto key for the data plane.
-    pub fn poll_key_event(&mut self) -> Option<KeyEvent> {
-        self.key_events.pop_front()
+        Some(Answered { rloc, was_down })
     }
 
     /// ETR: the key an RLOC-probe offers (RFC 8061 §5-§7, §10). The key is bound to `from`,
@@ -584,28 +640,29 @@ impl Engine {
     /// new key only once a packet from `from` opens under it. State per ITR is bounded and
     /// expires. Returns the Security Key LCAF for our probed RLOC-record, or `None` when the
     /// probe offers no key we take.
-    pub(crate) fn accept_offered_key(
+    pub(crate) fn accept_offer(
         &mut self,
         now: Duration,
+        cx: &mut Ctx,
         q: &MapRequest,
         from: IpAddr,
         probed: IpAddr,
         signed: bool,
     ) -> Option<Address> {
         let offered = q.itr_rlocs.iter().find_map(find_security_key)?;
-        let profile = self.crypto_profile(from);
-        let Some(suite) = self.suite_for(profile) else {
-            self.counters.key_offers_refused += 1;
+        let profile = crypto_profile(cx.cfg, from);
+        let Some(suite) = suite_for(cx.cfg, profile) else {
+            cx.counters.key_offers_refused += 1;
             return None;
         };
         if offered.suite != suite.id() {
             // Only the configured suite (RFC 8061 §6: an ETR without it answers with no key).
-            self.counters.key_offers_refused += 1;
+            cx.counters.key_offers_refused += 1;
             return None;
         }
         let authenticated = profile != CryptoProfile::Decent || signed;
         if !authenticated {
-            self.counters.key_offers_unauthenticated += 1;
+            cx.counters.key_offers_unauthenticated += 1;
             return None;
         }
         let slot = usize::from(offered.key_id - 1);
@@ -617,7 +674,7 @@ impl Engine {
                 MAX_UNAUTHENTICATED_PEERS
             };
             if self.etr_keys.len() >= cap {
-                self.counters.key_offers_dropped_full += 1;
+                cx.counters.key_offers_dropped_full += 1;
                 return None;
             }
         }
@@ -629,7 +686,7 @@ impl Engine {
         let index = match existing {
             Some(i) => i,
             None => {
-                let ours = KeyPair::from_secret(self.rng.random());
+                let ours = KeyPair::from_secret(cx.rng.random());
                 let key = ours.key_material(suite, &offered.public, &q.nonce).ok()?;
                 let offers = &mut self.etr_keys.entry(from).or_default()[slot];
                 if offers.len() >= OFFERS_PER_KEY_ID {
@@ -642,7 +699,7 @@ impl Engine {
                     key,
                     last_offered: now,
                 });
-                self.counters.keys_agreed += 1;
+                cx.counters.keys_agreed += 1;
                 offers.len() - 1
             }
         };
@@ -653,7 +710,7 @@ impl Engine {
             .get_mut(index)?;
         o.last_offered = now;
         let (public, key) = (o.ours.public(), o.key);
-        self.key_events.push_back(KeyEvent::Recv {
+        cx.out.keys.push_back(KeyEvent::Recv {
             itr: from,
             suite,
             key_id: offered.key_id,
@@ -663,7 +720,7 @@ impl Engine {
     }
 
     /// Forgets the offers of ITRs that stopped offering.
-    pub(crate) fn expire_etr_offers(&mut self, now: Duration) {
+    pub(crate) fn expire_offers(&mut self, now: Duration) {
         self.etr_keys.retain(|_, slots| {
             for s in slots.iter_mut() {
                 s.retain(|o| now.saturating_sub(o.last_offered) < ETR_OFFER_TTL);
@@ -671,6 +728,16 @@ impl Engine {
             slots.iter().any(|s| !s.is_empty())
         });
     }
+}
+
+/// Our RLOC to talk to `peer` from ([`crate::dataplane::select::source_rloc`]).
+pub(crate) fn source_rloc(cfg: &EngineConfig, peer: IpAddr) -> Option<IpAddr> {
+    crate::dataplane::select::source_rloc(cfg.rlocs.iter().map(|r| r.address), peer)
+}
+
+/// Whether `a` is one of our RLOCs.
+pub(crate) fn is_own_rloc(cfg: &EngineConfig, a: IpAddr) -> bool {
+    cfg.rlocs.iter().any(|r| r.address == a)
 }
 
 #[cfg(test)]

@@ -353,8 +353,7 @@ impl Engine {
             for n in &nonces {
                 self.greeting_nonces.insert(*n, peer);
             }
-            let next = now + backoff;
-            self.greetings_due = Some(self.greetings_due.map_or(next, |d| d.min(next)));
+            self.greeting_timers.schedule(peer, now + backoff);
             self.greetings.insert(
                 peer,
                 super::engine::Greeting {
@@ -435,14 +434,12 @@ impl Engine {
 
     /// Greetings not answered in time go again, up to [`GREETING_TRIES`] times.
     pub(crate) fn retransmit_greetings(&mut self, now: Duration) {
-        if self.greetings_due.is_none_or(|d| d > now) {
-            return;
-        }
+        let greetings = &self.greetings;
         let due: Vec<(IpAddr, Duration)> = self
-            .greetings
-            .iter()
-            .filter(|(_, g)| g.next <= now)
-            .map(|(p, g)| (*p, g.backoff))
+            .greeting_timers
+            .due(now, |p, at| greetings.get(&p).is_some_and(|g| g.next == at))
+            .into_iter()
+            .filter_map(|p| Some((p, self.greetings.get(&p)?.backoff)))
             .collect();
         for (peer, backoff) in due {
             self.forget_greeting(&peer);
@@ -450,7 +447,6 @@ impl Engine {
                 self.send_greeting(now, peer, backoff * 2);
             }
         }
-        self.greetings_due = self.greetings.values().map(|g| g.next).min();
     }
 
     fn forget_greeting(&mut self, peer: &IpAddr) {

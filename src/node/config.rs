@@ -1128,7 +1128,11 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             1
         }
     };
-    let data_receive_buffer = match raw.data_plane.receive_buffer_kib.unwrap_or(DEFAULT_RECEIVE_BUFFER_KIB) {
+    let data_receive_buffer = match raw
+        .data_plane
+        .receive_buffer_kib
+        .unwrap_or(DEFAULT_RECEIVE_BUFFER_KIB)
+    {
         k @ 64..=65536 => k as usize * 1024,
         k => {
             errs.add(
