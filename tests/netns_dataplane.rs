@@ -436,3 +436,91 @@ fn too_big_for_the_tunnel_gets_icmp_back() {
     assert!(counter(&v, "data/icmp_too_big") >= 2);
     assert!(counter(&v, "data/drops/too_big") >= 2);
 }
+
+/// Two lisp-decent nodes, each taking the other for a lispers.net peer (`[[data_plane.peer]]
+/// profile = "lispers-cs6"`), with two data-plane workers each: pings and a TCP transfer
+/// both ways arrive with their content intact, decrypted under lispers.net's suite; every
+/// data packet on the wire leaves from the control port 4342 to the data port 4341 with a
+/// key-id (lispers.net sends and expects its data so, PROTOCOL.md §5.2 item 12: each worker
+/// sends through its handle on the control socket), and nothing fails its ICV or replays.
+#[test]
+fn lispers_profile_data_leaves_from_the_control_port_on_every_worker() {
+    let _serial = lab::serial();
+    if !have_root() {
+        return;
+    }
+    let tshark = lab::have_tshark();
+    let mut lab = Lab::new("cs6");
+    let b = lab.bridge("b");
+    let mut nss = Vec::new();
+    for i in 1..=2 {
+        let ns = lab.netns(&format!("n{i}"));
+        lab.link(&ns, "eth0", &b, &[&format!("192.0.2.{i}/24")]);
+        nss.push(ns);
+    }
+    let config = |i: usize| {
+        format!(
+            "name = \"c{i}\"\nstate_dir = \"state-c{i}\"\n[[rloc]]\naddress = \"192.0.2.{i}\"\n\
+             [[database]]\nprefix = \"10.{i}.0.0/16\"\n\
+             [[instance]]\ninstance_id = 0\ntun = \"lisp0\"\naddresses = [\"10.{i}.0.1\"]\n\
+             [peer_group]\ngroup = \"224.1.1.1\"\ndelivery = \"replicate\"\nseeds = [\"192.0.2.1\"]\n\
+             [data_plane]\nworkers = 2\n[[data_plane.peer]]\nrlocs = [\"192.0.2.{}\"]\n\
+             profile = \"lispers-cs6\"\n{SITE}{}",
+            3 - i,
+            allowed(&[0], "10.0.0.0/8")
+        )
+    };
+    let c1 = lab.start(&nss[0], "c1", &config(1));
+    let c2 = lab.start(&nss[1], "c2", &config(2));
+    lab.wait_resolved(&nss[0], "10.2.0.1", "192.0.2.1");
+    lab.wait_resolved(&nss[1], "10.1.0.1", "192.0.2.2");
+    let capture =
+        tshark.then(|| lab::Capture::start(&nss[0], "eth0", lab.dir.path().join("cs6.pcap")));
+    assert!(ping(&nss[0], "10.2.0.1", "3"), "ping c1 -> c2");
+    assert!(ping(&nss[1], "10.1.0.1", "3"), "ping c2 -> c1");
+    for (from, to, eid, port) in [(0, 1, "10.2.0.1", 5101), (1, 0, "10.1.0.1", 5102)] {
+        assert!(
+            lab::tcp_transfer(
+                &nss[from],
+                &nss[to],
+                format!("{eid}:{port}").parse().unwrap(),
+                1 << 20,
+                Duration::ZERO
+            ),
+            "TCP to {eid} arrived changed or not at all"
+        );
+    }
+    for node in [c1, c2] {
+        let c = lab.counters(node);
+        assert!(counter(&c, "data/decrypted") > 0, "nothing decrypted");
+        for d in ["icv_failed", "replayed", "no_key"] {
+            assert_eq!(counter(&c, &format!("data/drops/{d}")), 0, "drops {d}");
+        }
+    }
+    if let Some(c) = capture {
+        use lisp_decent::present::capture::{FrameItem, read_capture};
+        let pcap = c.stop();
+        let mut data = 0;
+        for item in read_capture(&pcap).expect("the capture is readable") {
+            let FrameItem::Lisp(d) = item else { continue };
+            if d.dport != lisp_decent::wire::DATA_PORT {
+                continue;
+            }
+            // Control carried in data (the group's replication) leaves from the data port.
+            let h = lisp_decent::wire::DataHeader::parse(&d.payload).expect("a LISP header");
+            if h.instance_id() == Some(lisp_decent::wire::CONTROL_INSTANCE_ID) {
+                continue;
+            }
+            assert_eq!(
+                d.sport,
+                lisp_decent::wire::CONTROL_PORT,
+                "frame {}: lispers-cs6 data from port {}",
+                d.frame,
+                d.sport
+            );
+            assert_ne!(d.payload[0] & 3, 0, "frame {}: data in clear", d.frame);
+            data += 1;
+        }
+        assert!(data >= 100, "only {data} data frames captured");
+    }
+}
