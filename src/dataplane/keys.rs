@@ -8,7 +8,6 @@
 //! it occupies a candidate slot until it expires. Everything is bounded: ITR addresses,
 //! candidates per key-id, and both expire.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::time::Duration;
@@ -71,7 +70,7 @@ pub struct CurrentKey {
 /// The ETR's keys.
 #[derive(Default)]
 pub struct RecvKeys {
-    itrs: HashMap<IpAddr, ItrKeys>,
+    itrs: super::flow::RlocMap<ItrKeys>,
     /// A copy of the packet while candidates are tried (a failed AEAD open leaves the
     /// buffer unspecified); reused.
     scratch: Vec<u8>,

@@ -295,7 +295,7 @@ pub struct Xtr {
     cfg: XtrConfig,
     ours: PrefixTable<()>,
     stats: DataStats,
-    send_keys: HashMap<IpAddr, SendKey>,
+    send_keys: super::flow::RlocMap<SendKey>,
     /// RLOCs that answered a probe without a key.
     keyless: HashSet<IpAddr>,
     /// RLOCs whose key's budget is spent and a rekey was asked for (once per key).
@@ -349,7 +349,7 @@ impl Xtr {
             cfg,
             ours,
             stats: DataStats::default(),
-            send_keys: HashMap::new(),
+            send_keys: Default::default(),
             keyless: HashSet::new(),
             rekey_asked: HashSet::new(),
             recv_keys: RecvKeys::new(),
@@ -391,7 +391,7 @@ impl Xtr {
     }
 
     /// The ITR's keys per RLOC.
-    pub fn send_keys(&self) -> &HashMap<IpAddr, SendKey> {
+    pub fn send_keys(&self) -> &super::flow::RlocMap<SendKey> {
         &self.send_keys
     }
 
