@@ -54,13 +54,39 @@ pub(crate) struct PendingRequest {
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) site: SiteDb,
-    pub(crate) map_cache: MapCache,
     pub(crate) allowed: crate::mapping::PrefixTable<bool>,
     pub(crate) counters: Counters,
     pub(crate) rng: StdRng,
     pub(crate) out: Outbox,
     /// RLOC-probing and the lisp-crypto key exchange (both sides).
     pub(crate) prober: super::probe::Prober,
+    /// Map-Request admission (the Map-Resolver's rate limits).
+    pub(crate) limiter: super::map_resolver::RateLimiter,
+    pub(crate) next_housekeeping: Duration,
+    /// The key that signs lisp-crypto exchanges in the peer group (from the site key).
+    pub(crate) kx_key: Option<crate::crypto::kx_auth::KxKey>,
+    /// Every site key's, for checking (a key being rolled over still verifies).
+    pub(crate) kx_keys: Vec<crate::crypto::kx_auth::KxKey>,
+    /// Bumped on every change of a registered mapping.
+    pub(crate) generation: u64,
+    /// When each source address last sent us a control message (bounded; for the peers
+    /// view).
+    pub(crate) heard: HashMap<IpAddr, Duration>,
+    /// Map-Servers and Map-Resolvers outside the group.
+    pub(crate) external: super::external::External,
+    /// Our Map-Registers, greetings, seeds and learned members.
+    pub(crate) registrar: Registrar,
+    /// The Map-Server beside the database: pending Notifies, replays, SMR targets.
+    pub(crate) map_server: MapServerState,
+    /// The ITR: the map-cache and the Map-Requests in flight.
+    pub(crate) itr: ItrCache,
+}
+
+/// The ETR registrar (RFC 9301 §5.6, RFC 9962 §4): our Map-Register rounds, the greetings
+/// of members that joined, the seeds, the members learned from Map-Notifies and the chase
+/// of members that went away. Bounded: greetings by `MAX_GREETINGS`, nonces by the rounds
+/// in flight, lost members by the group.
+pub(crate) struct Registrar {
     /// When the next round of Map-Registers is due.
     pub(crate) register_due: Duration,
     pub(crate) last_register: Option<Duration>,
@@ -79,16 +105,6 @@ pub struct Engine {
     /// that no longer lists it takes it out (a member that died leaves with its
     /// registration at the seed, not a record TTL later).
     pub(crate) learned_members: HashMap<IpAddr, (Duration, IpAddr)>,
-    pub(crate) pending_notifies: HashMap<Nonce, PendingNotify>,
-    /// When each pending Notify goes again (valid while its `next` is that time).
-    pub(crate) notify_timers: super::timers::TimerTable<Nonce>,
-    /// When the coalesced round of membership Notifies is due.
-    pub(crate) notify_due: Option<Duration>,
-    /// A membership change is announced in two rounds, a second apart (each with its own
-    /// retransmissions), so a newcomer and the members learn of each other quickly under
-    /// loss.
-    pub(crate) notify_again: bool,
-    pub(crate) pending_requests: HashMap<Nonce, PendingRequest>,
     /// Unicast registers to seeds waiting for their Map-Notify: nonce to seed.
     /// Each with whether it carried our `(0/0, G)` membership.
     pub(crate) seed_nonces: HashMap<Nonce, (Vec<IpAddr>, bool)>,
@@ -102,34 +118,49 @@ pub struct Engine {
     pub(crate) seed_backoff: Duration,
     /// Nonces of our recent Map-Registers (to tell a solicited Map-Notify from one to Ack).
     pub(crate) sent_register_nonces: VecDeque<Nonce>,
+    /// Our Map-Register nonces, counting up.
+    pub(crate) register_nonce: super::register_replay::NonceCounter,
+    /// Members whose registrations expired: since when, and when they are next chased.
+    pub(crate) lost: HashMap<IpAddr, (Duration, Duration)>,
+}
+
+/// The Map-Server (RFC 9301 §5.6-§5.7, RFC 9962 §4) beside the database: unsolicited
+/// Map-Notifies waiting for their Ack, the coalesced membership rounds, the registers seen
+/// per xTR (replays), and the ITRs an SMR goes to. Bounded: pending Notifies at 4,096,
+/// requesters at `REQUESTERS_PER_PREFIX` / `MAX_REQUESTERS`, SMRs one per 3 s per pair.
+pub(crate) struct MapServerState {
+    /// Unsolicited Map-Notifies waiting for their Ack (RFC 9301 §5.7), by nonce.
+    pub(crate) pending_notifies: HashMap<Nonce, PendingNotify>,
+    /// When each pending Notify goes again (valid while its `next` is that time).
+    pub(crate) notify_timers: super::timers::TimerTable<Nonce>,
+    /// When the coalesced round of membership Notifies is due.
+    pub(crate) notify_due: Option<Duration>,
+    /// A membership change is announced in two rounds, a second apart (each with its own
+    /// retransmissions), so a newcomer and the members learn of each other quickly under
+    /// loss.
+    pub(crate) notify_again: bool,
     /// Who asked us for which registered prefix, and when (the ITRs an SMR goes to).
     pub(crate) requesters: HashMap<EidPrefix, Vec<(IpAddr, Duration)>>,
     /// Entries in `requesters`, all prefixes together (bounded).
     pub(crate) requesters_total: usize,
-    /// Map-Request admission (the Map-Resolver's rate limits).
-    pub(crate) limiter: super::map_resolver::RateLimiter,
     /// When an SMR last went to (ITR, prefix): at most one per 3 s (RFC 9301 §6.1).
     pub(crate) smr_sent: HashMap<(IpAddr, EidPrefix), Duration>,
+    /// The registers we have seen, per xTR (replays refused).
+    pub(crate) register_nonces: super::register_replay::RegisterNonces,
+}
+
+/// The control half of the ITR (RFC 9301 §8): the map-cache, the Map-Requests in flight,
+/// and the Map-Servers of each pull-mode set. Bounded: the map-cache by its own limit,
+/// requests in flight expire after 10 s.
+pub(crate) struct ItrCache {
+    /// The mappings this node's ITR uses (RFC 9301 §8.1).
+    pub(crate) map_cache: MapCache,
+    /// Map-Requests we sent, by nonce, until answered or 10 s old.
+    pub(crate) pending_requests: HashMap<Nonce, PendingRequest>,
     /// Pull mode: the Map-Server addresses of each set index.
     pub(crate) pull_servers: HashMap<u32, Vec<IpAddr>>,
+    /// Pull mode: the next Map-Server of a set to ask (round robin).
     pub(crate) pull_rr: usize,
-    pub(crate) next_housekeeping: Duration,
-    /// Our Map-Register nonces, counting up; the registers we have seen, per xTR (replays).
-    pub(crate) register_nonce: super::register_replay::NonceCounter,
-    pub(crate) register_nonces: super::register_replay::RegisterNonces,
-    /// The key that signs lisp-crypto exchanges in the peer group (from the site key).
-    pub(crate) kx_key: Option<crate::crypto::kx_auth::KxKey>,
-    /// Every site key's, for checking (a key being rolled over still verifies).
-    pub(crate) kx_keys: Vec<crate::crypto::kx_auth::KxKey>,
-    /// Bumped on every change of a registered mapping.
-    pub(crate) generation: u64,
-    /// When each source address last sent us a control message (bounded; for the peers
-    /// view).
-    pub(crate) heard: HashMap<IpAddr, Duration>,
-    /// Map-Servers and Map-Resolvers outside the group.
-    pub(crate) external: super::external::External,
-    /// Members whose registrations expired: since when, and when they are next chased.
-    pub(crate) lost: HashMap<IpAddr, (Duration, Duration)>,
 }
 
 /// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
@@ -173,44 +204,50 @@ impl Engine {
             rng: StdRng::seed_from_u64(cfg.rng_seed),
             cfg,
             site: SiteDb::new(),
-            map_cache: MapCache::new(),
             allowed,
             counters: Counters::default(),
             out: Outbox::default(),
-            register_due: Duration::ZERO,
-            last_register: None,
-            greeted: std::collections::HashSet::new(),
-            greetings: HashMap::new(),
-            greeting_timers: Default::default(),
-            greeting_nonces: HashMap::new(),
-            join_rounds: 0,
-            learned_members: HashMap::new(),
-            pending_notifies: HashMap::new(),
-            notify_timers: Default::default(),
-            notify_due: None,
-            notify_again: false,
-            pending_requests: HashMap::new(),
-            seed_nonces: HashMap::new(),
-            acked_seeds: std::collections::HashSet::new(),
-            acked_seed_memberships: std::collections::HashSet::new(),
-            seed_backoff: Duration::from_secs(1),
-            sent_register_nonces: VecDeque::new(),
-            requesters: HashMap::new(),
-            requesters_total: 0,
             limiter: Default::default(),
-            smr_sent: HashMap::new(),
-            pull_servers: HashMap::new(),
-            pull_rr: 0,
             next_housekeeping: Duration::ZERO,
             generation: 0,
             prober: super::probe::Prober::default(),
             kx_key,
             kx_keys,
-            register_nonce,
-            register_nonces: super::register_replay::RegisterNonces::new(),
             heard: HashMap::new(),
             external: super::external::External::new(servers),
-            lost: HashMap::new(),
+            registrar: Registrar {
+                register_due: Duration::ZERO,
+                last_register: None,
+                greeted: std::collections::HashSet::new(),
+                greetings: HashMap::new(),
+                greeting_timers: Default::default(),
+                greeting_nonces: HashMap::new(),
+                join_rounds: 0,
+                learned_members: HashMap::new(),
+                seed_nonces: HashMap::new(),
+                acked_seeds: std::collections::HashSet::new(),
+                acked_seed_memberships: std::collections::HashSet::new(),
+                seed_backoff: Duration::from_secs(1),
+                sent_register_nonces: VecDeque::new(),
+                register_nonce,
+                lost: HashMap::new(),
+            },
+            map_server: MapServerState {
+                pending_notifies: HashMap::new(),
+                notify_timers: Default::default(),
+                notify_due: None,
+                notify_again: false,
+                requesters: HashMap::new(),
+                requesters_total: 0,
+                smr_sent: HashMap::new(),
+                register_nonces: super::register_replay::RegisterNonces::new(),
+            },
+            itr: ItrCache {
+                map_cache: MapCache::new(),
+                pending_requests: HashMap::new(),
+                pull_servers: HashMap::new(),
+                pull_rr: 0,
+            },
         }
     }
 
@@ -224,7 +261,7 @@ impl Engine {
     }
 
     pub fn map_cache(&self) -> &MapCache {
-        &self.map_cache
+        &self.itr.map_cache
     }
 
     pub fn counters(&self) -> &Counters {
@@ -245,14 +282,14 @@ impl Engine {
     /// Forgets every cached mapping (an operator's "clear map-cache"); the lookups that
     /// follow fill it again from the database or with Map-Requests.
     pub fn clear_map_cache(&mut self) -> usize {
-        let n = self.map_cache.len();
-        self.map_cache = MapCache::new();
+        let n = self.itr.map_cache.len();
+        self.itr.map_cache = MapCache::new();
         n
     }
 
     /// Sends a full round of Map-Registers at the next timeout, whatever the interval.
     pub fn register_now(&mut self, now: Duration) {
-        self.register_due = now;
+        self.registrar.register_due = now;
     }
 
     /// A number that changes whenever a registered mapping does (for the node to follow
@@ -274,20 +311,20 @@ impl Engine {
 
     /// When [`handle_timeout`](Self::handle_timeout) wants to be called next.
     pub fn poll_timeout(&self) -> Duration {
-        let mut t = self.register_due.min(self.next_housekeeping);
+        let mut t = self.registrar.register_due.min(self.next_housekeeping);
         if let Some(e) = self.site.next_expiry() {
             t = t.min(e);
         }
-        if let Some(n) = self.notify_timers.next() {
+        if let Some(n) = self.map_server.notify_timers.next() {
             t = t.min(n);
         }
-        if let Some(n) = self.notify_due {
+        if let Some(n) = self.map_server.notify_due {
             t = t.min(n);
         }
         if let Some(n) = self.prober.next_due() {
             t = t.min(n);
         }
-        if let Some(n) = self.greeting_timers.next() {
+        if let Some(n) = self.registrar.greeting_timers.next() {
             t = t.min(n);
         }
         if let Some(n) = self.external.next_retry() {
@@ -298,7 +335,7 @@ impl Engine {
 
     /// Runs every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Duration) {
-        if now >= self.register_due {
+        if now >= self.registrar.register_due {
             self.send_registrations(now);
         }
         let expired = self.site.expire(now);
@@ -315,8 +352,8 @@ impl Engine {
                 }
             }
         }
-        if self.notify_due.is_some_and(|t| t <= now) {
-            self.notify_due = if std::mem::take(&mut self.notify_again) {
+        if self.map_server.notify_due.is_some_and(|t| t <= now) {
+            self.map_server.notify_due = if std::mem::take(&mut self.map_server.notify_again) {
                 Some(now + NOTIFY_REPEAT)
             } else {
                 None
@@ -330,22 +367,25 @@ impl Engine {
         prober.send_due(now, &mut cx);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
-            self.learned_members.retain(|_, (t, _)| *t > now);
+            self.registrar.learned_members.retain(|_, (t, _)| *t > now);
             self.chase_lost_members(now);
             self.heard
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3600));
-            self.map_cache.expire(now);
+            self.itr.map_cache.expire(now);
             self.track_probed_rlocs(now);
             self.prober.expire_offers(now);
-            self.register_nonces.expire(now);
-            self.requesters.retain(|_, v| {
+            self.map_server.register_nonces.expire(now);
+            self.map_server.requesters.retain(|_, v| {
                 v.retain(|(_, t)| now.saturating_sub(*t) < REQUESTER_MEMORY);
                 !v.is_empty()
             });
-            self.requesters_total = self.requesters.values().map(Vec::len).sum();
-            self.smr_sent
+            self.map_server.requesters_total =
+                self.map_server.requesters.values().map(Vec::len).sum();
+            self.map_server
+                .smr_sent
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3));
-            self.pending_requests
+            self.itr
+                .pending_requests
                 .retain(|_, p| now.saturating_sub(p.sent) < Duration::from_secs(10));
             self.limiter.expire(now);
         }
@@ -515,7 +555,7 @@ impl Engine {
             .and_then(|g| self.site.group(&g))
             .map(|e| e.rle_members())
             .unwrap_or_default();
-        for a in self.learned_members.keys() {
+        for a in self.registrar.learned_members.keys() {
             if !m.contains(a) {
                 m.push(*a);
             }
@@ -528,8 +568,8 @@ impl Engine {
     /// Pull mode: the addresses the node resolved for `<index>.<suffix>`; a change makes
     /// the node register at once.
     pub fn set_pull_servers(&mut self, now: Duration, index: u32, addrs: Vec<IpAddr>) {
-        let changed = self.pull_servers.get(&index) != Some(&addrs);
-        self.pull_servers.insert(index, addrs);
+        let changed = self.itr.pull_servers.get(&index) != Some(&addrs);
+        self.itr.pull_servers.insert(index, addrs);
         if changed {
             self.schedule_quick_register(now);
         }
@@ -559,7 +599,7 @@ impl Engine {
     }
 
     pub(crate) fn quick_register_time(&self, now: Duration) -> Duration {
-        match self.last_register {
+        match self.registrar.last_register {
             Some(l) => now.max(l + QUICK_REGISTER_GAP),
             None => now,
         }
@@ -567,8 +607,8 @@ impl Engine {
 
     pub(crate) fn schedule_quick_register(&mut self, now: Duration) {
         let t = self.quick_register_time(now);
-        if t < self.register_due {
-            self.register_due = t;
+        if t < self.registrar.register_due {
+            self.registrar.register_due = t;
         }
     }
 }
@@ -637,7 +677,7 @@ macro_rules! prober_ctx {
                 counters: &mut $e.counters,
                 rng: &mut $e.rng,
                 out: &mut $e.out,
-                map_cache: &mut $e.map_cache,
+                map_cache: &mut $e.itr.map_cache,
                 kx_key: $e.kx_key.as_ref(),
             },
         )

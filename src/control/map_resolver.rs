@@ -224,8 +224,8 @@ impl Engine {
     /// Remembers that `itr` had a reply for `p` (it gets an SMR when `p` changes), within
     /// [`REQUESTERS_PER_PREFIX`] per prefix and [`MAX_REQUESTERS`] in all; beyond, counted.
     fn remember_requester(&mut self, now: Duration, p: EidPrefix, itr: IpAddr) {
-        let total = self.requesters_total;
-        let list = self.requesters.entry(p).or_default();
+        let total = self.map_server.requesters_total;
+        let list = self.map_server.requesters.entry(p).or_default();
         if let Some(e) = list.iter_mut().find(|(a, _)| *a == itr) {
             e.1 = now;
             return;
@@ -235,7 +235,7 @@ impl Engine {
             return;
         }
         list.push((itr, now));
-        self.requesters_total += 1;
+        self.map_server.requesters_total += 1;
     }
 
     /// Whether `key` is one of our database mappings or our node name: we are its ETR.
@@ -376,7 +376,7 @@ impl Engine {
     /// [`REQUESTERS_PER_PREFIX`] in all.
     pub(crate) fn send_smrs(&mut self, now: Duration, p: &EidPrefix) {
         let mut list: Vec<IpAddr> = Vec::new();
-        for (k, v) in &self.requesters {
+        for (k, v) in &self.map_server.requesters {
             if k.iid == p.iid && (k.prefix.contains(&p.prefix) || p.prefix.contains(&k.prefix)) {
                 for (a, _) in v {
                     if list.len() < REQUESTERS_PER_PREFIX && !list.contains(a) {
@@ -386,7 +386,7 @@ impl Engine {
             }
         }
         for itr in list {
-            if self.is_own_rloc(itr) || self.smr_sent.contains_key(&(itr, *p)) {
+            if self.is_own_rloc(itr) || self.map_server.smr_sent.contains_key(&(itr, *p)) {
                 continue;
             }
             let Some(own) = self.rloc_for(itr) else {
@@ -399,7 +399,7 @@ impl Engine {
             let Ok(payload) = ControlMessage::MapRequest(q).to_bytes() else {
                 continue;
             };
-            self.smr_sent.insert((itr, *p), now);
+            self.map_server.smr_sent.insert((itr, *p), now);
             self.counters.smrs_sent += 1;
             self.push(Transmit {
                 src: Some(own),
@@ -436,8 +436,9 @@ impl Engine {
     /// prefix would find none of them registered and cache it negative again, holding a
     /// prefix that has just registered unreachable for the negative TTL.
     fn refresh_overlapping(&mut self, now: Duration, p: &EidPrefix, smr_invoked: bool) {
-        for cached in self.map_cache.overlapping(p) {
+        for cached in self.itr.map_cache.overlapping(p) {
             let negative = self
+                .itr
                 .map_cache
                 .remove(&cached)
                 .is_some_and(|e| e.is_negative());
@@ -453,19 +454,19 @@ impl Engine {
     /// A pull-mode EID already asked for in the last second is not asked for again (RFC 9301
     /// §5.3: at most one Map-Request per second for a destination).
     pub fn resolve(&mut self, now: Duration, iid: u32, addr: IpAddr) -> Option<&MapCacheEntry> {
-        if self.map_cache.lookup(iid, addr, now).is_none() {
+        if self.itr.map_cache.lookup(iid, addr, now).is_none() {
             let host = EidPrefix::host(iid, addr);
-            let asked = (matches!(self.cfg.mapping_system, MappingSystem::Pull(_))
-                || self.has_map_resolvers())
-                && self
-                    .pending_requests
-                    .values()
-                    .any(|p| p.eid == host && now.saturating_sub(p.sent) < Duration::from_secs(1));
+            let asked =
+                (matches!(self.cfg.mapping_system, MappingSystem::Pull(_))
+                    || self.has_map_resolvers())
+                    && self.itr.pending_requests.values().any(|p| {
+                        p.eid == host && now.saturating_sub(p.sent) < Duration::from_secs(1)
+                    });
             if !asked {
                 self.resolve_prefix(now, host, false);
             }
         }
-        self.map_cache.lookup(iid, addr, now)
+        self.itr.map_cache.lookup(iid, addr, now)
     }
 
     fn resolve_prefix(&mut self, now: Duration, p: EidPrefix, smr_invoked: bool) {
@@ -502,11 +503,12 @@ impl Engine {
             MappingSystem::Pull(pull) => {
                 let text = p.to_string();
                 let index = pull.hash.index(&text, pull.modulus);
-                let Some(servers) = self.pull_servers.get(&index).filter(|s| !s.is_empty()) else {
+                let Some(servers) = self.itr.pull_servers.get(&index).filter(|s| !s.is_empty())
+                else {
                     return;
                 };
-                let server = servers[self.pull_rr % servers.len()];
-                self.pull_rr = self.pull_rr.wrapping_add(1);
+                let server = servers[self.itr.pull_rr % servers.len()];
+                self.itr.pull_rr = self.itr.pull_rr.wrapping_add(1);
                 self.send_map_request(now, p, server, smr_invoked, false);
             }
         }
@@ -548,7 +550,8 @@ impl Engine {
         let Ok(payload) = message.to_bytes() else {
             return false;
         };
-        self.pending_requests
+        self.itr
+            .pending_requests
             .insert(nonce, PendingRequest { eid: p, sent: now });
         self.counters.map_requests_sent += 1;
         self.push(Transmit {
@@ -568,7 +571,7 @@ impl Engine {
         if r.probe && self.probe_answered(now, r, signed) {
             return;
         }
-        let Some(pending) = self.pending_requests.remove(&r.nonce) else {
+        let Some(pending) = self.itr.pending_requests.remove(&r.nonce) else {
             self.counters.map_replies_unmatched += 1;
             return;
         };
@@ -608,7 +611,7 @@ impl Engine {
                 r.rtt = p.rtt;
             }
         }
-        self.map_cache.insert(entry);
+        self.itr.map_cache.insert(entry);
     }
 
     /// Withdraws one of our prefixes: registers it with TTL 0 wherever we registered it.

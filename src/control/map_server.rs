@@ -117,7 +117,7 @@ impl Engine {
             for (f, b) in fingerprint.iter_mut().zip(&reg.auth.data) {
                 *f = *b;
             }
-            match self.register_nonces.admit(
+            match self.map_server.register_nonces.admit(
                 now,
                 (xtr_id, site_id),
                 reg.nonce,
@@ -190,7 +190,7 @@ impl Engine {
         self.counters.map_registers_accepted += 1;
         if !local {
             // A lost member is back.
-            self.lost.remove(&src.ip());
+            self.registrar.lost.remove(&src.ip());
         }
         // Asked for a Map-Notify: answered, also for a copy that came as replication (a
         // member's greeting does); underlay-multicast group registers never ask.
@@ -199,8 +199,10 @@ impl Engine {
         }
         if group_changed && !via_group && !local {
             // One round of Notifies for every change within the coalescing window.
-            self.notify_due.get_or_insert(now + NOTIFY_COALESCE);
-            self.notify_again = true;
+            self.map_server
+                .notify_due
+                .get_or_insert(now + NOTIFY_COALESCE);
+            self.map_server.notify_again = true;
         }
         if (new_peer || restarted)
             && !local
@@ -211,11 +213,13 @@ impl Engine {
             // interval.
             if restarted {
                 self.counters.members_restarted += 1;
-                self.greeted.remove(&src.ip());
+                self.registrar.greeted.remove(&src.ip());
                 // And tell it the membership (a Notify round), so it greets the others and
                 // they, seeing its counter jump too, greet it back.
                 if !via_group {
-                    self.notify_due.get_or_insert(now + NOTIFY_COALESCE);
+                    self.map_server
+                        .notify_due
+                        .get_or_insert(now + NOTIFY_COALESCE);
                 }
             }
             self.greet(now, src.ip());
@@ -302,7 +306,7 @@ impl Engine {
                 ttl: None,
                 payload: bytes.clone(),
             });
-            self.pending_notifies.insert(
+            self.map_server.pending_notifies.insert(
                 nonce,
                 PendingNotify {
                     dst,
@@ -311,28 +315,31 @@ impl Engine {
                     next: now + NOTIFY_RETRY,
                 },
             );
-            self.notify_timers.schedule(nonce, now + NOTIFY_RETRY);
+            self.map_server
+                .notify_timers
+                .schedule(nonce, now + NOTIFY_RETRY);
         }
     }
 
     /// Unacknowledged Notifies go again (RFC 9301 §5.7), from the timer table: no walk over
     /// the pending ones.
     pub(crate) fn retransmit_notifies(&mut self, now: Duration) {
-        let pending = &self.pending_notifies;
+        let pending = &self.map_server.pending_notifies;
         let due = self
+            .map_server
             .notify_timers
             .due(now, |n, at| pending.get(&n).is_some_and(|p| p.next == at));
         for nonce in due {
-            let Some(p) = self.pending_notifies.get_mut(&nonce) else {
+            let Some(p) = self.map_server.pending_notifies.get_mut(&nonce) else {
                 continue;
             };
             if p.retries_left == 0 {
-                self.pending_notifies.remove(&nonce);
+                self.map_server.pending_notifies.remove(&nonce);
                 continue;
             }
             p.retries_left -= 1;
             p.next = now + NOTIFY_RETRY;
-            self.notify_timers.schedule(nonce, p.next);
+            self.map_server.notify_timers.schedule(nonce, p.next);
             let t = Transmit {
                 src: None,
                 src_port: CONTROL_PORT,
@@ -365,9 +372,9 @@ impl Engine {
         // An answer to one of our registers (periodic, to a seed, or a greeting) echoes our
         // records; only an unsolicited Notify is the teller's view of the membership, and
         // only that one is acknowledged.
-        let solicited = self.sent_register_nonces.contains(&n.nonce)
-            || self.seed_nonces.contains_key(&n.nonce)
-            || self.greeting_nonces.contains_key(&n.nonce);
+        let solicited = self.registrar.sent_register_nonces.contains(&n.nonce)
+            || self.registrar.seed_nonces.contains_key(&n.nonce)
+            || self.registrar.greeting_nonces.contains_key(&n.nonce);
         let mut learned = Vec::new();
         if let Some(g) = self.group_key() {
             let teller = src.ip();
@@ -379,7 +386,9 @@ impl Engine {
                 if !told {
                     // The membership as this member holds it now replaces what it told us.
                     told = true;
-                    self.learned_members.retain(|_, (_, from)| *from != teller);
+                    self.registrar
+                        .learned_members
+                        .retain(|_, (_, from)| *from != teller);
                 }
                 let expires = now + Duration::from_secs(u64::from(rec.ttl.max(1)) * 60);
                 for l in &rec.rlocs {
@@ -390,7 +399,7 @@ impl Engine {
                         if let Some(a) = e.address.ip()
                             && !self.is_own_rloc(a)
                         {
-                            self.learned_members.insert(a, (expires, teller));
+                            self.registrar.learned_members.insert(a, (expires, teller));
                             learned.push(a);
                         }
                     }
@@ -401,7 +410,7 @@ impl Engine {
             self.greet(now, a);
         }
         self.greeting_answered(&n.nonce);
-        if let Some((seeds, membership)) = self.seed_nonces.remove(&n.nonce) {
+        if let Some((seeds, membership)) = self.registrar.seed_nonces.remove(&n.nonce) {
             // OOR may answer from another of its addresses: then the ack counts for every
             // seed that register went to.
             let acked = if seeds.contains(&src.ip()) {
@@ -410,9 +419,9 @@ impl Engine {
                 seeds
             };
             if membership {
-                self.acked_seed_memberships.extend(acked);
+                self.registrar.acked_seed_memberships.extend(acked);
             } else {
-                self.acked_seeds.extend(acked);
+                self.registrar.acked_seeds.extend(acked);
             }
         }
         if !solicited {
@@ -450,10 +459,11 @@ impl Engine {
     }
 
     pub(crate) fn process_notify_ack(&mut self, bytes: &[u8], n: &MapNotify) {
-        if self.pending_notifies.contains_key(&n.nonce) && self.cfg.site.keys.verify(bytes).is_ok()
+        if self.map_server.pending_notifies.contains_key(&n.nonce)
+            && self.cfg.site.keys.verify(bytes).is_ok()
         {
             self.counters.map_notify_acks_received += 1;
-            self.pending_notifies.remove(&n.nonce);
+            self.map_server.pending_notifies.remove(&n.nonce);
         }
     }
 

@@ -176,7 +176,7 @@ impl Engine {
                 if batch.is_empty() {
                     return;
                 }
-                let nonce = engine.register_nonce.next_nonce();
+                let nonce = engine.registrar.register_nonce.next_nonce();
                 let reg = MapRegister {
                     proxy_reply,
                     security: false,
@@ -200,9 +200,9 @@ impl Engine {
                     &ControlMessage::MapRegister(reg),
                     key.as_ref().map(|k| &k.secret[..]),
                 ) {
-                    engine.sent_register_nonces.push_back(nonce);
-                    while engine.sent_register_nonces.len() > 64 {
-                        engine.sent_register_nonces.pop_front();
+                    engine.registrar.sent_register_nonces.push_back(nonce);
+                    while engine.registrar.sent_register_nonces.len() > 64 {
+                        engine.registrar.sent_register_nonces.pop_front();
                     }
                     out.push((nonce, bytes));
                 }
@@ -232,15 +232,15 @@ impl Engine {
     /// One round of registrations: at start, every register interval, and at once after a
     /// change (RFC 9301 §8.2; convergence must not wait for the interval).
     pub(crate) fn send_registrations(&mut self, now: Duration) {
-        self.last_register = Some(now);
-        self.register_due = now + self.cfg.timers.register_interval;
+        self.registrar.last_register = Some(now);
+        self.registrar.register_due = now + self.cfg.timers.register_interval;
         // Joining: the first round goes again at 0.5, 1.5, 2.5 and 3.5 s, so a member that
         // lost it (underlay multicast has no retransmission) hears of us within seconds.
-        if let Some(gap) = JOIN_REPEATS.get(usize::from(self.join_rounds)) {
-            self.join_rounds += 1;
-            self.register_due = self.register_due.min(now + *gap);
+        if let Some(gap) = JOIN_REPEATS.get(usize::from(self.registrar.join_rounds)) {
+            self.registrar.join_rounds += 1;
+            self.registrar.register_due = self.registrar.register_due.min(now + *gap);
         }
-        self.greeted = self.members().into_iter().collect();
+        self.registrar.greeted = self.members().into_iter().collect();
         // A seed re-announces the membership it holds every round (head-end replication):
         // two members that lost each other (their registers lost three times running, or a
         // greeting never answered) find each other again within a round, instead of never.
@@ -249,7 +249,8 @@ impl Engine {
             && pg.seeds.iter().any(|s| self.is_own_rloc(*s))
             && !self.members().is_empty()
         {
-            self.notify_due
+            self.map_server
+                .notify_due
                 .get_or_insert(now + super::engine::NOTIFY_COALESCE);
         }
         let records = self.own_records();
@@ -312,7 +313,7 @@ impl Engine {
             }
             return;
         }
-        if !self.greeted.insert(peer) {
+        if !self.registrar.greeted.insert(peer) {
             return;
         }
         self.send_greeting(now, peer, GREETING_RETRY);
@@ -348,13 +349,15 @@ impl Engine {
         if nonces.is_empty() {
             return;
         }
-        if self.greetings.len() < MAX_GREETINGS || self.greetings.contains_key(&peer) {
+        if self.registrar.greetings.len() < MAX_GREETINGS
+            || self.registrar.greetings.contains_key(&peer)
+        {
             self.forget_greeting(&peer);
             for n in &nonces {
-                self.greeting_nonces.insert(*n, peer);
+                self.registrar.greeting_nonces.insert(*n, peer);
             }
-            self.greeting_timers.schedule(peer, now + backoff);
-            self.greetings.insert(
+            self.registrar.greeting_timers.schedule(peer, now + backoff);
+            self.registrar.greetings.insert(
                 peer,
                 super::engine::Greeting {
                     nonces,
@@ -376,13 +379,16 @@ impl Engine {
     pub(crate) fn lose_member(&mut self, now: Duration, peer: IpAddr) {
         if self.is_own_rloc(peer)
             || self.is_external_system(peer)
-            || (self.lost.len() >= MAX_LOST && !self.lost.contains_key(&peer))
+            || (self.registrar.lost.len() >= MAX_LOST && !self.registrar.lost.contains_key(&peer))
         {
             return;
         }
-        self.lost.entry(peer).or_insert((now, now + CHASE_FAST));
+        self.registrar
+            .lost
+            .entry(peer)
+            .or_insert((now, now + CHASE_FAST));
         // When it is back, it is greeted again (its registrations of ours are gone too).
-        self.greeted.remove(&peer);
+        self.registrar.greeted.remove(&peer);
     }
 
     /// A member's RLOC answers again after it was marked down (a partition healed): it is
@@ -398,18 +404,20 @@ impl Engine {
             return;
         }
         if replicate {
-            self.notify_due
+            self.map_server
+                .notify_due
                 .get_or_insert(now + super::engine::NOTIFY_COALESCE);
         }
         // Our registrations again too: a greeting that gave up while it was cut off is
         // otherwise repeated only at our next register round.
-        self.greeted.remove(&rloc);
+        self.registrar.greeted.remove(&rloc);
         self.greet(now, rloc);
     }
 
     /// Sends the chases that are due (housekeeping, every second).
     pub(crate) fn chase_lost_members(&mut self, now: Duration) {
         let due: Vec<(IpAddr, Duration)> = self
+            .registrar
             .lost
             .iter()
             .filter(|(_, (_, next))| *next <= now)
@@ -418,7 +426,7 @@ impl Engine {
         for (peer, since) in due {
             let lost_for = now.saturating_sub(since);
             if lost_for >= CHASE_FOR {
-                self.lost.remove(&peer);
+                self.registrar.lost.remove(&peer);
                 continue;
             }
             let gap = if lost_for < CHASE_FAST_FOR {
@@ -426,7 +434,7 @@ impl Engine {
             } else {
                 CHASE_SLOW
             };
-            self.lost.insert(peer, (since, now + gap));
+            self.registrar.lost.insert(peer, (since, now + gap));
             self.counters.lost_members_chased += 1;
             self.send_own_registers_to(peer);
         }
@@ -434,12 +442,13 @@ impl Engine {
 
     /// Greetings not answered in time go again, up to [`GREETING_TRIES`] times.
     pub(crate) fn retransmit_greetings(&mut self, now: Duration) {
-        let greetings = &self.greetings;
+        let greetings = &self.registrar.greetings;
         let due: Vec<(IpAddr, Duration)> = self
+            .registrar
             .greeting_timers
             .due(now, |p, at| greetings.get(&p).is_some_and(|g| g.next == at))
             .into_iter()
-            .filter_map(|p| Some((p, self.greetings.get(&p)?.backoff)))
+            .filter_map(|p| Some((p, self.registrar.greetings.get(&p)?.backoff)))
             .collect();
         for (peer, backoff) in due {
             self.forget_greeting(&peer);
@@ -450,22 +459,22 @@ impl Engine {
     }
 
     fn forget_greeting(&mut self, peer: &IpAddr) {
-        if let Some(g) = self.greetings.remove(peer) {
+        if let Some(g) = self.registrar.greetings.remove(peer) {
             for n in g.nonces {
-                self.greeting_nonces.remove(&n);
+                self.registrar.greeting_nonces.remove(&n);
             }
         }
     }
 
     /// A Map-Notify answered one register of a greeting.
     pub(crate) fn greeting_answered(&mut self, nonce: &Nonce) {
-        let Some(peer) = self.greeting_nonces.remove(nonce) else {
+        let Some(peer) = self.registrar.greeting_nonces.remove(nonce) else {
             return;
         };
-        if let Some(g) = self.greetings.get_mut(&peer) {
+        if let Some(g) = self.registrar.greetings.get_mut(&peer) {
             g.nonces.retain(|n| n != nonce);
             if g.nonces.is_empty() {
-                self.greetings.remove(&peer);
+                self.registrar.greetings.remove(&peer);
             }
         }
     }
@@ -526,30 +535,31 @@ impl Engine {
                     // until then it neither greets us nor tells the others of us.
                     let replicate = pg.delivery == Delivery::Replicate;
                     let unacked = seeds.iter().any(|s| {
-                        !self.acked_seeds.contains(s)
-                            || (replicate && !self.acked_seed_memberships.contains(s))
+                        !self.registrar.acked_seeds.contains(s)
+                            || (replicate && !self.registrar.acked_seed_memberships.contains(s))
                     });
                     if !unacked {
-                        self.seed_backoff = Duration::from_secs(1);
+                        self.registrar.seed_backoff = Duration::from_secs(1);
                     } else if !membership {
                         // Until a seed answers with a Map-Notify, try again soon.
-                        let retry = now + self.seed_backoff;
+                        let retry = now + self.registrar.seed_backoff;
                         // The join repeats are rounds of their own: they do not spend the
                         // backoff.
-                        if usize::from(self.join_rounds) >= JOIN_REPEATS.len() {
-                            self.seed_backoff =
-                                (self.seed_backoff * 2).min(self.cfg.timers.register_interval);
+                        if usize::from(self.registrar.join_rounds) >= JOIN_REPEATS.len() {
+                            self.registrar.seed_backoff = (self.registrar.seed_backoff * 2)
+                                .min(self.cfg.timers.register_interval);
                         }
-                        self.register_due = self.register_due.min(retry);
+                        self.registrar.register_due = self.registrar.register_due.min(retry);
                     }
                     // Answers that never come (a seed refusing our name) are forgotten
                     // in bulk: the table stays bounded.
-                    if self.seed_nonces.len() >= MAX_SEED_NONCES {
-                        self.seed_nonces.clear();
+                    if self.registrar.seed_nonces.len() >= MAX_SEED_NONCES {
+                        self.registrar.seed_nonces.clear();
                     }
                     for s in seeds {
                         for (nonce, r) in &unicast {
-                            self.seed_nonces
+                            self.registrar
+                                .seed_nonces
                                 .entry(*nonce)
                                 .or_insert_with(|| (Vec::new(), membership))
                                 .0
@@ -571,7 +581,12 @@ impl Engine {
                         .push(r);
                 }
                 for (index, recs) in by_set {
-                    let servers = self.pull_servers.get(&index).cloned().unwrap_or_default();
+                    let servers = self
+                        .itr
+                        .pull_servers
+                        .get(&index)
+                        .cloned()
+                        .unwrap_or_default();
                     let regs = self.build_registers(&recs, false, true);
                     for s in servers {
                         if self.is_own_rloc(s) {
