@@ -101,6 +101,10 @@ struct RawDataPlane {
 /// carried as much as 4 and 16 MiB with a lower p99 under load, 256 KiB 12 % less.
 const DEFAULT_RECEIVE_BUFFER_KIB: u32 = 1024;
 
+/// `data_plane.workers` when unset: one per CPU, at most this many (each worker holds a few
+/// MB of read buffers under load; a tunnel endpoint gains little beyond a few cores).
+const DEFAULT_WORKERS_AT_MOST: usize = 8;
+
 /// Data-plane workers, at most (a TUN device has at most 256 queues).
 pub const MAX_WORKERS: usize = 64;
 const MAX_WORKERS_U32: u32 = MAX_WORKERS as u32;
@@ -305,7 +309,7 @@ pub struct NodeConfig {
     /// whose encapsulation would exceed it is refused with an ICMP error into its TUN.
     pub underlay_mtu: u16,
     /// `data_plane.workers`: threads running the data plane, each with its own queue of
-    /// every TUN device and its own data-port socket (default: one per CPU).
+    /// every TUN device and its own data-port socket (default: one per CPU, at most 8).
     pub workers: usize,
     /// `data_plane.receive_buffer_kib`: the receive buffer of each data-port socket, in
     /// bytes (default 1 MiB). Larger rides out longer stalls of a worker without loss, at
@@ -1118,7 +1122,9 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
         }
     };
     let workers = match raw.data_plane.workers {
-        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
+        None => {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(DEFAULT_WORKERS_AT_MOST))
+        }
         Some(n @ 1..=MAX_WORKERS_U32) => n as usize,
         Some(n) => {
             errs.add(
@@ -1539,10 +1545,11 @@ name = "n*"
         assert!(errs[0].message.contains("twice"));
     }
 
-    /// `data_plane.workers`: one per CPU unless set, 1 to 64; `receive_buffer_kib`.
+    /// `data_plane.workers`: one per CPU (at most 8) unless set, 1 to 64;
+    /// `receive_buffer_kib`.
     #[test]
     fn data_plane_workers() {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         assert_eq!(parse(GOOD, Path::new(".")).unwrap().workers, cpus);
         let two = format!("{GOOD}[data_plane]\nworkers = 2\n");
         assert_eq!(parse(&two, Path::new(".")).unwrap().workers, 2);

@@ -118,8 +118,8 @@ const CONTROL_BATCH: usize = 32;
 /// At most this many reads are handed over together from a data-port socket.
 const DATA_BATCH: usize = 64;
 
-/// Read buffers a data-port reader keeps for reuse, at most (64 KB each).
-const FREE_BUFFERS: usize = 2 * DATA_BATCH;
+/// Read buffers a data-port reader keeps for reuse, at most (64 KB each: 4 MB).
+const FREE_BUFFERS: usize = DATA_BATCH;
 
 /// What one read gave, in `buf`; `buf` back when there was nothing (or an error).
 fn take(
