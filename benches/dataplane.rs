@@ -12,10 +12,8 @@ use std::time::Duration;
 
 use lisp_decent::crypto::lisp_crypto::{CipherSuite, KeyPair};
 use lisp_decent::dataplane::{Decapsulated, Encapsulated, KeyEvent, Xtr, XtrConfig};
-use lisp_decent::mapping::{
-    CachedRloc, EidPrefix, MapCache, MapCacheEntry, MappingSource, RlocState,
-};
-use lisp_decent::wire::{Address, RlocRecord};
+use lisp_decent::mapping::{EidPrefix, MapCache};
+use lisp_decent::sim;
 
 fn packet() -> Vec<u8> {
     let mut p = hex::decode("45000578000040004011000a0a0100010a030001").expect("hex");
@@ -42,36 +40,14 @@ fn xtr(rloc: [u8; 4], database: &str, encryption: Option<CipherSuite>) -> Xtr {
 /// The ITR's map-cache: 10.3.0.0/16 at the ETR.
 fn cache() -> MapCache {
     let mut c = MapCache::new();
-    c.insert(MapCacheEntry {
-        eid: EidPrefix::new(0, "10.3.0.0/16".parse().expect("prefix")),
-        rlocs: vec![rloc(ETR)],
-        action: 0,
-        ttl: 60,
-        installed: Duration::ZERO,
-        expires: Duration::from_secs(3600),
-        source: MappingSource::LocalDatabase,
-    });
+    c.insert(sim::cache_entry(
+        EidPrefix::new(0, "10.3.0.0/16".parse().expect("prefix")),
+        &[IpAddr::from(ETR)],
+        Duration::from_secs(3600),
+    ));
     c
 }
 
-fn rloc(a: [u8; 4]) -> CachedRloc {
-    CachedRloc {
-        record: RlocRecord {
-            priority: 1,
-            weight: 25,
-            m_priority: 255,
-            m_weight: 0,
-            flags: 1,
-            locator: Address::Ipv4(a.into()),
-        },
-        state: RlocState::Up,
-        rtt: None,
-    }
-}
-
-/// The real data path, `Xtr::encapsulate` (map-cache lookup, flow hash, RLOC choice,
-/// encapsulation and seal into a GSO batch, drained every 32 packets as a TUN read would)
-/// and `Xtr::decapsulate` (key by K bits, ICV, replay window, decryption, our-EID check).
 fn crypto(c: &mut Criterion) {
     let inner = packet();
     let now = Duration::from_secs(1);
@@ -228,15 +204,12 @@ fn clear_path(c: &mut Criterion) {
     let inner = packet();
     let now = Duration::from_secs(1);
     let mut cache = MapCache::new();
-    cache.insert(MapCacheEntry {
-        eid: EidPrefix::new(0, "10.3.0.0/16".parse().expect("prefix")),
-        rlocs: (1..=4u8).map(|k| rloc([192, 0, 2, k])).collect(),
-        action: 0,
-        ttl: 60,
-        installed: Duration::ZERO,
-        expires: Duration::from_secs(3600),
-        source: MappingSource::LocalDatabase,
-    });
+    let four: Vec<IpAddr> = (1..=4u8).map(|k| IpAddr::from([192, 0, 2, k])).collect();
+    cache.insert(sim::cache_entry(
+        EidPrefix::new(0, "10.3.0.0/16".parse().expect("prefix")),
+        &four,
+        Duration::from_secs(3600),
+    ));
     let mut itr = xtr(ITR, "10.1.0.0/16", None);
     let mut out = Vec::with_capacity(65536);
     let mut n = 0u32;

@@ -515,6 +515,41 @@ pub fn one_rloc_record(
     r
 }
 
+/// A map-cache entry for `eid` with `rlocs` up (priority 1, equal weights), installed at
+/// time zero and live until `expires`: what tests and benchmarks give an `Xtr` to look up.
+pub fn cache_entry(
+    eid: EidPrefix,
+    rlocs: &[IpAddr],
+    expires: Duration,
+) -> crate::mapping::MapCacheEntry {
+    use crate::mapping::{CachedRloc, MapCacheEntry, MappingSource, RlocState};
+    MapCacheEntry {
+        eid,
+        rlocs: rlocs
+            .iter()
+            .map(|a| CachedRloc {
+                record: crate::wire::RlocRecord {
+                    priority: 1,
+                    weight: 100,
+                    m_priority: 255,
+                    m_weight: 0,
+                    flags: 1,
+                    locator: crate::wire::Address::from(*a),
+                },
+                state: RlocState::Up,
+                rtt: None,
+            })
+            .collect(),
+        action: 0,
+        ttl: u32::try_from(expires.as_secs() / 60)
+            .unwrap_or(u32::MAX)
+            .max(1),
+        installed: Duration::ZERO,
+        expires,
+        source: MappingSource::LocalDatabase,
+    }
+}
+
 /// A Map-Register of `records` from `xtr_id` with `nonce` (P bit set, TTLs as given),
 /// signed with HMAC-SHA-256-128 under key-id 1 and `key`.
 pub fn signed_register(

@@ -48,33 +48,16 @@ fn all_parsers(bytes: &[u8]) {
 /// refused and accepted, and a mapping for 10/8.
 fn data_plane(bytes: &[u8]) {
     use lisp_decent::dataplane::{KeyEvent, Xtr, XtrConfig};
-    use lisp_decent::mapping::{
-        CachedRloc, EidPrefix, MapCache, MapCacheEntry, MappingSource, RlocState,
-    };
+    use lisp_decent::mapping::{EidPrefix, MapCache};
     use std::time::Duration;
     let from: std::net::SocketAddr = "192.0.2.1:61000".parse().unwrap();
     let eid = EidPrefix::new(0, "10.0.0.0/8".parse().unwrap());
     let mut cache = MapCache::new();
-    cache.insert(MapCacheEntry {
+    cache.insert(lisp_decent::sim::cache_entry(
         eid,
-        rlocs: vec![CachedRloc {
-            record: RlocRecord {
-                priority: 1,
-                weight: 100,
-                m_priority: 255,
-                m_weight: 0,
-                flags: 1,
-                locator: Address::Ipv4([192, 0, 2, 1].into()),
-            },
-            state: RlocState::Up,
-            rtt: None,
-        }],
-        action: 0,
-        ttl: 1,
-        installed: Duration::ZERO,
-        expires: Duration::from_secs(60),
-        source: MappingSource::LocalDatabase,
-    });
+        &[from.ip()],
+        Duration::from_secs(60),
+    ));
     for (encryption, allow_clear) in [(None, false), (Some(CipherSuite::Aes128Gcm), true)] {
         let mut x = Xtr::new(XtrConfig {
             database: vec![eid],

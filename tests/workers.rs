@@ -10,10 +10,8 @@ use lisp_decent::crypto::lisp_crypto::{CipherSuite, KeyPair};
 use lisp_decent::dataplane::{
     Decapsulated, Drop, Encapsulated, KeyEvent, PreparedKey, Xtr, XtrConfig,
 };
-use lisp_decent::mapping::{
-    CachedRloc, EidPrefix, MapCache, MapCacheEntry, MappingSource, RlocState,
-};
-use lisp_decent::wire::{Address, RlocRecord};
+use lisp_decent::mapping::{EidPrefix, MapCache};
+use lisp_decent::sim;
 
 const ITR: [u8; 4] = [192, 0, 2, 1];
 const ETR: [u8; 4] = [192, 0, 2, 2];
@@ -33,26 +31,11 @@ fn xtr(rloc: [u8; 4], database: &str, suite: CipherSuite) -> Xtr {
 /// The map-cache snapshot every ITR worker looks up in: 10.3.0.0/16 at the ETR.
 fn cache() -> MapCache {
     let mut c = MapCache::new();
-    c.insert(MapCacheEntry {
-        eid: EidPrefix::new(0, "10.3.0.0/16".parse().unwrap()),
-        rlocs: vec![CachedRloc {
-            record: RlocRecord {
-                priority: 1,
-                weight: 100,
-                m_priority: 255,
-                m_weight: 0,
-                flags: 1,
-                locator: Address::Ipv4(ETR.into()),
-            },
-            state: RlocState::Up,
-            rtt: None,
-        }],
-        action: 0,
-        ttl: 60,
-        installed: Duration::ZERO,
-        expires: Duration::from_secs(3600),
-        source: MappingSource::LocalDatabase,
-    });
+    c.insert(sim::cache_entry(
+        EidPrefix::new(0, "10.3.0.0/16".parse().unwrap()),
+        &[IpAddr::from(ETR)],
+        Duration::from_secs(3600),
+    ));
     c
 }
 

@@ -303,12 +303,6 @@ impl Engine {
         self.out.transmits.pop_front()
     }
 
-    /// Whether datagrams or key events wait to be taken (after a call that may have made some,
-    /// such as a map-cache miss in [`resolve`](Self::resolve)).
-    pub fn has_output(&self) -> bool {
-        !self.out.is_empty()
-    }
-
     /// When [`handle_timeout`](Self::handle_timeout) wants to be called next.
     pub fn poll_timeout(&self) -> Duration {
         let mut t = self.registrar.register_due.min(self.next_housekeeping);

@@ -29,8 +29,4 @@ impl Outbox {
     pub fn push(&mut self, t: Transmit) {
         self.transmits.push_back(t);
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.transmits.is_empty() && self.keys.is_empty()
-    }
 }

@@ -385,16 +385,6 @@ impl Xtr {
         &mut self.stats
     }
 
-    /// Our EID-prefixes.
-    pub fn ours(&self) -> &PrefixTable<()> {
-        &self.ours
-    }
-
-    /// The ITR's keys per RLOC.
-    pub fn send_keys(&self) -> &super::flow::RlocMap<SendKey> {
-        &self.send_keys
-    }
-
     /// The ETR's keys per ITR.
     pub fn recv_keys(&self) -> &RecvKeys {
         &self.recv_keys
@@ -648,11 +638,6 @@ impl Xtr {
     /// The runtime could not send `t`: its datagrams are counted as dropped.
     pub fn transmit_failed(&mut self, t: &Transmit) {
         self.stats.drop_n(Drop::SendFailed, t.datagrams as u64);
-    }
-
-    /// Whether requests for the control plane wait.
-    pub fn has_control_requests(&self) -> bool {
-        !self.requests.is_empty()
     }
 
     /// The next request for the control plane.

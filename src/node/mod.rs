@@ -141,6 +141,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         .iter_mut()
         .map(|t| t.take_queues().into_iter())
         .collect();
+    let snapshot = Arc::new(engine.map_cache().clone());
     let mut setups = Vec::new();
     for data in data_sockets {
         setups.push(worker::Setup {
@@ -153,7 +154,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
                 rekey_packets: cfg.timers.rekey_packets,
                 rng_seed: rand::random(),
             },
-            cache: Arc::new(engine.map_cache().clone()),
+            cache: snapshot.clone(),
             tuns: queues.iter_mut().filter_map(|q| q.next()).collect(),
             data,
             control_out: sockets.control_port(cfg.control_port)?,
@@ -281,7 +282,7 @@ impl Node {
     /// The next time the loop must wake up by itself.
     fn deadline(&self) -> Instant {
         let mut d = self.engine_due.min(self.next_rloc_refresh);
-        if self.engine.map_cache().generation() != self.published {
+        if self.map_cache_changed() {
             d = d.min(self.next_publish);
         }
         if !self.tuns.is_empty() {
@@ -316,16 +317,22 @@ impl Node {
     /// A snapshot of the map-cache for the workers when it changed: packets waiting for a
     /// mapping leave once their worker has it.
     fn publish_map_cache(&mut self) {
-        let generation = self.engine.map_cache().generation();
-        if generation == self.published || Instant::now() < self.next_publish {
+        if !self.map_cache_changed() || Instant::now() < self.next_publish {
             return;
         }
+        let generation = self.engine.map_cache().generation();
         let t0 = Instant::now();
         let snapshot = Arc::new(self.engine.map_cache().clone());
         self.workers
             .broadcast(|| ToWorker::MapCache(snapshot.clone()));
         self.published = generation;
         self.next_publish = Instant::now() + PUBLISH_GAP.max(t0.elapsed() * 20);
+    }
+
+    /// Whether the workers' snapshot is behind the engine's map-cache (without a TUN device
+    /// no worker looks anything up: nothing to publish).
+    fn map_cache_changed(&self) -> bool {
+        !self.tuns.is_empty() && self.engine.map_cache().generation() != self.published
     }
 
     /// Control datagrams: a batch at once, so the engine's timers, output and bookkeeping

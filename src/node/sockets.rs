@@ -96,7 +96,6 @@ fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<Re
 /// Datagrams read from one data-port socket in one go: `buf[..len]` holds one datagram or,
 /// with UDP GRO, several of `segment` bytes (the last one may be shorter).
 pub struct DataIn {
-    pub local: SocketAddr,
     pub from: SocketAddr,
     pub buf: Vec<u8>,
     pub len: usize,
@@ -129,7 +128,6 @@ fn take(
 ) -> Result<DataIn, Vec<u8>> {
     match r {
         Ok((n, from, segment)) => Ok(DataIn {
-            local,
             from,
             buf,
             len: n,

@@ -130,14 +130,6 @@ impl Workers {
         Ok((Workers { to, threads }, requests, replicated))
     }
 
-    pub fn len(&self) -> usize {
-        self.to.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.to.is_empty()
-    }
-
     /// A key event for every worker: one key built, a share each.
     pub fn key(&self, mut k: PreparedKey) {
         let mut shares: Vec<PreparedKey> = (1..self.to.len()).map(|_| k.share()).collect();
