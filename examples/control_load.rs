@@ -1,15 +1,17 @@
 //! Load generator for the whole-process control-plane benchmark (scripts/bench-control.sh):
 //! registers `--prefixes` /24 EID-prefixes with a running node (signed Map-Registers, 50
 //! records each, their RLOCs drawn from `--rlocs` distinct addresses of 100.64.0.0/10), then
-//! sends it Map-Requests for random registered hosts as fast as it can for `--seconds`, from
-//! `--sources` spoofed source addresses (a raw socket: root, and only inside the benchmark's
-//! own network namespace), and counts the Map-Replies that come back.
+//! sends it Map-Requests for random registered hosts at `--rate` per second for `--seconds`,
+//! from `--sources` source addresses (127.1.0.0 onward: run it inside the benchmark's own
+//! network namespace), and counts the Map-Replies that come back.
 //!
-//! Every request names 127.0.0.9 as its ITR-RLOC and the counting socket's port as its UDP
-//! source port, so all replies reach one socket whatever source the request carried.
+//! Every request names 127.0.0.9 as its ITR-RLOC and the counting socket's port
+//! (`--reply-port`, or any free one) as its UDP source port, so all replies reach one socket
+//! whatever source the request carried. With `--echo` nothing is registered and every
+//! datagram back counts (the ceiling measured against examples/control_echo.rs).
 //!
 //!   control_load --target 127.0.0.1 --key KEY --prefixes 1000000 --rlocs 100000 \
-//!                --seconds 10 --sources 256
+//!                --seconds 10 --sources 256 [--rate 400000] [--reply-port 40000] [--echo]
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -32,6 +34,9 @@ struct Args {
     rlocs: u32,
     seconds: u64,
     sources: u32,
+    reply_port: u16,
+    echo: bool,
+    rate: u64,
 }
 
 fn args() -> std::result::Result<Args, String> {
@@ -42,9 +47,16 @@ fn args() -> std::result::Result<Args, String> {
         rlocs: 1,
         seconds: 10,
         sources: 256,
+        reply_port: 0,
+        echo: false,
+        rate: 400_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--echo" {
+            a.echo = true;
+            continue;
+        }
         let v = it.next().ok_or(format!("{k} needs a value"))?;
         let bad = |e: String| format!("{k} {v}: {e}");
         match k.as_str() {
@@ -54,6 +66,8 @@ fn args() -> std::result::Result<Args, String> {
             "--rlocs" => a.rlocs = v.parse().map_err(|e| bad(format!("{e}")))?,
             "--seconds" => a.seconds = v.parse().map_err(|e| bad(format!("{e}")))?,
             "--sources" => a.sources = v.parse().map_err(|e| bad(format!("{e}")))?,
+            "--rate" => a.rate = v.parse().map_err(|e| bad(format!("{e}")))?,
+            "--reply-port" => a.reply_port = v.parse().map_err(|e| bad(format!("{e}")))?,
             _ => return Err(format!("unknown option {k}")),
         }
     }
@@ -118,24 +132,6 @@ fn answered(sock: &UdpSocket, target: SocketAddr, eid: Ipv4Addr) -> bool {
     false
 }
 
-/// An IPv4 + UDP datagram from `src`:`sport` to `dst`:4342 carrying `payload` (the kernel
-/// fills the IP checksum; a zero UDP checksum is allowed over IPv4).
-fn datagram(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + 8 + payload.len();
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&CONTROL_PORT.to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
-}
-
 fn main() {
     let a = match args() {
         Ok(a) => a,
@@ -145,7 +141,7 @@ fn main() {
         }
     };
     let target = SocketAddr::new(a.target.into(), CONTROL_PORT);
-    let sock = UdpSocket::bind((REPLY_ADDR, 0)).expect("bind 127.0.0.9");
+    let sock = UdpSocket::bind((REPLY_ADDR, a.reply_port)).expect("bind 127.0.0.9");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     let port = sock.local_addr().expect("local address").port();
@@ -156,7 +152,7 @@ fn main() {
     let t0 = Instant::now();
     let chunk = 40 * PER_REGISTER;
     let mut first = 0;
-    while first < a.prefixes {
+    while first < a.prefixes && !a.echo {
         let end = (first + chunk).min(a.prefixes);
         let mut pass = 0;
         loop {
@@ -178,7 +174,7 @@ fn main() {
         }
         first = end;
     }
-    let missing = (0..1000u32)
+    let missing = (0..if a.echo { 0 } else { 1000u32 })
         .map(|i| i.wrapping_mul(2_654_435_761) % a.prefixes)
         .filter(|k| !answered(&sock, target, Ipv4Addr::from(u32::from(prefix(*k)) + 1)))
         .count();
@@ -195,11 +191,9 @@ fn main() {
     let counter = {
         let (stop, replies) = (stop.clone(), replies.clone());
         let sock = sock.try_clone().expect("clone");
-        std::thread::spawn(move || count_replies(&sock, &stop, &replies))
+        let any = a.echo;
+        std::thread::spawn(move || count_replies(&sock, &stop, &replies, any))
     };
-    // SAFETY: a raw IPv4 socket (IP_HDRINCL implied by IPPROTO_RAW); the fd is closed below.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-    assert!(raw >= 0, "a raw socket needs root");
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
         rng ^= rng << 13;
@@ -207,69 +201,72 @@ fn main() {
         rng ^= rng << 17;
         rng
     };
-    // A pool of prepared datagrams, cycled (each a random source and registered host).
-    let pool: Vec<Vec<u8>> = (0..65_536u64)
-        .map(|i| {
-            let r = next();
-            let src = Ipv4Addr::from(0x7f01_0000 + (r as u32 % a.sources));
-            let k = (r >> 32) as u32 % a.prefixes;
-            let eid = Ipv4Addr::from(u32::from(prefix(k)) + 1 + (i as u32 % 200));
-            datagram(src, port, a.target, &map_request(i, eid))
+    // One UDP socket per source address (127.1.0.0 onward), all on the counting socket's
+    // port; each call sends BATCH equal-size requests as one UDP GSO datagram, which the
+    // kernel splits before the node's socket, so the generator's core spends little per
+    // request and the node still reads and answers every request on its own.
+    let senders: Vec<UdpSocket> = (0..a.sources)
+        .map(|k| {
+            let s = UdpSocket::bind((Ipv4Addr::from(0x7f01_0000 + k), port))
+                .expect("bind a source address");
+            let seg = map_request(0, Ipv4Addr::UNSPECIFIED).len() as libc::c_int;
+            // SAFETY: setsockopt with a valid descriptor and an int option value.
+            let r = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_UDP,
+                    libc::UDP_SEGMENT,
+                    (&seg as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            assert_eq!(r, 0, "UDP GSO (UDP_SEGMENT) is needed");
+            s
+        })
+        .collect();
+    // A pool of prepared batches, cycled: each BATCH requests for random registered hosts.
+    let pool: Vec<Vec<u8>> = (0..1024u64)
+        .map(|b| {
+            (0..BATCH as u64)
+                .flat_map(|j| {
+                    let r = next();
+                    let k = (r >> 32) as u32 % a.prefixes;
+                    let eid = Ipv4Addr::from(u32::from(prefix(k)) + 1 + (r as u32 % 200));
+                    map_request(b * BATCH as u64 + j, eid)
+                })
+                .collect()
         })
         .collect();
     let mut sent = 0u64;
     let start = Instant::now();
     let warm = Duration::from_secs(1);
     let mut base: Option<(u64, Instant)> = None;
-    let to = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(a.target).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
     let mut i = 0usize;
     while start.elapsed() < warm + Duration::from_secs(a.seconds) {
         if base.is_none() && start.elapsed() >= warm {
             base = Some((replies.load(Ordering::Relaxed), Instant::now()));
         }
-        let mut iov: Vec<libc::iovec> = (0..BATCH)
-            .map(|j| {
-                let p = &pool[(i + j) % pool.len()];
-                libc::iovec {
-                    iov_base: p.as_ptr() as *mut libc::c_void,
-                    iov_len: p.len(),
-                }
-            })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: an all-zero mmsghdr is valid; the pointers set below outlive the call.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = &to as *const libc::sockaddr_in as *mut libc::c_void;
-                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        // SAFETY: msgs holds BATCH valid headers pointing at live buffers.
-        let n = unsafe { libc::sendmmsg(raw, msgs.as_mut_ptr(), BATCH as u32, 0) };
-        if n > 0 {
-            sent += n as u64;
-            i = (i + n as usize) % pool.len();
+        // Paced to --rate: beyond what one core can answer, and leaving the counting
+        // thread (on this core too) the time to read every reply.
+        let due = Duration::from_secs_f64(sent as f64 / a.rate.max(1) as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
         }
+        let s = &senders[i % senders.len()];
+        if s.send_to(&pool[i % pool.len()], target).is_ok() {
+            sent += BATCH as u64;
+        }
+        i += 1;
     }
     let (r0, t_base) = base.unwrap_or((0, start));
     let got = replies.load(Ordering::Relaxed) - r0;
     let secs = t_base.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = counter.join();
-    // SAFETY: closing the raw socket opened above.
-    unsafe { libc::close(raw) };
-    eprintln!("sent {sent} requests");
+    eprintln!(
+        "sent {sent} requests, {} replies counted in all",
+        replies.load(Ordering::Relaxed)
+    );
     println!(
         "{:.0} Map-Replies/s ({} prefixes, {} distinct RLOCs, {} sources)",
         got as f64 / secs,
@@ -279,47 +276,65 @@ fn main() {
     );
 }
 
-fn count_replies(sock: &UdpSocket, stop: &AtomicBool, replies: &AtomicU64) {
+/// Counts the Map-Replies (with `any`, every datagram: control_echo's echoes).
+fn count_replies(sock: &UdpSocket, stop: &AtomicBool, replies: &AtomicU64, any: bool) {
     let fd = sock.as_raw_fd();
+    // A wide buffer, read without blocking and otherwise asleep off the socket: a reader
+    // waiting on the socket would make the node's every send wake it (an inter-processor
+    // interrupt per reply, paid on the node's core), which no real ITR population costs it.
+    let big: libc::c_int = 32 << 20;
+    // SAFETY: setsockopt with a valid descriptor and an int option value.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&big as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
     let mut bufs = vec![[0u8; 512]; BATCH];
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iov
+        .iter_mut()
+        .map(|v| {
+            // SAFETY: an all-zero mmsghdr is valid; the iovec outlives every call.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
     while !stop.load(Ordering::Relaxed) {
-        let mut iov: Vec<libc::iovec> = bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: an all-zero mmsghdr is valid; the iovec outlives the call.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        let mut timeout = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 100_000_000,
-        };
         // SAFETY: msgs holds BATCH valid headers pointing at live buffers.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
                 msgs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
-                &mut timeout,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
             )
         };
-        if n > 0 {
-            let ok = bufs[..n as usize]
-                .iter()
-                .filter(|b| b[0] >> 4 == msg_type::MAP_REPLY)
-                .count();
-            replies.fetch_add(ok as u64, Ordering::Relaxed);
+        if n <= 0 {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
         }
+        let ok = msgs[..n as usize]
+            .iter()
+            .zip(&iov)
+            .filter(|(_, v)| {
+                // SAFETY: each iovec points at one of `bufs`, alive and not borrowed elsewhere.
+                let first = unsafe { *(v.iov_base as *const u8) };
+                any || first >> 4 == msg_type::MAP_REPLY
+            })
+            .count();
+        replies.fetch_add(ok as u64, Ordering::Relaxed);
     }
 }

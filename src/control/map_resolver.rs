@@ -224,18 +224,30 @@ impl Engine {
     /// Remembers that `itr` had a reply for `p` (it gets an SMR when `p` changes), within
     /// [`REQUESTERS_PER_PREFIX`] per prefix and [`MAX_REQUESTERS`] in all; beyond, counted.
     fn remember_requester(&mut self, now: Duration, p: EidPrefix, itr: IpAddr) {
-        let total = self.map_server.requesters_total;
-        let list = self.map_server.requesters.entry(p).or_default();
-        if let Some(e) = list.iter_mut().find(|(a, _)| *a == itr) {
-            e.1 = now;
-            return;
+        let ms = &mut self.map_server;
+        let full = ms.requesters_total >= MAX_REQUESTERS;
+        match ms.requesters.get_mut(&p) {
+            Some(list) => {
+                if let Some(e) = list.iter_mut().find(|(a, _)| *a == itr) {
+                    e.1 = now;
+                    return;
+                }
+                if full || list.len() >= REQUESTERS_PER_PREFIX {
+                    self.counters.requesters_not_remembered += 1;
+                    return;
+                }
+                list.push((itr, now));
+            }
+            // A full table takes no new prefix either (not even an empty list).
+            None if full => {
+                self.counters.requesters_not_remembered += 1;
+                return;
+            }
+            None => {
+                ms.requesters.insert(p, vec![(itr, now)]);
+            }
         }
-        if list.len() >= REQUESTERS_PER_PREFIX || total >= MAX_REQUESTERS {
-            self.counters.requesters_not_remembered += 1;
-            return;
-        }
-        list.push((itr, now));
-        self.map_server.requesters_total += 1;
+        ms.requesters_total += 1;
     }
 
     /// Whether `key` is one of our database mappings or our node name: we are its ETR.
@@ -651,5 +663,41 @@ fn cache_entry(
         installed: now,
         expires: now + life,
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Delivery;
+
+    /// A full requester table takes no new prefix: Map-Requests for ever new EIDs (every
+    /// negative answer is a prefix of its own) cannot grow it past its bound, not even with
+    /// empty lists until the next housekeeping.
+    #[test]
+    fn a_full_requester_table_takes_no_new_prefix() {
+        let mut e = Engine::new(crate::sim::node_config(1, Delivery::Replicate));
+        let itr = IpAddr::from([192, 0, 2, 1]);
+        let p = |k: u32| {
+            let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 + (k << 8)), 24);
+            EidPrefix::new(0, ipnet::IpNet::V4(net.expect("a /24")))
+        };
+        for k in 0..MAX_REQUESTERS as u32 {
+            e.remember_requester(Duration::ZERO, p(k), itr);
+        }
+        assert_eq!(e.map_server.requesters.len(), MAX_REQUESTERS);
+        assert_eq!(e.counters.requesters_not_remembered, 0);
+        for k in 0..1000 {
+            e.remember_requester(Duration::ZERO, p(MAX_REQUESTERS as u32 + k), itr);
+        }
+        assert_eq!(e.map_server.requesters.len(), MAX_REQUESTERS);
+        assert_eq!(e.map_server.requesters_total, MAX_REQUESTERS);
+        assert_eq!(e.counters.requesters_not_remembered, 1000);
+        // A known prefix is still refreshed.
+        e.remember_requester(Duration::from_secs(5), p(7), itr);
+        assert_eq!(
+            e.map_server.requesters[&p(7)],
+            vec![(itr, Duration::from_secs(5))]
+        );
     }
 }

@@ -338,11 +338,11 @@ impl Node {
     /// Control datagrams: a batch at once, so the engine's timers, output and bookkeeping
     /// run once per batch, not once per datagram, and a flood of control messages costs
     /// their handling, not the node loop's.
-    fn on_control(&mut self, batch: Vec<sockets::Received>) {
+    fn on_control(&mut self, batch: sockets::ControlBatch) {
         let now = self.now();
-        for (local, from, bytes) in batch {
-            log_control("received", from, &bytes, false);
-            self.engine.handle_datagram(now, from, local, &bytes);
+        for (local, from, bytes) in batch.iter() {
+            log_control("received", from, bytes, false);
+            self.engine.handle_datagram(now, from, local, bytes);
         }
         self.engine_driven = true;
     }

@@ -63,29 +63,56 @@ fn widen_receive_buffer(s: &Socket, bytes: usize) {
     }
 }
 
-/// A received datagram: local address it arrived on, sender, bytes.
-pub type Received = (SocketAddr, SocketAddr, Vec<u8>);
+/// Control datagrams one wake-up of a reader read: their bytes one after another in one
+/// buffer (one allocation per batch, not per datagram), and for each the local address it
+/// arrived on, the sender and where its bytes lie.
+#[derive(Default)]
+pub struct ControlBatch {
+    bytes: Vec<u8>,
+    items: Vec<(SocketAddr, SocketAddr, std::ops::Range<usize>)>,
+}
+
+impl ControlBatch {
+    /// Each datagram: (local address, sender, bytes).
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, SocketAddr, &[u8])> {
+        self.items
+            .iter()
+            .filter_map(|(l, f, r)| Some((*l, *f, self.bytes.get(r.clone())?)))
+    }
+
+    fn push(&mut self, local: SocketAddr, from: SocketAddr, d: &[u8]) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(d);
+        self.items.push((local, from, at..at + d.len()));
+    }
+}
 
 /// Reads control datagrams and hands them over in batches: what the socket holds after a
 /// wake-up (up to [`CONTROL_BATCH`]) goes in one message, so a burst costs one hand-over and
 /// one wake-up of the node loop.
-fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<Received>>) {
+fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<ControlBatch>) {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
     tokio::spawn(async move {
         let mut reader = udp_io::BatchReader::new(CONTROL_BATCH);
         let fd = sock.as_raw_fd();
+        // The next batch's buffer starts as large as the last one needed.
+        let mut last = 0;
         loop {
-            let mut batch = Vec::new();
+            let mut batch = ControlBatch {
+                bytes: Vec::with_capacity(last),
+                items: Vec::new(),
+            };
             let r = sock
                 .async_io(Interest::READABLE, || {
-                    reader.read(fd, |from, d| batch.push((local, from, d.to_vec())))
+                    reader.read(fd, |from, d| batch.push(local, from, d))
                 })
                 .await;
             if let Err(e) = r {
                 warn!(%local, "receive error: {e}");
                 continue;
             }
+            last = batch.bytes.len();
             if tx.send(batch).await.is_err() {
                 return;
             }
@@ -270,7 +297,7 @@ impl Sockets {
 /// port's sockets, one set per data-plane worker (not yet registered with a runtime).
 pub struct Opened {
     pub sockets: Sockets,
-    pub control: mpsc::Receiver<Vec<Received>>,
+    pub control: mpsc::Receiver<ControlBatch>,
     pub data: Vec<Vec<(SocketAddr, std::net::UdpSocket)>>,
 }
 
@@ -304,7 +331,7 @@ impl Sockets {
 /// sockets share the port (SO_REUSEPORT) and the kernel spreads the senders' flows over
 /// them by address and port, so each flow stays on one worker, in order.
 pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyhow::Result<Opened> {
-    let (tx, control) = mpsc::channel::<Vec<Received>>(256);
+    let (tx, control) = mpsc::channel::<ControlBatch>(256);
     let mut data: Vec<Vec<(SocketAddr, std::net::UdpSocket)>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut sockets = Sockets {
