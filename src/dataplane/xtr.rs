@@ -294,6 +294,9 @@ struct Staged {
 pub struct Xtr {
     cfg: XtrConfig,
     ours: PrefixTable<()>,
+    /// The database prefix the last delivered packet fell in: a stream to our EIDs costs a
+    /// containment test per packet, not a longest-prefix match (`ours` never changes).
+    ours_last: Option<EidPrefix>,
     stats: DataStats,
     send_keys: super::flow::RlocMap<SendKey>,
     /// RLOCs that answered a probe without a key.
@@ -348,6 +351,7 @@ impl Xtr {
             rng: StdRng::seed_from_u64(cfg.rng_seed),
             cfg,
             ours,
+            ours_last: None,
             stats: DataStats::default(),
             send_keys: Default::default(),
             keyless: HashSet::new(),
@@ -829,7 +833,11 @@ impl Xtr {
         let dst = IpPacket::new_checked(&datagram[range.clone()])
             .map_err(|_| Drop::Malformed)?
             .destination();
-        if self.ours.lookup(iid, dst).is_some() {
+        if self.ours_last.is_some_and(|p| p.contains(iid, dst)) {
+            return Ok(Inner::Deliver { iid, range });
+        }
+        if let Some((p, _)) = self.ours.lookup(iid, dst) {
+            self.ours_last = Some(p);
             return Ok(Inner::Deliver { iid, range });
         }
         let known_instance = self.ours.iter().any(|(p, _)| p.iid == iid);
@@ -869,4 +877,72 @@ fn close_batch(
 enum Inner {
     Deliver { iid: u32, range: Range<usize> },
     Control,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clear_xtr(rloc: [u8; 4], database: &[&str]) -> Xtr {
+        Xtr::new(XtrConfig {
+            database: database
+                .iter()
+                .map(|d| EidPrefix::new(0, d.parse().expect("a prefix")))
+                .collect(),
+            rlocs: vec![IpAddr::from(rloc)],
+            encryption: None,
+            allow_clear: true,
+            underlay_mtu: 1500,
+            rekey_packets: u64::MAX,
+            rng_seed: 1,
+        })
+    }
+
+    /// A UDP packet from 10.1.0.1 to `dst`.
+    fn packet(dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 1, 0, 1];
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&[0x13, 0x88, 0x13, 0x89, 0, 20, 0, 0]);
+        p.resize(40, 0x5a);
+        p
+    }
+
+    /// The ETR remembers the database prefix of the last packet it delivered; a packet
+    /// outside it, or under another Instance-ID, is still looked up and refused.
+    #[test]
+    fn the_last_delivered_prefix_admits_only_what_it_covers() {
+        let now = Duration::from_secs(1);
+        let (itr_rloc, etr_rloc) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+        let mut itr = clear_xtr(itr_rloc, &["10.1.0.0/16"]);
+        let mut etr = clear_xtr(etr_rloc, &["10.3.0.0/16", "10.5.0.0/16"]);
+        let mut cache = MapCache::new();
+        for iid in [0, 7] {
+            cache.insert(crate::sim::cache_entry(
+                EidPrefix::new(iid, "10.0.0.0/8".parse().expect("a prefix")),
+                &[IpAddr::from(etr_rloc)],
+                Duration::from_secs(3600),
+            ));
+        }
+        let from = SocketAddr::new(IpAddr::from(itr_rloc), 61000);
+        let mut send = |iid: u32, dst: [u8; 4]| -> Result<u32, Drop> {
+            assert_eq!(
+                itr.encapsulate(now, iid, &packet(dst), &cache),
+                Encapsulated::Staged
+            );
+            let mut out = Vec::new();
+            itr.poll_transmit(&mut out).expect("one datagram");
+            match etr.decapsulate(now, from, &mut out) {
+                Decapsulated::Deliver { iid, .. } => Ok(iid),
+                Decapsulated::Dropped(d) => Err(d),
+                Decapsulated::Control { .. } => panic!("not control"),
+            }
+        };
+        assert_eq!(send(0, [10, 3, 0, 1]), Ok(0));
+        assert_eq!(send(0, [10, 3, 9, 9]), Ok(0));
+        assert_eq!(send(0, [10, 4, 0, 1]), Err(Drop::NotOurEid));
+        assert_eq!(send(7, [10, 3, 0, 1]), Err(Drop::UnknownInstance));
+        assert_eq!(send(0, [10, 5, 0, 1]), Ok(0));
+        assert_eq!(send(0, [10, 3, 0, 2]), Ok(0));
+        assert_eq!(send(7, [10, 5, 0, 1]), Err(Drop::UnknownInstance));
+    }
 }
