@@ -61,7 +61,7 @@ pub struct Engine {
     /// RLOC-probing and the lisp-crypto key exchange (both sides).
     pub(crate) prober: super::probe::Prober,
     /// Map-Request admission (the Map-Resolver's rate limits).
-    pub(crate) limiter: super::map_resolver::RateLimiter,
+    pub(crate) resolver: super::map_resolver::MapResolver,
     pub(crate) next_housekeeping: Duration,
     /// The key that signs lisp-crypto exchanges in the peer group (from the site key).
     pub(crate) kx_key: Option<crate::crypto::kx_auth::KxKey>,
@@ -139,12 +139,6 @@ pub(crate) struct MapServerState {
     /// retransmissions), so a newcomer and the members learn of each other quickly under
     /// loss.
     pub(crate) notify_again: bool,
-    /// Who asked us for which registered prefix, and when (the ITRs an SMR goes to).
-    pub(crate) requesters: HashMap<EidPrefix, Vec<(IpAddr, Duration)>>,
-    /// Entries in `requesters`, all prefixes together (bounded).
-    pub(crate) requesters_total: usize,
-    /// When an SMR last went to (ITR, prefix): at most one per 3 s (RFC 9301 §6.1).
-    pub(crate) smr_sent: HashMap<(IpAddr, EidPrefix), Duration>,
     /// The registers we have seen, per xTR (replays refused).
     pub(crate) register_nonces: super::register_replay::RegisterNonces,
 }
@@ -176,8 +170,6 @@ pub(crate) const NOTIFY_COALESCE: Duration = Duration::from_millis(20);
 pub(crate) const NOTIFY_REPEAT: Duration = Duration::from_secs(1);
 /// The shortest gap between two rounds of Map-Registers triggered by a change.
 pub(crate) const QUICK_REGISTER_GAP: Duration = Duration::from_secs(1);
-/// How long a requester is remembered for SMRs.
-pub(crate) const REQUESTER_MEMORY: Duration = Duration::from_secs(600);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 impl Engine {
@@ -207,7 +199,7 @@ impl Engine {
             allowed,
             counters: Counters::default(),
             out: Outbox::default(),
-            limiter: Default::default(),
+            resolver: Default::default(),
             next_housekeeping: Duration::ZERO,
             generation: 0,
             prober: super::probe::Prober::default(),
@@ -237,9 +229,6 @@ impl Engine {
                 notify_timers: Default::default(),
                 notify_due: None,
                 notify_again: false,
-                requesters: HashMap::new(),
-                requesters_total: 0,
-                smr_sent: HashMap::new(),
                 register_nonces: super::register_replay::RegisterNonces::new(),
             },
             itr: ItrCache {
@@ -369,19 +358,10 @@ impl Engine {
             self.track_probed_rlocs(now);
             self.prober.expire_offers(now);
             self.map_server.register_nonces.expire(now);
-            self.map_server.requesters.retain(|_, v| {
-                v.retain(|(_, t)| now.saturating_sub(*t) < REQUESTER_MEMORY);
-                !v.is_empty()
-            });
-            self.map_server.requesters_total =
-                self.map_server.requesters.values().map(Vec::len).sum();
-            self.map_server
-                .smr_sent
-                .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3));
             self.itr
                 .pending_requests
                 .retain(|_, p| now.saturating_sub(p.sent) < Duration::from_secs(10));
-            self.limiter.expire(now);
+            self.resolver.expire(now);
         }
     }
 

@@ -57,21 +57,25 @@ const JOIN_REPEATS: [Duration; 4] = [
     Duration::from_millis(1000),
 ];
 
+/// The RLOC-records of our own mappings: our RLOCs, local and reachable.
+pub(crate) fn own_rlocs(cfg: &super::config::EngineConfig) -> Vec<RlocRecord> {
+    cfg.rlocs
+        .iter()
+        .map(|r| RlocRecord {
+            priority: r.priority,
+            weight: r.weight,
+            m_priority: 255,
+            m_weight: 0,
+            flags: RlocRecord::LOCAL | RlocRecord::REACHABLE,
+            locator: Address::from(r.address),
+        })
+        .collect()
+}
+
 impl Engine {
-    /// The RLOC-records of our own mappings.
+    /// The RLOC-records of our own mappings ([`own_rlocs`]).
     pub(crate) fn own_rlocs(&self) -> Vec<RlocRecord> {
-        self.cfg
-            .rlocs
-            .iter()
-            .map(|r| RlocRecord {
-                priority: r.priority,
-                weight: r.weight,
-                m_priority: 255,
-                m_weight: 0,
-                flags: RlocRecord::LOCAL | RlocRecord::REACHABLE,
-                locator: Address::from(r.address),
-            })
-            .collect()
+        own_rlocs(&self.cfg)
     }
 
     /// Every database mapping, and the node name as a distinguished-name EID (as lispers.net
