@@ -43,13 +43,6 @@ pub(crate) struct Greeting {
     pub backoff: Duration,
 }
 
-/// A Map-Request we sent and expect a reply to.
-#[derive(Debug, Clone)]
-pub(crate) struct PendingRequest {
-    pub eid: EidPrefix,
-    pub sent: Duration,
-}
-
 /// The control engine of one node.
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
@@ -79,7 +72,7 @@ pub struct Engine {
     /// The Map-Server beside the database: pending Notifies, replays, SMR targets.
     pub(crate) map_server: MapServerState,
     /// The ITR: the map-cache and the Map-Requests in flight.
-    pub(crate) itr: ItrCache,
+    pub(crate) itr: super::itr::ItrCache,
 }
 
 /// The ETR registrar (RFC 9301 §5.6, RFC 9962 §4): our Map-Register rounds, the greetings
@@ -141,20 +134,6 @@ pub(crate) struct MapServerState {
     pub(crate) notify_again: bool,
     /// The registers we have seen, per xTR (replays refused).
     pub(crate) register_nonces: super::register_replay::RegisterNonces,
-}
-
-/// The control half of the ITR (RFC 9301 §8): the map-cache, the Map-Requests in flight,
-/// and the Map-Servers of each pull-mode set. Bounded: the map-cache by its own limit,
-/// requests in flight expire after 10 s.
-pub(crate) struct ItrCache {
-    /// The mappings this node's ITR uses (RFC 9301 §8.1).
-    pub(crate) map_cache: MapCache,
-    /// Map-Requests we sent, by nonce, until answered or 10 s old.
-    pub(crate) pending_requests: HashMap<Nonce, PendingRequest>,
-    /// Pull mode: the Map-Server addresses of each set index.
-    pub(crate) pull_servers: HashMap<u32, Vec<IpAddr>>,
-    /// Pull mode: the next Map-Server of a set to ask (round robin).
-    pub(crate) pull_rr: usize,
 }
 
 /// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
@@ -231,12 +210,7 @@ impl Engine {
                 notify_again: false,
                 register_nonces: super::register_replay::RegisterNonces::new(),
             },
-            itr: ItrCache {
-                map_cache: MapCache::new(),
-                pending_requests: HashMap::new(),
-                pull_servers: HashMap::new(),
-                pull_rr: 0,
-            },
+            itr: Default::default(),
         }
     }
 
@@ -354,13 +328,10 @@ impl Engine {
             self.chase_lost_members(now);
             self.heard
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3600));
-            self.itr.map_cache.expire(now);
+            self.itr.expire(now);
             self.track_probed_rlocs(now);
             self.prober.expire_offers(now);
             self.map_server.register_nonces.expire(now);
-            self.itr
-                .pending_requests
-                .retain(|_, p| now.saturating_sub(p.sent) < Duration::from_secs(10));
             self.resolver.expire(now);
         }
     }

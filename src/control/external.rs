@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::mapping::EidPrefix;
 use crate::wire::{Address, EidRecord, MapNotify, Nonce};
 
 use super::engine::Engine;
@@ -49,8 +48,6 @@ pub(crate) struct External {
     pub(crate) servers: Vec<MapServerState>,
     /// Which Map-Server each register nonce of the last rounds went to.
     pub(crate) nonces: HashMap<Nonce, usize>,
-    /// The Map-Resolver the next Map-Request goes to (round robin).
-    pub(crate) next_resolver: usize,
 }
 
 impl External {
@@ -77,11 +74,6 @@ impl Engine {
     /// The state of each `[[map_server]]`, in configuration order.
     pub fn map_server_states(&self) -> &[MapServerState] {
         &self.external.servers
-    }
-
-    /// Whether lookups the group's database cannot answer go to Map-Resolvers.
-    pub(crate) fn has_map_resolvers(&self) -> bool {
-        !self.cfg.map_resolvers.is_empty()
     }
 
     /// Registers `records` with every configured Map-Server, each signed with its own key,
@@ -195,21 +187,6 @@ impl Engine {
             state.backoff = FIRST_RETRY;
         }
         true
-    }
-
-    /// Asks a configured Map-Resolver for `p` (RFC 9301 §8.1: an ECM to the Map-Resolver,
-    /// the inner Map-Request from our RLOC, ITR-RLOC ours, replies to 4342). Round robin over
-    /// the Map-Resolvers, so a dead one costs every other lookup until it is removed.
-    pub(crate) fn ask_map_resolver(&mut self, now: Duration, p: EidPrefix, smr_invoked: bool) {
-        let resolvers = &self.cfg.map_resolvers;
-        if resolvers.is_empty() {
-            return;
-        }
-        let mr = resolvers[self.external.next_resolver % resolvers.len()];
-        self.external.next_resolver = self.external.next_resolver.wrapping_add(1);
-        if self.send_map_request(now, p, mr, smr_invoked, true) {
-            self.counters.map_resolver_requests_sent += 1;
-        }
     }
 
     /// Whether `addr` is a configured Map-Server or Map-Resolver (never a group member).

@@ -1,6 +1,7 @@
 //! The Map-Resolver half of the engine (RFC 9301 §8.3; RFC 9962 §4: every member answers
-//! lookups from its own copy of the database), RLOC-probe answers, SMR, and the control half
-//! of the ITR: the map-cache.
+//! lookups from its own copy of the database): admission, answers, SMRs to the ITRs that
+//! had an answer ([`MapResolver`]), and RLOC-probe answers. The ITR's half (the map-cache
+//! and its Map-Requests) is in `itr.rs`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,15 +9,14 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::mapping::{CachedRloc, EidKey, EidPrefix, MapCacheEntry, MappingSource, RlocState};
+use crate::mapping::{EidKey, EidPrefix};
 use crate::wire::{
-    Address, CONTROL_PORT, ControlMessage, Ecm, EidRecord, IpUdp, MapReply, MapRequest,
-    RequestRecord, RlocRecord, action,
+    Address, CONTROL_PORT, ControlMessage, EidRecord, MapReply, MapRequest, RequestRecord,
+    RlocRecord, action,
 };
 
-use super::config::MappingSystem;
 use super::counters::Counters;
-use super::engine::{Engine, PendingRequest, Transmit};
+use super::engine::{Engine, Transmit};
 use super::map_server::proxy_rlocs;
 
 /// Source prefixes with a Map-Request rate-limit bucket of their own.
@@ -43,9 +43,6 @@ fn take_token(bucket: &mut (f64, Duration), now: Duration, rate: f64) -> bool {
         false
     }
 }
-
-/// Inner IP TTL of an Encapsulated Control Message we send.
-const ECM_TTL: u8 = 64;
 
 /// What the resolver answers for one EID.
 enum Answer {
@@ -439,7 +436,7 @@ impl Engine {
     ) {
         // Counted and rate-limited before parsing (Engine::handle_datagram).
         if q.smr {
-            self.process_smr(now, src, q);
+            self.process_smr(now, q);
             return;
         }
         let reply_ip = q.reply_rloc().unwrap_or(src.ip());
@@ -535,246 +532,12 @@ impl Engine {
         });
     }
 
-    /// An SMR to us: re-resolve every cached entry it concerns (RFC 9301 §6.1: through the
-    /// mapping system, never trusting the SMR's sender).
-    fn process_smr(&mut self, now: Duration, _src: SocketAddr, q: &MapRequest) {
-        self.counters.smrs_received += 1;
-        for rr in &q.records {
-            if let Some(EidKey::Prefix(p)) = EidKey::from_wire(&rr.eid, rr.mask_len) {
-                self.refresh_overlapping(now, &p, true);
-            }
-        }
-    }
-
-    /// Our database changed under `p`: the cached entries that overlap it are refreshed
-    /// (push mode).
-    pub(crate) fn refresh_cache(&mut self, now: Duration, p: &EidPrefix) {
-        if matches!(self.cfg.mapping_system, MappingSystem::Push(_)) {
-            self.refresh_overlapping(now, p, false);
-        }
-    }
-
-    /// Refreshes the cached entries that overlap `p`. A positive entry is looked up again at
-    /// once; a negative one is only dropped, and the next packet for each destination looks
-    /// its host up: a negative entry may cover several prefixes, and looking up that wider
-    /// prefix would find none of them registered and cache it negative again, holding a
-    /// prefix that has just registered unreachable for the negative TTL.
-    fn refresh_overlapping(&mut self, now: Duration, p: &EidPrefix, smr_invoked: bool) {
-        for cached in self.itr.map_cache.overlapping(p) {
-            let negative = self
-                .itr
-                .map_cache
-                .remove(&cached)
-                .is_some_and(|e| e.is_negative());
-            if !negative {
-                self.resolve_prefix(now, cached, smr_invoked);
-            }
-        }
-    }
-
-    /// ITR lookup: the live map-cache entry for an EID, resolving it on a miss. In push mode
-    /// the answer comes from the node's own database at once; in pull mode a Map-Request goes
-    /// to the Map-Resolver set of the EID and `None` is returned until the reply arrives.
-    /// A pull-mode EID already asked for in the last second is not asked for again (RFC 9301
-    /// §5.3: at most one Map-Request per second for a destination).
-    pub fn resolve(&mut self, now: Duration, iid: u32, addr: IpAddr) -> Option<&MapCacheEntry> {
-        if self.itr.map_cache.lookup(iid, addr, now).is_none() {
-            let host = EidPrefix::host(iid, addr);
-            let asked =
-                (matches!(self.cfg.mapping_system, MappingSystem::Pull(_))
-                    || self.has_map_resolvers())
-                    && self.itr.pending_requests.values().any(|p| {
-                        p.eid == host && now.saturating_sub(p.sent) < Duration::from_secs(1)
-                    });
-            if !asked {
-                self.resolve_prefix(now, host, false);
-            }
-        }
-        self.itr.map_cache.lookup(iid, addr, now)
-    }
-
-    fn resolve_prefix(&mut self, now: Duration, p: EidPrefix, smr_invoked: bool) {
-        match &self.cfg.mapping_system {
-            MappingSystem::Push(_) => {
-                let entry = match self.site.prefixes().lookup_prefix(&p) {
-                    None if self.has_map_resolvers() => {
-                        // Not in the group's database: a configured Map-Resolver answers.
-                        self.ask_map_resolver(now, p, smr_invoked);
-                        return;
-                    }
-                    Some((reg, e)) => cache_entry(
-                        now,
-                        reg,
-                        e.merged_rlocs().to_vec(),
-                        0,
-                        self.cfg.timers.map_reply_ttl_mins,
-                        MappingSource::LocalDatabase,
-                    ),
-                    None => {
-                        let (neg, ttl) = self.negative_prefix(&p);
-                        cache_entry(
-                            now,
-                            neg,
-                            vec![],
-                            action::NATIVELY_FORWARD,
-                            ttl,
-                            MappingSource::LocalDatabase,
-                        )
-                    }
-                };
-                self.insert_cached(entry);
-            }
-            MappingSystem::Pull(pull) => {
-                let text = p.to_string();
-                let index = pull.hash.index(&text, pull.modulus);
-                let Some(servers) = self.itr.pull_servers.get(&index).filter(|s| !s.is_empty())
-                else {
-                    return;
-                };
-                let server = servers[self.itr.pull_rr % servers.len()];
-                self.itr.pull_rr = self.itr.pull_rr.wrapping_add(1);
-                self.send_map_request(now, p, server, smr_invoked, false);
-            }
-        }
-    }
-
-    /// A Map-Request for `p` to `server`:4342 from our RLOC nearest it, ITR-RLOC ours,
-    /// remembered by nonce for its reply. `ecm`: encapsulated, as a Map-Resolver outside the
-    /// group expects (RFC 9301 §8.1), the inner destination the EID when the families agree
-    /// (RFC 9301 §5.8), else the server; plain otherwise (the group's own Map-Servers).
-    /// Returns whether it was sent.
-    pub(crate) fn send_map_request(
-        &mut self,
-        now: Duration,
-        p: EidPrefix,
-        server: IpAddr,
-        smr_invoked: bool,
-        ecm: bool,
-    ) -> bool {
-        let Some(own) = self.rloc_for(server) else {
-            return false;
-        };
-        let nonce = self.nonce();
-        let (eid, ml) = p.to_wire();
-        let mut q = MapRequest::new(nonce, Address::None, Address::from(own), eid, ml);
-        q.smr_invoked = smr_invoked;
-        let message = if ecm {
-            let inner_dst = if p.prefix.addr().is_ipv4() == own.is_ipv4() {
-                p.prefix.addr()
-            } else {
-                server
-            };
-            let Ok(hdr) = IpUdp::new(own, inner_dst, ECM_TTL, CONTROL_PORT, CONTROL_PORT) else {
-                return false;
-            };
-            ControlMessage::Ecm(Ecm::new(hdr, ControlMessage::MapRequest(q)))
-        } else {
-            ControlMessage::MapRequest(q)
-        };
-        let Ok(payload) = message.to_bytes() else {
-            return false;
-        };
-        self.itr
-            .pending_requests
-            .insert(nonce, PendingRequest { eid: p, sent: now });
-        self.counters.map_requests_sent += 1;
-        self.push(Transmit {
-            src: Some(own),
-            src_port: CONTROL_PORT,
-            dst: SocketAddr::new(server, CONTROL_PORT),
-            ttl: None,
-            payload,
-        });
-        true
-    }
-
-    /// A Map-Reply: accepted only for a request we have outstanding (by nonce); a record
-    /// that does not cover the requested EID is installed as the requested prefix.
-    pub(crate) fn process_reply(&mut self, now: Duration, r: &MapReply, signed: bool) {
-        self.counters.map_replies_received += 1;
-        if r.probe && self.probe_answered(now, r, signed) {
-            return;
-        }
-        let Some(pending) = self.itr.pending_requests.remove(&r.nonce) else {
-            self.counters.map_replies_unmatched += 1;
-            return;
-        };
-        for rec in &r.records {
-            let Some(EidKey::Prefix(p)) = EidKey::from_wire(&rec.eid, rec.mask_len) else {
-                continue;
-            };
-            let eid = if p.iid == pending.eid.iid && p.prefix.contains(&pending.eid.prefix) {
-                p
-            } else {
-                pending.eid
-            };
-            let source = MappingSource::MapReply {
-                authoritative: rec.authoritative,
-            };
-            self.insert_cached(cache_entry(
-                now,
-                eid,
-                rec.rlocs.clone(),
-                rec.action,
-                rec.ttl,
-                source,
-            ));
-        }
-    }
-
-    /// Installs a map-cache entry with what probing already knows of its RLOCs.
-    fn insert_cached(&mut self, mut entry: MapCacheEntry) {
-        for r in &mut entry.rlocs {
-            if let Some(p) = r
-                .record
-                .locator
-                .ip()
-                .and_then(|ip| self.prober.probes().get(&ip))
-            {
-                r.state = p.state;
-                r.rtt = p.rtt;
-            }
-        }
-        self.itr.map_cache.insert(entry);
-    }
-
     /// Withdraws one of our prefixes: registers it with TTL 0 wherever we registered it.
     pub(crate) fn withdraw(&mut self, now: Duration, p: EidPrefix) {
         let (eid, ml) = p.to_wire();
         let rec = EidRecord::new(eid, ml, 0, vec![]);
         self.register_with_map_servers(now, std::slice::from_ref(&rec), false);
         self.send_register_set(now, vec![rec], false);
-    }
-}
-
-fn cache_entry(
-    now: Duration,
-    eid: EidPrefix,
-    rlocs: Vec<RlocRecord>,
-    act: u8,
-    ttl_mins: u32,
-    source: MappingSource,
-) -> MapCacheEntry {
-    let life = if ttl_mins & 0x8000_0000 != 0 {
-        Duration::from_secs(u64::from(ttl_mins & 0x7fff_ffff))
-    } else {
-        Duration::from_secs(u64::from(ttl_mins) * 60)
-    };
-    MapCacheEntry {
-        eid,
-        rlocs: rlocs
-            .into_iter()
-            .map(|record| CachedRloc {
-                record,
-                state: RlocState::Unknown,
-                rtt: None,
-            })
-            .collect(),
-        action: act,
-        ttl: ttl_mins,
-        installed: now,
-        expires: now + life,
-        source,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod config;
 pub mod counters;
 pub mod engine;
 pub mod external;
+mod itr;
 mod map_resolver;
 mod map_server;
 mod outbox;
