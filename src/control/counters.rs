@@ -44,6 +44,9 @@ pub struct Counters {
     pub map_requests_over_total_rate: u64,
     /// ITRs not remembered for SMRs: the requester table was full.
     pub requesters_not_remembered: u64,
+    /// Membership Map-Notifies sent once, without waiting for their Ack: the table of
+    /// pending Notifies was full.
+    pub notifies_not_tracked: u64,
     /// lisp-crypto offers refused: another suite than ours, or lisp-crypto off.
     pub key_offers_refused: u64,
     /// Offers in the peer-group profile without a valid site-key signature: no state kept.

@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 
 use crate::dataplane::KeyEvent;
 use crate::mapping::{EidKey, EidPrefix, GroupEid, MapCache, SiteDb};
@@ -24,15 +24,6 @@ use super::probe::ProbeState;
 
 pub(crate) use super::outbox::Outbox;
 pub use super::outbox::Transmit;
-
-/// An unsolicited Map-Notify waiting for its Ack (RFC 9301 §5.7).
-#[derive(Debug, Clone)]
-pub(crate) struct PendingNotify {
-    pub dst: SocketAddr,
-    pub payload: Vec<u8>,
-    pub retries_left: u8,
-    pub next: Duration,
-}
 
 /// Our registrations sent to one member that greeted or joined, waiting for its Map-Notify
 /// (one per register), and when to send them again.
@@ -70,7 +61,7 @@ pub struct Engine {
     /// Our Map-Registers, greetings, seeds and learned members.
     pub(crate) registrar: Registrar,
     /// The Map-Server beside the database: pending Notifies, replays, SMR targets.
-    pub(crate) map_server: MapServerState,
+    pub(crate) map_server: super::map_server::MapServer,
     /// The ITR: the map-cache and the Map-Requests in flight.
     pub(crate) itr: super::itr::ItrCache,
 }
@@ -115,25 +106,6 @@ pub(crate) struct Registrar {
     pub(crate) register_nonce: super::register_replay::NonceCounter,
     /// Members whose registrations expired: since when, and when they are next chased.
     pub(crate) lost: HashMap<IpAddr, (Duration, Duration)>,
-}
-
-/// The Map-Server (RFC 9301 §5.6-§5.7, RFC 9962 §4) beside the database: unsolicited
-/// Map-Notifies waiting for their Ack, the coalesced membership rounds, the registers seen
-/// per xTR (replays), and the ITRs an SMR goes to. Bounded: pending Notifies at 4,096,
-/// requesters at `REQUESTERS_PER_PREFIX` / `MAX_REQUESTERS`, SMRs one per 3 s per pair.
-pub(crate) struct MapServerState {
-    /// Unsolicited Map-Notifies waiting for their Ack (RFC 9301 §5.7), by nonce.
-    pub(crate) pending_notifies: HashMap<Nonce, PendingNotify>,
-    /// When each pending Notify goes again (valid while its `next` is that time).
-    pub(crate) notify_timers: super::timers::TimerTable<Nonce>,
-    /// When the coalesced round of membership Notifies is due.
-    pub(crate) notify_due: Option<Duration>,
-    /// A membership change is announced in two rounds, a second apart (each with its own
-    /// retransmissions), so a newcomer and the members learn of each other quickly under
-    /// loss.
-    pub(crate) notify_again: bool,
-    /// The registers we have seen, per xTR (replays refused).
-    pub(crate) register_nonces: super::register_replay::RegisterNonces,
 }
 
 /// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
@@ -203,13 +175,7 @@ impl Engine {
                 register_nonce,
                 lost: HashMap::new(),
             },
-            map_server: MapServerState {
-                pending_notifies: HashMap::new(),
-                notify_timers: Default::default(),
-                notify_due: None,
-                notify_again: false,
-                register_nonces: super::register_replay::RegisterNonces::new(),
-            },
+            map_server: Default::default(),
             itr: Default::default(),
         }
     }
@@ -272,10 +238,7 @@ impl Engine {
         if let Some(e) = self.site.next_expiry() {
             t = t.min(e);
         }
-        if let Some(n) = self.map_server.notify_timers.next() {
-            t = t.min(n);
-        }
-        if let Some(n) = self.map_server.notify_due {
+        if let Some(n) = self.map_server.next_timer() {
             t = t.min(n);
         }
         if let Some(n) = self.prober.next_due() {
@@ -309,15 +272,11 @@ impl Engine {
                 }
             }
         }
-        if self.map_server.notify_due.is_some_and(|t| t <= now) {
-            self.map_server.notify_due = if std::mem::take(&mut self.map_server.notify_again) {
-                Some(now + NOTIFY_REPEAT)
-            } else {
-                None
-            };
+        if self.map_server.membership_round_due(now) {
             self.notify_rle_members(now);
         }
-        self.retransmit_notifies(now);
+        let (ms, mut cx) = self.map_server_ctx();
+        ms.retransmit_notifies(now, &mut cx);
         self.retransmit_greetings(now);
         self.retransmit_to_map_servers(now);
         let (prober, mut cx) = self.prober_ctx();
@@ -439,7 +398,10 @@ impl Engine {
         match m {
             ControlMessage::MapRegister(r) => self.process_register(now, src, bytes, r, arrival),
             ControlMessage::MapNotify(n) => self.process_notify(now, src, bytes, n),
-            ControlMessage::MapNotifyAck(n) => self.process_notify_ack(bytes, n),
+            ControlMessage::MapNotifyAck(n) => {
+                let (ms, mut cx) = self.map_server_ctx();
+                ms.notify_acked(bytes, n, &mut cx);
+            }
             ControlMessage::MapRequest(q) => {
                 self.process_request(now, src, local, src.port(), q, false, signed)
             }
@@ -454,10 +416,6 @@ impl Engine {
                 self.counters.unsupported_messages += 1
             }
         }
-    }
-
-    pub(crate) fn nonce(&mut self) -> Nonce {
-        self.rng.random()
     }
 
     pub(crate) fn push(&mut self, t: Transmit) {

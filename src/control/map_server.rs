@@ -1,15 +1,23 @@
-//! The Map-Server half of the engine (RFC 9301 §8.2; RFC 9962 §4): authenticate, check the
-//! site policy, store one registration per xTR-ID, notify.
+//! The Map-Server half of the engine (RFC 9301 §8.2; RFC 9962 §4) as a component
+//! ([`MapServer`]): authenticate, check the site policy, store one registration per xTR-ID,
+//! notify. What a register changed goes back to the engine ([`Registered`]), which tells
+//! the other roles (SMRs, the ITR's map-cache, greetings).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::crypto::auth::{self, AuthKey};
-use crate::mapping::{EidKey, RegisterOutcome, XtrRegistration};
-use crate::wire::{Authentication, CONTROL_PORT, EidRecord, MapNotify, MapRegister, RlocRecord};
+use std::collections::HashMap;
 
-use super::config::MappingSystem;
-use super::engine::{Arrival, Engine, NOTIFY_COALESCE, NOTIFY_RETRY, PendingNotify, Transmit};
+use crate::mapping::{EidKey, PrefixTable, RegisterOutcome, SiteDb, XtrRegistration};
+use crate::wire::{
+    Authentication, CONTROL_PORT, EidRecord, MapNotify, MapRegister, Nonce, RlocRecord,
+};
+
+use super::config::{EngineConfig, MappingSystem};
+use super::counters::Counters;
+use super::engine::{Arrival, Engine, NOTIFY_COALESCE, NOTIFY_REPEAT, NOTIFY_RETRY, Transmit};
+use super::outbox::Outbox;
 
 /// The xTR-ID of a registrant that sends none (OOR): its source address, IPv4-mapped.
 fn xtr_id_of(src: IpAddr) -> [u8; 16] {
@@ -33,67 +41,84 @@ fn lifetime(reg: &MapRegister, rec: &EidRecord, interval: Duration) -> Duration 
     }
 }
 
-impl Engine {
-    /// The key a message authenticated with, or why it did not.
-    fn authenticate(
-        &mut self,
-        bytes: &[u8],
-        alg_id: u8,
-        membership_only: bool,
-    ) -> Result<Option<AuthKey>, ()> {
-        if alg_id == auth::alg::NONE {
-            if membership_only && self.cfg.site.accept_unauthenticated_membership {
-                return Ok(None);
-            }
-            self.counters.register_rejected_unauthenticated += 1;
-            return Err(());
-        }
-        match self.cfg.site.keys.verify(bytes) {
-            Ok(i) => Ok(self.cfg.site.keys.keys.get(i).cloned()),
-            Err(_) => {
-                self.counters.register_rejected_auth += 1;
-                Err(())
-            }
-        }
-    }
+/// Unsolicited Map-Notifies tracked for retransmission at once, at most; beyond, a Notify
+/// goes once, untracked, and is counted.
+pub(crate) const MAX_PENDING_NOTIFIES: usize = 4096;
 
-    /// Whether the site policy lets this EID be registered.
-    fn allowed_key(&self, key: &EidKey) -> bool {
-        match key {
-            EidKey::Prefix(p) => match self.allowed.lookup_prefix(p) {
-                Some((a, more_specifics)) => a.prefix == p.prefix || *more_specifics,
-                None => false,
-            },
-            EidKey::Name { iid, name } => self
-                .cfg
-                .site
-                .allowed_names
-                .iter()
-                .any(|a| a.matches(*iid, name)),
-            EidKey::Group(g) => match &self.cfg.mapping_system {
-                MappingSystem::Push(pg) => g.group.addr() == pg.group && g.source.prefix_len() == 0,
-                MappingSystem::Pull(_) => false,
-            },
-        }
-    }
+/// An unsolicited Map-Notify waiting for its Ack (RFC 9301 §5.7).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingNotify {
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+    pub retries_left: u8,
+    pub next: Duration,
+}
 
+/// The Map-Server (RFC 9301 §5.6-§5.7, RFC 9962 §4) beside the database: unsolicited
+/// Map-Notifies waiting for their Ack, the coalesced membership rounds and the registers
+/// seen per xTR (replays). Bounded: pending Notifies at [`MAX_PENDING_NOTIFIES`], xTRs
+/// at [`super::register_replay::MAX_XTRS`].
+#[derive(Debug, Default)]
+pub(crate) struct MapServer {
+    /// Unsolicited Map-Notifies waiting for their Ack (RFC 9301 §5.7), by nonce.
+    pub(crate) pending_notifies: HashMap<Nonce, PendingNotify>,
+    /// When each pending Notify goes again (valid while its `next` is that time).
+    pub(crate) notify_timers: super::timers::TimerTable<Nonce>,
+    /// When the coalesced round of membership Notifies is due.
+    pub(crate) notify_due: Option<Duration>,
+    /// A membership change is announced in two rounds, a second apart (each with its own
+    /// retransmissions), so a newcomer and the members learn of each other quickly under
+    /// loss.
+    pub(crate) notify_again: bool,
+    /// The registers we have seen, per xTR (replays refused).
+    pub(crate) register_nonces: super::register_replay::RegisterNonces,
+}
+
+/// What the Map-Server uses of the rest of the engine: the configuration, the database
+/// (which it writes), the site policy's prefixes, the counters, the RNG and the outbox.
+pub(crate) struct Ctx<'a> {
+    pub cfg: &'a EngineConfig,
+    pub site: &'a mut SiteDb,
+    pub allowed: &'a PrefixTable<bool>,
+    pub counters: &'a mut Counters,
+    pub rng: &'a mut rand::rngs::StdRng,
+    pub out: &'a mut Outbox,
+}
+
+/// What an accepted Map-Register did, for the engine's other roles to act on.
+#[derive(Debug, Default)]
+pub(crate) struct Registered {
+    /// The EIDs whose answer changed (SMRs, our own map-cache).
+    pub changed: Vec<EidKey>,
+    /// The peer it came from (not our own register handed over internally).
+    pub peer: Option<IpAddr>,
+    /// The peer restarted (its register counter started again).
+    pub restarted: bool,
+    /// Members to send our registrations to now: a newcomer or a restarted member, then
+    /// the RLE members of a changed group record.
+    pub greet: Vec<IpAddr>,
+}
+
+impl MapServer {
     /// Processes a Map-Register that arrived as `arrival` says ([`Arrival::Local`]: our
     /// own register handed over internally, as a group delivery every member also gets).
-    pub(crate) fn process_register(
+    /// `None` when nothing of it was accepted.
+    pub(crate) fn register(
         &mut self,
         now: Duration,
         src: SocketAddr,
         bytes: &[u8],
         reg: &MapRegister,
         arrival: Arrival,
-    ) {
+        cx: &mut Ctx<'_>,
+    ) -> Option<Registered> {
         let local = arrival == Arrival::Local;
         let via_group = matches!(arrival, Arrival::Group | Arrival::Local);
-        self.counters.map_registers_received += 1;
-        if !local && reg.trailer.is_some_and(|t| t.xtr_id == self.cfg.xtr_id) {
+        cx.counters.map_registers_received += 1;
+        if !local && reg.trailer.is_some_and(|t| t.xtr_id == cx.cfg.xtr_id) {
             // Our own register looped back by underlay multicast: already handled locally.
-            self.counters.own_looped_registers += 1;
-            return;
+            cx.counters.own_looped_registers += 1;
+            return None;
         }
         let membership_only = !reg.records.is_empty()
             && reg.records.iter().all(|r| {
@@ -102,9 +127,7 @@ impl Engine {
                     Some(EidKey::Group(_))
                 )
             });
-        let Ok(key) = self.authenticate(bytes, reg.auth.alg_id, membership_only) else {
-            return;
-        };
+        let key = authenticate(cx, bytes, reg.auth.alg_id, membership_only).ok()?;
         let xtr_id = reg
             .trailer
             .map_or_else(|| xtr_id_of(src.ip()), |t| t.xtr_id);
@@ -117,7 +140,7 @@ impl Engine {
             for (f, b) in fingerprint.iter_mut().zip(&reg.auth.data) {
                 *f = *b;
             }
-            match self.map_server.register_nonces.admit(
+            match self.register_nonces.admit(
                 now,
                 (xtr_id, site_id),
                 reg.nonce,
@@ -125,8 +148,8 @@ impl Engine {
                 withdrawal,
             ) {
                 Err(_) => {
-                    self.counters.register_rejected_replay += 1;
-                    return;
+                    cx.counters.register_rejected_replay += 1;
+                    return None;
                 }
                 Ok(super::register_replay::Admitted::Restarted) => restarted = true,
                 Ok(_) => {}
@@ -135,19 +158,20 @@ impl Engine {
         let mut accepted = false;
         let mut group_changed = false;
         let mut new_peer = false;
+        let mut done = Registered::default();
         let mut rle_peers: Vec<IpAddr> = Vec::new();
         for rec in &reg.records {
             let Some(k) = EidKey::from_wire(&rec.eid, rec.mask_len) else {
-                self.counters.register_rejected_bad_eid += 1;
+                cx.counters.register_rejected_bad_eid += 1;
                 continue;
             };
-            if !self.allowed_key(&k) {
-                self.counters.register_rejected_not_allowed += 1;
+            if !allowed_key(cx, &k) {
+                cx.counters.register_rejected_not_allowed += 1;
                 continue;
             }
             accepted = true;
             let changed = if rec.ttl == 0 {
-                self.site.deregister(&k, &xtr_id)
+                cx.site.deregister(&k, &xtr_id)
             } else {
                 let r = XtrRegistration {
                     xtr_id,
@@ -155,7 +179,7 @@ impl Engine {
                     registerer: src.ip(),
                     first_registered: now,
                     last_registered: now,
-                    expires: now + lifetime(reg, rec, self.cfg.timers.register_interval),
+                    expires: now + lifetime(reg, rec, cx.cfg.timers.register_interval),
                     ttl: rec.ttl,
                     proxy_reply: reg.proxy_reply,
                     merge: reg.merge,
@@ -163,7 +187,7 @@ impl Engine {
                     key_id: reg.auth.key_id,
                     rlocs: rec.rlocs.clone(),
                 };
-                let outcome = self.site.register(&k, r);
+                let outcome = cx.site.register(&k, r);
                 if outcome == RegisterOutcome::New {
                     new_peer = true;
                 }
@@ -181,78 +205,287 @@ impl Engine {
                         );
                     }
                 }
-                self.mapping_changed(now, &k);
+                done.changed.push(k);
             }
         }
         if !accepted {
-            return;
+            return None;
         }
-        self.counters.map_registers_accepted += 1;
+        cx.counters.map_registers_accepted += 1;
         if !local {
-            // A lost member is back.
-            self.registrar.lost.remove(&src.ip());
+            done.peer = Some(src.ip());
         }
         // Asked for a Map-Notify: answered, also for a copy that came as replication (a
         // member's greeting does); underlay-multicast group registers never ask.
         if reg.want_notify && !local {
-            self.send_register_notify(src, reg, key.as_ref());
+            send_register_notify(cx, src, reg, key.as_ref());
         }
         if group_changed && !via_group && !local {
             // One round of Notifies for every change within the coalescing window.
-            self.map_server
-                .notify_due
-                .get_or_insert(now + NOTIFY_COALESCE);
-            self.map_server.notify_again = true;
+            self.notify_due.get_or_insert(now + NOTIFY_COALESCE);
+            self.notify_again = true;
         }
         if (new_peer || restarted)
             && !local
-            && matches!(self.cfg.mapping_system, MappingSystem::Push(_))
+            && matches!(cx.cfg.mapping_system, MappingSystem::Push(_))
         {
             // A newcomer, or a member that came back (its registrations may still be here,
-            // but it lost ours): send it our registrations now rather than at the next
+            // but it lost ours): it gets our registrations now rather than at the next
             // interval.
             if restarted {
-                self.counters.members_restarted += 1;
-                self.registrar.greeted.remove(&src.ip());
-                // And tell it the membership (a Notify round), so it greets the others and
-                // they, seeing its counter jump too, greet it back.
+                cx.counters.members_restarted += 1;
+                done.restarted = true;
+                // And the membership (a Notify round), so it greets the others and they,
+                // seeing its counter jump too, greet it back.
                 if !via_group {
-                    self.map_server
-                        .notify_due
-                        .get_or_insert(now + NOTIFY_COALESCE);
+                    self.notify_due.get_or_insert(now + NOTIFY_COALESCE);
                 }
             }
-            self.greet(now, src.ip());
+            done.greet.push(src.ip());
         }
-        for peer in rle_peers {
-            self.greet(now, peer);
+        done.greet.extend(rle_peers);
+        Some(done)
+    }
+
+    /// When the next membership round or Notify retransmission is due.
+    pub(crate) fn next_timer(&self) -> Option<Duration> {
+        match (self.notify_timers.next(), self.notify_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// The Map-Notify that acknowledges a Map-Register (RFC 9301 §5.7): nonce, records and
-    /// trailer copied, authenticated with the key that verified the register.
-    fn send_register_notify(&mut self, dst: SocketAddr, reg: &MapRegister, key: Option<&AuthKey>) {
-        let n = MapNotify {
-            reserved: 0,
-            nonce: reg.nonce,
-            auth: Authentication::unsigned(reg.auth.key_id, reg.auth.alg_id),
-            records: reg.records.clone(),
-            trailer: reg.trailer,
-            unflagged_trailer: false,
+    /// Whether a coalesced round of membership Notifies is due at `now` (and the second
+    /// round of a change is then scheduled a second later).
+    pub(crate) fn membership_round_due(&mut self, now: Duration) -> bool {
+        if self.notify_due.is_none_or(|t| t > now) {
+            return false;
+        }
+        self.notify_due = if std::mem::take(&mut self.notify_again) {
+            Some(now + NOTIFY_REPEAT)
+        } else {
+            None
         };
-        if let Some(bytes) = signed(
-            &crate::wire::ControlMessage::MapNotify(n),
-            key.map(|k| &k.secret[..]),
-        ) {
-            self.counters.map_notifies_sent += 1;
-            let src = self.rloc_for(dst.ip());
-            self.push(Transmit {
-                src,
+        true
+    }
+
+    /// Tells every RLE member of the peer group the merged membership `rec` (RFC 9962 §4:
+    /// this is how a newcomer and the existing members learn of each other), each Notify
+    /// waiting for its Ack (RFC 9301 §5.7) within [`MAX_PENDING_NOTIFIES`].
+    pub(crate) fn notify_members(
+        &mut self,
+        now: Duration,
+        rec: &EidRecord,
+        members: &[IpAddr],
+        cx: &mut Ctx<'_>,
+    ) {
+        let Some((key, alg)) = cx.cfg.site.own_key.clone() else {
+            return;
+        };
+        for &m in members {
+            let nonce: Nonce = rand::RngExt::random(&mut *cx.rng);
+            let n = MapNotify {
+                reserved: 0,
+                nonce,
+                auth: Authentication::unsigned(key.key_id.unwrap_or(0), alg),
+                records: vec![rec.clone()],
+                trailer: None,
+                unflagged_trailer: false,
+            };
+            let Some(bytes) = signed(
+                &crate::wire::ControlMessage::MapNotify(n),
+                Some(&key.secret),
+            ) else {
+                continue;
+            };
+            let dst = SocketAddr::new(m, CONTROL_PORT);
+            cx.counters.map_notifies_sent += 1;
+            cx.out.push(Transmit {
+                src: super::probe::source_rloc(cx.cfg, m),
                 src_port: CONTROL_PORT,
                 dst,
                 ttl: None,
-                payload: bytes,
+                payload: bytes.clone(),
             });
+            if self.pending_notifies.len() >= MAX_PENDING_NOTIFIES {
+                cx.counters.notifies_not_tracked += 1;
+                continue;
+            }
+            self.pending_notifies.insert(
+                nonce,
+                PendingNotify {
+                    dst,
+                    payload: bytes,
+                    retries_left: 2,
+                    next: now + NOTIFY_RETRY,
+                },
+            );
+            self.notify_timers.schedule(nonce, now + NOTIFY_RETRY);
+        }
+    }
+
+    /// Unacknowledged Notifies go again (RFC 9301 §5.7), from the timer table: no walk over
+    /// the pending ones.
+    pub(crate) fn retransmit_notifies(&mut self, now: Duration, cx: &mut Ctx<'_>) {
+        let pending = &self.pending_notifies;
+        let due = self
+            .notify_timers
+            .due(now, |n, at| pending.get(&n).is_some_and(|p| p.next == at));
+        for nonce in due {
+            let Some(p) = self.pending_notifies.get_mut(&nonce) else {
+                continue;
+            };
+            if p.retries_left == 0 {
+                self.pending_notifies.remove(&nonce);
+                continue;
+            }
+            p.retries_left -= 1;
+            p.next = now + NOTIFY_RETRY;
+            self.notify_timers.schedule(nonce, p.next);
+            cx.counters.map_notifies_sent += 1;
+            cx.out.push(Transmit {
+                src: None,
+                src_port: CONTROL_PORT,
+                dst: p.dst,
+                ttl: None,
+                payload: p.payload.clone(),
+            });
+        }
+    }
+
+    /// A Map-Notify-Ack: the pending Notify it acknowledges (by nonce, authenticated with
+    /// a site key) is done.
+    pub(crate) fn notify_acked(&mut self, bytes: &[u8], n: &MapNotify, cx: &mut Ctx<'_>) {
+        if self.pending_notifies.contains_key(&n.nonce) && cx.cfg.site.keys.verify(bytes).is_ok() {
+            cx.counters.map_notify_acks_received += 1;
+            self.pending_notifies.remove(&n.nonce);
+        }
+    }
+}
+
+/// The key a message authenticated with, or why it did not.
+fn authenticate(
+    cx: &mut Ctx<'_>,
+    bytes: &[u8],
+    alg_id: u8,
+    membership_only: bool,
+) -> Result<Option<AuthKey>, ()> {
+    if alg_id == auth::alg::NONE {
+        if membership_only && cx.cfg.site.accept_unauthenticated_membership {
+            return Ok(None);
+        }
+        cx.counters.register_rejected_unauthenticated += 1;
+        return Err(());
+    }
+    match cx.cfg.site.keys.verify(bytes) {
+        Ok(i) => Ok(cx.cfg.site.keys.keys.get(i).cloned()),
+        Err(_) => {
+            cx.counters.register_rejected_auth += 1;
+            Err(())
+        }
+    }
+}
+
+/// Whether the site policy lets this EID be registered.
+fn allowed_key(cx: &Ctx<'_>, key: &EidKey) -> bool {
+    match key {
+        EidKey::Prefix(p) => match cx.allowed.lookup_prefix(p) {
+            Some((a, more_specifics)) => a.prefix == p.prefix || *more_specifics,
+            None => false,
+        },
+        EidKey::Name { iid, name } => cx
+            .cfg
+            .site
+            .allowed_names
+            .iter()
+            .any(|a| a.matches(*iid, name)),
+        EidKey::Group(g) => match &cx.cfg.mapping_system {
+            MappingSystem::Push(pg) => g.group.addr() == pg.group && g.source.prefix_len() == 0,
+            MappingSystem::Pull(_) => false,
+        },
+    }
+}
+
+/// The Map-Notify that acknowledges a Map-Register (RFC 9301 §5.7): nonce, records and
+/// trailer copied, authenticated with the key that verified the register.
+fn send_register_notify(
+    cx: &mut Ctx<'_>,
+    dst: SocketAddr,
+    reg: &MapRegister,
+    key: Option<&AuthKey>,
+) {
+    let n = MapNotify {
+        reserved: 0,
+        nonce: reg.nonce,
+        auth: Authentication::unsigned(reg.auth.key_id, reg.auth.alg_id),
+        records: reg.records.clone(),
+        trailer: reg.trailer,
+        unflagged_trailer: false,
+    };
+    if let Some(bytes) = signed(
+        &crate::wire::ControlMessage::MapNotify(n),
+        key.map(|k| &k.secret[..]),
+    ) {
+        cx.counters.map_notifies_sent += 1;
+        cx.out.push(Transmit {
+            src: super::probe::source_rloc(cx.cfg, dst.ip()),
+            src_port: CONTROL_PORT,
+            dst,
+            ttl: None,
+            payload: bytes,
+        });
+    }
+}
+
+macro_rules! map_server_ctx {
+    ($e:expr) => {
+        (
+            &mut $e.map_server,
+            super::map_server::Ctx {
+                cfg: &$e.cfg,
+                site: &mut $e.site,
+                allowed: &$e.allowed,
+                counters: &mut $e.counters,
+                rng: &mut $e.rng,
+                out: &mut $e.out,
+            },
+        )
+    };
+}
+
+impl Engine {
+    /// The Map-Server and what it uses of the rest of the engine.
+    pub(crate) fn map_server_ctx(&mut self) -> (&mut MapServer, Ctx<'_>) {
+        map_server_ctx!(self)
+    }
+
+    /// A Map-Register ([`MapServer::register`]), then what it changed told to the other
+    /// roles: SMRs and our map-cache for each changed EID, a member back from the lost, our
+    /// registrations to a newcomer or a restarted member.
+    pub(crate) fn process_register(
+        &mut self,
+        now: Duration,
+        src: SocketAddr,
+        bytes: &[u8],
+        reg: &MapRegister,
+        arrival: Arrival,
+    ) {
+        let (ms, mut cx) = self.map_server_ctx();
+        let Some(done) = ms.register(now, src, bytes, reg, arrival, &mut cx) else {
+            return;
+        };
+        for k in &done.changed {
+            self.mapping_changed(now, k);
+        }
+        if let Some(peer) = done.peer {
+            // A lost member is back.
+            self.registrar.lost.remove(&peer);
+            if done.restarted {
+                self.registrar.greeted.remove(&peer);
+            }
+        }
+        for p in done.greet {
+            self.greet(now, p);
         }
     }
 
@@ -272,199 +505,14 @@ impl Engine {
         Some(rec)
     }
 
-    /// Tells every RLE member of the peer group the merged membership (RFC 9962 §4: this is
-    /// how a newcomer and the existing members learn of each other).
+    /// A round of membership Notifies to every member ([`MapServer::notify_members`]).
     pub(crate) fn notify_rle_members(&mut self, now: Duration) {
         let Some(rec) = self.group_record() else {
             return;
         };
-        let Some((key, alg)) = self.cfg.site.own_key.clone() else {
-            return;
-        };
-        for m in self.members() {
-            let nonce = self.nonce();
-            let n = MapNotify {
-                reserved: 0,
-                nonce,
-                auth: Authentication::unsigned(key.key_id.unwrap_or(0), alg),
-                records: vec![rec.clone()],
-                trailer: None,
-                unflagged_trailer: false,
-            };
-            let Some(bytes) = signed(
-                &crate::wire::ControlMessage::MapNotify(n),
-                Some(&key.secret),
-            ) else {
-                continue;
-            };
-            let dst = SocketAddr::new(m, CONTROL_PORT);
-            self.counters.map_notifies_sent += 1;
-            self.push(Transmit {
-                src: self.rloc_for(m),
-                src_port: CONTROL_PORT,
-                dst,
-                ttl: None,
-                payload: bytes.clone(),
-            });
-            self.map_server.pending_notifies.insert(
-                nonce,
-                PendingNotify {
-                    dst,
-                    payload: bytes,
-                    retries_left: 2,
-                    next: now + NOTIFY_RETRY,
-                },
-            );
-            self.map_server
-                .notify_timers
-                .schedule(nonce, now + NOTIFY_RETRY);
-        }
-    }
-
-    /// Unacknowledged Notifies go again (RFC 9301 §5.7), from the timer table: no walk over
-    /// the pending ones.
-    pub(crate) fn retransmit_notifies(&mut self, now: Duration) {
-        let pending = &self.map_server.pending_notifies;
-        let due = self
-            .map_server
-            .notify_timers
-            .due(now, |n, at| pending.get(&n).is_some_and(|p| p.next == at));
-        for nonce in due {
-            let Some(p) = self.map_server.pending_notifies.get_mut(&nonce) else {
-                continue;
-            };
-            if p.retries_left == 0 {
-                self.map_server.pending_notifies.remove(&nonce);
-                continue;
-            }
-            p.retries_left -= 1;
-            p.next = now + NOTIFY_RETRY;
-            self.map_server.notify_timers.schedule(nonce, p.next);
-            let t = Transmit {
-                src: None,
-                src_port: CONTROL_PORT,
-                dst: p.dst,
-                ttl: None,
-                payload: p.payload.clone(),
-            };
-            self.counters.map_notifies_sent += 1;
-            self.push(t);
-        }
-    }
-
-    /// A Map-Notify to us: the answer to one of our Map-Registers, or an unsolicited one
-    /// carrying the peer group's membership, which we learn and acknowledge.
-    pub(crate) fn process_notify(
-        &mut self,
-        now: Duration,
-        src: SocketAddr,
-        bytes: &[u8],
-        n: &MapNotify,
-    ) {
-        self.counters.map_notifies_received += 1;
-        if self.map_server_notify(now, bytes, n) {
-            return;
-        }
-        if self.cfg.site.keys.verify(bytes).is_err() {
-            self.counters.map_notify_rejected_auth += 1;
-            return;
-        }
-        // An answer to one of our registers (periodic, to a seed, or a greeting) echoes our
-        // records; only an unsolicited Notify is the teller's view of the membership, and
-        // only that one is acknowledged.
-        let solicited = self.registrar.sent_register_nonces.contains(&n.nonce)
-            || self.registrar.seed_nonces.contains_key(&n.nonce)
-            || self.registrar.greeting_nonces.contains_key(&n.nonce);
-        let mut learned = Vec::new();
-        if let Some(g) = self.group_key() {
-            let teller = src.ip();
-            let mut told = solicited;
-            for rec in &n.records {
-                if EidKey::from_wire(&rec.eid, rec.mask_len) != Some(EidKey::Group(g)) {
-                    continue;
-                }
-                if !told {
-                    // The membership as this member holds it now replaces what it told us.
-                    told = true;
-                    self.registrar
-                        .learned_members
-                        .retain(|_, (_, from)| *from != teller);
-                }
-                let expires = now + Duration::from_secs(u64::from(rec.ttl.max(1)) * 60);
-                for l in &rec.rlocs {
-                    for e in crate::mapping::rle_entries(&l.locator)
-                        .into_iter()
-                        .flatten()
-                    {
-                        if let Some(a) = e.address.ip()
-                            && !self.is_own_rloc(a)
-                        {
-                            self.registrar.learned_members.insert(a, (expires, teller));
-                            learned.push(a);
-                        }
-                    }
-                }
-            }
-        }
-        for a in learned {
-            self.greet(now, a);
-        }
-        self.greeting_answered(&n.nonce);
-        if let Some((seeds, membership)) = self.registrar.seed_nonces.remove(&n.nonce) {
-            // OOR may answer from another of its addresses: then the ack counts for every
-            // seed that register went to.
-            let acked = if seeds.contains(&src.ip()) {
-                vec![src.ip()]
-            } else {
-                seeds
-            };
-            if membership {
-                self.registrar.acked_seed_memberships.extend(acked);
-            } else {
-                self.registrar.acked_seeds.extend(acked);
-            }
-        }
-        if !solicited {
-            self.send_notify_ack(src, n);
-        }
-    }
-
-    /// Map-Notify-Ack: the real record count and the records copied (lispers.net's MS needs
-    /// at least one record; PROTOCOL.md §3.7).
-    fn send_notify_ack(&mut self, dst: SocketAddr, n: &MapNotify) {
-        let Some((key, alg)) = self.cfg.site.own_key.clone() else {
-            return;
-        };
-        let ack = MapNotify {
-            reserved: 0,
-            nonce: n.nonce,
-            auth: Authentication::unsigned(key.key_id.unwrap_or(0), alg),
-            records: n.records.clone(),
-            trailer: None,
-            unflagged_trailer: false,
-        };
-        if let Some(bytes) = signed(
-            &crate::wire::ControlMessage::MapNotifyAck(ack),
-            Some(&key.secret),
-        ) {
-            self.counters.map_notify_acks_sent += 1;
-            self.push(Transmit {
-                src: self.rloc_for(dst.ip()),
-                src_port: CONTROL_PORT,
-                dst,
-                ttl: None,
-                payload: bytes,
-            });
-        }
-    }
-
-    pub(crate) fn process_notify_ack(&mut self, bytes: &[u8], n: &MapNotify) {
-        if self.map_server.pending_notifies.contains_key(&n.nonce)
-            && self.cfg.site.keys.verify(bytes).is_ok()
-        {
-            self.counters.map_notify_acks_received += 1;
-            self.map_server.pending_notifies.remove(&n.nonce);
-        }
+        let members = self.members();
+        let (ms, mut cx) = self.map_server_ctx();
+        ms.notify_members(now, &rec, &members, &mut cx);
     }
 
     /// The answer for `key` changed: ITRs that asked for it get an SMR, and our own
@@ -498,4 +546,36 @@ pub(crate) fn proxy_rlocs(rlocs: Vec<RlocRecord>) -> Vec<RlocRecord> {
             r
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Delivery;
+
+    /// A membership round to more members than the pending table holds: every member gets
+    /// its Notify, the table stops at its bound and the rest are counted.
+    #[test]
+    fn pending_notifies_stop_at_their_bound() {
+        let mut e = Engine::new(crate::sim::node_config(1, Delivery::Replicate));
+        assert!(
+            e.cfg.site.own_key.is_some(),
+            "the test node signs its Notifies"
+        );
+        let rec = EidRecord::new(
+            crate::wire::Address::Ipv4([10, 9, 0, 0].into()),
+            16,
+            10,
+            vec![],
+        );
+        let members: Vec<IpAddr> = (0..MAX_PENDING_NOTIFIES as u32 + 100)
+            .map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x6440_0000 + i)))
+            .collect();
+        let (ms, mut cx) = e.map_server_ctx();
+        ms.notify_members(Duration::ZERO, &rec, &members, &mut cx);
+        assert_eq!(e.map_server.pending_notifies.len(), MAX_PENDING_NOTIFIES);
+        assert_eq!(e.counters.notifies_not_tracked, 100);
+        assert_eq!(e.counters.map_notifies_sent, members.len() as u64);
+        assert_eq!(e.out.transmits.len(), members.len());
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::mapping::{EidKey, GroupEid, rle_locator};
 use crate::wire::{
     Address, Authentication, CONTROL_INSTANCE_ID, CONTROL_PORT, ControlMessage, DATA_PORT,
-    DataHeader, EidRecord, IpUdp, MapRegister, Nonce, RleEntry, RlocRecord, XtrTrailer,
+    DataHeader, EidRecord, IpUdp, MapNotify, MapRegister, Nonce, RleEntry, RlocRecord, XtrTrailer,
 };
 
 use super::config::{Delivery, MappingSystem};
@@ -667,5 +667,113 @@ impl Engine {
             ttl: None,
             payload: pkt,
         });
+    }
+}
+
+impl Engine {
+    /// A Map-Notify to us: the answer to one of our Map-Registers, or an unsolicited one
+    /// carrying the peer group's membership, which we learn and acknowledge.
+    pub(crate) fn process_notify(
+        &mut self,
+        now: Duration,
+        src: SocketAddr,
+        bytes: &[u8],
+        n: &MapNotify,
+    ) {
+        self.counters.map_notifies_received += 1;
+        if self.map_server_notify(now, bytes, n) {
+            return;
+        }
+        if self.cfg.site.keys.verify(bytes).is_err() {
+            self.counters.map_notify_rejected_auth += 1;
+            return;
+        }
+        // An answer to one of our registers (periodic, to a seed, or a greeting) echoes our
+        // records; only an unsolicited Notify is the teller's view of the membership, and
+        // only that one is acknowledged.
+        let solicited = self.registrar.sent_register_nonces.contains(&n.nonce)
+            || self.registrar.seed_nonces.contains_key(&n.nonce)
+            || self.registrar.greeting_nonces.contains_key(&n.nonce);
+        let mut learned = Vec::new();
+        if let Some(g) = self.group_key() {
+            let teller = src.ip();
+            let mut told = solicited;
+            for rec in &n.records {
+                if EidKey::from_wire(&rec.eid, rec.mask_len) != Some(EidKey::Group(g)) {
+                    continue;
+                }
+                if !told {
+                    // The membership as this member holds it now replaces what it told us.
+                    told = true;
+                    self.registrar
+                        .learned_members
+                        .retain(|_, (_, from)| *from != teller);
+                }
+                let expires = now + Duration::from_secs(u64::from(rec.ttl.max(1)) * 60);
+                for l in &rec.rlocs {
+                    for e in crate::mapping::rle_entries(&l.locator)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(a) = e.address.ip()
+                            && !self.is_own_rloc(a)
+                        {
+                            self.registrar.learned_members.insert(a, (expires, teller));
+                            learned.push(a);
+                        }
+                    }
+                }
+            }
+        }
+        for a in learned {
+            self.greet(now, a);
+        }
+        self.greeting_answered(&n.nonce);
+        if let Some((seeds, membership)) = self.registrar.seed_nonces.remove(&n.nonce) {
+            // OOR may answer from another of its addresses: then the ack counts for every
+            // seed that register went to.
+            let acked = if seeds.contains(&src.ip()) {
+                vec![src.ip()]
+            } else {
+                seeds
+            };
+            if membership {
+                self.registrar.acked_seed_memberships.extend(acked);
+            } else {
+                self.registrar.acked_seeds.extend(acked);
+            }
+        }
+        if !solicited {
+            self.send_notify_ack(src, n);
+        }
+    }
+
+    /// Map-Notify-Ack: the real record count and the records copied (lispers.net's MS needs
+    /// at least one record; PROTOCOL.md §3.7).
+    fn send_notify_ack(&mut self, dst: SocketAddr, n: &MapNotify) {
+        let Some((key, alg)) = self.cfg.site.own_key.clone() else {
+            return;
+        };
+        let ack = MapNotify {
+            reserved: 0,
+            nonce: n.nonce,
+            auth: Authentication::unsigned(key.key_id.unwrap_or(0), alg),
+            records: n.records.clone(),
+            trailer: None,
+            unflagged_trailer: false,
+        };
+        if let Some(bytes) = signed(
+            &crate::wire::ControlMessage::MapNotifyAck(ack),
+            Some(&key.secret),
+        ) {
+            self.counters.map_notify_acks_sent += 1;
+            self.push(Transmit {
+                src: self.rloc_for(dst.ip()),
+                src_port: CONTROL_PORT,
+                dst,
+                ttl: None,
+                payload: bytes,
+            });
+        }
     }
 }
