@@ -162,6 +162,21 @@ pub struct SiteDb {
     expiry: BinaryHeap<Reverse<(Duration, EidKey, [u8; 16])>>,
     /// The time of each registration's live entry in `expiry`.
     scheduled: HashMap<(EidKey, [u8; 16]), Duration>,
+    /// How many registrations each address holds (kept as registrations come and go, so
+    /// the peers are known without a walk over the whole database).
+    registerers: HashMap<IpAddr, usize>,
+}
+
+/// Counts one registration more or less for `a`; an address with none left is forgotten.
+fn count(registerers: &mut HashMap<IpAddr, usize>, a: IpAddr, more: bool) {
+    if more {
+        *registerers.entry(a).or_default() += 1;
+    } else if let Some(n) = registerers.get_mut(&a) {
+        *n -= 1;
+        if *n == 0 {
+            registerers.remove(&a);
+        }
+    }
 }
 
 impl SiteDb {
@@ -189,6 +204,7 @@ impl SiteDb {
     pub fn register(&mut self, key: &EidKey, reg: XtrRegistration) -> RegisterOutcome {
         self.schedule(key, reg.xtr_id, reg.expires);
         if self.entry_mut(key).is_none() {
+            count(&mut self.registerers, reg.registerer, true);
             let e = SiteEntry::new(reg);
             match key {
                 EidKey::Prefix(p) => {
@@ -203,6 +219,20 @@ impl SiteDb {
             }
             return RegisterOutcome::New;
         }
+        // The index is updated beside the entry it counts (both borrowed from `self`).
+        let mut registerers = std::mem::take(&mut self.registerers);
+        let outcome = self.update(key, reg, &mut registerers);
+        self.registerers = registerers;
+        outcome
+    }
+
+    /// Refreshes or adds `reg` in the existing entry of `key`.
+    fn update(
+        &mut self,
+        key: &EidKey,
+        reg: XtrRegistration,
+        registerers: &mut HashMap<IpAddr, usize>,
+    ) -> RegisterOutcome {
         let Some(entry) = self.entry_mut(key) else {
             return RegisterOutcome::New;
         };
@@ -213,6 +243,10 @@ impl SiteDb {
             Some(old) => {
                 let same = old.rlocs == reg.rlocs && old.merge == reg.merge && !shared_unmerged;
                 let first = old.first_registered;
+                if old.registerer != reg.registerer {
+                    count(registerers, old.registerer, false);
+                    count(registerers, reg.registerer, true);
+                }
                 *old = reg;
                 old.first_registered = first;
                 if same {
@@ -222,6 +256,7 @@ impl SiteDb {
                 }
             }
             None => {
+                count(registerers, reg.registerer, true);
                 entry.regs.push(reg);
                 RegisterOutcome::New
             }
@@ -263,13 +298,23 @@ impl SiteDb {
             return false;
         };
         let n = entry.regs.len();
-        entry.regs.retain(|r| &r.xtr_id != xtr_id);
+        let mut gone = Vec::new();
+        entry.regs.retain(|r| {
+            let keep = &r.xtr_id != xtr_id;
+            if !keep {
+                gone.push(r.registerer);
+            }
+            keep
+        });
         let removed = entry.regs.len() != n;
         if removed {
             entry.merged = OnceCell::new();
         }
         if entry.regs.is_empty() {
             self.remove_key(key);
+        }
+        for a in gone {
+            count(&mut self.registerers, a, false);
         }
         removed
     }
@@ -326,6 +371,12 @@ impl SiteDb {
         gone
     }
 
+    /// Every address that holds a registration here, in no particular order (kept up to
+    /// date as registrations come and go: no walk over the database).
+    pub fn registerers(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.registerers.keys().copied()
+    }
+
     /// When the next registration may expire.
     pub fn next_expiry(&self) -> Option<Duration> {
         self.expiry.peek().map(|Reverse((t, _, _))| *t)
@@ -374,6 +425,51 @@ impl SiteDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The registerer index always equals a walk over every registration, through
+    /// registrations, refreshes from another address, withdrawals and expiry.
+    #[test]
+    fn registerers_follow_the_registrations() {
+        let mut db = SiteDb::new();
+        let mut x: u32 = 0x9e37_79b9;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for step in 0..5000u64 {
+            let r = next();
+            let key = EidKey::Prefix(EidPrefix::new(
+                0,
+                format!("10.{}.0.0/16", r % 16).parse().unwrap(),
+            ));
+            let xtr = (r >> 8) as u8 % 6;
+            let rloc = format!("192.0.2.{}", (r >> 16) % 5);
+            match (r >> 24) % 4 {
+                0 => {
+                    db.deregister(&key, &[xtr; 16]);
+                }
+                1 => {
+                    db.expire(Duration::from_secs(step / 10));
+                }
+                _ => {
+                    let mut g = reg(xtr, &rloc, r & 1 == 0, step / 10);
+                    g.expires = Duration::from_secs(step / 10 + u64::from(r % 7));
+                    db.register(&key, g);
+                }
+            }
+            let mut walked: Vec<IpAddr> = db
+                .iter()
+                .flat_map(|(_, e)| e.regs().iter().map(|r| r.registerer).collect::<Vec<_>>())
+                .collect();
+            walked.sort();
+            walked.dedup();
+            let mut kept: Vec<IpAddr> = db.registerers().collect();
+            kept.sort();
+            assert_eq!(kept, walked, "after step {step}");
+        }
+    }
 
     fn reg(xtr: u8, rloc: &str, merge: bool, at: u64) -> XtrRegistration {
         XtrRegistration {

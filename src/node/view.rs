@@ -453,9 +453,7 @@ impl Viewer<'_> {
             .collect();
         let mut all: std::collections::BTreeSet<IpAddr> =
             self.engine.members().into_iter().collect();
-        for (_, entry) in self.engine.site_db().iter() {
-            all.extend(entry.regs().iter().map(|r| r.registerer));
-        }
+        all.extend(self.engine.site_db().registerers());
         all.into_iter().filter(|a| !own.contains(a)).collect()
     }
 
