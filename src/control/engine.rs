@@ -5,7 +5,7 @@
 //! One engine is a node's Map-Server, Map-Resolver, ETR registrar and the control half of
 //! its ITR (RFC 9962 §4: every member is all four).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use crate::dataplane::KeyEvent;
 use crate::mapping::{EidKey, EidPrefix, GroupEid, MapCache, SiteDb};
 use crate::wire::{
-    Address, CONTROL_PORT, ControlMessage, DATA_PORT, MapReply, MapRequest, Nonce, Reader, msg_type,
+    Address, CONTROL_PORT, ControlMessage, DATA_PORT, MapReply, MapRequest, Reader, msg_type,
 };
 
 use super::config::{CryptoProfile, EngineConfig, MappingSystem};
@@ -24,15 +24,6 @@ use super::probe::ProbeState;
 
 pub(crate) use super::outbox::Outbox;
 pub use super::outbox::Transmit;
-
-/// Our registrations sent to one member that greeted or joined, waiting for its Map-Notify
-/// (one per register), and when to send them again.
-#[derive(Debug, Clone)]
-pub(crate) struct Greeting {
-    pub nonces: Vec<Nonce>,
-    pub next: Duration,
-    pub backoff: Duration,
-}
 
 /// The control engine of one node.
 pub struct Engine {
@@ -59,53 +50,11 @@ pub struct Engine {
     /// Map-Servers and Map-Resolvers outside the group.
     pub(crate) external: super::external::External,
     /// Our Map-Registers, greetings, seeds and learned members.
-    pub(crate) registrar: Registrar,
+    pub(crate) registrar: super::registrar::Registrar,
     /// The Map-Server beside the database: pending Notifies, replays, SMR targets.
     pub(crate) map_server: super::map_server::MapServer,
     /// The ITR: the map-cache and the Map-Requests in flight.
     pub(crate) itr: super::itr::ItrCache,
-}
-
-/// The ETR registrar (RFC 9301 §5.6, RFC 9962 §4): our Map-Register rounds, the greetings
-/// of members that joined, the seeds, the members learned from Map-Notifies and the chase
-/// of members that went away. Bounded: greetings by `MAX_GREETINGS`, nonces by the rounds
-/// in flight, lost members by the group.
-pub(crate) struct Registrar {
-    /// When the next round of Map-Registers is due.
-    pub(crate) register_due: Duration,
-    pub(crate) last_register: Option<Duration>,
-    /// Peers that have had our current registrations since our last full round.
-    pub(crate) greeted: std::collections::HashSet<IpAddr>,
-    /// Greetings waiting for their Map-Notifies.
-    pub(crate) greetings: HashMap<IpAddr, Greeting>,
-    /// When each greeting goes again (valid while `greetings[peer].next` is that time).
-    pub(crate) greeting_timers: super::timers::TimerTable<IpAddr>,
-    /// Which greeting each outstanding register nonce belongs to.
-    pub(crate) greeting_nonces: HashMap<Nonce, IpAddr>,
-    /// Repeats of the first register round done so far (joining).
-    pub(crate) join_rounds: u8,
-    /// Peer-group members learned from Map-Notifies, with their expiry.
-    /// Each with the member whose Notify told us of it: a later Notify from that member
-    /// that no longer lists it takes it out (a member that died leaves with its
-    /// registration at the seed, not a record TTL later).
-    pub(crate) learned_members: HashMap<IpAddr, (Duration, IpAddr)>,
-    /// Unicast registers to seeds waiting for their Map-Notify: nonce to seed.
-    /// Each with whether it carried our `(0/0, G)` membership.
-    pub(crate) seed_nonces: HashMap<Nonce, (Vec<IpAddr>, bool)>,
-    /// Seeds that have answered a register with a Map-Notify.
-    pub(crate) acked_seeds: std::collections::HashSet<IpAddr>,
-    /// Seeds that have answered a register of our membership (head-end replication: until
-    /// one has, the seed does not know us as a member and the registers go again).
-    pub(crate) acked_seed_memberships: std::collections::HashSet<IpAddr>,
-    /// Wait before re-sending to seeds that have not answered (1 s, doubling, at most the
-    /// register interval; PROTOCOL.md §4).
-    pub(crate) seed_backoff: Duration,
-    /// Nonces of our recent Map-Registers (to tell a solicited Map-Notify from one to Ack).
-    pub(crate) sent_register_nonces: VecDeque<Nonce>,
-    /// Our Map-Register nonces, counting up.
-    pub(crate) register_nonce: super::register_replay::NonceCounter,
-    /// Members whose registrations expired: since when, and when they are next chased.
-    pub(crate) lost: HashMap<IpAddr, (Duration, Duration)>,
 }
 
 /// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
@@ -158,23 +107,7 @@ impl Engine {
             kx_keys,
             heard: HashMap::new(),
             external: super::external::External::new(servers),
-            registrar: Registrar {
-                register_due: Duration::ZERO,
-                last_register: None,
-                greeted: std::collections::HashSet::new(),
-                greetings: HashMap::new(),
-                greeting_timers: Default::default(),
-                greeting_nonces: HashMap::new(),
-                join_rounds: 0,
-                learned_members: HashMap::new(),
-                seed_nonces: HashMap::new(),
-                acked_seeds: std::collections::HashSet::new(),
-                acked_seed_memberships: std::collections::HashSet::new(),
-                seed_backoff: Duration::from_secs(1),
-                sent_register_nonces: VecDeque::new(),
-                register_nonce,
-                lost: HashMap::new(),
-            },
+            registrar: super::registrar::Registrar::new(register_nonce),
             map_server: Default::default(),
             itr: Default::default(),
         }
@@ -277,14 +210,12 @@ impl Engine {
         }
         let (ms, mut cx) = self.map_server_ctx();
         ms.retransmit_notifies(now, &mut cx);
-        self.retransmit_greetings(now);
         self.retransmit_to_map_servers(now);
         let (prober, mut cx) = self.prober_ctx();
         prober.send_due(now, &mut cx);
+        self.registrar_timers(now, now >= self.next_housekeeping);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
-            self.registrar.learned_members.retain(|_, (t, _)| *t > now);
-            self.chase_lost_members(now);
             self.heard
                 .retain(|_, t| now.saturating_sub(*t) < Duration::from_secs(3600));
             self.itr.expire(now);
@@ -448,24 +379,6 @@ impl Engine {
             MappingSystem::Push(g) => Some(GroupEid::any_source(0, g.group)),
             MappingSystem::Pull(_) => None,
         }
-    }
-
-    /// The members to replicate to: the merged RLE of our `(0/0, G)` entry and the members
-    /// Map-Notifies told us of, our own RLOCs left out.
-    pub fn members(&self) -> Vec<IpAddr> {
-        let mut m: Vec<IpAddr> = self
-            .group_key()
-            .and_then(|g| self.site.group(&g))
-            .map(|e| e.rle_members())
-            .unwrap_or_default();
-        for a in self.registrar.learned_members.keys() {
-            if !m.contains(a) {
-                m.push(*a);
-            }
-        }
-        m.retain(|a| !self.is_own_rloc(*a));
-        m.sort();
-        m
     }
 
     /// Pull mode: the addresses the node resolved for `<index>.<suffix>`; a change makes

@@ -112,12 +112,14 @@ impl Engine {
             .cloned()
             .partition(|r| matches!(r.eid, Address::Name(_)));
         let mut regs: Vec<(Nonce, Vec<u8>, bool)> = self
-            .build_registers_for(&prefixes, kind, key.clone())
+            .registrar
+            .build_registers_for(&prefixes, kind, key.clone(), &self.cfg)
             .into_iter()
             .map(|(n, b)| (n, b, tracked))
             .collect();
         regs.extend(
-            self.build_registers_for(&names, kind, key)
+            self.registrar
+                .build_registers_for(&names, kind, key, &self.cfg)
                 .into_iter()
                 .map(|(n, b)| (n, b, false)),
         );
@@ -188,10 +190,9 @@ impl Engine {
         }
         true
     }
+}
 
-    /// Whether `addr` is a configured Map-Server or Map-Resolver (never a group member).
-    pub(crate) fn is_external_system(&self, addr: IpAddr) -> bool {
-        self.cfg.map_servers.iter().any(|m| m.address == addr)
-            || self.cfg.map_resolvers.contains(&addr)
-    }
+/// Whether `addr` is a configured Map-Server or Map-Resolver (never a group member).
+pub(crate) fn is_external_system(cfg: &super::config::EngineConfig, addr: IpAddr) -> bool {
+    cfg.map_servers.iter().any(|m| m.address == addr) || cfg.map_resolvers.contains(&addr)
 }

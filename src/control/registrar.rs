@@ -1,8 +1,11 @@
 //! The ETR registrar (RFC 9301 §8.2) and LISP-Decent group delivery (RFC 9962 §4, §5):
 //! our Map-Registers go to our own Map-Server, to every member of the peer group (underlay
 //! multicast, or one LISP-data-encapsulated copy per member), to bootstrap seeds, or in pull
-//! mode to the Map-Server set each EID hashes to.
+//! mode to the Map-Server set each EID hashes to. A component of the engine ([`Registrar`]):
+//! its logic takes a [`Ctx`]; what our own registers change in our database is handed back
+//! for the engine to pass on (SMRs, its map-cache).
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use crate::wire::{
     DataHeader, EidRecord, IpUdp, MapNotify, MapRegister, Nonce, RleEntry, RlocRecord, XtrTrailer,
 };
 
+use super::config::EngineConfig;
 use super::config::{Delivery, MappingSystem};
 use super::engine::{Engine, Transmit};
 use super::map_server::signed;
@@ -72,70 +76,205 @@ pub(crate) fn own_rlocs(cfg: &super::config::EngineConfig) -> Vec<RlocRecord> {
         .collect()
 }
 
-impl Engine {
-    /// The RLOC-records of our own mappings ([`own_rlocs`]).
-    pub(crate) fn own_rlocs(&self) -> Vec<RlocRecord> {
-        own_rlocs(&self.cfg)
-    }
-
-    /// Every database mapping, and the node name as a distinguished-name EID (as lispers.net
-    /// registers it).
-    pub(crate) fn own_records(&self) -> Vec<EidRecord> {
-        let ttl = self.cfg.timers.record_ttl_mins;
-        let rlocs = self.own_rlocs();
-        let mut v: Vec<EidRecord> = self
-            .cfg
-            .database
-            .iter()
-            .map(|d| {
-                let (eid, ml) = d.eid.to_wire();
-                let mut r = EidRecord::new(eid, ml, ttl, rlocs.clone());
-                r.authoritative = true;
-                r
-            })
-            .collect();
-        if self.cfg.register_name && !self.cfg.name.is_empty() {
-            let (eid, ml) = EidKey::Name {
-                iid: 0,
-                name: self.cfg.name.as_bytes().to_vec(),
-            }
-            .to_wire(false);
-            let mut r = EidRecord::new(eid, ml, ttl, rlocs);
+/// Every database mapping, and the node name as a distinguished-name EID (as lispers.net
+/// registers it).
+pub(crate) fn own_records(cfg: &EngineConfig) -> Vec<EidRecord> {
+    let ttl = cfg.timers.record_ttl_mins;
+    let rlocs = own_rlocs(cfg);
+    let mut v: Vec<EidRecord> = cfg
+        .database
+        .iter()
+        .map(|d| {
+            let (eid, ml) = d.eid.to_wire();
+            let mut r = EidRecord::new(eid, ml, ttl, rlocs.clone());
             r.authoritative = true;
-            v.push(r);
+            r
+        })
+        .collect();
+    if cfg.register_name && !cfg.name.is_empty() {
+        let (eid, ml) = EidKey::Name {
+            iid: 0,
+            name: cfg.name.as_bytes().to_vec(),
         }
-        v
+        .to_wire(false);
+        let mut r = EidRecord::new(eid, ml, ttl, rlocs);
+        r.authoritative = true;
+        v.push(r);
+    }
+    v
+}
+
+/// Our `(0/0, G)` membership record: an RLE holding our RLOC(s) at level 128, in
+/// lispers.net's encoding (priority 255, M-priority 1 / M-weight 100, L+R, AFI List
+/// {AFI 0, RLE}) (RFC 9962 §4; PROTOCOL.md §2.1).
+fn membership_record(cfg: &EngineConfig, g: &GroupEid, lispers_padding: bool) -> EidRecord {
+    let entries = cfg
+        .rlocs
+        .iter()
+        .filter(|r| r.address.is_ipv4() == g.group.addr().is_ipv4())
+        .map(|r| RleEntry {
+            reserved: 0,
+            rsvd3: 0,
+            level: 128,
+            address: Address::from(r.address),
+            name: None,
+        })
+        .collect();
+    let (eid, ml) = EidKey::Group(*g).to_wire(lispers_padding);
+    let rloc = RlocRecord {
+        priority: 255,
+        weight: 0,
+        m_priority: 1,
+        m_weight: 100,
+        flags: RlocRecord::LOCAL | RlocRecord::REACHABLE,
+        locator: rle_locator(entries, lispers_padding),
+    };
+    let mut r = EidRecord::new(eid, ml, cfg.timers.record_ttl_mins, vec![rloc]);
+    r.authoritative = true;
+    r
+}
+
+/// Our membership record, in replicate mode.
+fn own_membership(cfg: &EngineConfig) -> Option<EidRecord> {
+    match &cfg.mapping_system {
+        MappingSystem::Push(pg) if pg.delivery == Delivery::Replicate => {
+            let g = GroupEid::any_source(0, pg.group);
+            Some(membership_record(cfg, &g, pg.lispers_membership_encoding))
+        }
+        _ => None,
+    }
+}
+
+/// One Map-Register straight to `dst`:4342, from our RLOC nearest it.
+pub(crate) fn unicast_register(
+    cfg: &EngineConfig,
+    counters: &mut super::counters::Counters,
+    out: &mut super::outbox::Outbox,
+    dst: IpAddr,
+    payload: Vec<u8>,
+) {
+    counters.map_registers_sent += 1;
+    out.push(Transmit {
+        src: super::probe::source_rloc(cfg, dst),
+        src_port: CONTROL_PORT,
+        dst: SocketAddr::new(dst, CONTROL_PORT),
+        ttl: None,
+        payload,
+    });
+}
+
+/// The peer group's `(0/0, G)` key, in push mode.
+pub(crate) fn group_key(cfg: &EngineConfig) -> Option<GroupEid> {
+    match &cfg.mapping_system {
+        MappingSystem::Push(g) => Some(GroupEid::any_source(0, g.group)),
+        MappingSystem::Pull(_) => None,
+    }
+}
+
+/// Our registrations sent to one member that greeted or joined, waiting for its Map-Notify
+/// (one per register), and when to send them again.
+#[derive(Debug, Clone)]
+pub(crate) struct Greeting {
+    pub nonces: Vec<Nonce>,
+    pub next: Duration,
+    pub backoff: Duration,
+}
+
+/// The ETR registrar (RFC 9301 §5.6, RFC 9962 §4): our Map-Register rounds, the greetings
+/// of members that joined, the seeds, the members learned from Map-Notifies and the chase
+/// of members that went away. Bounded: greetings by `MAX_GREETINGS`, nonces by the rounds
+/// in flight, lost members by the group.
+pub(crate) struct Registrar {
+    /// When the next round of Map-Registers is due.
+    pub(crate) register_due: Duration,
+    pub(crate) last_register: Option<Duration>,
+    /// Peers that have had our current registrations since our last full round.
+    pub(crate) greeted: std::collections::HashSet<IpAddr>,
+    /// Greetings waiting for their Map-Notifies.
+    pub(crate) greetings: HashMap<IpAddr, Greeting>,
+    /// When each greeting goes again (valid while `greetings[peer].next` is that time).
+    pub(crate) greeting_timers: super::timers::TimerTable<IpAddr>,
+    /// Which greeting each outstanding register nonce belongs to.
+    pub(crate) greeting_nonces: HashMap<Nonce, IpAddr>,
+    /// Repeats of the first register round done so far (joining).
+    pub(crate) join_rounds: u8,
+    /// Peer-group members learned from Map-Notifies, with their expiry.
+    /// Each with the member whose Notify told us of it: a later Notify from that member
+    /// that no longer lists it takes it out (a member that died leaves with its
+    /// registration at the seed, not a record TTL later).
+    pub(crate) learned_members: HashMap<IpAddr, (Duration, IpAddr)>,
+    /// Unicast registers to seeds waiting for their Map-Notify: nonce to seed.
+    /// Each with whether it carried our `(0/0, G)` membership.
+    pub(crate) seed_nonces: HashMap<Nonce, (Vec<IpAddr>, bool)>,
+    /// Seeds that have answered a register with a Map-Notify.
+    pub(crate) acked_seeds: std::collections::HashSet<IpAddr>,
+    /// Seeds that have answered a register of our membership (head-end replication: until
+    /// one has, the seed does not know us as a member and the registers go again).
+    pub(crate) acked_seed_memberships: std::collections::HashSet<IpAddr>,
+    /// Wait before re-sending to seeds that have not answered (1 s, doubling, at most the
+    /// register interval; PROTOCOL.md §4).
+    pub(crate) seed_backoff: Duration,
+    /// Nonces of our recent Map-Registers (to tell a solicited Map-Notify from one to Ack).
+    pub(crate) sent_register_nonces: VecDeque<Nonce>,
+    /// Our Map-Register nonces, counting up.
+    pub(crate) register_nonce: super::register_replay::NonceCounter,
+    /// Members whose registrations expired: since when, and when they are next chased.
+    pub(crate) lost: HashMap<IpAddr, (Duration, Duration)>,
+}
+
+/// What the registrar uses of the rest of the engine: the configuration, the database (our
+/// own registers are delivered to our Map-Server too, RFC 9962 §4), the Map-Server (its
+/// membership rounds), the pull-mode Map-Server sets, the counters, the RNG, the outbox,
+/// and where the EIDs our own registers changed are left for the engine to pass on.
+pub(crate) struct Ctx<'a> {
+    pub cfg: &'a EngineConfig,
+    pub site: &'a mut crate::mapping::SiteDb,
+    pub allowed: &'a crate::mapping::PrefixTable<bool>,
+    pub map_server: &'a mut super::map_server::MapServer,
+    pub pull_servers: &'a HashMap<u32, Vec<IpAddr>>,
+    pub counters: &'a mut super::counters::Counters,
+    pub rng: &'a mut rand::rngs::StdRng,
+    pub out: &'a mut super::outbox::Outbox,
+    pub changed: &'a mut Vec<EidKey>,
+}
+
+impl Registrar {
+    /// A registrar that has sent nothing yet; its first round is due at once.
+    pub(crate) fn new(register_nonce: super::register_replay::NonceCounter) -> Self {
+        Registrar {
+            register_due: Duration::ZERO,
+            last_register: None,
+            greeted: HashSet::new(),
+            greetings: HashMap::new(),
+            greeting_timers: Default::default(),
+            greeting_nonces: HashMap::new(),
+            join_rounds: 0,
+            learned_members: HashMap::new(),
+            seed_nonces: HashMap::new(),
+            acked_seeds: HashSet::new(),
+            acked_seed_memberships: HashSet::new(),
+            seed_backoff: Duration::from_secs(1),
+            sent_register_nonces: VecDeque::new(),
+            register_nonce,
+            lost: HashMap::new(),
+        }
     }
 
-    /// Our `(0/0, G)` membership record: an RLE holding our RLOC(s) at level 128, in
-    /// lispers.net's encoding (priority 255, M-priority 1 / M-weight 100, L+R, AFI List
-    /// {AFI 0, RLE}) (RFC 9962 §4; PROTOCOL.md §2.1).
-    fn membership_record(&self, g: &GroupEid, lispers_padding: bool) -> EidRecord {
-        let entries = self
-            .cfg
-            .rlocs
-            .iter()
-            .filter(|r| r.address.is_ipv4() == g.group.addr().is_ipv4())
-            .map(|r| RleEntry {
-                reserved: 0,
-                rsvd3: 0,
-                level: 128,
-                address: Address::from(r.address),
-                name: None,
-            })
-            .collect();
-        let (eid, ml) = EidKey::Group(*g).to_wire(lispers_padding);
-        let rloc = RlocRecord {
-            priority: 255,
-            weight: 0,
-            m_priority: 1,
-            m_weight: 100,
-            flags: RlocRecord::LOCAL | RlocRecord::REACHABLE,
-            locator: rle_locator(entries, lispers_padding),
-        };
-        let mut r = EidRecord::new(eid, ml, self.cfg.timers.record_ttl_mins, vec![rloc]);
-        r.authoritative = true;
-        r
+    /// The members to replicate to: the merged RLE of the `(0/0, G)` entry in `site` and
+    /// the members Map-Notifies told us of, our own RLOCs left out.
+    pub(crate) fn members(&self, site: &crate::mapping::SiteDb, cfg: &EngineConfig) -> Vec<IpAddr> {
+        let mut m: Vec<IpAddr> = group_key(cfg)
+            .and_then(|g| site.group(&g))
+            .map(|e| e.rle_members())
+            .unwrap_or_default();
+        for a in self.learned_members.keys() {
+            if !m.contains(a) {
+                m.push(*a);
+            }
+        }
+        m.retain(|a| !super::probe::is_own_rloc(cfg, *a));
+        m.sort();
+        m
     }
 
     /// Builds signed Map-Registers holding `records` for the peer group, split by size; each
@@ -145,14 +284,15 @@ impl Engine {
         records: &[EidRecord],
         membership: bool,
         want_notify: bool,
+        cx: &mut Ctx<'_>,
     ) -> Vec<(Nonce, Vec<u8>)> {
-        let key = self.cfg.site.own_key.clone();
+        let key = cx.cfg.site.own_key.clone();
         let kind = if membership {
             RegisterKind::Membership { want_notify }
         } else {
             RegisterKind::Own { want_notify }
         };
-        self.build_registers_for(records, kind, key)
+        self.build_registers_for(records, kind, key, cx.cfg)
     }
 
     /// Builds Map-Registers of `kind` holding `records`, signed with `key` (or alg-id 0
@@ -162,6 +302,7 @@ impl Engine {
         records: &[EidRecord],
         kind: RegisterKind,
         key: Option<(crate::crypto::auth::AuthKey, u8)>,
+        cfg: &EngineConfig,
     ) -> Vec<(Nonce, Vec<u8>)> {
         let (key, alg) = match key {
             Some((k, a)) => (Some(k), a),
@@ -176,11 +317,11 @@ impl Engine {
         let mut batch: Vec<EidRecord> = Vec::new();
         let mut size = 0;
         let flush =
-            |engine: &mut Engine, batch: &mut Vec<EidRecord>, out: &mut Vec<(Nonce, Vec<u8>)>| {
+            |me: &mut Registrar, batch: &mut Vec<EidRecord>, out: &mut Vec<(Nonce, Vec<u8>)>| {
                 if batch.is_empty() {
                     return;
                 }
-                let nonce = engine.registrar.register_nonce.next_nonce();
+                let nonce = me.register_nonce.next_nonce();
                 let reg = MapRegister {
                     proxy_reply,
                     security: false,
@@ -196,17 +337,17 @@ impl Engine {
                     ),
                     records: std::mem::take(batch),
                     trailer: Some(XtrTrailer {
-                        xtr_id: engine.cfg.xtr_id,
-                        site_id: engine.cfg.site_id,
+                        xtr_id: cfg.xtr_id,
+                        site_id: cfg.site_id,
                     }),
                 };
                 if let Some(bytes) = signed(
                     &ControlMessage::MapRegister(reg),
                     key.as_ref().map(|k| &k.secret[..]),
                 ) {
-                    engine.registrar.sent_register_nonces.push_back(nonce);
-                    while engine.registrar.sent_register_nonces.len() > 64 {
-                        engine.registrar.sent_register_nonces.pop_front();
+                    me.sent_register_nonces.push_back(nonce);
+                    while me.sent_register_nonces.len() > 64 {
+                        me.sent_register_nonces.pop_front();
                     }
                     out.push((nonce, bytes));
                 }
@@ -235,57 +376,47 @@ impl Engine {
 
     /// One round of registrations: at start, every register interval, and at once after a
     /// change (RFC 9301 §8.2; convergence must not wait for the interval).
-    pub(crate) fn send_registrations(&mut self, now: Duration) {
-        self.registrar.last_register = Some(now);
-        self.registrar.register_due = now + self.cfg.timers.register_interval;
+    pub(crate) fn send_registrations(&mut self, now: Duration, cx: &mut Ctx<'_>) {
+        self.last_register = Some(now);
+        self.register_due = now + cx.cfg.timers.register_interval;
         // Joining: the first round goes again at 0.5, 1.5, 2.5 and 3.5 s, so a member that
         // lost it (underlay multicast has no retransmission) hears of us within seconds.
-        if let Some(gap) = JOIN_REPEATS.get(usize::from(self.registrar.join_rounds)) {
-            self.registrar.join_rounds += 1;
-            self.registrar.register_due = self.registrar.register_due.min(now + *gap);
+        if let Some(gap) = JOIN_REPEATS.get(usize::from(self.join_rounds)) {
+            self.join_rounds += 1;
+            self.register_due = self.register_due.min(now + *gap);
         }
-        self.registrar.greeted = self.members().into_iter().collect();
+        self.greeted = self.members(cx.site, cx.cfg).into_iter().collect();
         // A seed re-announces the membership it holds every round (head-end replication):
         // two members that lost each other (their registers lost three times running, or a
         // greeting never answered) find each other again within a round, instead of never.
-        if let MappingSystem::Push(pg) = &self.cfg.mapping_system
+        if let MappingSystem::Push(pg) = &cx.cfg.mapping_system
             && pg.delivery == Delivery::Replicate
-            && pg.seeds.iter().any(|s| self.is_own_rloc(*s))
-            && !self.members().is_empty()
+            && pg
+                .seeds
+                .iter()
+                .any(|s| super::probe::is_own_rloc(cx.cfg, *s))
+            && !self.members(cx.site, cx.cfg).is_empty()
         {
-            self.map_server
+            cx.map_server
                 .notify_due
                 .get_or_insert(now + super::engine::NOTIFY_COALESCE);
         }
-        let records = self.own_records();
-        self.send_register_set(now, records.clone(), false);
-        if let Some(rec) = self.own_membership() {
-            self.send_register_set(now, vec![rec], true);
+        let records = own_records(cx.cfg);
+        self.send_register_set(now, records.clone(), false, cx);
+        if let Some(rec) = own_membership(cx.cfg) {
+            self.send_register_set(now, vec![rec], true, cx);
         }
-        self.register_with_map_servers(now, &records, true);
     }
 
     /// Leaves the peer group: every registration of ours is re-sent with Record TTL 0, so
     /// every member drops it now instead of at its expiry (RFC 9962 §4).
-    pub fn leave(&mut self, now: Duration) {
-        let mut records = self.own_records();
+    pub(crate) fn leave(&mut self, now: Duration, cx: &mut Ctx<'_>) {
+        let mut records = own_records(cx.cfg);
         records.iter_mut().for_each(|r| r.ttl = 0);
-        self.register_with_map_servers(now, &records, false);
-        self.send_register_set(now, records, false);
-        if let Some(mut m) = self.own_membership() {
+        self.send_register_set(now, records, false, cx);
+        if let Some(mut m) = own_membership(cx.cfg) {
             m.ttl = 0;
-            self.send_register_set(now, vec![m], true);
-        }
-    }
-
-    /// Our membership record, in replicate mode.
-    fn own_membership(&self) -> Option<EidRecord> {
-        match &self.cfg.mapping_system {
-            MappingSystem::Push(pg) if pg.delivery == Delivery::Replicate => {
-                let g = GroupEid::any_source(0, pg.group);
-                Some(self.membership_record(&g, pg.lispers_membership_encoding))
-            }
-            _ => None,
+            self.send_register_set(now, vec![m], true, cx);
         }
     }
 
@@ -299,48 +430,50 @@ impl Engine {
     /// A configured Map-Server or Map-Resolver is never greeted, and with head-end
     /// replication (whose greetings are LISP data packets of Instance-ID 0xFFFFFF) only a peer
     /// in the `(0/0, G)` membership gets a full greeting.
-    pub(crate) fn greet(&mut self, now: Duration, peer: IpAddr) {
-        if self.is_own_rloc(peer) || self.is_external_system(peer) {
+    pub(crate) fn greet(&mut self, now: Duration, peer: IpAddr, cx: &mut Ctx<'_>) {
+        if super::probe::is_own_rloc(cx.cfg, peer)
+            || super::external::is_external_system(cx.cfg, peer)
+        {
             return;
         }
-        if let MappingSystem::Push(pg) = &self.cfg.mapping_system
+        if let MappingSystem::Push(pg) = &cx.cfg.mapping_system
             && pg.delivery == Delivery::Replicate
-            && !self.members().contains(&peer)
+            && !self.members(cx.site, cx.cfg).contains(&peer)
         {
             // Not (yet) a member: a joiner whose membership register is still on its way, or
             // a plain xTR. It gets our own mappings in plain unicast Map-Registers, never the
             // membership and never an Instance-ID 0xFFFFFF packet; a joiner is greeted
             // properly once its membership arrives.
-            let records = self.own_records();
-            for (_, r) in self.build_registers(&records, false, true) {
-                self.send_unicast_register(peer, r);
+            let records = own_records(cx.cfg);
+            for (_, r) in self.build_registers(&records, false, true, cx) {
+                unicast_register(cx.cfg, cx.counters, cx.out, peer, r);
             }
             return;
         }
-        if !self.registrar.greeted.insert(peer) {
+        if !self.greeted.insert(peer) {
             return;
         }
-        self.send_greeting(now, peer, GREETING_RETRY);
+        self.send_greeting(now, peer, GREETING_RETRY, cx);
     }
 
     /// Sends our registrations (and our membership, with head-end replication) to one peer,
     /// asking for Map-Notifies; returns their nonces.
-    fn send_own_registers_to(&mut self, peer: IpAddr) -> Vec<Nonce> {
-        let MappingSystem::Push(pg) = self.cfg.mapping_system.clone() else {
+    fn send_own_registers_to(&mut self, peer: IpAddr, cx: &mut Ctx<'_>) -> Vec<Nonce> {
+        let MappingSystem::Push(pg) = &cx.cfg.mapping_system.clone() else {
             return Vec::new();
         };
-        let mut sets = vec![(self.own_records(), false)];
-        if let Some(m) = self.own_membership() {
+        let mut sets = vec![(own_records(cx.cfg), false)];
+        if let Some(m) = own_membership(cx.cfg) {
             sets.push((vec![m], true));
         }
         let mut nonces = Vec::new();
         for (records, membership) in sets {
-            for (nonce, r) in self.build_registers(&records, membership, true) {
+            for (nonce, r) in self.build_registers(&records, membership, true, cx) {
                 nonces.push(nonce);
                 match pg.delivery {
-                    Delivery::Replicate => self.replicate(peer, pg.group, &r),
+                    Delivery::Replicate => self.replicate(peer, pg.group, &r, cx),
                     Delivery::Multicast { .. } => {
-                        self.send_unicast_register(peer, r);
+                        unicast_register(cx.cfg, cx.counters, cx.out, peer, r);
                     }
                 }
             }
@@ -348,22 +481,20 @@ impl Engine {
         nonces
     }
 
-    fn send_greeting(&mut self, now: Duration, peer: IpAddr, backoff: Duration) {
-        let nonces = self.send_own_registers_to(peer);
+    fn send_greeting(&mut self, now: Duration, peer: IpAddr, backoff: Duration, cx: &mut Ctx<'_>) {
+        let nonces = self.send_own_registers_to(peer, cx);
         if nonces.is_empty() {
             return;
         }
-        if self.registrar.greetings.len() < MAX_GREETINGS
-            || self.registrar.greetings.contains_key(&peer)
-        {
+        if self.greetings.len() < MAX_GREETINGS || self.greetings.contains_key(&peer) {
             self.forget_greeting(&peer);
             for n in &nonces {
-                self.registrar.greeting_nonces.insert(*n, peer);
+                self.greeting_nonces.insert(*n, peer);
             }
-            self.registrar.greeting_timers.schedule(peer, now + backoff);
-            self.registrar.greetings.insert(
+            self.greeting_timers.schedule(peer, now + backoff);
+            self.greetings.insert(
                 peer,
-                super::engine::Greeting {
+                Greeting {
                     nonces,
                     next: now + backoff,
                     backoff,
@@ -380,48 +511,44 @@ impl Engine {
     /// member any more). With head-end replication only members (the registerers of an
     /// expired `(0/0, G)` registration) are chased, so no plain xTR is sent Instance-ID
     /// 0xFFFFFF packets.
-    pub(crate) fn lose_member(&mut self, now: Duration, peer: IpAddr) {
-        if self.is_own_rloc(peer)
-            || self.is_external_system(peer)
-            || (self.registrar.lost.len() >= MAX_LOST && !self.registrar.lost.contains_key(&peer))
+    pub(crate) fn lose_member(&mut self, now: Duration, peer: IpAddr, cx: &mut Ctx<'_>) {
+        if super::probe::is_own_rloc(cx.cfg, peer)
+            || super::external::is_external_system(cx.cfg, peer)
+            || (self.lost.len() >= MAX_LOST && !self.lost.contains_key(&peer))
         {
             return;
         }
-        self.registrar
-            .lost
-            .entry(peer)
-            .or_insert((now, now + CHASE_FAST));
+        self.lost.entry(peer).or_insert((now, now + CHASE_FAST));
         // When it is back, it is greeted again (its registrations of ours are gone too).
-        self.registrar.greeted.remove(&peer);
+        self.greeted.remove(&peer);
     }
 
     /// A member's RLOC answers again after it was marked down (a partition healed): it is
     /// greeted again, and with head-end replication the membership is announced again (a
     /// Notify round), so members that met no one but each other's seed while it was cut off
     /// find each other now, not at the seed's next register round.
-    pub(crate) fn member_back(&mut self, now: Duration, rloc: IpAddr) {
-        let MappingSystem::Push(pg) = &self.cfg.mapping_system else {
+    pub(crate) fn member_back(&mut self, now: Duration, rloc: IpAddr, cx: &mut Ctx<'_>) {
+        let MappingSystem::Push(pg) = &cx.cfg.mapping_system else {
             return;
         };
         let replicate = pg.delivery == Delivery::Replicate;
-        if replicate && !self.members().contains(&rloc) {
+        if replicate && !self.members(cx.site, cx.cfg).contains(&rloc) {
             return;
         }
         if replicate {
-            self.map_server
+            cx.map_server
                 .notify_due
                 .get_or_insert(now + super::engine::NOTIFY_COALESCE);
         }
         // Our registrations again too: a greeting that gave up while it was cut off is
         // otherwise repeated only at our next register round.
-        self.registrar.greeted.remove(&rloc);
-        self.greet(now, rloc);
+        self.greeted.remove(&rloc);
+        self.greet(now, rloc, cx);
     }
 
     /// Sends the chases that are due (housekeeping, every second).
-    pub(crate) fn chase_lost_members(&mut self, now: Duration) {
+    pub(crate) fn chase_lost_members(&mut self, now: Duration, cx: &mut Ctx<'_>) {
         let due: Vec<(IpAddr, Duration)> = self
-            .registrar
             .lost
             .iter()
             .filter(|(_, (_, next))| *next <= now)
@@ -430,7 +557,7 @@ impl Engine {
         for (peer, since) in due {
             let lost_for = now.saturating_sub(since);
             if lost_for >= CHASE_FOR {
-                self.registrar.lost.remove(&peer);
+                self.lost.remove(&peer);
                 continue;
             }
             let gap = if lost_for < CHASE_FAST_FOR {
@@ -438,47 +565,46 @@ impl Engine {
             } else {
                 CHASE_SLOW
             };
-            self.registrar.lost.insert(peer, (since, now + gap));
-            self.counters.lost_members_chased += 1;
-            self.send_own_registers_to(peer);
+            self.lost.insert(peer, (since, now + gap));
+            cx.counters.lost_members_chased += 1;
+            self.send_own_registers_to(peer, cx);
         }
     }
 
     /// Greetings not answered in time go again, up to [`GREETING_TRIES`] times.
-    pub(crate) fn retransmit_greetings(&mut self, now: Duration) {
-        let greetings = &self.registrar.greetings;
+    pub(crate) fn retransmit_greetings(&mut self, now: Duration, cx: &mut Ctx<'_>) {
+        let greetings = &self.greetings;
         let due: Vec<(IpAddr, Duration)> = self
-            .registrar
             .greeting_timers
             .due(now, |p, at| greetings.get(&p).is_some_and(|g| g.next == at))
             .into_iter()
-            .filter_map(|p| Some((p, self.registrar.greetings.get(&p)?.backoff)))
+            .filter_map(|p| Some((p, self.greetings.get(&p)?.backoff)))
             .collect();
         for (peer, backoff) in due {
             self.forget_greeting(&peer);
             if backoff < GREETING_RETRY * (1 << (GREETING_TRIES - 1)) {
-                self.send_greeting(now, peer, backoff * 2);
+                self.send_greeting(now, peer, backoff * 2, cx);
             }
         }
     }
 
     fn forget_greeting(&mut self, peer: &IpAddr) {
-        if let Some(g) = self.registrar.greetings.remove(peer) {
+        if let Some(g) = self.greetings.remove(peer) {
             for n in g.nonces {
-                self.registrar.greeting_nonces.remove(&n);
+                self.greeting_nonces.remove(&n);
             }
         }
     }
 
     /// A Map-Notify answered one register of a greeting.
     pub(crate) fn greeting_answered(&mut self, nonce: &Nonce) {
-        let Some(peer) = self.registrar.greeting_nonces.remove(nonce) else {
+        let Some(peer) = self.greeting_nonces.remove(nonce) else {
             return;
         };
-        if let Some(g) = self.registrar.greetings.get_mut(&peer) {
+        if let Some(g) = self.greetings.get_mut(&peer) {
             g.nonces.retain(|n| n != nonce);
             if g.nonces.is_empty() {
-                self.registrar.greetings.remove(&peer);
+                self.greetings.remove(&peer);
             }
         }
     }
@@ -489,21 +615,22 @@ impl Engine {
         now: Duration,
         records: Vec<EidRecord>,
         membership: bool,
+        cx: &mut Ctx<'_>,
     ) {
         if records.is_empty() {
             return;
         }
-        let system = self.cfg.mapping_system.clone();
+        let system = &cx.cfg.mapping_system.clone();
         match system {
             MappingSystem::Push(pg) => {
-                let regs = self.build_registers(&records, membership, false);
-                let members = self.members();
+                let regs = self.build_registers(&records, membership, false, cx);
+                let members = self.members(cx.site, cx.cfg);
                 match pg.delivery {
                     Delivery::Multicast { ttl } => {
                         for (_, r) in &regs {
-                            self.counters.map_registers_sent += 1;
-                            self.push(Transmit {
-                                src: self.rloc_for(pg.group),
+                            cx.counters.map_registers_sent += 1;
+                            cx.out.push(Transmit {
+                                src: super::probe::source_rloc(cx.cfg, pg.group),
                                 src_port: CONTROL_PORT,
                                 dst: SocketAddr::new(pg.group, CONTROL_PORT),
                                 ttl: Some(ttl),
@@ -514,7 +641,7 @@ impl Engine {
                     Delivery::Replicate => {
                         for m in &members {
                             for (_, r) in &regs {
-                                self.replicate(*m, pg.group, r);
+                                self.replicate(*m, pg.group, r, cx);
                             }
                         }
                     }
@@ -523,7 +650,7 @@ impl Engine {
                 // member, the sender included); after the copies, so that what a change
                 // triggers here (SMRs) leaves after the registrations.
                 for (_, r) in &regs {
-                    self.deliver_locally(now, r);
+                    self.deliver_locally(now, r, cx);
                 }
                 // Bootstrap: seeds we do not know as members yet get unicast registers,
                 // asking for a Map-Notify.
@@ -531,44 +658,43 @@ impl Engine {
                     .seeds
                     .iter()
                     .copied()
-                    .filter(|s| !self.is_own_rloc(*s) && !members.contains(s))
+                    .filter(|s| !super::probe::is_own_rloc(cx.cfg, *s) && !members.contains(s))
                     .collect();
                 if !seeds.is_empty() {
-                    let unicast = self.build_registers(&records, membership, true);
+                    let unicast = self.build_registers(&records, membership, true, cx);
                     // With head-end replication a seed must also have taken our membership:
                     // until then it neither greets us nor tells the others of us.
                     let replicate = pg.delivery == Delivery::Replicate;
                     let unacked = seeds.iter().any(|s| {
-                        !self.registrar.acked_seeds.contains(s)
-                            || (replicate && !self.registrar.acked_seed_memberships.contains(s))
+                        !self.acked_seeds.contains(s)
+                            || (replicate && !self.acked_seed_memberships.contains(s))
                     });
                     if !unacked {
-                        self.registrar.seed_backoff = Duration::from_secs(1);
+                        self.seed_backoff = Duration::from_secs(1);
                     } else if !membership {
                         // Until a seed answers with a Map-Notify, try again soon.
-                        let retry = now + self.registrar.seed_backoff;
+                        let retry = now + self.seed_backoff;
                         // The join repeats are rounds of their own: they do not spend the
                         // backoff.
-                        if usize::from(self.registrar.join_rounds) >= JOIN_REPEATS.len() {
-                            self.registrar.seed_backoff = (self.registrar.seed_backoff * 2)
-                                .min(self.cfg.timers.register_interval);
+                        if usize::from(self.join_rounds) >= JOIN_REPEATS.len() {
+                            self.seed_backoff =
+                                (self.seed_backoff * 2).min(cx.cfg.timers.register_interval);
                         }
-                        self.registrar.register_due = self.registrar.register_due.min(retry);
+                        self.register_due = self.register_due.min(retry);
                     }
                     // Answers that never come (a seed refusing our name) are forgotten
                     // in bulk: the table stays bounded.
-                    if self.registrar.seed_nonces.len() >= MAX_SEED_NONCES {
-                        self.registrar.seed_nonces.clear();
+                    if self.seed_nonces.len() >= MAX_SEED_NONCES {
+                        self.seed_nonces.clear();
                     }
                     for s in seeds {
                         for (nonce, r) in &unicast {
-                            self.registrar
-                                .seed_nonces
+                            self.seed_nonces
                                 .entry(*nonce)
                                 .or_insert_with(|| (Vec::new(), membership))
                                 .0
                                 .push(s);
-                            self.send_unicast_register(s, r.clone());
+                            unicast_register(cx.cfg, cx.counters, cx.out, s, r.clone());
                         }
                     }
                 }
@@ -585,22 +711,17 @@ impl Engine {
                         .push(r);
                 }
                 for (index, recs) in by_set {
-                    let servers = self
-                        .itr
-                        .pull_servers
-                        .get(&index)
-                        .cloned()
-                        .unwrap_or_default();
-                    let regs = self.build_registers(&recs, false, true);
+                    let servers = cx.pull_servers.get(&index).cloned().unwrap_or_default();
+                    let regs = self.build_registers(&recs, false, true, cx);
                     for s in servers {
-                        if self.is_own_rloc(s) {
+                        if super::probe::is_own_rloc(cx.cfg, s) {
                             for (_, r) in &regs {
-                                self.deliver_locally(now, r);
+                                self.deliver_locally(now, r, cx);
                             }
                             continue;
                         }
                         for (_, r) in &regs {
-                            self.send_unicast_register(s, r.clone());
+                            unicast_register(cx.cfg, cx.counters, cx.out, s, r.clone());
                         }
                     }
                 }
@@ -609,44 +730,51 @@ impl Engine {
     }
 
     /// One Map-Register straight to `dst`:4342.
-    pub(crate) fn send_unicast_register(&mut self, dst: IpAddr, payload: Vec<u8>) {
-        self.counters.map_registers_sent += 1;
-        self.push(Transmit {
-            src: self.rloc_for(dst),
-            src_port: CONTROL_PORT,
-            dst: SocketAddr::new(dst, CONTROL_PORT),
-            ttl: None,
-            payload,
-        });
-    }
-
-    fn deliver_locally(&mut self, now: Duration, bytes: &[u8]) {
-        if let Ok(ControlMessage::MapRegister(reg)) = ControlMessage::parse(bytes) {
-            let me = self
-                .cfg
-                .rlocs
-                .first()
-                .map_or(IpAddr::from([127, 0, 0, 1]), |r| r.address);
-            self.process_register(
-                now,
-                SocketAddr::new(me, CONTROL_PORT),
-                bytes,
-                &reg,
-                super::engine::Arrival::Local,
-            );
+    fn deliver_locally(&mut self, now: Duration, bytes: &[u8], cx: &mut Ctx<'_>) {
+        let Ok(ControlMessage::MapRegister(reg)) = ControlMessage::parse(bytes) else {
+            return;
+        };
+        let me = cx
+            .cfg
+            .rlocs
+            .first()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |r| r.address);
+        let mut ms = super::map_server::Ctx {
+            cfg: cx.cfg,
+            site: &mut *cx.site,
+            allowed: cx.allowed,
+            counters: &mut *cx.counters,
+            rng: &mut *cx.rng,
+            out: &mut *cx.out,
+        };
+        let Some(done) = cx.map_server.register(
+            now,
+            SocketAddr::new(me, CONTROL_PORT),
+            bytes,
+            &reg,
+            super::engine::Arrival::Local,
+            &mut ms,
+        ) else {
+            return;
+        };
+        // What changed is passed on by the engine (SMRs, its own map-cache) once the
+        // registrar is done; greetings are the registrar's own.
+        cx.changed.extend(done.changed);
+        for p in done.greet {
+            self.greet(now, p, cx);
         }
     }
 
     /// One head-end-replicated copy: LISP data header with Instance-ID 0xFFFFFF (never
     /// encrypted), inner IP from our RLOC to the group, inner UDP to 4342, the register.
-    fn replicate(&mut self, member: IpAddr, group: IpAddr, register: &[u8]) {
-        let Some(src) = self.rloc_for(member) else {
+    fn replicate(&mut self, member: IpAddr, group: IpAddr, register: &[u8], cx: &mut Ctx<'_>) {
+        let Some(src) = super::probe::source_rloc(cx.cfg, member) else {
             return;
         };
         if src.is_ipv4() != group.is_ipv4() {
             return;
         }
-        let nonce: u32 = rand::RngExt::random::<u32>(&mut self.rng) & 0x00ff_ffff;
+        let nonce: u32 = rand::RngExt::random::<u32>(&mut *cx.rng) & 0x00ff_ffff;
         let mut pkt = vec![0u8; DataHeader::LEN];
         let hdr = DataHeader::with_instance(CONTROL_INSTANCE_ID, nonce, 0);
         if hdr.emit(&mut pkt).is_err() {
@@ -658,9 +786,9 @@ impl Engine {
         if inner.emit(register, &mut pkt).is_err() {
             return;
         }
-        self.counters.replicated_copies_sent += 1;
-        self.counters.map_registers_sent += 1;
-        self.push(Transmit {
+        cx.counters.replicated_copies_sent += 1;
+        cx.counters.map_registers_sent += 1;
+        cx.out.push(Transmit {
             src: Some(src),
             src_port: DATA_PORT,
             dst: SocketAddr::new(member, DATA_PORT),
@@ -668,9 +796,7 @@ impl Engine {
             payload: pkt,
         });
     }
-}
 
-impl Engine {
     /// A Map-Notify to us: the answer to one of our Map-Registers, or an unsolicited one
     /// carrying the peer group's membership, which we learn and acknowledge.
     pub(crate) fn process_notify(
@@ -679,23 +805,20 @@ impl Engine {
         src: SocketAddr,
         bytes: &[u8],
         n: &MapNotify,
+        cx: &mut Ctx<'_>,
     ) {
-        self.counters.map_notifies_received += 1;
-        if self.map_server_notify(now, bytes, n) {
-            return;
-        }
-        if self.cfg.site.keys.verify(bytes).is_err() {
-            self.counters.map_notify_rejected_auth += 1;
+        if cx.cfg.site.keys.verify(bytes).is_err() {
+            cx.counters.map_notify_rejected_auth += 1;
             return;
         }
         // An answer to one of our registers (periodic, to a seed, or a greeting) echoes our
         // records; only an unsolicited Notify is the teller's view of the membership, and
         // only that one is acknowledged.
-        let solicited = self.registrar.sent_register_nonces.contains(&n.nonce)
-            || self.registrar.seed_nonces.contains_key(&n.nonce)
-            || self.registrar.greeting_nonces.contains_key(&n.nonce);
+        let solicited = self.sent_register_nonces.contains(&n.nonce)
+            || self.seed_nonces.contains_key(&n.nonce)
+            || self.greeting_nonces.contains_key(&n.nonce);
         let mut learned = Vec::new();
-        if let Some(g) = self.group_key() {
+        if let Some(g) = group_key(cx.cfg) {
             let teller = src.ip();
             let mut told = solicited;
             for rec in &n.records {
@@ -705,9 +828,7 @@ impl Engine {
                 if !told {
                     // The membership as this member holds it now replaces what it told us.
                     told = true;
-                    self.registrar
-                        .learned_members
-                        .retain(|_, (_, from)| *from != teller);
+                    self.learned_members.retain(|_, (_, from)| *from != teller);
                 }
                 let expires = now + Duration::from_secs(u64::from(rec.ttl.max(1)) * 60);
                 for l in &rec.rlocs {
@@ -716,9 +837,9 @@ impl Engine {
                         .flatten()
                     {
                         if let Some(a) = e.address.ip()
-                            && !self.is_own_rloc(a)
+                            && !super::probe::is_own_rloc(cx.cfg, a)
                         {
-                            self.registrar.learned_members.insert(a, (expires, teller));
+                            self.learned_members.insert(a, (expires, teller));
                             learned.push(a);
                         }
                     }
@@ -726,10 +847,10 @@ impl Engine {
             }
         }
         for a in learned {
-            self.greet(now, a);
+            self.greet(now, a, cx);
         }
         self.greeting_answered(&n.nonce);
-        if let Some((seeds, membership)) = self.registrar.seed_nonces.remove(&n.nonce) {
+        if let Some((seeds, membership)) = self.seed_nonces.remove(&n.nonce) {
             // OOR may answer from another of its addresses: then the ack counts for every
             // seed that register went to.
             let acked = if seeds.contains(&src.ip()) {
@@ -738,20 +859,20 @@ impl Engine {
                 seeds
             };
             if membership {
-                self.registrar.acked_seed_memberships.extend(acked);
+                self.acked_seed_memberships.extend(acked);
             } else {
-                self.registrar.acked_seeds.extend(acked);
+                self.acked_seeds.extend(acked);
             }
         }
         if !solicited {
-            self.send_notify_ack(src, n);
+            self.send_notify_ack(src, n, cx);
         }
     }
 
     /// Map-Notify-Ack: the real record count and the records copied (lispers.net's MS needs
     /// at least one record; PROTOCOL.md §3.7).
-    fn send_notify_ack(&mut self, dst: SocketAddr, n: &MapNotify) {
-        let Some((key, alg)) = self.cfg.site.own_key.clone() else {
+    fn send_notify_ack(&mut self, dst: SocketAddr, n: &MapNotify, cx: &mut Ctx<'_>) {
+        let Some((key, alg)) = cx.cfg.site.own_key.clone() else {
             return;
         };
         let ack = MapNotify {
@@ -766,14 +887,144 @@ impl Engine {
             &crate::wire::ControlMessage::MapNotifyAck(ack),
             Some(&key.secret),
         ) {
-            self.counters.map_notify_acks_sent += 1;
-            self.push(Transmit {
-                src: self.rloc_for(dst.ip()),
+            cx.counters.map_notify_acks_sent += 1;
+            cx.out.push(Transmit {
+                src: super::probe::source_rloc(cx.cfg, dst.ip()),
                 src_port: CONTROL_PORT,
                 dst,
                 ttl: None,
                 payload: bytes,
             });
         }
+    }
+}
+
+macro_rules! registrar_ctx {
+    ($e:expr, $changed:expr) => {
+        (
+            &mut $e.registrar,
+            super::registrar::Ctx {
+                cfg: &$e.cfg,
+                site: &mut $e.site,
+                allowed: &$e.allowed,
+                map_server: &mut $e.map_server,
+                pull_servers: &$e.itr.pull_servers,
+                counters: &mut $e.counters,
+                rng: &mut $e.rng,
+                out: &mut $e.out,
+                changed: $changed,
+            },
+        )
+    };
+}
+
+impl Engine {
+    /// Runs `f` on the registrar with its context, then passes on what our own registers
+    /// delivered locally changed (SMRs, our map-cache).
+    fn with_registrar<R>(
+        &mut self,
+        now: Duration,
+        f: impl FnOnce(&mut Registrar, &mut Ctx<'_>) -> R,
+    ) -> R {
+        let mut changed = Vec::new();
+        let r = {
+            let (reg, mut cx) = registrar_ctx!(self, &mut changed);
+            f(reg, &mut cx)
+        };
+        for k in &changed {
+            self.mapping_changed(now, k);
+        }
+        r
+    }
+
+    /// The RLOC-records of our own mappings ([`own_rlocs`]).
+    pub(crate) fn own_rlocs(&self) -> Vec<RlocRecord> {
+        own_rlocs(&self.cfg)
+    }
+
+    /// Every database mapping and the node name ([`own_records`]).
+    pub(crate) fn own_records(&self) -> Vec<EidRecord> {
+        own_records(&self.cfg)
+    }
+
+    /// The members to replicate to ([`Registrar::members`]).
+    pub fn members(&self) -> Vec<IpAddr> {
+        self.registrar.members(&self.site, &self.cfg)
+    }
+
+    /// One round of registrations ([`Registrar::send_registrations`]), and to the
+    /// configured Map-Servers.
+    pub(crate) fn send_registrations(&mut self, now: Duration) {
+        self.with_registrar(now, |r, cx| r.send_registrations(now, cx));
+        let records = self.own_records();
+        self.register_with_map_servers(now, &records, true);
+    }
+
+    /// Leaves the peer group and the configured Map-Servers: every registration of ours
+    /// again with Record TTL 0 ([`Registrar::leave`]).
+    pub fn leave(&mut self, now: Duration) {
+        let mut records = self.own_records();
+        records.iter_mut().for_each(|r| r.ttl = 0);
+        self.register_with_map_servers(now, &records, false);
+        self.with_registrar(now, |r, cx| r.leave(now, cx));
+    }
+
+    /// Our registrations to one peer ([`Registrar::greet`]).
+    pub(crate) fn greet(&mut self, now: Duration, peer: IpAddr) {
+        self.with_registrar(now, |r, cx| r.greet(now, peer, cx));
+    }
+
+    /// A member's registrations expired ([`Registrar::lose_member`]).
+    pub(crate) fn lose_member(&mut self, now: Duration, peer: IpAddr) {
+        self.with_registrar(now, |r, cx| r.lose_member(now, peer, cx));
+    }
+
+    /// A member's RLOC answers again ([`Registrar::member_back`]).
+    pub(crate) fn member_back(&mut self, now: Duration, rloc: IpAddr) {
+        self.with_registrar(now, |r, cx| r.member_back(now, rloc, cx));
+    }
+
+    /// The registrar's timers: greetings to send again, lost members to chase.
+    pub(crate) fn registrar_timers(&mut self, now: Duration, housekeeping: bool) {
+        self.with_registrar(now, |r, cx| {
+            r.retransmit_greetings(now, cx);
+            if housekeeping {
+                r.learned_members.retain(|_, (t, _)| *t > now);
+                r.chase_lost_members(now, cx);
+            }
+        });
+    }
+
+    /// `records` everywhere our registrations go ([`Registrar::send_register_set`]).
+    pub(crate) fn send_register_set(
+        &mut self,
+        now: Duration,
+        records: Vec<EidRecord>,
+        membership: bool,
+    ) {
+        self.with_registrar(now, |r, cx| {
+            r.send_register_set(now, records, membership, cx)
+        });
+    }
+
+    /// One Map-Register straight to `dst`:4342.
+    pub(crate) fn send_unicast_register(&mut self, dst: IpAddr, payload: Vec<u8>) {
+        unicast_register(&self.cfg, &mut self.counters, &mut self.out, dst, payload);
+    }
+
+    /// A Map-Notify to us: an answer from a configured Map-Server, else the registrar's
+    /// ([`Registrar::process_notify`]).
+    pub(crate) fn process_notify(
+        &mut self,
+        now: Duration,
+        src: SocketAddr,
+        bytes: &[u8],
+        n: &MapNotify,
+    ) {
+        self.counters.map_notifies_received += 1;
+        if self.map_server_notify(now, bytes, n) {
+            return;
+        }
+        self.with_registrar(now, |r, cx| r.process_notify(now, src, bytes, n, cx));
     }
 }
