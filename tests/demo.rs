@@ -108,7 +108,16 @@ fn an_interrupted_demo_removes_what_it_made() {
         .status();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{seen:#?}");
-    let rest: Vec<String> = rx.try_iter().collect();
+    // The reader thread may still be passing on the last lines when the script has exited:
+    // wait for it to reach the end of the output (or give up after 10 s).
+    let mut rest: Vec<String> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => rest.push(l),
+            Err(_) => break,
+        }
+    }
     assert!(
         rest.iter().any(|l| l.contains("removed the namespaces")),
         "{rest:#?}"
