@@ -293,48 +293,20 @@ fn count_replies(sock: &UdpSocket, stop: &AtomicBool, replies: &AtomicU64, any: 
             std::mem::size_of::<libc::c_int>() as u32,
         )
     };
-    let mut bufs = vec![[0u8; 512]; BATCH];
-    let mut iov: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            // SAFETY: an all-zero mmsghdr is valid; the iovec outlives every call.
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
+    let mut reader = lisp_decent::node::udp_io::BatchReader::new(BATCH);
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: msgs holds BATCH valid headers pointing at live buffers.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                msgs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n <= 0 {
-            std::thread::sleep(Duration::from_micros(200));
-            continue;
+        let mut ok = 0;
+        match reader.read(fd, |_, d| {
+            if any || d.first().is_some_and(|b| b >> 4 == msg_type::MAP_REPLY) {
+                ok += 1;
+            }
+        }) {
+            Ok(_) => {}
+            Err(_) => {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
         }
-        let ok = msgs[..n as usize]
-            .iter()
-            .zip(&iov)
-            .filter(|(_, v)| {
-                // SAFETY: each iovec points at one of `bufs`, alive and not borrowed elsewhere.
-                let first = unsafe { *(v.iov_base as *const u8) };
-                any || first >> 4 == msg_type::MAP_REPLY
-            })
-            .count();
         replies.fetch_add(ok as u64, Ordering::Relaxed);
     }
 }

@@ -349,10 +349,6 @@ impl Engine {
         }
     }
 
-    pub(crate) fn push(&mut self, t: Transmit) {
-        self.out.push(t);
-    }
-
     /// Our RLOC of the same family as `peer`.
     pub(crate) fn rloc_for(&self, peer: IpAddr) -> Option<IpAddr> {
         self.source_rloc(peer)

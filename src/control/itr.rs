@@ -20,7 +20,7 @@ use crate::wire::{
 
 use super::config::{EngineConfig, MappingSystem};
 use super::counters::Counters;
-use super::engine::{Engine, Transmit};
+use super::engine::Engine;
 use super::probe::ProbeState;
 
 /// TTL of the inner IP header of an Encapsulated Control Message we send.
@@ -213,13 +213,8 @@ impl ItrCache {
         self.pending_requests
             .insert(nonce, PendingRequest { eid: p, sent: now });
         cx.counters.map_requests_sent += 1;
-        cx.out.push(Transmit {
-            src: Some(own),
-            src_port: CONTROL_PORT,
-            dst: SocketAddr::new(server, CONTROL_PORT),
-            ttl: None,
-            payload,
-        });
+        cx.out
+            .control(Some(own), SocketAddr::new(server, CONTROL_PORT), payload);
         true
     }
 

@@ -16,7 +16,7 @@ use crate::wire::{
 };
 
 use super::counters::Counters;
-use super::engine::{Engine, Transmit};
+use super::engine::Engine;
 use super::map_server::proxy_rlocs;
 
 /// Source prefixes with a Map-Request rate-limit bucket of their own.
@@ -223,13 +223,7 @@ impl MapResolver {
         if negative {
             cx.counters.negative_replies_sent += 1;
         }
-        cx.out.push(Transmit {
-            src: to.src,
-            src_port: CONTROL_PORT,
-            dst: to.dst,
-            ttl: None,
-            payload,
-        });
+        cx.out.control(to.src, to.dst, payload);
     }
 
     /// Remembers that `itr` had a reply for `p` (it gets an SMR when `p` changes), within
@@ -297,13 +291,8 @@ impl MapResolver {
             };
             self.smr_sent.insert((itr, *p), now);
             cx.counters.smrs_sent += 1;
-            cx.out.push(Transmit {
-                src: Some(own),
-                src_port: CONTROL_PORT,
-                dst: SocketAddr::new(itr, CONTROL_PORT),
-                ttl: None,
-                payload,
-            });
+            cx.out
+                .control(Some(own), SocketAddr::new(itr, CONTROL_PORT), payload);
         }
     }
 
@@ -523,13 +512,7 @@ impl Engine {
             self.sign_key_exchange(&mut payload);
         }
         self.counters.probes_answered += 1;
-        self.push(Transmit {
-            src: probed,
-            src_port: CONTROL_PORT,
-            dst,
-            ttl: None,
-            payload,
-        });
+        self.out.control(probed, dst, payload);
     }
 
     /// Withdraws one of our prefixes: registers it with TTL 0 wherever we registered it.

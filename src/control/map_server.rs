@@ -16,7 +16,7 @@ use crate::wire::{
 
 use super::config::{EngineConfig, MappingSystem};
 use super::counters::Counters;
-use super::engine::{Arrival, Engine, NOTIFY_COALESCE, NOTIFY_REPEAT, NOTIFY_RETRY, Transmit};
+use super::engine::{Arrival, Engine, NOTIFY_COALESCE, NOTIFY_REPEAT, NOTIFY_RETRY};
 use super::outbox::Outbox;
 
 /// The xTR-ID of a registrant that sends none (OOR): its source address, IPv4-mapped.
@@ -300,13 +300,8 @@ impl MapServer {
             };
             let dst = SocketAddr::new(m, CONTROL_PORT);
             cx.counters.map_notifies_sent += 1;
-            cx.out.push(Transmit {
-                src: super::probe::source_rloc(cx.cfg, m),
-                src_port: CONTROL_PORT,
-                dst,
-                ttl: None,
-                payload: bytes.clone(),
-            });
+            cx.out
+                .control(super::probe::source_rloc(cx.cfg, m), dst, bytes.clone());
             if self.pending_notifies.len() >= MAX_PENDING_NOTIFIES {
                 cx.counters.notifies_not_tracked += 1;
                 continue;
@@ -343,13 +338,7 @@ impl MapServer {
             p.next = now + NOTIFY_RETRY;
             self.notify_timers.schedule(nonce, p.next);
             cx.counters.map_notifies_sent += 1;
-            cx.out.push(Transmit {
-                src: None,
-                src_port: CONTROL_PORT,
-                dst: p.dst,
-                ttl: None,
-                payload: p.payload.clone(),
-            });
+            cx.out.control(None, p.dst, p.payload.clone());
         }
     }
 
@@ -427,13 +416,8 @@ fn send_register_notify(
         key.map(|k| &k.secret[..]),
     ) {
         cx.counters.map_notifies_sent += 1;
-        cx.out.push(Transmit {
-            src: super::probe::source_rloc(cx.cfg, dst.ip()),
-            src_port: CONTROL_PORT,
-            dst,
-            ttl: None,
-            payload: bytes,
-        });
+        cx.out
+            .control(super::probe::source_rloc(cx.cfg, dst.ip()), dst, bytes);
     }
 }
 

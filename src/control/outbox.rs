@@ -29,4 +29,16 @@ impl Outbox {
     pub fn push(&mut self, t: Transmit) {
         self.transmits.push_back(t);
     }
+
+    /// A control message from our port 4342 (from our address `src`, or one the node
+    /// chooses) to `dst`, with the default TTL.
+    pub fn control(&mut self, src: Option<IpAddr>, dst: SocketAddr, payload: Vec<u8>) {
+        self.push(Transmit {
+            src,
+            src_port: crate::wire::CONTROL_PORT,
+            dst,
+            ttl: None,
+            payload,
+        });
+    }
 }

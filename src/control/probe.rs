@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 
 use super::config::{CryptoProfile, EngineConfig};
 use super::counters::Counters;
-use super::outbox::{Outbox, Transmit};
+use super::outbox::Outbox;
 use super::timers::TimerTable;
 use crate::crypto::kx_auth::KxKey;
 use crate::crypto::lisp_crypto::{CipherSuite, KeyPair};
@@ -538,13 +538,8 @@ impl Prober {
                 sign_key_exchange(cx.kx_key, &mut payload);
             }
             cx.counters.probes_sent += 1;
-            cx.out.push(Transmit {
-                src: Some(own),
-                src_port: CONTROL_PORT,
-                dst: SocketAddr::new(rloc, CONTROL_PORT),
-                ttl: None,
-                payload,
-            });
+            cx.out
+                .control(Some(own), SocketAddr::new(rloc, CONTROL_PORT), payload);
         }
     }
 

@@ -154,13 +154,11 @@ pub(crate) fn unicast_register(
     payload: Vec<u8>,
 ) {
     counters.map_registers_sent += 1;
-    out.push(Transmit {
-        src: super::probe::source_rloc(cfg, dst),
-        src_port: CONTROL_PORT,
-        dst: SocketAddr::new(dst, CONTROL_PORT),
-        ttl: None,
+    out.control(
+        super::probe::source_rloc(cfg, dst),
+        SocketAddr::new(dst, CONTROL_PORT),
         payload,
-    });
+    );
 }
 
 /// The peer group's `(0/0, G)` key, in push mode.
@@ -888,13 +886,8 @@ impl Registrar {
             Some(&key.secret),
         ) {
             cx.counters.map_notify_acks_sent += 1;
-            cx.out.push(Transmit {
-                src: super::probe::source_rloc(cx.cfg, dst.ip()),
-                src_port: CONTROL_PORT,
-                dst,
-                ttl: None,
-                payload: bytes,
-            });
+            cx.out
+                .control(super::probe::source_rloc(cx.cfg, dst.ip()), dst, bytes);
         }
     }
 }
