@@ -337,26 +337,33 @@ impl SendKey {
     ) -> Result<(), CryptoError> {
         let seq = self.counter.take()?;
         header.key_id = self.key_id;
-        let mut h = [0u8; DataHeader::LEN];
-        header.emit(&mut h).map_err(|_| CryptoError::BadLength)?;
         let start = out.len();
-        out.extend_from_slice(&h);
         match &self.cipher {
             Cipher::Aead(key) => {
-                if self.suite == CipherSuite::Aes128Gcm {
-                    out.extend_from_slice(&[0; 4]);
-                }
-                out.extend_from_slice(&seq.to_be_bytes());
-                let body = out.len();
+                // LISP header and IV (AES-GCM: 12 bytes, the counter in the last 8;
+                // ChaCha20-Poly1305: the 8-byte counter) written at once, one reservation
+                // for the whole datagram.
+                let iv_len = self.suite.iv_len();
+                let mut head = [0u8; DataHeader::LEN + 12];
+                header
+                    .emit(&mut head[..DataHeader::LEN])
+                    .map_err(|_| CryptoError::BadLength)?;
+                let iv_end = DataHeader::LEN + iv_len;
+                head[iv_end - 8..iv_end].copy_from_slice(&seq.to_be_bytes());
+                out.reserve(iv_end + plaintext.len() + TAG_LEN);
+                out.extend_from_slice(&head[..iv_end]);
                 out.extend_from_slice(plaintext);
-                let n = nonce(self.suite, &out[start + DataHeader::LEN..body]);
-                let (head, data) = out.split_at_mut(body);
+                let n = nonce(self.suite, &head[DataHeader::LEN..iv_end]);
+                let (aad, data) = out[start..].split_at_mut(iv_end);
                 let tag = key
-                    .seal_in_place_separate_tag(n, Aad::from(&head[start..]), data)
+                    .seal_in_place_separate_tag(n, Aad::from(&aad[..]), data)
                     .map_err(|_| CryptoError::Icv)?;
                 out.extend_from_slice(tag.as_ref());
             }
             Cipher::Lispers(key) => {
+                let mut h = [0u8; DataHeader::LEN];
+                header.emit(&mut h).map_err(|_| CryptoError::BadLength)?;
+                out.extend_from_slice(&h);
                 let iv = seq.to_le_bytes();
                 out.extend_from_slice(&iv);
                 let body = out.len();
