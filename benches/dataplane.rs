@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -48,16 +48,28 @@ fn cache() -> MapCache {
     c
 }
 
-fn crypto(c: &mut Criterion) {
-    let inner = packet();
-    let now = Duration::from_secs(1);
-    let mut g = c.benchmark_group("lisp-crypto 1400 B");
-    g.throughput(Throughput::Bytes(inner.len() as u64));
-    for suite in [
-        CipherSuite::Aes128Gcm,
-        CipherSuite::ChaCha20Poly1305,
-        CipherSuite::LispersCs6,
-    ] {
+/// One suite through the real `Xtr`: an ITR and an ETR sharing a key, each call one packet.
+struct Ours {
+    now: Duration,
+    inner: Vec<u8>,
+    cache: MapCache,
+    suite: CipherSuite,
+    key: [u8; 32],
+    itr: Xtr,
+    out: Vec<u8>,
+    n: u32,
+    /// Genuine datagrams, opened in order (a fresh ETR per pass, as each counter opens once
+    /// per replay window), each copied in first (decapsulation works in place).
+    sealed: Vec<Vec<u8>>,
+    rx: Xtr,
+    buf: Vec<u8>,
+    i: usize,
+}
+
+impl Ours {
+    fn new(suite: CipherSuite) -> Ours {
+        let now = Duration::from_secs(1);
+        let inner = packet();
         let (a, b) = (KeyPair::generate(), KeyPair::generate());
         let key = a.key_material(suite, &b.public(), &[1; 8]).expect("x25519");
         let cache = cache();
@@ -71,21 +83,6 @@ fn crypto(c: &mut Criterion) {
                 key,
             },
         );
-        let mut out = Vec::with_capacity(65536);
-        let mut n = 0u32;
-        g.bench_function(format!("encap+seal {suite:?}"), |bn| {
-            bn.iter(|| {
-                let r = itr.encapsulate(now, 0, black_box(&inner), &cache);
-                assert_eq!(r, Encapsulated::Staged);
-                n += 1;
-                if n.is_multiple_of(32) {
-                    while itr.poll_transmit(&mut out).is_some() {}
-                }
-            })
-        });
-        while itr.poll_transmit(&mut out).is_some() {}
-        // Open genuine datagrams in order, copying each in (decapsulation works in place);
-        // a fresh ETR per pass, as each counter opens once per replay window.
         let sealed: Vec<Vec<u8>> = (0..4096)
             .map(|_| {
                 itr.encapsulate(now, 0, &inner, &cache);
@@ -94,110 +91,222 @@ fn crypto(c: &mut Criterion) {
                 o
             })
             .collect();
-        let etr = || {
-            let mut x = xtr(ETR, "10.3.0.0/16", Some(suite));
-            x.handle_key_event(
-                now,
-                KeyEvent::Recv {
-                    itr: IpAddr::from(ITR),
-                    suite,
-                    key_id: 1,
-                    key,
-                },
-            );
-            x
-        };
-        let mut rx = etr();
+        let rx = etr(now, suite, key);
+        Ours {
+            now,
+            inner,
+            cache,
+            suite,
+            key,
+            itr,
+            out: Vec::with_capacity(65536),
+            n: 0,
+            sealed,
+            rx,
+            buf: Vec::with_capacity(1500),
+            i: 0,
+        }
+    }
+
+    /// `Xtr::encapsulate` of one packet into the GSO batch, drained every 32 packets as a
+    /// TUN read would.
+    fn encap(&mut self) {
+        let r = self
+            .itr
+            .encapsulate(self.now, 0, black_box(&self.inner), &self.cache);
+        assert_eq!(r, Encapsulated::Staged);
+        self.n += 1;
+        if self.n.is_multiple_of(32) {
+            while self.itr.poll_transmit(&mut self.out).is_some() {}
+        }
+    }
+
+    /// `Xtr::decapsulate` of the next sealed datagram.
+    fn decap(&mut self) {
+        let k = self.i % self.sealed.len();
+        self.i += 1;
+        if k == 0 {
+            self.rx = etr(self.now, self.suite, self.key);
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(&self.sealed[k]);
         let from = SocketAddr::new(IpAddr::from(ITR), 61000);
-        let mut buf = Vec::with_capacity(1500);
-        let mut i = 0usize;
-        g.bench_function(format!("open+decap {suite:?}"), |bn| {
-            bn.iter(|| {
-                let k = i % sealed.len();
-                i += 1;
-                if k == 0 {
-                    rx = etr();
-                }
-                buf.clear();
-                buf.extend_from_slice(&sealed[k]);
-                let delivered = matches!(
-                    rx.decapsulate(now, from, &mut buf),
-                    Decapsulated::Deliver { .. }
-                );
-                assert!(
-                    delivered,
-                    "every benchmarked packet must open and be delivered"
-                );
-                black_box(delivered)
+        let delivered = matches!(
+            self.rx.decapsulate(self.now, from, &mut self.buf),
+            Decapsulated::Deliver { .. }
+        );
+        assert!(
+            delivered,
+            "every benchmarked packet must open and be delivered"
+        );
+        black_box(delivered);
+    }
+}
+
+fn etr(now: Duration, suite: CipherSuite, key: [u8; 32]) -> Xtr {
+    let mut x = xtr(ETR, "10.3.0.0/16", Some(suite));
+    x.handle_key_event(
+        now,
+        KeyEvent::Recv {
+            itr: IpAddr::from(ITR),
+            suite,
+            key_id: 1,
+            key,
+        },
+    );
+    x
+}
+
+/// ring's AEAD alone on the same key, the same 1400 bytes and the same header as AAD: seal
+/// in place, and open a copy of one of 4096 sealed packets (the copy is made in our open
+/// too), so the two differ only by what lisp-crypto adds.
+struct Raw {
+    key: ring::aead::LessSafeKey,
+    aad: Vec<u8>,
+    data: Vec<u8>,
+    n: u64,
+    sealed: Vec<Vec<u8>>,
+    buf: Vec<u8>,
+    i: usize,
+}
+
+fn raw_nonce(n: u64) -> ring::aead::Nonce {
+    let mut b = [0u8; 12];
+    b[4..].copy_from_slice(&n.to_be_bytes());
+    ring::aead::Nonce::assume_unique_for_key(b)
+}
+
+impl Raw {
+    fn new(suite: CipherSuite, key: &[u8; 32], inner: &[u8]) -> Raw {
+        use ring::aead::{AES_128_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, UnboundKey};
+        let (alg, key, aad_len) = match suite {
+            CipherSuite::Aes128Gcm => (&AES_128_GCM, &key[..16], 8 + 12),
+            _ => (&CHACHA20_POLY1305, &key[..], 8 + 8),
+        };
+        let k = LessSafeKey::new(UnboundKey::new(alg, key).expect("key length"));
+        let aad = vec![0u8; aad_len];
+        // As many distinct sealed packets as our open cycles through, so that both read the
+        // same amount of memory.
+        let sealed: Vec<Vec<u8>> = (0..4096u64)
+            .map(|n| {
+                let mut p = inner.to_vec();
+                let tag = k
+                    .seal_in_place_separate_tag(raw_nonce(n), Aad::from(&aad[..]), &mut p)
+                    .expect("seal");
+                p.extend_from_slice(tag.as_ref());
+                p
             })
+            .collect();
+        Raw {
+            key: k,
+            aad,
+            data: inner.to_vec(),
+            n: 0,
+            sealed,
+            buf: Vec::with_capacity(1500),
+            i: 0,
+        }
+    }
+
+    fn seal(&mut self) {
+        self.n += 1;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                raw_nonce(self.n),
+                ring::aead::Aad::from(&self.aad[..]),
+                black_box(&mut self.data),
+            )
+            .expect("seal");
+        let _ = black_box(tag);
+    }
+
+    fn open(&mut self) {
+        let j = self.i % self.sealed.len();
+        self.i += 1;
+        self.buf.clear();
+        self.buf.extend_from_slice(&self.sealed[j]);
+        let ok = self
+            .key
+            .open_in_place(
+                raw_nonce(j as u64),
+                ring::aead::Aad::from(&self.aad[..]),
+                &mut self.buf,
+            )
+            .is_ok();
+        assert!(ok, "every benchmarked packet must open");
+        black_box(ok);
+    }
+}
+
+fn crypto(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lisp-crypto 1400 B");
+    g.throughput(Throughput::Bytes(packet().len() as u64));
+    for suite in [
+        CipherSuite::Aes128Gcm,
+        CipherSuite::ChaCha20Poly1305,
+        CipherSuite::LispersCs6,
+    ] {
+        let mut ours = Ours::new(suite);
+        g.bench_function(format!("encap+seal {suite:?}"), |bn| {
+            bn.iter(|| ours.encap())
+        });
+        g.bench_function(format!("open+decap {suite:?}"), |bn| {
+            bn.iter(|| ours.decap())
         });
         if suite != CipherSuite::LispersCs6 {
-            raw_ring(&mut g, suite, &key, &inner);
+            let mut raw = Raw::new(suite, &ours.key, &ours.inner);
+            g.bench_function(format!("ring raw seal {suite:?}"), |bn| {
+                bn.iter(|| raw.seal())
+            });
+            g.bench_function(format!("ring raw open {suite:?}"), |bn| {
+                bn.iter(|| raw.open())
+            });
         }
     }
     g.finish();
 }
 
-/// ring's AEAD alone on the same key, the same 1400 bytes and the same 8-byte header as AAD:
-/// seal in place, and open a copy of one of 4096 sealed packets (the copy is made in the
-/// lisp-crypto open benchmark too), so the two differ only by what lisp-crypto adds.
-fn raw_ring(
-    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    suite: CipherSuite,
-    key: &[u8; 32],
-    inner: &[u8],
-) {
-    use ring::aead::{AES_128_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
-    let (alg, key, aad_len) = match suite {
-        CipherSuite::Aes128Gcm => (&AES_128_GCM, &key[..16], 8 + 12),
-        _ => (&CHACHA20_POLY1305, &key[..], 8 + 8),
+/// Ours against ring's raw AEAD measured in turns (`--interleaved ROUNDS`): each round times
+/// 4,096 packets of ours, then 4,096 of ring's, a few milliseconds each, so the machine's
+/// drift between minutes falls on both sides of every ratio alike. Prints, per suite and
+/// step, the ratio's min / median / max over the rounds.
+fn interleaved(rounds: usize) {
+    const CHUNK: usize = 4096;
+    let time = |f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        for _ in 0..CHUNK {
+            f();
+        }
+        t.elapsed().as_secs_f64()
     };
-    let k = LessSafeKey::new(UnboundKey::new(alg, key).expect("key length"));
-    let aad_buf = [0u8; 20];
-    let aad: &[u8] = &aad_buf[..aad_len];
-    let nonce = |n: u64| {
-        let mut b = [0u8; 12];
-        b[4..].copy_from_slice(&n.to_be_bytes());
-        Nonce::assume_unique_for_key(b)
-    };
-    let mut data = inner.to_vec();
-    let mut n = 0u64;
-    g.bench_function(format!("ring raw seal {suite:?}"), |bn| {
-        bn.iter(|| {
-            n += 1;
-            let tag = k
-                .seal_in_place_separate_tag(nonce(n), Aad::from(aad), black_box(&mut data))
-                .expect("seal");
-            black_box(tag)
-        })
-    });
-    // As many distinct sealed packets as the lisp-crypto open benchmark cycles through, so
-    // that both read the same amount of memory.
-    let sealed: Vec<Vec<u8>> = (0..4096u64)
-        .map(|n| {
-            let mut p = inner.to_vec();
-            let tag = k
-                .seal_in_place_separate_tag(nonce(n), Aad::from(aad), &mut p)
-                .expect("seal");
-            p.extend_from_slice(tag.as_ref());
-            p
-        })
-        .collect();
-    let mut buf = Vec::with_capacity(1500);
-    let mut i = 0usize;
-    g.bench_function(format!("ring raw open {suite:?}"), |bn| {
-        bn.iter(|| {
-            let j = i % sealed.len();
-            i += 1;
-            buf.clear();
-            buf.extend_from_slice(&sealed[j]);
-            let ok = k
-                .open_in_place(nonce(j as u64), Aad::from(aad), &mut buf)
-                .is_ok();
-            assert!(ok, "every benchmarked packet must open");
-            black_box(ok)
-        })
-    });
+    println!(
+        "suite              step         ratio min / median / max ({rounds} rounds of {CHUNK} packets each way)"
+    );
+    for suite in [CipherSuite::Aes128Gcm, CipherSuite::ChaCha20Poly1305] {
+        let mut ours = Ours::new(suite);
+        let mut raw = Raw::new(suite, &ours.key, &ours.inner);
+        let mut seal = Vec::with_capacity(rounds);
+        let mut open = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let a = time(&mut || ours.encap());
+            let b = time(&mut || raw.seal());
+            seal.push(b / a);
+            let a = time(&mut || ours.decap());
+            let b = time(&mut || raw.open());
+            open.push(b / a);
+        }
+        for (step, mut v) in [("encap+seal", seal), ("open+decap", open)] {
+            v.sort_by(f64::total_cmp);
+            println!(
+                "{:<18} {step:<11}  {:.0}% / {:.0}% / {:.0}%",
+                format!("{suite:?}"),
+                v[0] * 100.0,
+                v[v.len() / 2] * 100.0,
+                v[v.len() - 1] * 100.0
+            );
+        }
+    }
 }
 
 fn clear_path(c: &mut Criterion) {
@@ -229,4 +338,16 @@ fn clear_path(c: &mut Criterion) {
 }
 
 criterion_group!(benches, crypto, clear_path);
-criterion_main!(benches);
+
+fn main() {
+    // `cargo bench --bench dataplane -- --interleaved 200`: the turn-taking ratio instead of
+    // criterion (scripts/bench-crypto-ratio.sh).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--interleaved") {
+        let rounds = args.get(i + 1).and_then(|r| r.parse().ok()).unwrap_or(200);
+        interleaved(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

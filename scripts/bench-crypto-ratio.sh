@@ -3,7 +3,8 @@
 # Runs the criterion group "lisp-crypto 1400 B" of benches/dataplane.rs pinned to one CPU,
 # `rounds` times, and prints, per suite, the median rate of encap+seal and open+decap
 # through the real dataplane::Xtr, ring's raw seal and open of the same 1400 bytes, and the
-# ratio of the two (min / median / max over the rounds).
+# ratio of the two (min / median / max over the rounds); then the same ratios measured in
+# turns within one process (`--interleaved`).
 #   bash scripts/bench-crypto-ratio.sh [cpu] [rounds]     (defaults cpu 1, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,3 +43,8 @@ for (suite, step), v in rows.items():
     print(f"{suite:<18} {step:<11} {statistics.median(x[0] for x in v):>17.2f} "
           f"{statistics.median(x[1] for x in v):>14.2f}   {r[0]:.0%} / {statistics.median(r):.0%} / {r[-1]:.0%}")
 PY
+# The same ratios measured in turns (4,096 packets of ours, then 4,096 of ring's, 200
+# times), so that the machine's drift falls on both sides of each ratio alike.
+echo
+taskset -c "$cpu" cargo bench --locked --bench dataplane -- --interleaved 200 2>/dev/null |
+    grep -v '^$'
