@@ -337,7 +337,76 @@ fn clear_path(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, crypto, clear_path);
+/// 64 decapsulated TCP segments of 1,400 bytes, one flow, as one data batch brings them.
+fn segments() -> Vec<Vec<u8>> {
+    (0..64u32)
+        .map(|i| {
+            let b = etherparse::PacketBuilder::ipv4([10, 1, 0, 1], [10, 3, 0, 1], 64)
+                .tcp(40000, 5201, 1000 + i * 1360, 512)
+                .ack(7);
+            let mut p = Vec::new();
+            b.write(&mut p, &[i as u8; 1360]).expect("segment");
+            p
+        })
+        .collect()
+}
+
+/// Writing what a batch decapsulated into the TUN device, in user space (the system calls
+/// are not measured): our coalescer plans super-packets over the batch's own buffers and
+/// patches the heads (`dataplane::gro`); tun-rs's `GROTable`, which the ETR used before,
+/// needs each packet copied behind a headroom into a buffer of its own and copies again
+/// while coalescing.
+fn tun_gro(c: &mut Criterion) {
+    use lisp_decent::dataplane::gro::{Coalescer, Span};
+    let mut g = c.benchmark_group("TUN write of 64 x 1400 B TCP segments");
+    g.throughput(Throughput::Elements(64));
+    let mut batch = segments();
+    let fresh = segments();
+    let mut plan = Coalescer::new(true);
+    g.bench_function("ours: plan and patch in place", |b| {
+        b.iter(|| {
+            plan.clear();
+            for (i, p) in batch.iter().enumerate() {
+                let span = Span {
+                    buf: i,
+                    start: 0,
+                    end: p.len(),
+                };
+                plan.push(span, p);
+            }
+            for w in plan.writes() {
+                let h = w.head();
+                w.patch_head(&mut batch[h.buf][h.start..h.end]);
+            }
+            let writes = black_box(plan.writes().len());
+            assert_eq!(writes, 2, "64 segments make two super-packets");
+            // The next round starts from the packets as they came.
+            for w in plan.writes() {
+                let h = w.head().buf;
+                batch[h][..40].copy_from_slice(&fresh[h][..40]);
+            }
+            writes
+        })
+    });
+    let mut gro = tun_rs::GROTable::default();
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
+    g.bench_function("tun-rs: copy behind headroom, GROTable", |b| {
+        b.iter(|| {
+            bufs.resize_with(fresh.len(), Vec::new);
+            for (b, p) in bufs.iter_mut().zip(&fresh) {
+                b.clear();
+                b.resize(tun_rs::VIRTIO_NET_HDR_LEN, 0);
+                b.extend_from_slice(p);
+            }
+            gro.apply_gro(&mut bufs, tun_rs::VIRTIO_NET_HDR_LEN, false)
+                .expect("gro");
+            black_box(bufs[0].len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, crypto, clear_path, tun_gro);
 
 fn main() {
     // `cargo bench --bench dataplane -- --interleaved 200`: the turn-taking ratio instead of

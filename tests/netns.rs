@@ -103,7 +103,7 @@ fn addr(s: &str) -> SocketAddr {
 
 /// scripts/mesh-netns.sh brings up three nodes with TUN devices. In both push forms: hosts
 /// reach each other through encrypted LISP (the first packet included), a TCP transfer
-/// arrives intact, a capture on the bridge shows only UDP 4341 / 4342 with a key-id on
+/// arrives intact (written into the receiver's TUN as super-packets), a capture on the bridge shows only UDP 4341 / 4342 with a key-id on
 /// every data packet and no ICMP or TCP in clear, and a replayed and a tampered copy of a
 /// captured packet are dropped and counted by the receiving node.
 #[test]
@@ -171,6 +171,13 @@ fn mesh_netns_ping_tcp_capture_tamper_replay() {
             counter(&before, "data/coalesced_reads") > 0,
             "{mode}: no GRO read at n3"
         );
+        // n3 wrote the transfer's segments into its TUN as super-packets (dataplane::gro),
+        // and the transfer's content was checked above.
+        assert!(
+            counter(&before, "data/coalesced_writes") > 0,
+            "{mode}: no GRO write at n3"
+        );
+        assert_eq!(counter(&before, "data/drops/tun_write_failed"), 0);
         if let Some(c) = capture {
             let pcap = c.stop();
             let last = check_capture(&pcap, mode);

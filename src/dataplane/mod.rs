@@ -6,6 +6,7 @@
 
 pub mod encap;
 pub mod flow;
+pub mod gro;
 pub mod icmp;
 pub mod keys;
 pub mod select;

@@ -59,6 +59,8 @@ pub enum Drop {
     NoRloc,
     /// ETR: no TUN device for the Instance-ID.
     NoDevice,
+    /// ETR: the TUN device refused the write (down, or a super-packet it did not take).
+    TunWriteFailed,
     /// lisp-crypto: no key for the RLOC / key-id (RFC 8061 §9).
     NoKey,
     /// lisp-crypto: the ICV did not verify.
@@ -100,10 +102,12 @@ pub struct DataStats {
     pub icmp_too_big: u64,
     /// Batching by the kernel: TUN reads that carried several packets (a TCP super-packet,
     /// TSO), sends that carried several datagrams (UDP GSO), and data-port reads that
-    /// carried several (UDP GRO).
+    /// carried several (UDP GRO); TUN writes that carried several TCP segments as one
+    /// super-packet (our GRO, `dataplane::gro`).
     pub split_reads: u64,
     pub batched_sends: u64,
     pub coalesced_reads: u64,
+    pub coalesced_writes: u64,
     pub per_rloc: BTreeMap<IpAddr, Directions>,
     pub other_rlocs: Directions,
     pub per_instance: BTreeMap<u32, Directions>,
@@ -172,6 +176,7 @@ impl DataStats {
         self.split_reads += o.split_reads;
         self.batched_sends += o.batched_sends;
         self.coalesced_reads += o.coalesced_reads;
+        self.coalesced_writes += o.coalesced_writes;
         for (rloc, d) in &o.per_rloc {
             self.rloc(*rloc).add_all(d);
         }

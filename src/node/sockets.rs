@@ -129,6 +129,20 @@ pub struct DataIn {
     pub segment: usize,
 }
 
+/// The whole read buffer: decapsulated packets are written into a TUN device from where
+/// they were read (`dataplane::gro::Span`s into it).
+impl AsRef<[u8]> for DataIn {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl AsMut<[u8]> for DataIn {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+}
+
 /// What a data-port reader hands over: what one wake-up read (up to [`DATA_BATCH`] reads),
 /// straight into buffers that the worker sends back once done (to reader `reader`), so the
 /// steady state neither copies nor allocates.

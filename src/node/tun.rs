@@ -3,15 +3,16 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use anyhow::Context;
 use ipnet::IpNet;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use tokio::sync::mpsc;
-use tun_rs::{
-    AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN,
-};
+use tun_rs::{AsyncDevice, DeviceBuilder, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
+
+use crate::dataplane::gro::{self, Coalescer};
 
 use super::config::InstanceConfig;
 
@@ -19,10 +20,6 @@ use super::config::InstanceConfig;
 /// IV (up to 12) and AEAD tag (16). The default TUN MTU leaves room for it on the underlay
 /// (1416 on a 1500-byte underlay).
 pub const ENCAP_OVERHEAD: u16 = 40 + 8 + 8 + 12 + 16;
-
-/// Bytes kept free in front of every packet written with [`Tun::write_batch`] (room for the
-/// virtio-net header of an offloading device).
-pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 
 /// Buffers of one [`TunBatch`].
 const BATCH_BUFFERS: usize = 256;
@@ -477,16 +474,55 @@ impl TunQueue {
         }
     }
 
-    /// Writes IP packets, each after [`HEADROOM`] bytes of its buffer; with offloads, TCP
-    /// segments of one flow are coalesced into super-packets (GRO) first.
-    pub async fn write_batch(
+    /// Writes what `plan` planned, each write one system call gathering the head packet
+    /// and the payloads after it straight from `bufs` (no copy in user space); the virtio-
+    /// net header goes first on a device with offloads. TUN writes do not block (the
+    /// device queues or drops); what the device refuses is returned as packets lost.
+    pub fn write_planned<B: AsRef<[u8]> + AsMut<[u8]>>(
         &self,
-        gro: &mut GROTable,
-        bufs: &mut [Vec<u8>],
-    ) -> std::io::Result<()> {
-        self.device
-            .send_multiple(gro, bufs, HEADROOM)
-            .await
-            .map(|_| ())
+        plan: &Coalescer,
+        bufs: &mut [B],
+    ) -> u64 {
+        debug_assert_eq!(plan.offload(), self.offload);
+        let fd = self.device.as_raw_fd();
+        let mut lost = 0;
+        for w in plan.writes() {
+            let h = w.head();
+            let Some(head) = bufs
+                .get_mut(h.buf)
+                .and_then(|b| b.as_mut().get_mut(h.start..h.end))
+            else {
+                lost += w.packets() as u64;
+                continue;
+            };
+            w.patch_head(head);
+            let header = w.virtio_header();
+            let mut iov = [std::io::IoSlice::new(&[]); gro::MAX_SEGMENTS + 1];
+            let mut n = 0;
+            if self.offload {
+                iov[0] = std::io::IoSlice::new(&header);
+                n = 1;
+            }
+            let bufs: &[B] = bufs;
+            let mut whole = true;
+            for s in std::iter::once(h).chain(w.payloads().iter().copied()) {
+                match bufs.get(s.buf).and_then(|b| b.as_ref().get(s.start..s.end)) {
+                    Some(bytes) => {
+                        iov[n] = std::io::IoSlice::new(bytes);
+                        n += 1;
+                    }
+                    None => whole = false,
+                }
+            }
+            // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix (std's
+            // guarantee), the `n` slices borrow live buffers for the call, and `fd` is the
+            // device's open descriptor.
+            let r = whole
+                && unsafe { libc::writev(fd, iov.as_ptr().cast::<libc::iovec>(), n as i32) } >= 0;
+            if !r {
+                lost += w.packets() as u64;
+            }
+        }
+        lost
     }
 }

@@ -22,6 +22,7 @@ use super::sockets::{self, Sockets};
 use super::tun::{self, TunQueue};
 use super::udp_io::{DataSender, Outer};
 use crate::control::Transmit as ControlTransmit;
+use crate::dataplane::gro::{Coalescer, Span};
 use crate::dataplane::{
     ControlRequest, DataReport, Decapsulated, Drop, Encapsulated, PreparedKey, Xtr, XtrConfig,
 };
@@ -180,18 +181,6 @@ impl Workers {
     }
 }
 
-/// Buffers kept for reuse per TUN device (a batch of 64 GRO reads holds more; the rest go).
-const SPARE_BUFFERS: usize = 512;
-
-/// Inner packets decapsulated for one TUN device, written together (GRO) at the end of a
-/// batch: each buffer holds [`tun::HEADROOM`] bytes, then the packet.
-#[derive(Default)]
-struct TunOut {
-    bufs: Vec<Vec<u8>>,
-    /// Buffers of earlier batches, reused so that the steady state allocates nothing.
-    spare: Vec<Vec<u8>>,
-}
-
 /// How long a worker sleeps at most: the ETR's key expiry runs at least this often.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -213,9 +202,9 @@ struct Worker {
     xtr: Xtr,
     cache: Arc<MapCache>,
     tuns: Vec<TunQueue>,
-    /// Per TUN queue (in the order of `tuns`): what waits to be written into it.
-    tun_out: Vec<TunOut>,
-    gro: tun_rs::GROTable,
+    /// Per TUN queue (in the order of `tuns`): the writes planned for what a data batch
+    /// decapsulated, TCP segments coalesced (GRO), written from the batch's own buffers.
+    tun_out: Vec<Coalescer>,
     /// This worker's data-port sockets (control sent from the data port leaves here).
     data_sockets: Sockets,
     control_out: Vec<(SocketAddr, std::net::UdpSocket)>,
@@ -275,9 +264,8 @@ impl Worker {
                 start,
                 xtr: Xtr::new(setup.xtr),
                 cache: setup.cache,
-                tun_out: tuns.iter().map(|_| TunOut::default()).collect(),
+                tun_out: tuns.iter().map(|t| Coalescer::new(t.offload)).collect(),
                 tuns,
-                gro: tun_rs::GROTable::default(),
                 data_sockets,
                 control_out: setup.control_out,
                 out,
@@ -361,21 +349,25 @@ impl Worker {
     /// to the engine.
     async fn on_data(&mut self, mut batch: sockets::DataBatch) {
         let now = self.now();
-        for d in batch.items.iter_mut() {
+        for (i, d) in batch.items.iter_mut().enumerate() {
             if d.len > d.segment {
                 self.xtr.stats_mut().coalesced_reads += 1;
             }
+            let base = d.buf.as_ptr() as usize;
             for datagram in d.buf[..d.len].chunks_mut(d.segment) {
                 let control = match self.xtr.decapsulate(now, d.from, datagram) {
                     Decapsulated::Deliver { iid, packet } => {
                         match self.tuns.iter().position(|t| t.instance_id == iid) {
                             Some(k) => {
-                                let o = &mut self.tun_out[k];
-                                let mut b = o.spare.pop().unwrap_or_default();
-                                b.clear();
-                                b.resize(tun::HEADROOM, 0);
-                                b.extend_from_slice(packet);
-                                o.bufs.push(b);
+                                // The packet stays where it was read; its place in the
+                                // batch's buffer is what the write gathers from.
+                                let start = packet.as_ptr() as usize - base;
+                                let span = Span {
+                                    buf: i,
+                                    start,
+                                    end: start + packet.len(),
+                                };
+                                self.tun_out[k].push(span, packet);
                             }
                             None => self.xtr.stats_mut().drop(Drop::NoDevice),
                         }
@@ -392,11 +384,11 @@ impl Worker {
                 }
             }
         }
+        self.write_tuns(&mut batch.items);
         self.xtr.flush_counters();
         if let Some(spent) = self.data_spent.get(batch.reader) {
             let _ = spent.try_send(batch);
         }
-        self.write_tuns().await;
     }
 
     /// Packets read from a TUN queue: encapsulated into batches and sent.
@@ -458,18 +450,20 @@ impl Worker {
         }
     }
 
-    /// Writes what a batch decapsulated into the TUN queues.
-    async fn write_tuns(&mut self) {
-        for (t, o) in self.tuns.iter().zip(self.tun_out.iter_mut()) {
-            if o.bufs.is_empty() {
+    /// Writes what a batch decapsulated into the TUN queues, from the batch's buffers.
+    fn write_tuns(&mut self, bufs: &mut [sockets::DataIn]) {
+        for (t, plan) in self.tuns.iter().zip(self.tun_out.iter_mut()) {
+            if plan.writes().is_empty() {
                 continue;
             }
-            let n = o.bufs.len() as u64;
-            if t.write_batch(&mut self.gro, &mut o.bufs).await.is_err() {
-                self.xtr.stats_mut().drop_n(Drop::NoDevice, n);
+            let lost = t.write_planned(plan, bufs);
+            let stats = self.xtr.stats_mut();
+            stats.coalesced_writes +=
+                plan.writes().iter().filter(|w| w.packets() > 1).count() as u64;
+            if lost > 0 {
+                stats.drop_n(Drop::TunWriteFailed, lost);
             }
-            o.spare.append(&mut o.bufs);
-            o.spare.truncate(SPARE_BUFFERS);
+            plan.clear();
         }
     }
 }
