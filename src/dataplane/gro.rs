@@ -65,18 +65,24 @@ struct Connection {
     v6: bool,
 }
 
-/// What a mergeable TCP segment told us.
-struct Segment {
-    conn: Connection,
+/// What must be equal in every segment of a super-packet besides the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shape {
     iph_len: usize,
     tcph_len: usize,
-    seq: u32,
     ack: u32,
-    psh: bool,
-    payload: usize,
     /// IPv4 TOS, TTL and flags byte; IPv6 version / class / flow label and hop limit.
     ip_fields: [u8; 5],
     options: [u8; 40],
+}
+
+/// What a mergeable TCP segment told us.
+struct Segment {
+    conn: Connection,
+    shape: Shape,
+    seq: u32,
+    psh: bool,
+    payload: usize,
 }
 
 /// One write into the device: a packet alone, or a super-packet made of `head` and the
@@ -92,8 +98,7 @@ pub struct Write {
 #[derive(Debug, Clone)]
 struct MergeState {
     v6: bool,
-    iph_len: usize,
-    tcph_len: usize,
+    shape: Shape,
     /// Payload bytes of the head: every segment after it has at most this many.
     gso_size: usize,
     /// The last segment's payload bytes.
@@ -101,10 +106,7 @@ struct MergeState {
     /// The IP packet's length so far.
     total: usize,
     next_seq: u32,
-    ack: u32,
     psh: bool,
-    ip_fields: [u8; 5],
-    options: [u8; 40],
 }
 
 impl Write {
@@ -142,9 +144,9 @@ impl Write {
             let put = |h: &mut [u8; VIRTIO_HDR_LEN], at: usize, v: usize| {
                 h[at..at + 2].copy_from_slice(&(v as u16).to_ne_bytes());
             };
-            put(&mut h, 2, m.iph_len + m.tcph_len); // hdr_len
+            put(&mut h, 2, m.shape.iph_len + m.shape.tcph_len); // hdr_len
             put(&mut h, 4, m.gso_size); // gso_size
-            put(&mut h, 6, m.iph_len); // csum_start
+            put(&mut h, 6, m.shape.iph_len); // csum_start
             put(&mut h, 8, 16); // csum_offset: the TCP checksum field
         }
         h
@@ -158,22 +160,23 @@ impl Write {
         let Some(m) = self.merged() else {
             return;
         };
-        if head.len() < m.iph_len + m.tcph_len {
+        let iph_len = m.shape.iph_len;
+        if head.len() < iph_len + m.shape.tcph_len {
             return;
         }
         let total = m.total as u16;
-        let tcp_len = (m.total - m.iph_len) as u16;
+        let tcp_len = (m.total - iph_len) as u16;
         let pseudo = if m.v6 {
             head[4..6].copy_from_slice(&tcp_len.to_be_bytes());
             sum(&head[8..40], u64::from(TCP) + u64::from(tcp_len))
         } else {
             head[2..4].copy_from_slice(&total.to_be_bytes());
             head[10..12].fill(0);
-            let c = !fold(sum(&head[..m.iph_len], 0));
+            let c = !fold(sum(&head[..iph_len], 0));
             head[10..12].copy_from_slice(&c.to_be_bytes());
             sum(&head[12..20], u64::from(TCP) + u64::from(tcp_len))
         };
-        let t = m.iph_len;
+        let t = iph_len;
         if m.psh {
             head[t + 13] |= TCP_PSH;
         }
@@ -242,20 +245,17 @@ impl Coalescer {
             return;
         }
         let w = self.alone(span);
+        let conn = seg.conn;
         self.writes[w].merge = Some(MergeState {
-            v6: seg.conn.v6,
-            iph_len: seg.iph_len,
-            tcph_len: seg.tcph_len,
+            v6: conn.v6,
             gso_size: seg.payload,
             last: seg.payload,
             total: packet.len(),
             next_seq: seg.seq.wrapping_add(seg.payload as u32),
-            ack: seg.ack,
             psh: seg.psh,
-            ip_fields: seg.ip_fields,
-            options: seg.options,
+            shape: seg.shape,
         });
-        self.open.insert(seg.conn, w);
+        self.open.insert(conn, w);
     }
 
     /// A new write of one packet; its index.
@@ -282,11 +282,7 @@ impl Coalescer {
         let Some(m) = write.merge.as_mut() else {
             return false;
         };
-        let fits = m.tcph_len == seg.tcph_len
-            && m.iph_len == seg.iph_len
-            && m.ack == seg.ack
-            && m.ip_fields == seg.ip_fields
-            && m.options == seg.options
+        let fits = m.shape == seg.shape
             && m.next_seq == seg.seq
             && !m.psh
             && m.last == m.gso_size
@@ -369,14 +365,16 @@ fn segment(p: &[u8]) -> Result<Segment, Option<Connection>> {
     options[..tcph_len - 20].copy_from_slice(&t[20..tcph_len]);
     Ok(Segment {
         conn,
-        iph_len,
-        tcph_len,
+        shape: Shape {
+            iph_len,
+            tcph_len,
+            ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+            ip_fields,
+            options,
+        },
         seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
-        ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
         psh: flags & TCP_PSH != 0,
         payload: t.len() - tcph_len,
-        ip_fields,
-        options,
     })
 }
 
