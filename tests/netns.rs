@@ -103,9 +103,10 @@ fn addr(s: &str) -> SocketAddr {
 
 /// scripts/mesh-netns.sh brings up three nodes with TUN devices. In both push forms: hosts
 /// reach each other through encrypted LISP (the first packet included), a TCP transfer
-/// arrives intact (written into the receiver's TUN as super-packets), a capture on the bridge shows only UDP 4341 / 4342 with a key-id on
-/// every data packet and no ICMP or TCP in clear, and a replayed and a tampered copy of a
-/// captured packet are dropped and counted by the receiving node.
+/// arrives intact (written into the receiver's TUN as super-packets), a capture on the
+/// bridge shows only UDP 4341 / 4342 with a key-id on every data packet and no ICMP or TCP
+/// in clear, and a replayed and a tampered copy of a captured packet are dropped and counted
+/// by the receiving node.
 #[test]
 fn mesh_netns_ping_tcp_capture_tamper_replay() {
     let _serial = lab::serial();

@@ -404,45 +404,37 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// An IPv4 or IPv6 TCP segment with a right checksum.
-    fn tcp(v6: bool, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let mut t = vec![0u8; 20];
-        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
-        t[2..4].copy_from_slice(&5201u16.to_be_bytes());
-        t[4..8].copy_from_slice(&seq.to_be_bytes());
-        t[8..12].copy_from_slice(&7u32.to_be_bytes());
-        t[12] = 5 << 4;
-        t[13] = flags;
-        t[14..16].copy_from_slice(&512u16.to_be_bytes());
-        t.extend_from_slice(payload);
-        let mut p = if v6 {
-            let mut h = vec![0u8; 40];
-            h[0] = 0x60;
-            h[4..6].copy_from_slice(&(t.len() as u16).to_be_bytes());
-            h[6] = TCP;
-            h[7] = 64;
-            h[8..24].copy_from_slice(&"fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
-            h[24..40].copy_from_slice(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
-            h
+    /// An IPv4 or IPv6 TCP segment to host `dst` (10.0.0.dst / fd00::dst) built by
+    /// etherparse, an oracle independent of this module's checksum code; `flags` takes
+    /// ACK, PSH and FIN.
+    fn tcp_to(v6: bool, dst: u8, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let ip = if v6 {
+            let mut d = [0u8; 16];
+            d[0] = 0xfd;
+            d[15] = dst;
+            let mut s = d;
+            s[15] = 1;
+            etherparse::PacketBuilder::ipv6(s, d, 64)
         } else {
-            let mut h = hex::decode("450000000000400040060000").unwrap();
-            h.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-            let total = (20 + t.len()) as u16;
-            h[2..4].copy_from_slice(&total.to_be_bytes());
-            let c = !fold(sum(&h, 0));
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            h
+            etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, dst], 64)
         };
-        let iph = p.len();
-        p.extend_from_slice(&t);
-        let pseudo = if v6 {
-            sum(&p[8..40], u64::from(TCP) + t.len() as u64)
-        } else {
-            sum(&p[12..20], u64::from(TCP) + t.len() as u64)
-        };
-        let c = !fold(sum(&p[iph..], pseudo));
-        p[iph + 16..iph + 18].copy_from_slice(&c.to_be_bytes());
+        let mut t = ip.tcp(40000, 5201, seq, 512);
+        if flags & TCP_ACK != 0 {
+            t = t.ack(7);
+        }
+        if flags & TCP_PSH != 0 {
+            t = t.psh();
+        }
+        if flags & 0x01 != 0 {
+            t = t.fin();
+        }
+        let mut p = Vec::new();
+        t.write(&mut p, payload).expect("segment");
         p
+    }
+
+    fn tcp(v6: bool, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        tcp_to(v6, 2, seq, flags, payload)
     }
 
     /// Plans `packets` (one per buffer) and returns the coalescer and the buffers.
@@ -530,8 +522,11 @@ mod tests {
         let fin = tcp(false, 550, TCP_ACK | 0x01, &[6; 100]);
         let after_fin = tcp(false, 650, TCP_ACK, &[7; 100]);
         let udp = {
-            let mut u = tcp(false, 0, 0, &[0; 8]);
-            u[9] = 17;
+            let mut u = Vec::new();
+            etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .udp(40000, 5201)
+                .write(&mut u, &[0; 8])
+                .expect("datagram");
             u
         };
         let (c, _) = plan(vec![a, gap, after_gap, bad, next, fin, after_fin, udp]);
@@ -566,9 +561,7 @@ mod tests {
         let mut pkts = Vec::new();
         for i in 0..80u32 {
             pkts.push(tcp(false, i * 1400, TCP_ACK, &[i as u8; 1400]));
-            let mut other = tcp(false, i * 1400, TCP_ACK, &[0; 1400]);
-            other[19] = 3; // another destination
-            pkts.push(fix_checksums(other));
+            pkts.push(tcp_to(false, 3, i * 1400, TCP_ACK, &[0; 1400]));
         }
         let (c, mut bufs) = plan(pkts);
         let w = c.writes().to_vec();
@@ -579,17 +572,6 @@ mod tests {
         assert!(first.len() <= MAX_LEN);
         assert_eq!(first[40..40 + 1400], [0u8; 1400]);
         assert_eq!(first[40 + 1400..40 + 2800], [1u8; 1400]);
-    }
-
-    fn fix_checksums(mut p: Vec<u8>) -> Vec<u8> {
-        p[10..12].fill(0);
-        let c = !fold(sum(&p[..20], 0));
-        p[10..12].copy_from_slice(&c.to_be_bytes());
-        p[36..38].fill(0);
-        let pseudo = sum(&p[12..20], u64::from(TCP) + (p.len() - 20) as u64);
-        let c = !fold(sum(&p[20..], pseudo));
-        p[36..38].copy_from_slice(&c.to_be_bytes());
-        p
     }
 
     #[test]

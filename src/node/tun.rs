@@ -2,6 +2,7 @@
 //! and the routes to remote EID-prefixes are installed over netlink (rtnetlink).
 
 use std::collections::BTreeSet;
+use std::io::IoSlice;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -463,15 +464,26 @@ impl TunQueue {
         });
     }
 
-    pub async fn write(&self, packet: &[u8]) -> std::io::Result<()> {
-        if self.offload {
-            // A zero virtio-net header: no segmentation, no checksum to fill in.
-            let mut b = vec![0u8; VIRTIO_NET_HDR_LEN];
-            b.extend_from_slice(packet);
-            self.device.send(&b).await.map(|_| ())
-        } else {
-            self.device.send(packet).await.map(|_| ())
-        }
+    /// Writes one IP packet (behind a zero virtio-net header on a device with offloads: no
+    /// segmentation, no checksum to fill in); false when the device refused it.
+    pub fn write(&self, packet: &[u8]) -> bool {
+        let header = [0u8; gro::VIRTIO_HDR_LEN];
+        let parts = [IoSlice::new(&header), IoSlice::new(packet)];
+        self.gather(if self.offload { &parts } else { &parts[1..] })
+    }
+
+    /// One packet into the device from `parts`, in one system call.
+    fn gather(&self, parts: &[IoSlice]) -> bool {
+        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix (std's guarantee),
+        // the slices borrow live buffers for the call, and the descriptor is the device's.
+        let n = unsafe {
+            libc::writev(
+                self.device.as_raw_fd(),
+                parts.as_ptr().cast::<libc::iovec>(),
+                parts.len() as i32,
+            )
+        };
+        n >= 0
     }
 
     /// Writes what `plan` planned, each write one system call gathering the head packet
@@ -484,7 +496,6 @@ impl TunQueue {
         bufs: &mut [B],
     ) -> u64 {
         debug_assert_eq!(plan.offload(), self.offload);
-        let fd = self.device.as_raw_fd();
         let mut lost = 0;
         for w in plan.writes() {
             let h = w.head();
@@ -497,10 +508,10 @@ impl TunQueue {
             };
             w.patch_head(head);
             let header = w.virtio_header();
-            let mut iov = [std::io::IoSlice::new(&[]); gro::MAX_SEGMENTS + 1];
+            let mut iov = [IoSlice::new(&[]); gro::MAX_SEGMENTS + 1];
             let mut n = 0;
             if self.offload {
-                iov[0] = std::io::IoSlice::new(&header);
+                iov[0] = IoSlice::new(&header);
                 n = 1;
             }
             let bufs: &[B] = bufs;
@@ -508,18 +519,13 @@ impl TunQueue {
             for s in std::iter::once(h).chain(w.payloads().iter().copied()) {
                 match bufs.get(s.buf).and_then(|b| b.as_ref().get(s.start..s.end)) {
                     Some(bytes) => {
-                        iov[n] = std::io::IoSlice::new(bytes);
+                        iov[n] = IoSlice::new(bytes);
                         n += 1;
                     }
                     None => whole = false,
                 }
             }
-            // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix (std's
-            // guarantee), the `n` slices borrow live buffers for the call, and `fd` is the
-            // device's open descriptor.
-            let r = whole
-                && unsafe { libc::writev(fd, iov.as_ptr().cast::<libc::iovec>(), n as i32) } >= 0;
-            if !r {
+            if !(whole && self.gather(&iov[..n])) {
                 lost += w.packets() as u64;
             }
         }

@@ -318,7 +318,7 @@ impl Worker {
         }
         while let Some((iid, packet)) = self.xtr.poll_to_tun() {
             if let Some(t) = self.tuns.iter().find(|t| t.instance_id == iid) {
-                let _ = t.write(&packet).await;
+                let _ = t.write(&packet);
             }
         }
     }
@@ -406,7 +406,7 @@ impl Worker {
             if let Encapsulated::IcmpToTun(error) =
                 self.xtr.encapsulate(now, iid, packet, &self.cache)
             {
-                let _ = self.tuns[k].write(&error).await;
+                let _ = self.tuns[k].write(&error);
             }
         }
         if let Some(spent) = self.tun_spent.get(k) {
