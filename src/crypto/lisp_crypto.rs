@@ -24,6 +24,7 @@
 //! The counter only grows, so an IV never repeats under a key; the receiver's anti-replay
 //! window runs on it.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -327,6 +328,65 @@ impl SendKey {
         self.seal_append(header, plaintext, out)
     }
 
+    /// Bytes [`seal_in_place`](Self::seal_in_place) writes before the plaintext: the LISP
+    /// header and the IV (RFC 8061 §6); `None` for lispers.net's padded suite, which is
+    /// only sealed by [`seal_append`](Self::seal_append).
+    pub fn head_len(&self) -> Option<usize> {
+        match self.cipher {
+            Cipher::Aead(_) => Some(DataHeader::LEN + self.suite.iv_len()),
+            Cipher::Lispers(_) => None,
+        }
+    }
+
+    /// Seals the plaintext `buf[packet]` where it lies (RFC 8061 §6: LISP header || IV ||
+    /// ciphertext || tag, the header and IV the associated data): `header` (its K bits set to
+    /// our key-id) and the IV go into the [`head_len`](Self::head_len) bytes before it, the
+    /// tag into the [`TAG_LEN`] bytes after it. Returns the datagram's range in `buf`. The
+    /// ITR seals the packets of a TUN read in the read's own buffers, so nothing is copied in
+    /// user space between the TUN device and the socket. Fails, touching nothing, without
+    /// that room or with lispers.net's padded suite.
+    pub fn seal_in_place(
+        &mut self,
+        mut header: DataHeader,
+        buf: &mut [u8],
+        packet: Range<usize>,
+    ) -> Result<Range<usize>, CryptoError> {
+        let Cipher::Aead(key) = &self.cipher else {
+            return Err(CryptoError::BadLength);
+        };
+        let iv_len = self.suite.iv_len();
+        let head = DataHeader::LEN + iv_len;
+        let (Some(start), Some(end)) = (
+            packet.start.checked_sub(head),
+            packet.end.checked_add(TAG_LEN),
+        ) else {
+            return Err(CryptoError::BadLength);
+        };
+        if packet.start > packet.end || end > buf.len() {
+            return Err(CryptoError::BadLength);
+        }
+        let seq = self.counter.take()?;
+        header.key_id = self.key_id;
+        // Header and IV built in registers and written at once (the IV is the counter in
+        // its last 8 bytes), and the nonce made from the counter, not read back.
+        let mut h = [0u8; DataHeader::LEN + 12];
+        header
+            .emit(&mut h[..DataHeader::LEN])
+            .map_err(|_| CryptoError::BadLength)?;
+        h[head - 8..head].copy_from_slice(&seq.to_be_bytes());
+        let (aad, rest) = buf[start..end].split_at_mut(head);
+        aad.copy_from_slice(&h[..head]);
+        let (data, tail) = rest.split_at_mut(packet.len());
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&seq.to_be_bytes());
+        let n = Nonce::assume_unique_for_key(n);
+        let tag = key
+            .seal_in_place_separate_tag(n, Aad::from(&aad[..]), data)
+            .map_err(|_| CryptoError::Icv)?;
+        tail.copy_from_slice(tag.as_ref());
+        Ok(start..end)
+    }
+
     /// [`seal`](Self::seal), appending the datagram after what `out` holds (the data plane
     /// seals each datagram of a GSO batch straight into the batch's buffer).
     pub fn seal_append(
@@ -592,6 +652,49 @@ mod tests {
             let mut rx = RecvKey::new(suite, 2, &km);
             assert_eq!(rx.open(&mut out).unwrap(), pt);
         }
+    }
+
+    /// Sealing where the packet lies writes the same datagram as sealing into a new buffer
+    /// (whose bytes the known-answer test above pins), consumes the same IVs, and refuses,
+    /// touching nothing, without room for the header and IV or the tag.
+    #[test]
+    fn seal_in_place_writes_what_seal_writes() {
+        let km = [7u8; 32];
+        let hdr = DataHeader::with_instance(0x123456, 0xabcd, 0);
+        let pt = ipv4(61);
+        for suite in [CipherSuite::Aes128Gcm, CipherSuite::ChaCha20Poly1305] {
+            let mut a = SendKey::new(suite, 2, &km);
+            let mut b = SendKey::new(suite, 2, &km);
+            let head = b.head_len().unwrap();
+            assert_eq!(head, 8 + suite.iv_len());
+            for _ in 0..3 {
+                let mut want = Vec::new();
+                a.seal(hdr, &pt, &mut want).unwrap();
+                // Room around the packet beyond what is needed, left untouched.
+                let mut buf = vec![0xeeu8; 5 + head + pt.len() + TAG_LEN + 3];
+                let at = 5 + head;
+                buf[at..at + pt.len()].copy_from_slice(&pt);
+                let r = b.seal_in_place(hdr, &mut buf, at..at + pt.len()).unwrap();
+                assert_eq!(r, 5..5 + want.len(), "{suite:?}");
+                assert_eq!(&buf[r.clone()], &want[..], "{suite:?}");
+                assert!(buf[..5].iter().chain(&buf[r.end..]).all(|&x| x == 0xee));
+                let mut rx = RecvKey::new(suite, 2, &km);
+                assert_eq!(rx.open(&mut buf[r]).unwrap(), &pt[..]);
+            }
+            let packets = b.packets();
+            let mut short_head = vec![0u8; head - 1 + pt.len() + TAG_LEN];
+            let p = head - 1..head - 1 + pt.len();
+            assert!(b.seal_in_place(hdr, &mut short_head, p).is_err());
+            let mut short_tail = vec![0u8; head + pt.len() + TAG_LEN - 1];
+            let p = head..head + pt.len();
+            assert!(b.seal_in_place(hdr, &mut short_tail, p).is_err());
+            assert!(short_head.iter().chain(&short_tail).all(|&x| x == 0));
+            assert_eq!(b.packets(), packets, "a refused seal takes no IV");
+        }
+        let mut cs6 = SendKey::new(CipherSuite::LispersCs6, 1, &km);
+        assert_eq!(cs6.head_len(), None);
+        let mut buf = vec![0u8; 200];
+        assert!(cs6.seal_in_place(hdr, &mut buf, 40..100).is_err());
     }
 
     fn pair(suite: CipherSuite) -> (SendKey, RecvKey) {

@@ -18,6 +18,6 @@ pub use crate::crypto::replay::ReplayWindow;
 pub use flow::FlowKey;
 pub use stats::{DataStats, Drop};
 pub use xtr::{
-    ControlRequest, DataReport, Decapsulated, Encapsulated, KeyEvent, PreparedKey, Transmit, Xtr,
-    XtrConfig,
+    ControlRequest, DataReport, Datagrams, Decapsulated, Encapsulated, KeyEvent, Part, PreparedKey,
+    Transmit, Xtr, XtrConfig,
 };

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::IoSlice;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use tun_rs::{AsyncDevice, DeviceBuilder, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::dataplane::gro::{self, Coalescer};
+use crate::dataplane::xtr::{PACKET_AT, TAILROOM};
 
 use super::config::InstanceConfig;
 
@@ -27,6 +29,9 @@ const BATCH_BUFFERS: usize = 256;
 /// A read may need this many buffers (a 64 KB super-packet cut at a small MSS): the reader
 /// stops filling a batch before fewer remain.
 const READ_RESERVE: usize = IDEAL_BATCH_SIZE;
+/// Room a batch buffer leaves after a packet of the device's MTU.
+const SLACK: usize = 64;
+const _: () = assert!(SLACK >= TAILROOM);
 /// Reads in one batch, at most.
 const READS_PER_BATCH: usize = 64;
 
@@ -54,13 +59,25 @@ impl TunBatch {
         }
     }
 
-    /// The packets read.
-    pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
+    /// The packets read, each as its buffer and where the packet lies in it: [`PACKET_AT`]
+    /// bytes in, with at least [`TAILROOM`] after it, so the ITR encapsulates and
+    /// seals it where it lies ([`Xtr::encapsulate_in_place`]).
+    ///
+    /// [`Xtr::encapsulate_in_place`]: crate::dataplane::Xtr::encapsulate_in_place
+    pub fn packets_mut(&mut self) -> impl Iterator<Item = (&mut [u8], Range<usize>)> {
         self.bufs
-            .iter()
+            .iter_mut()
             .zip(&self.sizes)
             .take(self.count)
-            .map(|(b, n)| &b[..*n])
+            .map(|(b, n)| (&mut b[..], PACKET_AT..PACKET_AT + *n))
+    }
+
+    /// `range` of buffer `slot` (a datagram encapsulated in place).
+    pub fn slot(&self, slot: usize, range: Range<usize>) -> Option<&[u8]> {
+        self.bufs
+            .get(slot)
+            .take_if(|_| slot < self.count)?
+            .get(range)
     }
 
     /// Packets in the batch.
@@ -411,7 +428,8 @@ impl TunQueue {
     ) {
         let dev = self.device.clone();
         let name = self.index;
-        let size = usize::from(self.mtu) + 64;
+        // Room before each packet for the LISP header and IV, after it for the tag.
+        let size = PACKET_AT + usize::from(self.mtu) + SLACK;
         tokio::spawn(async move {
             let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + 65535];
             loop {
@@ -421,7 +439,7 @@ impl TunQueue {
                 b.count = 0;
                 b.reads = 0;
                 match dev
-                    .recv_multiple(&mut original, &mut b.bufs, &mut b.sizes, 0)
+                    .recv_multiple(&mut original, &mut b.bufs, &mut b.sizes, PACKET_AT)
                     .await
                 {
                     Ok(n) => {
@@ -443,7 +461,7 @@ impl TunQueue {
                         &mut original,
                         &mut b.bufs[at..],
                         &mut b.sizes[at..],
-                        0,
+                        PACKET_AT,
                     ) {
                         Ok(n) => {
                             b.count += n;

@@ -11,7 +11,7 @@
 //! A kernel without GSO (or a route whose device cannot checksum it) answers a segmented
 //! send with an error: the batch is then sent one datagram at a time, and GSO stays off.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
@@ -96,6 +96,19 @@ impl DataSender {
         data: &[u8],
         segment: Option<usize>,
     ) -> io::Result<()> {
+        self.send_gather(flow, outer, &[IoSlice::new(data)], segment)
+    }
+
+    /// [`send`](Self::send) of the datagrams gathered from `parts` (one `sendmsg`, the kernel
+    /// copies from each part): either one part holding every datagram, or one part per
+    /// datagram (the ITR's datagrams sealed in place in the TUN read buffers).
+    pub fn send_gather(
+        &mut self,
+        flow: u64,
+        outer: &Outer,
+        parts: &[IoSlice<'_>],
+        segment: Option<usize>,
+    ) -> io::Result<()> {
         let pool = if outer.dst.is_ipv4() {
             &self.v4
         } else {
@@ -108,22 +121,29 @@ impl DataSender {
             ));
         }
         let fd = pool[(flow % pool.len() as u64) as usize].as_raw_fd();
-        let segment = segment.filter(|s| *s < data.len());
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let segment = segment.filter(|s| *s < total);
+        // One datagram at a time: the parts themselves, or one part cut at `seg`.
+        let one_by_one = |seg: usize| match parts {
+            [whole] => whole
+                .chunks(seg)
+                .try_for_each(|d| sendmsg(fd, outer, &[IoSlice::new(d)], None)),
+            _ => parts
+                .iter()
+                .try_for_each(|d| sendmsg(fd, outer, std::slice::from_ref(d), None)),
+        };
         match segment {
-            Some(seg) if self.gso => match sendmsg(fd, outer, data, Some(seg)) {
+            Some(seg) if self.gso => match sendmsg(fd, outer, parts, Some(seg)) {
                 Ok(()) => Ok(()),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
                     tracing::info!("UDP GSO refused ({e}): sending one datagram at a time");
                     self.gso = false;
-                    data.chunks(seg)
-                        .try_for_each(|d| sendmsg(fd, outer, d, None))
+                    one_by_one(seg)
                 }
                 Err(e) => Err(e),
             },
-            Some(seg) => data
-                .chunks(seg)
-                .try_for_each(|d| sendmsg(fd, outer, d, None)),
-            None => sendmsg(fd, outer, data, None),
+            Some(seg) => one_by_one(seg),
+            None => sendmsg(fd, outer, parts, None),
         }
     }
 }
@@ -223,7 +243,7 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// Control-message space: four messages of at most 20 bytes each, 8-byte aligned.
 type Control = [u64; 16];
 
-fn sendmsg(fd: RawFd, o: &Outer, data: &[u8], segment: Option<usize>) -> io::Result<()> {
+fn sendmsg(fd: RawFd, o: &Outer, parts: &[IoSlice<'_>], segment: Option<usize>) -> io::Result<()> {
     let (mut name, namelen) = sockaddr(o.dst);
     let mut control: Control = [0; 16];
     // SAFETY: reinterpreting the u64 array as bytes of the same size.
@@ -277,16 +297,14 @@ fn sendmsg(fd: RawFd, o: &Outer, data: &[u8], segment: Option<usize>) -> io::Res
     if !fits {
         return Err(io::Error::other("control messages do not fit"));
     }
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
     // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&raw mut name).cast();
     msg.msg_namelen = namelen;
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
+    // IoSlice is guaranteed ABI-compatible with struct iovec on Unix; the kernel only reads
+    // the parts.
+    msg.msg_iov = parts.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = parts.len() as _;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = at as _;
     loop {

@@ -9,6 +9,7 @@
 //! read-only snapshots of the engine's map-cache, and the workers' requests (resolve, probe,
 //! rekey) and the control messages carried in data (RFC 9962 §4) go back as messages.
 
+use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +24,38 @@ use super::tun::{self, TunQueue};
 use super::udp_io::{DataSender, Outer};
 use crate::control::Transmit as ControlTransmit;
 use crate::dataplane::gro::{Coalescer, Span};
+use crate::dataplane::xtr::MAX_SEGMENTS;
 use crate::dataplane::{
-    ControlRequest, DataReport, Decapsulated, Drop, Encapsulated, PreparedKey, Xtr, XtrConfig,
+    ControlRequest, DataReport, Datagrams, Decapsulated, Drop, Encapsulated, Part, PreparedKey,
+    Xtr, XtrConfig,
 };
 use crate::mapping::MapCache;
+
+/// The datagrams of `tx` as a gather list in `iov`: its own buffer whole when every datagram
+/// lies there (one after the other), else one part per datagram, from `read` for those
+/// sealed in place. `None` when a part is not there (a slot of another batch: never, as each
+/// TUN batch's transmits all leave before it goes back).
+fn gather<'a>(
+    tx: &'a Datagrams,
+    read: Option<&'a tun::TunBatch>,
+    iov: &mut [IoSlice<'a>; MAX_SEGMENTS],
+) -> Option<usize> {
+    if tx.parts.iter().all(|p| matches!(p, Part::Own(_))) {
+        iov[0] = IoSlice::new(&tx.buf);
+        return Some(1);
+    }
+    if tx.parts.len() > MAX_SEGMENTS {
+        return None;
+    }
+    for (slice, part) in iov.iter_mut().zip(&tx.parts) {
+        let bytes = match part {
+            Part::Own(r) => tx.buf.get(r.clone())?,
+            Part::Slot { slot, range } => read?.slot(*slot, range.clone())?,
+        };
+        *slice = IoSlice::new(bytes);
+    }
+    Some(tx.parts.len())
+}
 
 /// What the node's control task sends a worker.
 pub enum ToWorker {
@@ -210,8 +239,8 @@ struct Worker {
     control_out: Vec<(SocketAddr, std::net::UdpSocket)>,
     /// The sockets LISP data leaves from (none without a TUN device).
     out: Option<DataSender>,
-    /// The buffer transmits of the data plane are swapped into (reused).
-    tx_buf: Vec<u8>,
+    /// The buffers transmits of the data plane are swapped into (reused).
+    tx: Datagrams,
     /// Where read batches go back to be read into again, per reader.
     data_spent: Vec<mpsc::Sender<sockets::DataBatch>>,
     tun_spent: Vec<mpsc::Sender<tun::TunBatch>>,
@@ -269,7 +298,7 @@ impl Worker {
                 data_sockets,
                 control_out: setup.control_out,
                 out,
-                tx_buf: Vec::new(),
+                tx: Datagrams::default(),
                 data_spent,
                 tun_spent,
                 requests,
@@ -312,7 +341,7 @@ impl Worker {
     async fn after(&mut self) {
         let now = self.now();
         self.xtr.handle_timeout(now);
-        self.flush_data();
+        self.flush_data(None);
         while let Some(r) = self.xtr.poll_control_request() {
             let _ = self.requests.send(r);
         }
@@ -391,8 +420,10 @@ impl Worker {
         }
     }
 
-    /// Packets read from a TUN queue: encapsulated into batches and sent.
-    async fn on_tun(&mut self, batch: tun::TunBatch) {
+    /// Packets read from a TUN queue: encapsulated and sealed where they were read, and
+    /// sent from there (gathered by `sendmsg`); the batch goes back to its reader once every
+    /// transmit is out.
+    async fn on_tun(&mut self, mut batch: tun::TunBatch) {
         let now = self.now();
         let k = batch.queue;
         if batch.len() > batch.reads {
@@ -402,30 +433,35 @@ impl Worker {
         let Some(iid) = self.tuns.get(k).map(|t| t.instance_id) else {
             return;
         };
-        for packet in batch.packets() {
+        for (slot, (buf, packet)) in batch.packets_mut().enumerate() {
             if let Encapsulated::IcmpToTun(error) =
-                self.xtr.encapsulate(now, iid, packet, &self.cache)
+                self.xtr
+                    .encapsulate_in_place(now, iid, slot, buf, packet, &self.cache)
             {
                 let _ = self.tuns[k].write(&error);
             }
         }
+        self.flush_data(Some(&batch));
         if let Some(spent) = self.tun_spent.get(k) {
             let _ = spent.try_send(batch);
         }
-        self.flush_data();
     }
 
-    /// Sends what the data plane staged: one datagram or a GSO batch per transmit.
-    fn flush_data(&mut self) {
-        while let Some(t) = self.xtr.poll_transmit(&mut self.tx_buf) {
+    /// Sends what the data plane staged: one datagram or a GSO batch per transmit, its
+    /// datagrams gathered from the transmit's buffer and from `read` (the TUN batch they were
+    /// encapsulated in, in place).
+    fn flush_data(&mut self, read: Option<&tun::TunBatch>) {
+        while let Some(t) = self.xtr.poll_transmit_parts(&mut self.tx) {
             let sent = if t.from_control_port {
+                // lispers.net's padded suite: one datagram, always copied.
                 let sock = self
                     .control_out
                     .iter()
                     .filter(|(a, _)| a.is_ipv4() == t.dst.is_ipv4())
                     .min_by_key(|(a, _)| Some(a.ip()) != t.src)
                     .map(|(_, s)| s);
-                sock.is_some_and(|s| s.send_to(&self.tx_buf, t.dst).is_ok())
+                let own = matches!(self.tx.parts[..], [Part::Own(_)]);
+                own && sock.is_some_and(|s| s.send_to(&self.tx.buf, t.dst).is_ok())
             } else {
                 let outer = Outer {
                     src: t.src,
@@ -433,15 +469,19 @@ impl Worker {
                     ttl: t.ttl,
                     tos: t.tos,
                 };
-                match self.out.as_mut() {
-                    Some(out) => match out.send(t.flow, &outer, &self.tx_buf, t.segment) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            debug!(dst = %t.dst, "data send failed: {e}");
-                            false
+                let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS];
+                let n = gather(&self.tx, read, &mut iov);
+                match (self.out.as_mut(), n) {
+                    (Some(out), Some(n)) => {
+                        match out.send_gather(t.flow, &outer, &iov[..n], t.segment) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                debug!(dst = %t.dst, "data send failed: {e}");
+                                false
+                            }
                         }
-                    },
-                    None => false,
+                    }
+                    _ => false,
                 }
             };
             if !sent {

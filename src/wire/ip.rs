@@ -97,6 +97,7 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
         self.header_len
     }
 
+    #[inline]
     pub fn source(&self) -> IpAddr {
         let b = self.b();
         if self.is_ipv4() {
@@ -108,6 +109,7 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
         }
     }
 
+    #[inline]
     pub fn destination(&self) -> IpAddr {
         let b = self.b();
         if self.is_ipv4() {
