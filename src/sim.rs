@@ -15,7 +15,7 @@ use crate::control::{
     MappingSystem, PeerGroup, SitePolicy, Timers,
 };
 use crate::crypto::auth::{AuthKey, KeyRing, alg};
-use crate::dataplane::{Decapsulated, Encapsulated, KeyEvent, Xtr, XtrConfig};
+use crate::dataplane::{Datagrams, Decapsulated, Encapsulated, KeyEvent, Part, Xtr, XtrConfig};
 use crate::mapping::{EidKey, EidPrefix};
 use crate::wire::{CONTROL_PORT, DATA_PORT};
 
@@ -224,11 +224,17 @@ impl Sim {
         let (Some(Some(e)), Some(Some(x))) = (self.nodes.get(i), self.xtrs.get_mut(i)) else {
             return None;
         };
-        let r = x.encapsulate(now, iid, packet, e.map_cache());
+        // Read into a buffer with room around the packet, as the node's TUN reader does, and
+        // encapsulated where it lies.
+        let at = crate::dataplane::xtr::PACKET_AT;
+        let mut read = vec![0u8; at + packet.len() + crate::dataplane::xtr::TAILROOM];
+        read[at..at + packet.len()].copy_from_slice(packet);
+        let range = at..at + packet.len();
+        let r = x.encapsulate_in_place(now, iid, 0, &mut read, range, e.map_cache());
         if let Encapsulated::IcmpToTun(error) = &r {
             self.icmp[i].push((iid, error.clone()));
         }
-        self.flush(i);
+        self.flush_read(i, Some(&read));
         Some(r)
     }
 
@@ -300,6 +306,12 @@ impl Sim {
     /// engine and data plane (call it after driving an engine directly through
     /// [`engine_mut`](Self::engine_mut)). A GSO batch leaves as its datagrams.
     pub fn flush(&mut self, i: usize) {
+        self.flush_read(i, None);
+    }
+
+    /// [`flush`](Self::flush), with the buffer of the packet just encapsulated in place
+    /// (slot 0), from which its datagram is gathered.
+    fn flush_read(&mut self, i: usize, read: Option<&[u8]>) {
         let now = self.now;
         let mut out = Vec::new();
         if let (Some(Some(e)), Some(Some(x))) = (self.nodes.get_mut(i), self.xtrs.get_mut(i)) {
@@ -312,8 +324,8 @@ impl Sim {
             while let Some((iid, p)) = x.poll_to_tun() {
                 self.icmp[i].push((iid, p));
             }
-            let mut buf = Vec::new();
-            while let Some(t) = x.poll_transmit(&mut buf) {
+            let mut d = Datagrams::default();
+            while let Some(t) = x.poll_transmit_parts(&mut d) {
                 let port = if t.from_control_port {
                     CONTROL_PORT
                 } else {
@@ -321,8 +333,20 @@ impl Sim {
                     61000 + (t.flow % 16) as u16
                 };
                 let src = SocketAddr::new(t.src.unwrap_or(rloc(i + 1)), port);
-                for d in buf.chunks(t.segment.unwrap_or(buf.len()).max(1)) {
-                    out.push((src, t.dst, d.to_vec()));
+                let datagrams: Option<Vec<Vec<u8>>> = d
+                    .parts
+                    .iter()
+                    .map(|p| match p {
+                        Part::Own(r) => d.buf.get(r.clone()).map(<[u8]>::to_vec),
+                        Part::Slot { slot: 0, range } => {
+                            read.and_then(|b| b.get(range.clone())).map(<[u8]>::to_vec)
+                        }
+                        Part::Slot { .. } => None,
+                    })
+                    .collect();
+                match datagrams {
+                    Some(ds) => out.extend(ds.into_iter().map(|b| (src, t.dst, b))),
+                    None => x.transmit_failed(&t),
                 }
             }
         }
