@@ -1,8 +1,9 @@
-//! Data-plane per-packet work on one core, through the real sans-IO path: `Xtr::encapsulate`
-//! (lookup, flow hash, RLOC choice, encapsulation and seal) and `Xtr::decapsulate` (key,
-//! ICV, replay window, decryption, our-EID check) of a 1400-byte inner packet in each suite
-//! (ring), ring's raw AEAD on the same bytes as the baseline they are measured against
-//! (`scripts/bench-crypto-ratio.sh` prints the ratio), and the clear encapsulation.
+//! Data-plane per-packet work on one core, through the real sans-IO path:
+//! `Xtr::encapsulate_in_place` (lookup, flow hash, RLOC choice, encapsulation and seal where
+//! the packet was read) and `Xtr::decapsulate` (key, ICV, replay window, decryption, our-EID
+//! check) of a 1400-byte inner packet in each suite (ring), ring's raw AEAD on the same bytes
+//! as the baseline they are measured against (`scripts/bench-crypto-ratio.sh` prints the
+//! ratio), and the clear encapsulation.
 
 use std::hint::black_box;
 

@@ -4,7 +4,7 @@
 # `rounds` times, and prints, per suite, the median rate of encap+seal and open+decap
 # through the real dataplane::Xtr, ring's raw seal and open of the same 1400 bytes, and the
 # ratio of the two (min / median / max over the rounds); then the same ratios measured in
-# turns within one process (`--interleaved`).
+# turns within one process (`--interleaved`), with each side's fastest round.
 #   bash scripts/bench-crypto-ratio.sh [cpu] [rounds]     (defaults cpu 1, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
