@@ -125,6 +125,9 @@ pub struct Sim {
     /// Probability that a datagram is lost.
     pub loss: f64,
     by_addr: HashMap<IpAddr, usize>,
+    /// The first RLOC of each node that moved ([`Sim::move_node`]): where what the engine
+    /// sends without a source address leaves from.
+    moved: HashMap<usize, IpAddr>,
     queue: BinaryHeap<Reverse<(Duration, u64, InFlight)>>,
     seq: u64,
     rng: StdRng,
@@ -152,6 +155,7 @@ impl Sim {
             jitter: Duration::ZERO,
             loss: 0.0,
             by_addr: HashMap::new(),
+            moved: HashMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,
             rng: StdRng::seed_from_u64(seed),
@@ -201,6 +205,27 @@ impl Sim {
             .get_mut(i)
             .map(std::mem::take)
             .unwrap_or_default()
+    }
+
+    /// Node `i`'s RLOCs become `rlocs` (its interface addresses changed: it roams): what
+    /// is sent to its old addresses is lost from now on, and its engine and data plane are
+    /// told, as the node runtime tells them after an address event.
+    pub fn move_node(&mut self, i: usize, rlocs: Vec<crate::control::LocalRloc>) {
+        self.by_addr.retain(|_, n| *n != i);
+        for r in &rlocs {
+            self.by_addr.insert(r.address, i);
+        }
+        if let Some(first) = rlocs.first() {
+            self.moved.insert(i, first.address);
+        }
+        let now = self.now;
+        if let Some(Some(x)) = self.xtrs.get_mut(i) {
+            x.set_rlocs(rlocs.iter().map(|r| r.address).collect());
+        }
+        if let Some(Some(e)) = self.nodes.get_mut(i) {
+            e.set_rlocs(now, rlocs);
+        }
+        self.flush(i);
     }
 
     /// Replaces node `i` by a fresh engine and data plane (a restart: nothing kept).
@@ -350,9 +375,10 @@ impl Sim {
                 }
             }
         }
+        let home = self.moved.get(&i).copied().unwrap_or(rloc(i + 1));
         if let Some(e) = self.engine_mut(i) {
             while let Some(t) = e.poll_transmit() {
-                let src = SocketAddr::new(t.src.unwrap_or(rloc(i + 1)), t.src_port);
+                let src = SocketAddr::new(t.src.unwrap_or(home), t.src_port);
                 out.push((src, t.dst, t.payload));
             }
         }

@@ -273,3 +273,74 @@ fn what_the_tunnel_cannot_carry_gets_an_icmp_error_back() {
     assert_eq!(u16::from_be_bytes([error[26], error[27]]), 1464);
     assert_eq!(drops(&s, 0, Drop::TooBig), 1);
 }
+
+/// A node that roams (issue 14): node 2's RLOC changes to another address while pings flow
+/// both ways, encrypted. What is sent to the old address is lost; node 2 registers its new
+/// RLOC at once and offers fresh keys from it, so within a few round trips node 1 maps node
+/// 2's EIDs to the new RLOC, seals to it under a key agreed with it, and opens what node 2
+/// now sends from it under a key agreed for that address (an ETR keeps its keys per ITR
+/// RLOC, RFC 8061 §9). Pings sent after that all arrive, both ways.
+#[test]
+fn a_node_that_moves_is_reached_again_within_a_few_round_trips() {
+    for suite in [CipherSuite::Aes128Gcm, CipherSuite::ChaCha20Poly1305] {
+        let mut s = mesh(2, |_, c| c.encryption = Some(suite));
+        let mut seq = 0u16;
+        let mut both_ways = |s: &mut Sim| {
+            seq += 1;
+            let (there, back) = (ping(1, 2, seq), ping(2, 1, seq));
+            s.send_packet(0, 0, &there);
+            s.send_packet(1, 0, &back);
+            let t = s.now + 50 * MS;
+            s.run_to(t);
+            (
+                delivered(s, 1).contains(&there),
+                delivered(s, 0).contains(&back),
+            )
+        };
+        assert_eq!(
+            both_ways(&mut s),
+            (true, true),
+            "{suite:?}: before the move"
+        );
+
+        let new: IpAddr = "198.19.7.2".parse().unwrap();
+        s.move_node(
+            1,
+            vec![LocalRloc {
+                address: new,
+                priority: 1,
+                weight: 100,
+            }],
+        );
+        let moved = s.now;
+        // Within 200 ms (each try 50 ms apart), traffic crosses both ways again.
+        let mut tries = 0;
+        while both_ways(&mut s) != (true, true) {
+            tries += 1;
+            assert!(
+                tries < 4,
+                "{suite:?}: no traffic both ways 200 ms after the move"
+            );
+        }
+        let took = s.now - moved;
+        eprintln!("{suite:?}: traffic both ways again {took:?} after the move");
+        for _ in 0..20 {
+            assert_eq!(both_ways(&mut s), (true, true), "{suite:?}: after {took:?}");
+        }
+        // Node 1 sends to the new RLOC only, and its ETR holds a key for node 2's new
+        // address; node 2's old address is heard from no more.
+        let keys_at_1: Vec<IpAddr> = s
+            .xtr(0)
+            .unwrap()
+            .recv_keys()
+            .current()
+            .map(|k| k.itr)
+            .collect();
+        assert!(keys_at_1.contains(&new), "{suite:?}: {keys_at_1:?}");
+        let to_new = s.xtr(0).unwrap().stats().per_rloc.get(&new).cloned();
+        assert!(
+            to_new.is_some_and(|d| d.encapsulated.packets >= 20),
+            "{suite:?}: node 1 sent too little to the new RLOC: {to_new:?}"
+        );
+    }
+}

@@ -70,6 +70,10 @@ pub(crate) const NOTIFY_COALESCE: Duration = Duration::from_millis(20);
 pub(crate) const NOTIFY_REPEAT: Duration = Duration::from_secs(1);
 /// The shortest gap between two rounds of Map-Registers triggered by a change.
 pub(crate) const QUICK_REGISTER_GAP: Duration = Duration::from_secs(1);
+/// The shortest gap before the round of Map-Registers that tells the members our new RLOCs
+/// (a node that roams is unreachable at the old ones until they know; the node re-reads its
+/// addresses at most every 20 ms, so a flapping interface costs at most ten rounds a second).
+pub(crate) const ROAM_REGISTER_GAP: Duration = Duration::from_millis(100);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 impl Engine {
@@ -387,11 +391,19 @@ impl Engine {
         }
     }
 
-    /// Replaces the node's RLOCs (an interface address changed): registers at once.
+    /// Replaces the node's RLOCs (an interface address changed): registers with every
+    /// member at once ([`ROAM_REGISTER_GAP`] after the last round at the earliest), and
+    /// probes and keys from the new addresses.
     pub fn set_rlocs(&mut self, now: Duration, rlocs: Vec<super::config::LocalRloc>) {
         if rlocs != self.cfg.rlocs {
             self.cfg.rlocs = rlocs;
-            self.schedule_quick_register(now);
+            let t = match self.registrar.last_register {
+                Some(l) => now.max(l + ROAM_REGISTER_GAP),
+                None => now,
+            };
+            self.registrar.register_due = self.registrar.register_due.min(t);
+            // Keys and probes from the address our packets now come from.
+            self.prober.our_rlocs_changed(now, &self.cfg);
         }
     }
 

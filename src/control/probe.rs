@@ -390,6 +390,31 @@ impl Prober {
         self.schedule(rloc, next);
     }
 
+    /// Our RLOCs changed (a node that roams, RFC 9962 §1): every probed RLOC is probed now,
+    /// from our RLOC nearest it, and with lisp-crypto a fresh key is offered (RFC 8061 §10),
+    /// so each peer's ETR holds a key for the address our packets now come from (its keys
+    /// are per ITR RLOC) and answers to the new address. A probe still out left from the old
+    /// address and its answer may never come: it is given up without counting a miss.
+    /// lispers.net peers are offered their key again from the new address (they are never
+    /// rekeyed). The probes go out within the per-second probe budget.
+    pub fn our_rlocs_changed(&mut self, now: Duration, cfg: &EngineConfig) {
+        let rlocs: Vec<IpAddr> = self.probes.keys().copied().collect();
+        for rloc in rlocs {
+            let Some(p) = self.probes.get_mut(&rloc) else {
+                continue;
+            };
+            if let Some((nonce, _)) = p.outstanding.take() {
+                self.by_nonce.remove(&nonce);
+            }
+            p.offer = None;
+            if cfg.encryption.is_some() && crypto_profile(cfg, rloc) != CryptoProfile::LispersCs6 {
+                p.rekeying = true;
+            }
+            p.next = now;
+            self.schedule(rloc, now);
+        }
+    }
+
     /// Agrees a fresh key with `rloc` through a probe now (RFC 8061 §10: RLOC-probing can
     /// change keys at any time), as when the key's packet budget is spent. The current key
     /// stays in use until the new one is agreed. lispers.net peers are never rekeyed: they

@@ -27,8 +27,12 @@ use crate::dataplane::XtrConfig;
 use crate::mapping::PrefixTable;
 use config::{NodeConfig, RlocSource};
 
-/// How often interface RLOCs are re-read.
+/// How often interface RLOCs are re-read when no change was signalled (netlink events make
+/// the node re-read them at once; this is the fallback should an event be lost).
 const RLOC_REFRESH: Duration = Duration::from_secs(10);
+/// After an address or link change, the node waits this long for the rest of the burst (an
+/// address replaced is a removal and an addition) before it re-reads its interface RLOCs.
+const RLOC_SETTLE: Duration = Duration::from_millis(20);
 
 /// Resolves the configured RLOCs to addresses (interfaces through netlink).
 async fn resolve_rlocs(cfg: &NodeConfig) -> anyhow::Result<Vec<LocalRloc>> {
@@ -185,6 +189,22 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigusr1 =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    // Address and link changes, when an RLOC comes from an interface (RFC 9962 §1: xTRs
+    // roam and tell each other their new RLOCs).
+    let mut net_changes = if node_uses_interfaces(&cfg) {
+        match interfaces::watch() {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                warn!(
+                    "cannot watch address changes ({e:#}): interface RLOCs are re-read every {} s",
+                    RLOC_REFRESH.as_secs()
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut ours = PrefixTable::new();
     for d in &cfg.database {
         ours.insert(d.eid, ());
@@ -225,6 +245,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
                 node.engine.set_pull_servers(now, index, addrs);
                 node.engine_driven = true;
             }
+            Some(()) = next_change(&mut net_changes) => node.on_net_change(),
             _ = tokio::time::sleep_until(node.deadline().into()) => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -423,18 +444,21 @@ impl Node {
         }
     }
 
-    /// Every [`RLOC_REFRESH`]: the RLOCs of the configured interfaces are read again.
+    /// An address or link changed: the interface RLOCs are read again once the burst has
+    /// settled.
+    fn on_net_change(&mut self) {
+        self.next_rloc_refresh = self.next_rloc_refresh.min(Instant::now() + RLOC_SETTLE);
+    }
+
+    /// After an address or link change, and every [`RLOC_REFRESH`]: the RLOCs of the
+    /// configured interfaces are read again; a change goes to the workers and to the engine,
+    /// which registers at once with every member.
     async fn refresh_rlocs(&mut self) {
         if Instant::now() < self.next_rloc_refresh {
             return;
         }
         self.next_rloc_refresh = Instant::now() + RLOC_REFRESH;
-        if !self
-            .cfg
-            .rlocs
-            .iter()
-            .any(|r| matches!(r.source, RlocSource::Interface { .. }))
-        {
+        if !node_uses_interfaces(&self.cfg) {
             return;
         }
         match resolve_rlocs(&self.cfg).await {
@@ -449,6 +473,21 @@ impl Node {
             Ok(_) => warn!("the RLOC interfaces have no address"),
             Err(e) => warn!("cannot read RLOC interfaces: {e:#}"),
         }
+    }
+}
+
+/// Whether an RLOC of the node comes from an interface (and can change under it).
+fn node_uses_interfaces(cfg: &NodeConfig) -> bool {
+    cfg.rlocs
+        .iter()
+        .any(|r| matches!(r.source, RlocSource::Interface { .. }))
+}
+
+/// The next address or link change, never when nothing is watched.
+async fn next_change(rx: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
