@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab::{Lab, counter, have_root, ping};
+use lab::{Lab, counter, have_root, ping, ping_once, time_until};
 use lisp_decent::wire::*;
 
 /// A node of these tests: RLOC 192.0.2.i, EID 10.i.0.0/16 with 10.i.0.1 on its TUN.
@@ -77,47 +77,11 @@ fn mesh(lab: &mut Lab, n: usize, delivery: &str, extra: &str) -> (Vec<String>, V
 
 /// Whether the node in `ns` (RLOC `rloc`) holds a registration for 10.j.0.1 (lig to itself).
 fn holds(ns: &str, rloc: &str, j: usize) -> bool {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_decent"), "lig"])
-        .arg(format!("10.{j}.0.1"))
-        .args(["--to", rloc, "--json", "--count", "1", "--timeout", "0.2"])
-        .output()
-        .expect("lig runs");
-    String::from_utf8_lossy(&o.stdout).contains("\"negative\":false")
+    lig_text(ns, rloc, j).contains("\"negative\":false")
 }
 
 fn lig_text(ns: &str, rloc: &str, j: usize) -> String {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_decent"), "lig"])
-        .arg(format!("10.{j}.0.1"))
-        .args(["--to", rloc, "--json", "--count", "1", "--timeout", "0.5"])
-        .output()
-        .expect("lig runs");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// One ping through the tunnel from `ns` to `dst`, waiting at most 200 ms.
-fn ping_once(ns: &str, src: &str, dst: &str) -> bool {
-    Command::new("ip")
-        .args([
-            "netns", "exec", ns, "ping", "-c", "1", "-W", "0.2", "-I", src, dst,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Polls `f` every 20 ms until it holds; how long that took, or `None` after `limit`.
-fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    lab::lig(ns, rloc, &format!("10.{j}.0.1"))
 }
 
 /// Every node of `nss` holds every other's registration within `limit`.

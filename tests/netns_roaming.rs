@@ -6,10 +6,10 @@
 
 mod lab;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lab::{Lab, have_root};
+use lab::{Lab, have_root, ping_once, time_until};
 
 /// A node of these tests: EID 10.i.0.0/16 with 10.i.0.1 on its TUN, `rloc` its `[[rloc]]`
 /// and `[listen]` lines; node 1 (RLOC 192.0.2.1) is the seed.
@@ -27,37 +27,7 @@ fn config(i: usize, rloc: &str) -> String {
 
 /// What node `ns`'s Map-Resolver (at `rloc`) answers for 10.j.0.1.
 fn lig(ns: &str, rloc: &str, j: usize) -> String {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_decent"), "lig"])
-        .arg(format!("10.{j}.0.1"))
-        .args(["--to", rloc, "--json", "--count", "1", "--timeout", "0.2"])
-        .output()
-        .expect("lig runs");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// One ping through the tunnel from `ns` to `dst`, waiting at most 200 ms.
-fn ping_once(ns: &str, src: &str, dst: &str) -> bool {
-    Command::new("ip")
-        .args([
-            "netns", "exec", ns, "ping", "-c", "1", "-W", "0.2", "-I", src, dst,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Polls `f` every 20 ms until it holds; how long that took, or `None` after `limit`.
-fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    lab::lig(ns, rloc, &format!("10.{j}.0.1"))
 }
 
 /// Node 2 takes its RLOC from eth0 and listens on the wildcard address; its address moves

@@ -434,19 +434,7 @@ impl Lab {
     pub fn wait_resolved(&self, ns: &str, eid: &str, to: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let o = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    env!("CARGO_BIN_EXE_decent"),
-                    "lig",
-                    eid,
-                ])
-                .args(["--to", to, "--json", "--count", "1", "--timeout", "0.5"])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&o.stdout).contains("\"negative\":false") {
+            if lig(ns, to, eid).contains("\"negative\":false") {
                 return;
             }
             assert!(
@@ -457,4 +445,47 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// What the Map-Resolver at `rloc` answers for `eid` to lig run in `ns` (its JSON line;
+/// empty when nothing answered within 0.5 s).
+pub fn lig(ns: &str, rloc: &str, eid: &str) -> String {
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_decent"),
+            "lig",
+            eid,
+        ])
+        .args(["--to", rloc, "--json", "--count", "1", "--timeout", "0.5"])
+        .output()
+        .expect("lig runs");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// One ping through the tunnel from `ns` (from address `src`) to `dst`, waiting at most
+/// 200 ms.
+pub fn ping_once(ns: &str, src: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "1", "-W", "0.2", "-I", src, dst,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Polls `f` every 20 ms until it holds; how long that took, or `None` after `limit`.
+pub fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
