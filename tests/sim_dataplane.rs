@@ -344,3 +344,77 @@ fn a_node_that_moves_is_reached_again_within_a_few_round_trips() {
         );
     }
 }
+
+/// Roaming in pull mode (issue 14): node 1 learned node 2's mapping by Map-Request from the
+/// Map-Server of its prefix (node 3). Node 2 moves: it registers its new RLOC with node 3 at
+/// once, node 3 sends node 1 a Solicit-Map-Request (RFC 9301 §6.1: its answer changed),
+/// node 1 asks again and sends to the new RLOC, under a key agreed with it. Pings sent after
+/// that all arrive, both ways, encrypted.
+#[test]
+fn a_node_that_moves_in_pull_mode_is_solicited_and_reached_again() {
+    let pull = PullMode {
+        modulus: 1,
+        dns_suffix: "map.test".into(),
+        hash: PullHash::Draft { mask_len: 10 },
+    };
+    let mut s = Sim::new(10 * MS, 5);
+    for i in 1..=3 {
+        let mut c = sim::node_config(i, Delivery::Replicate);
+        c.mapping_system = MappingSystem::Pull(pull.clone());
+        c.encryption = Some(CipherSuite::Aes128Gcm);
+        s.add(c);
+    }
+    for n in 0..3 {
+        let now = s.now;
+        s.engine_mut(n)
+            .unwrap()
+            .set_pull_servers(now, 0, vec![sim::rloc(3)]);
+    }
+    s.run_to(secs(3));
+    let mut seq = 0u16;
+    let mut both_ways = |s: &mut Sim| {
+        seq += 1;
+        let (there, back) = (ping(1, 2, seq), ping(2, 1, seq));
+        s.send_packet(0, 0, &there);
+        s.send_packet(1, 0, &back);
+        let t = s.now + 100 * MS;
+        s.run_to(t);
+        (
+            delivered(s, 1).contains(&there),
+            delivered(s, 0).contains(&back),
+        )
+    };
+    // The first pings wait for their mappings and keys.
+    both_ways(&mut s);
+    assert_eq!(both_ways(&mut s), (true, true), "before the move");
+    let smrs_before = s.engine(0).unwrap().counters().smrs_received;
+
+    let new: IpAddr = "198.19.7.2".parse().unwrap();
+    s.move_node(
+        1,
+        vec![LocalRloc {
+            address: new,
+            priority: 1,
+            weight: 100,
+        }],
+    );
+    let moved = s.now;
+    let mut tries = 0;
+    while both_ways(&mut s) != (true, true) {
+        tries += 1;
+        assert!(tries < 10, "no traffic both ways 1 s after the move");
+    }
+    eprintln!(
+        "pull mode: traffic both ways again {:?} after the move",
+        s.now - moved
+    );
+    for _ in 0..10 {
+        assert_eq!(both_ways(&mut s), (true, true), "after the move");
+    }
+    assert!(
+        s.engine(0).unwrap().counters().smrs_received > smrs_before,
+        "node 1 learned the new RLOC from an SMR"
+    );
+    let to_new = s.xtr(0).unwrap().stats().per_rloc.get(&new).cloned();
+    assert!(to_new.is_some_and(|d| d.encapsulated.packets >= 10));
+}
