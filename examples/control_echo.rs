@@ -41,7 +41,7 @@ fn main() {
         // What the socket holds, up to a batch; when it holds nothing, wait for it to be
         // readable (the node waits in epoll).
         if reader
-            .read(fd, |_, d| {
+            .read(fd, |_, _, d| {
                 got.extend_from_slice(d);
                 lens.push(d.len());
             })

@@ -296,7 +296,7 @@ fn count_replies(sock: &UdpSocket, stop: &AtomicBool, replies: &AtomicU64, any: 
     let mut reader = lisp_decent::node::udp_io::BatchReader::new(BATCH);
     while !stop.load(Ordering::Relaxed) {
         let mut ok = 0;
-        match reader.read(fd, |_, d| {
+        match reader.read(fd, |_, _, d| {
             if any || d.first().is_some_and(|b| b >> 4 == msg_type::MAP_REPLY) {
                 ok += 1;
             }

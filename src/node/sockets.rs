@@ -105,7 +105,17 @@ fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Contro
             };
             let r = sock
                 .async_io(Interest::READABLE, || {
-                    reader.read(fd, |from, d| batch.push(local, from, d))
+                    reader.read(fd, |from, to, d| {
+                        // On the wildcard address, the local address is the one the peer
+                        // sent to (IP_PKTINFO); else the socket's own.
+                        let at = match to {
+                            Some(ip) if local.ip().is_unspecified() => {
+                                SocketAddr::new(ip, local.port())
+                            }
+                            _ => local,
+                        };
+                        batch.push(at, from, d)
+                    })
                 })
                 .await;
             if let Err(e) = r {
@@ -283,15 +293,17 @@ impl Sockets {
                 continue;
             };
             let fd = sock.as_raw_fd();
+            // A socket on the wildcard address is told each datagram's source.
+            let wildcard = local.ip().is_unspecified();
             for chunk in group.chunks(CONTROL_BATCH) {
                 let mut at = 0;
                 while at < chunk.len() {
-                    let batch: Vec<(SocketAddr, &[u8])> = chunk[at..]
+                    let batch: Vec<(Option<IpAddr>, SocketAddr, &[u8])> = chunk[at..]
                         .iter()
-                        .map(|t| (t.dst, &t.payload[..]))
+                        .map(|t| (t.src.filter(|_| wildcard), t.dst, &t.payload[..]))
                         .collect();
                     match sock
-                        .async_io(Interest::WRITABLE, || udp_io::send_batch(fd, &batch))
+                        .async_io(Interest::WRITABLE, || udp_io::send_batch_from(fd, &batch))
                         .await
                     {
                         Ok(n) => at += n.max(1),
@@ -339,6 +351,44 @@ impl Sockets {
     }
 }
 
+/// Where the node binds its control and data ports: the configured listen addresses; else,
+/// when an RLOC comes from an interface, the wildcard address of each family its RLOCs may
+/// have, so the sockets survive the interface's address changing (the node roams, RFC 9962
+/// §1) and each datagram's local address comes from IP_PKTINFO; else the RLOCs.
+fn listen_addresses(cfg: &NodeConfig, rlocs: &[LocalRloc]) -> Vec<IpAddr> {
+    use super::config::RlocSource;
+    if !cfg.listen.is_empty() {
+        return cfg.listen.clone();
+    }
+    let mut v4 = false;
+    let mut v6 = false;
+    let mut interfaces = false;
+    for r in &cfg.rlocs {
+        match &r.source {
+            RlocSource::Address(a) => {
+                v4 |= a.is_ipv4();
+                v6 |= a.is_ipv6();
+            }
+            RlocSource::Interface { v4: f4, v6: f6, .. } => {
+                interfaces = true;
+                v4 |= *f4;
+                v6 |= *f6;
+            }
+        }
+    }
+    if !interfaces {
+        return rlocs.iter().map(|r| r.address).collect();
+    }
+    let mut out = Vec::new();
+    if v4 {
+        out.push(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    }
+    if v6 && std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).is_ok() {
+        out.push(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    }
+    out
+}
+
 /// Binds the control and data ports on every listen address (the RLOCs when none is
 /// configured), joins the peer group's multicast address when the group uses it, and starts
 /// a reader per control socket. The data port is bound once per worker: with several, the
@@ -351,11 +401,7 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyh
     let mut sockets = Sockets {
         by_local: HashMap::new(),
     };
-    let listen: Vec<IpAddr> = if cfg.listen.is_empty() {
-        rlocs.iter().map(|r| r.address).collect()
-    } else {
-        cfg.listen.clone()
-    };
+    let listen = listen_addresses(cfg, rlocs);
     let multicast = match &cfg.mapping_system {
         MappingSystem::Push(g) => match g.delivery {
             Delivery::Multicast { ttl } => Some((g.group, ttl)),
@@ -378,17 +424,35 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyh
         let local = SocketAddr::new(*ip, cfg.control_port);
         let s = bind_udp(local, false)?;
         widen_receive_buffer(&s, CONTROL_RECEIVE_BUFFER);
+        if ip.is_unspecified() {
+            // Which of our addresses each datagram came to, and the group's datagrams only
+            // on the group's socket (a wildcard socket gets every group's by default).
+            if !udp_io::enable_pktinfo(&s, ip.is_ipv6()) {
+                warn!(%local, "cannot learn the local address of each datagram");
+            }
+            if ip.is_ipv4() {
+                s.set_multicast_all_v4(false)?;
+            } else {
+                s.set_multicast_all_v6(false)?;
+            }
+        }
         if let Some((group, ttl)) = multicast
             && ip.is_ipv4() == group.is_ipv4()
         {
+            // On the wildcard address the group's datagrams leave by the route to the
+            // group, whatever our address is then.
             match ip {
                 IpAddr::V4(a) => {
                     s.set_multicast_ttl_v4(u32::from(ttl))?;
-                    s.set_multicast_if_v4(a)?;
+                    if !a.is_unspecified() {
+                        s.set_multicast_if_v4(a)?;
+                    }
                 }
                 IpAddr::V6(a) => {
                     s.set_multicast_hops_v6(u32::from(ttl))?;
-                    s.set_multicast_if_v6(interfaces::index_of(IpAddr::V6(*a)).await?)?;
+                    if !a.is_unspecified() {
+                        s.set_multicast_if_v6(interfaces::index_of(IpAddr::V6(*a)).await?)?;
+                    }
                 }
             }
         }

@@ -178,6 +178,31 @@ fn put_cmsg<T: Copy>(buf: &mut [u8], at: &mut usize, level: i32, ty: i32, value:
     true
 }
 
+/// The address a datagram leaves from, as its control message (IP_PKTINFO / IPV6_PKTINFO).
+fn put_source(buf: &mut [u8], at: &mut usize, src: IpAddr) -> bool {
+    match src {
+        IpAddr::V4(s) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(s).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            put_cmsg(buf, at, libc::IPPROTO_IP, libc::IP_PKTINFO, info)
+        }
+        IpAddr::V6(s) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: s.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            put_cmsg(buf, at, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info)
+        }
+    }
+}
+
 fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: an all-zero sockaddr_storage is valid; the family-specific view written below
     // fits inside it.
@@ -253,37 +278,18 @@ fn sendmsg(fd: RawFd, o: &Outer, parts: &[IoSlice<'_>], segment: Option<usize>) 
     let mut at = 0;
     let ttl = i32::from(o.ttl.max(1));
     let tos = i32::from(o.tos);
-    let fits = match (o.dst, o.src) {
-        (SocketAddr::V4(_), src) => {
-            let mut ok = true;
-            if let Some(IpAddr::V4(s)) = src {
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: libc::in_addr {
-                        s_addr: u32::from(s).to_be(),
-                    },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                ok &= put_cmsg(cbuf, &mut at, libc::IPPROTO_IP, libc::IP_PKTINFO, info);
+    let source = o.src.filter(|s| s.is_ipv4() == o.dst.is_ipv4());
+    let fits = source.is_none_or(|s| put_source(cbuf, &mut at, s))
+        && match o.dst {
+            SocketAddr::V4(_) => {
+                put_cmsg(cbuf, &mut at, libc::IPPROTO_IP, libc::IP_TTL, ttl)
+                    && put_cmsg(cbuf, &mut at, libc::IPPROTO_IP, libc::IP_TOS, tos)
             }
-            ok &= put_cmsg(cbuf, &mut at, libc::IPPROTO_IP, libc::IP_TTL, ttl);
-            ok && put_cmsg(cbuf, &mut at, libc::IPPROTO_IP, libc::IP_TOS, tos)
-        }
-        (SocketAddr::V6(_), src) => {
-            let mut ok = true;
-            if let Some(IpAddr::V6(s)) = src {
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: s.octets(),
-                    },
-                    ipi6_ifindex: 0,
-                };
-                ok &= put_cmsg(cbuf, &mut at, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info);
+            SocketAddr::V6(_) => {
+                put_cmsg(cbuf, &mut at, libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, ttl)
+                    && put_cmsg(cbuf, &mut at, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, tos)
             }
-            ok &= put_cmsg(cbuf, &mut at, libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, ttl);
-            ok && put_cmsg(cbuf, &mut at, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, tos)
-        }
-    };
+        };
     let fits = fits
         && segment.is_none_or(|s| {
             put_cmsg(
@@ -394,6 +400,9 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<
 pub struct BatchReader {
     slots: Vec<u8>,
     names: Vec<libc::sockaddr_storage>,
+    /// Control-message space per slot (the destination address, IP_PKTINFO /
+    /// IPV6_PKTINFO, on a socket bound to the wildcard address).
+    controls: Vec<Control>,
 }
 
 /// The largest datagram a [`BatchReader`] slot holds: a UDP datagram's payload.
@@ -407,15 +416,17 @@ impl BatchReader {
             slots: vec![0; batch * SLOT],
             // SAFETY: an all-zero sockaddr_storage is valid.
             names: vec![unsafe { std::mem::zeroed() }; batch],
+            controls: vec![[0; 16]; batch],
         }
     }
 
-    /// Reads what the socket holds now, up to the batch, handing each datagram and its
-    /// sender to `each`; returns how many (WouldBlock when none).
+    /// Reads what the socket holds now, up to the batch, handing each datagram, its sender
+    /// and, on a socket with [`enable_pktinfo`], the local address it was sent to, to
+    /// `each`; returns how many (WouldBlock when none).
     pub fn read(
         &mut self,
         fd: RawFd,
-        mut each: impl FnMut(SocketAddr, &[u8]),
+        mut each: impl FnMut(SocketAddr, Option<IpAddr>, &[u8]),
     ) -> io::Result<usize> {
         let batch = self.names.len();
         let mut iovs: Vec<libc::iovec> = self
@@ -429,7 +440,8 @@ impl BatchReader {
         let mut hdrs: Vec<libc::mmsghdr> = iovs
             .iter_mut()
             .zip(self.names.iter_mut())
-            .map(|(iov, name)| {
+            .zip(self.controls.iter_mut())
+            .map(|((iov, name), control)| {
                 // SAFETY: an all-zero mmsghdr is valid; the pointers set below outlive the
                 // call.
                 let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
@@ -437,6 +449,8 @@ impl BatchReader {
                 m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 m.msg_hdr.msg_iov = iov;
                 m.msg_hdr.msg_iovlen = 1;
+                m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                m.msg_hdr.msg_controllen = size_of::<Control>() as _;
                 m
             })
             .collect();
@@ -456,36 +470,128 @@ impl BatchReader {
         let n = n as usize;
         for (i, h) in hdrs.iter().take(n).enumerate() {
             let len = (h.msg_len as usize).min(SLOT);
+            let mut local = None;
+            // SAFETY: walking the control messages the kernel wrote for this datagram,
+            // within its msg_controllen.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                while !c.is_null() {
+                    local = local.or(pktinfo_local(
+                        (*c).cmsg_level,
+                        (*c).cmsg_type,
+                        libc::CMSG_DATA(c),
+                    ));
+                    c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+                }
+            }
             if let Some(from) = from_sockaddr(&self.names[i]) {
-                each(from, &self.slots[i * SLOT..i * SLOT + len]);
+                each(from, local, &self.slots[i * SLOT..i * SLOT + len]);
             }
         }
         Ok(n)
     }
 }
 
+/// Asks the kernel for the local address each datagram was sent to (IP_PKTINFO,
+/// IPV6_RECVPKTINFO): a socket bound to the wildcard address learns which of our addresses
+/// a peer used, as a socket bound to one address knows it by its binding. False when the
+/// kernel refused.
+pub fn enable_pktinfo(sock: &impl AsRawFd, v6: bool) -> bool {
+    let on: libc::c_int = 1;
+    let (level, opt) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    // SAFETY: setsockopt with a pointer to a live c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            opt,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// The local address in an IP_PKTINFO / IPV6_PKTINFO control message.
+///
+/// # Safety
+/// `data` points at the control message's data, as the kernel wrote it for that level and
+/// type.
+unsafe fn pktinfo_local(level: libc::c_int, kind: libc::c_int, data: *const u8) -> Option<IpAddr> {
+    if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+        // SAFETY: IP_PKTINFO carries an in_pktinfo (the caller's contract).
+        let i: libc::in_pktinfo = unsafe { std::ptr::read_unaligned(data.cast()) };
+        return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(i.ipi_addr.s_addr))));
+    }
+    if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+        // SAFETY: IPV6_PKTINFO carries an in6_pktinfo (the caller's contract).
+        let i: libc::in6_pktinfo = unsafe { std::ptr::read_unaligned(data.cast()) };
+        return Some(IpAddr::V6(Ipv6Addr::from(i.ipi6_addr.s6_addr)));
+    }
+    None
+}
+
 /// Sends each (destination, payload) with as few system calls as the kernel allows
 /// (sendmmsg); returns how many left (WouldBlock when none could).
 pub fn send_batch(fd: RawFd, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    let sourced: Vec<(Option<IpAddr>, SocketAddr, &[u8])> =
+        datagrams.iter().map(|(d, p)| (None, *d, *p)).collect();
+    send_batch_from(fd, &sourced)
+}
+
+/// [`send_batch`] of (source, destination, payload): a datagram with a source leaves from
+/// that address of ours (IP_PKTINFO / IPV6_PKTINFO), as a socket bound to the wildcard
+/// address must be told.
+pub fn send_batch_from(
+    fd: RawFd,
+    datagrams: &[(Option<IpAddr>, SocketAddr, &[u8])],
+) -> io::Result<usize> {
     let names: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-        datagrams.iter().map(|(a, _)| sockaddr(*a)).collect();
+        datagrams.iter().map(|(_, a, _)| sockaddr(*a)).collect();
     let mut iovs: Vec<libc::iovec> = datagrams
         .iter()
-        .map(|(_, p)| libc::iovec {
+        .map(|(_, _, p)| libc::iovec {
             iov_base: p.as_ptr() as *mut libc::c_void,
             iov_len: p.len(),
+        })
+        .collect();
+    // Each datagram's source, when it has one of its destination's family.
+    let mut controls: Vec<(Control, usize)> = datagrams
+        .iter()
+        .map(|(src, dst, _)| {
+            let mut control: Control = [0; 16];
+            let mut at = 0;
+            if let Some(s) = src.filter(|s| s.is_ipv4() == dst.is_ipv4()) {
+                // SAFETY: reinterpreting the u64 array as bytes of the same size.
+                let cbuf = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        control.as_mut_ptr().cast::<u8>(),
+                        size_of::<Control>(),
+                    )
+                };
+                put_source(cbuf, &mut at, s);
+            }
+            (control, at)
         })
         .collect();
     let mut hdrs: Vec<libc::mmsghdr> = iovs
         .iter_mut()
         .zip(names.iter())
-        .map(|(iov, (name, len))| {
+        .zip(controls.iter_mut())
+        .map(|((iov, (name, len)), (control, clen))| {
             // SAFETY: an all-zero mmsghdr is valid; the pointers set below outlive the call.
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
             m.msg_hdr.msg_name = (name as *const libc::sockaddr_storage) as *mut libc::c_void;
             m.msg_hdr.msg_namelen = *len;
             m.msg_hdr.msg_iov = iov;
             m.msg_hdr.msg_iovlen = 1;
+            if *clen > 0 {
+                m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                m.msg_hdr.msg_controllen = *clen as _;
+            }
             m
         })
         .collect();
@@ -581,16 +687,60 @@ mod tests {
         let mut got = Vec::new();
         while got.len() < 40 {
             let n = reader
-                .read(r.as_raw_fd(), |from, d| {
+                .read(r.as_raw_fd(), |from, local, d| {
                     assert_eq!(from, s.local_addr().unwrap());
+                    assert_eq!(local, None, "no IP_PKTINFO asked for");
                     got.push(d.to_vec());
                 })
                 .unwrap();
             assert!(n <= 16);
         }
         assert_eq!(got, payloads);
-        let e = reader.read(r.as_raw_fd(), |_, _| {}).unwrap_err();
+        let e = reader.read(r.as_raw_fd(), |_, _, _| {}).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// A socket on the wildcard address learns which of our addresses each datagram was
+    /// sent to, and its datagrams leave from the source each is given (127.0.0.1 and
+    /// 127.0.0.2 are both ours on loopback), one sendmmsg for all.
+    #[test]
+    fn a_wildcard_socket_learns_the_local_address_and_sends_from_the_one_given() {
+        let w = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        assert!(enable_pktinfo(&w, false));
+        let port = w.local_addr().unwrap().port();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        for to in ["127.0.0.1", "127.0.0.2"] {
+            let to: IpAddr = to.parse().unwrap();
+            peer.send_to(b"req", SocketAddr::new(to, port)).unwrap();
+        }
+        let mut reader = BatchReader::new(4);
+        let mut locals = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while locals.len() < 2 && std::time::Instant::now() < deadline {
+            let _ = reader.read(w.as_raw_fd(), |from, local, d| {
+                assert_eq!((from, d), (peer.local_addr().unwrap(), &b"req"[..]));
+                locals.push(local);
+            });
+        }
+        let ours: Vec<Option<IpAddr>> = ["127.0.0.1", "127.0.0.2"]
+            .iter()
+            .map(|a| a.parse().ok())
+            .collect();
+        assert_eq!(locals, ours);
+        let dst = peer.local_addr().unwrap();
+        let replies: Vec<(Option<IpAddr>, SocketAddr, &[u8])> =
+            ours.iter().map(|src| (*src, dst, &b"reply"[..])).collect();
+        assert_eq!(send_batch_from(w.as_raw_fd(), &replies).unwrap(), 2);
+        let mut buf = [0u8; 16];
+        let mut froms = Vec::new();
+        for _ in 0..2 {
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"reply");
+            froms.push(Some(from.ip()));
+        }
+        assert_eq!(froms, ours, "each reply from the address it was given");
     }
 
     #[test]

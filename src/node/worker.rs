@@ -21,7 +21,7 @@ use tracing::{debug, info};
 
 use super::sockets::{self, Sockets};
 use super::tun::{self, TunQueue};
-use super::udp_io::{DataSender, Outer};
+use super::udp_io::{self, DataSender, Outer};
 use crate::control::Transmit as ControlTransmit;
 use crate::dataplane::gro::{Coalescer, Span};
 use crate::dataplane::xtr::MAX_SEGMENTS;
@@ -458,10 +458,15 @@ impl Worker {
                     .control_out
                     .iter()
                     .filter(|(a, _)| a.is_ipv4() == t.dst.is_ipv4())
-                    .min_by_key(|(a, _)| Some(a.ip()) != t.src)
-                    .map(|(_, s)| s);
+                    .min_by_key(|(a, _)| Some(a.ip()) != t.src);
                 let own = matches!(self.tx.parts[..], [Part::Own(_)]);
-                own && sock.is_some_and(|s| s.send_to(&self.tx.buf, t.dst).is_ok())
+                own && sock.is_some_and(|(local, s)| {
+                    use std::os::fd::AsRawFd;
+                    // A socket on the wildcard address is told the source.
+                    let src = t.src.filter(|_| local.ip().is_unspecified());
+                    let one = [(src, t.dst, &self.tx.buf[..])];
+                    udp_io::send_batch_from(s.as_raw_fd(), &one).is_ok_and(|n| n == 1)
+                })
             } else {
                 let outer = Outer {
                     src: t.src,
