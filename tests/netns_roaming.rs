@@ -53,10 +53,7 @@ fn an_interface_rloc_that_moves_carries_traffic_again_at_once() {
     let node2 = lab.start(
         &n2,
         "r2",
-        &config(
-            2,
-            "[[rloc]]\ninterface = \"eth0\"\nfamily = \"ipv4\"",
-        ),
+        &config(2, "[[rloc]]\ninterface = \"eth0\"\nfamily = \"ipv4\""),
     );
     lab.wait_resolved(&n1, "10.2.0.1", "192.0.2.1");
     assert!(

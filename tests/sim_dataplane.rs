@@ -157,17 +157,21 @@ fn a_dead_rloc_costs_a_counted_number_of_packets_before_traffic_moves() {
     assert!(lost > 0 && lost <= 210, "{lost} packets lost");
 }
 
-#[test]
-fn packets_wait_for_their_mapping_in_pull_mode() {
+/// Three nodes in pull mode on links of `delay`, node 3 the Map-Server and Map-Resolver of
+/// every prefix, run for 3 s.
+fn pull_mesh(delay: Duration, encryption: Option<CipherSuite>) -> Sim {
     let pull = PullMode {
         modulus: 1,
         dns_suffix: "map.test".into(),
         hash: PullHash::Draft { mask_len: 10 },
     };
-    let mut s = Sim::new(20 * MS, 5);
+    let mut s = Sim::new(delay, 5);
     for i in 1..=3 {
         let mut c = sim::node_config(i, Delivery::Replicate);
         c.mapping_system = MappingSystem::Pull(pull.clone());
+        if encryption.is_some() {
+            c.encryption = encryption;
+        }
         s.add(c);
     }
     for n in 0..3 {
@@ -177,6 +181,12 @@ fn packets_wait_for_their_mapping_in_pull_mode() {
             .set_pull_servers(now, 0, vec![sim::rloc(3)]);
     }
     s.run_to(secs(3));
+    s
+}
+
+#[test]
+fn packets_wait_for_their_mapping_in_pull_mode() {
+    let mut s = pull_mesh(20 * MS, None);
     // Node 1 has no mapping for node 2's EID: the first packets wait for the Map-Reply
     // (a round trip of 40 ms) and leave in order; one Map-Request is sent for them.
     let sent: Vec<Vec<u8>> = (0..5).map(|seq| ping(1, 2, seq)).collect();
@@ -274,6 +284,41 @@ fn what_the_tunnel_cannot_carry_gets_an_icmp_error_back() {
     assert_eq!(drops(&s, 0, Drop::TooBig), 1);
 }
 
+/// One ping from node 1 to node 2 and one back (sequence number `seq`, counted up), then
+/// `wait`: whether each arrived.
+fn pings_both_ways(s: &mut Sim, seq: &mut u16, wait: Duration) -> (bool, bool) {
+    *seq += 1;
+    let (there, back) = (ping(1, 2, *seq), ping(2, 1, *seq));
+    s.send_packet(0, 0, &there);
+    s.send_packet(1, 0, &back);
+    let t = s.now + wait;
+    s.run_to(t);
+    (
+        delivered(s, 1).contains(&there),
+        delivered(s, 0).contains(&back),
+    )
+}
+
+/// Moves node 2 to the single RLOC `to`, then pings both ways every `wait` until both
+/// arrive (at most `tries` times); how long after the move that was.
+fn move_node_2(s: &mut Sim, to: IpAddr, seq: &mut u16, wait: Duration, tries: u32) -> Duration {
+    s.move_node(
+        1,
+        vec![LocalRloc {
+            address: to,
+            priority: 1,
+            weight: 100,
+        }],
+    );
+    let moved = s.now;
+    for _ in 0..tries {
+        if pings_both_ways(s, seq, wait) == (true, true) {
+            return s.now - moved;
+        }
+    }
+    panic!("no traffic both ways {:?} after the move", s.now - moved);
+}
+
 /// A node that roams (issue 14): node 2's RLOC changes to another address while pings flow
 /// both ways, encrypted. What is sent to the old address is lost; node 2 registers its new
 /// RLOC at once and offers fresh keys from it, so within a few round trips node 1 maps node
@@ -284,51 +329,18 @@ fn what_the_tunnel_cannot_carry_gets_an_icmp_error_back() {
 fn a_node_that_moves_is_reached_again_within_a_few_round_trips() {
     for suite in [CipherSuite::Aes128Gcm, CipherSuite::ChaCha20Poly1305] {
         let mut s = mesh(2, |_, c| c.encryption = Some(suite));
-        let mut seq = 0u16;
-        let mut both_ways = |s: &mut Sim| {
-            seq += 1;
-            let (there, back) = (ping(1, 2, seq), ping(2, 1, seq));
-            s.send_packet(0, 0, &there);
-            s.send_packet(1, 0, &back);
-            let t = s.now + 50 * MS;
-            s.run_to(t);
-            (
-                delivered(s, 1).contains(&there),
-                delivered(s, 0).contains(&back),
-            )
-        };
-        assert_eq!(
-            both_ways(&mut s),
-            (true, true),
-            "{suite:?}: before the move"
-        );
-
+        let mut seq = 0;
+        let before = pings_both_ways(&mut s, &mut seq, 50 * MS);
+        assert_eq!(before, (true, true), "{suite:?}: before the move");
         let new: IpAddr = "198.19.7.2".parse().unwrap();
-        s.move_node(
-            1,
-            vec![LocalRloc {
-                address: new,
-                priority: 1,
-                weight: 100,
-            }],
-        );
-        let moved = s.now;
         // Within 200 ms (each try 50 ms apart), traffic crosses both ways again.
-        let mut tries = 0;
-        while both_ways(&mut s) != (true, true) {
-            tries += 1;
-            assert!(
-                tries < 4,
-                "{suite:?}: no traffic both ways 200 ms after the move"
-            );
-        }
-        let took = s.now - moved;
+        let took = move_node_2(&mut s, new, &mut seq, 50 * MS, 4);
         eprintln!("{suite:?}: traffic both ways again {took:?} after the move");
         for _ in 0..20 {
-            assert_eq!(both_ways(&mut s), (true, true), "{suite:?}: after {took:?}");
+            let after = pings_both_ways(&mut s, &mut seq, 50 * MS);
+            assert_eq!(after, (true, true), "{suite:?}: after {took:?}");
         }
-        // Node 1 sends to the new RLOC only, and its ETR holds a key for node 2's new
-        // address; node 2's old address is heard from no more.
+        // Node 1 sends to the new RLOC, and its ETR holds a key for node 2's new address.
         let keys_at_1: Vec<IpAddr> = s
             .xtr(0)
             .unwrap()
@@ -352,64 +364,19 @@ fn a_node_that_moves_is_reached_again_within_a_few_round_trips() {
 /// that all arrive, both ways, encrypted.
 #[test]
 fn a_node_that_moves_in_pull_mode_is_solicited_and_reached_again() {
-    let pull = PullMode {
-        modulus: 1,
-        dns_suffix: "map.test".into(),
-        hash: PullHash::Draft { mask_len: 10 },
-    };
-    let mut s = Sim::new(10 * MS, 5);
-    for i in 1..=3 {
-        let mut c = sim::node_config(i, Delivery::Replicate);
-        c.mapping_system = MappingSystem::Pull(pull.clone());
-        c.encryption = Some(CipherSuite::Aes128Gcm);
-        s.add(c);
-    }
-    for n in 0..3 {
-        let now = s.now;
-        s.engine_mut(n)
-            .unwrap()
-            .set_pull_servers(now, 0, vec![sim::rloc(3)]);
-    }
-    s.run_to(secs(3));
-    let mut seq = 0u16;
-    let mut both_ways = |s: &mut Sim| {
-        seq += 1;
-        let (there, back) = (ping(1, 2, seq), ping(2, 1, seq));
-        s.send_packet(0, 0, &there);
-        s.send_packet(1, 0, &back);
-        let t = s.now + 100 * MS;
-        s.run_to(t);
-        (
-            delivered(s, 1).contains(&there),
-            delivered(s, 0).contains(&back),
-        )
-    };
+    let mut s = pull_mesh(10 * MS, Some(CipherSuite::Aes128Gcm));
+    let mut seq = 0;
     // The first pings wait for their mappings and keys.
-    both_ways(&mut s);
-    assert_eq!(both_ways(&mut s), (true, true), "before the move");
+    pings_both_ways(&mut s, &mut seq, 100 * MS);
+    let before = pings_both_ways(&mut s, &mut seq, 100 * MS);
+    assert_eq!(before, (true, true), "before the move");
     let smrs_before = s.engine(0).unwrap().counters().smrs_received;
-
     let new: IpAddr = "198.19.7.2".parse().unwrap();
-    s.move_node(
-        1,
-        vec![LocalRloc {
-            address: new,
-            priority: 1,
-            weight: 100,
-        }],
-    );
-    let moved = s.now;
-    let mut tries = 0;
-    while both_ways(&mut s) != (true, true) {
-        tries += 1;
-        assert!(tries < 10, "no traffic both ways 1 s after the move");
-    }
-    eprintln!(
-        "pull mode: traffic both ways again {:?} after the move",
-        s.now - moved
-    );
+    let took = move_node_2(&mut s, new, &mut seq, 100 * MS, 10);
+    eprintln!("pull mode: traffic both ways again {took:?} after the move");
     for _ in 0..10 {
-        assert_eq!(both_ways(&mut s), (true, true), "after the move");
+        let after = pings_both_ways(&mut s, &mut seq, 100 * MS);
+        assert_eq!(after, (true, true), "after the move");
     }
     assert!(
         s.engine(0).unwrap().counters().smrs_received > smrs_before,
