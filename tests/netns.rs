@@ -79,7 +79,7 @@ fn three_namespaces_over_underlay_multicast() {
             if v["negative"] != Value::Bool(false) {
                 return true;
             }
-            assert_eq!(v["eid"], format!("[0]10.{j}.0.0/16"));
+            assert_eq!(v["eid"], format!("[0]10.{j}.0.0/16"), "{v}");
             assert_eq!(v["rlocs"][0]["address"], format!("192.0.2.{j}"));
             false
         });

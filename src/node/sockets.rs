@@ -425,8 +425,8 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyh
         let s = bind_udp(local, false)?;
         widen_receive_buffer(&s, CONTROL_RECEIVE_BUFFER);
         if ip.is_unspecified() {
-            // Which of our addresses each datagram came to, and the group's datagrams only
-            // on the group's socket (a wildcard socket gets every group's by default).
+            // Which of our addresses each datagram came to, and only the datagrams of the
+            // groups this socket joins (a wildcard socket gets every group's by default).
             if !udp_io::enable_pktinfo(&s, ip.is_ipv6()) {
                 warn!(%local, "cannot learn the local address of each datagram");
             }
@@ -473,19 +473,35 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyh
                 interfaces::index_of(a).await?
             }
         };
-        let local = SocketAddr::new(group, cfg.control_port);
-        let s = bind_udp(local, true)?;
-        widen_receive_buffer(&s, CONTROL_RECEIVE_BUFFER);
-        match group {
+        let join = |s: socket2::SockRef<'_>| match group {
             IpAddr::V4(g) => {
-                s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?
+                s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))
             }
-            IpAddr::V6(g) => s.join_multicast_v6(&g, ifindex)?,
+            IpAddr::V6(g) => s.join_multicast_v6(&g, ifindex),
+        };
+        let unspecified = match group {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        if let Some(sock) = sockets
+            .by_local
+            .get(&SocketAddr::new(unspecified, cfg.control_port))
+        {
+            // On the wildcard address the control socket takes the group's datagrams
+            // itself (IP_PKTINFO gives the group as their local address): a second socket on
+            // G:4342 would need SO_REUSEADDR on both, which would let another process bind
+            // the control port as well.
+            join(socket2::SockRef::from(sock.as_ref()))?;
+        } else {
+            let local = SocketAddr::new(group, cfg.control_port);
+            let s = bind_udp(local, true)?;
+            widen_receive_buffer(&s, CONTROL_RECEIVE_BUFFER);
+            join(socket2::SockRef::from(&s))?;
+            let sock = Arc::new(UdpSocket::from_std(s.into())?);
+            spawn_reader(sock.clone(), local, tx.clone());
+            sockets.by_local.insert(local, sock);
         }
         info!(%group, ifindex, "joined the peer group");
-        let sock = Arc::new(UdpSocket::from_std(s.into())?);
-        spawn_reader(sock.clone(), local, tx.clone());
-        sockets.by_local.insert(local, sock);
     }
     Ok(Opened {
         sockets,
