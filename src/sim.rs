@@ -125,9 +125,6 @@ pub struct Sim {
     /// Probability that a datagram is lost.
     pub loss: f64,
     by_addr: HashMap<IpAddr, usize>,
-    /// The first RLOC of each node that moved ([`Sim::move_node`]): where what the engine
-    /// sends without a source address leaves from.
-    moved: HashMap<usize, IpAddr>,
     queue: BinaryHeap<Reverse<(Duration, u64, InFlight)>>,
     seq: u64,
     rng: StdRng,
@@ -155,7 +152,6 @@ impl Sim {
             jitter: Duration::ZERO,
             loss: 0.0,
             by_addr: HashMap::new(),
-            moved: HashMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,
             rng: StdRng::seed_from_u64(seed),
@@ -214,9 +210,6 @@ impl Sim {
         self.by_addr.retain(|_, n| *n != i);
         for r in &rlocs {
             self.by_addr.insert(r.address, i);
-        }
-        if let Some(first) = rlocs.first() {
-            self.moved.insert(i, first.address);
         }
         let now = self.now;
         if let Some(Some(x)) = self.xtrs.get_mut(i) {
@@ -375,7 +368,11 @@ impl Sim {
                 }
             }
         }
-        let home = self.moved.get(&i).copied().unwrap_or(rloc(i + 1));
+        // What the engine sends without a source leaves from its first RLOC.
+        let home = self
+            .engine(i)
+            .and_then(|e| e.config().rlocs.first())
+            .map_or(rloc(i + 1), |r| r.address);
         if let Some(e) = self.engine_mut(i) {
             while let Some(t) = e.poll_transmit() {
                 let src = SocketAddr::new(t.src.unwrap_or(home), t.src_port);

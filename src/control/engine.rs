@@ -397,11 +397,7 @@ impl Engine {
     pub fn set_rlocs(&mut self, now: Duration, rlocs: Vec<super::config::LocalRloc>) {
         if rlocs != self.cfg.rlocs {
             self.cfg.rlocs = rlocs;
-            let t = match self.registrar.last_register {
-                Some(l) => now.max(l + ROAM_REGISTER_GAP),
-                None => now,
-            };
-            self.registrar.register_due = self.registrar.register_due.min(t);
+            self.schedule_register_after(now, ROAM_REGISTER_GAP);
             // Keys and probes from the address our packets now come from.
             self.prober.our_rlocs_changed(now, &self.cfg);
         }
@@ -422,18 +418,19 @@ impl Engine {
         }
     }
 
-    pub(crate) fn quick_register_time(&self, now: Duration) -> Duration {
-        match self.registrar.last_register {
-            Some(l) => now.max(l + QUICK_REGISTER_GAP),
-            None => now,
-        }
+    /// A round of registrations triggered by a change ([`QUICK_REGISTER_GAP`] after the
+    /// last round at the earliest).
+    pub(crate) fn schedule_quick_register(&mut self, now: Duration) {
+        self.schedule_register_after(now, QUICK_REGISTER_GAP);
     }
 
-    pub(crate) fn schedule_quick_register(&mut self, now: Duration) {
-        let t = self.quick_register_time(now);
-        if t < self.registrar.register_due {
-            self.registrar.register_due = t;
-        }
+    /// A round of registrations now, or `gap` after the last round when that is later.
+    fn schedule_register_after(&mut self, now: Duration, gap: Duration) {
+        let t = match self.registrar.last_register {
+            Some(l) => now.max(l + gap),
+            None => now,
+        };
+        self.registrar.register_due = self.registrar.register_due.min(t);
     }
 }
 

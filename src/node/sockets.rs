@@ -46,18 +46,8 @@ const CONTROL_RECEIVE_BUFFER: usize = 2 << 20;
 /// SO_RCVBUFFORCE where the node may (CAP_NET_ADMIN, which it has for its TUN devices), else
 /// as far as SO_RCVBUF goes.
 fn widen_receive_buffer(s: &Socket, bytes: usize) {
-    use std::os::fd::AsRawFd;
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt on a socket we own with a c_int option value.
-    let forced = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    } == 0;
+    let forced = udp_io::set_int_option(s, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v);
     if !forced && let Err(e) = s.set_recv_buffer_size(bytes) {
         warn!("cannot widen a receive buffer: {e}");
     }

@@ -328,14 +328,23 @@ fn sendmsg(fd: RawFd, o: &Outer, parts: &[IoSlice<'_>], segment: Option<usize>) 
 
 /// Asks the kernel to hand over coalesced datagrams (UDP GRO); false when it cannot.
 pub fn enable_gro(sock: &impl AsRawFd) -> bool {
-    let on: libc::c_int = 1;
+    set_int_option(sock, libc::SOL_UDP, libc::UDP_GRO, 1)
+}
+
+/// Sets an integer socket option; false when the kernel refused it.
+pub fn set_int_option(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> bool {
     // SAFETY: setsockopt with a pointer to a live c_int of the size given.
     unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&raw const on).cast(),
+            level,
+            option,
+            (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         ) == 0
     }
@@ -497,21 +506,10 @@ impl BatchReader {
 /// a peer used, as a socket bound to one address knows it by its binding. False when the
 /// kernel refused.
 pub fn enable_pktinfo(sock: &impl AsRawFd, v6: bool) -> bool {
-    let on: libc::c_int = 1;
-    let (level, opt) = if v6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    if v6 {
+        set_int_option(sock, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
     } else {
-        (libc::IPPROTO_IP, libc::IP_PKTINFO)
-    };
-    // SAFETY: setsockopt with a pointer to a live c_int of the size given.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            opt,
-            (&raw const on).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
+        set_int_option(sock, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
     }
 }
 
@@ -635,18 +633,7 @@ mod tests {
         (o.ttl, o.tos) = (7, 0xb8);
         // Ask the kernel for the TTL and TOS each datagram arrived with.
         for opt in [libc::IP_RECVTTL, libc::IP_RECVTOS] {
-            let on: libc::c_int = 1;
-            // SAFETY: setsockopt with a pointer to a live c_int of the size given.
-            let rc = unsafe {
-                libc::setsockopt(
-                    r.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    opt,
-                    (&raw const on).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0);
+            assert!(set_int_option(&r, libc::IPPROTO_IP, opt, 1));
         }
         s.send(3, &o, b"hello", None).unwrap();
         let (data, from, ttl, tos) = recv_ttl_tos(&r);
