@@ -403,7 +403,7 @@ impl Sim {
             };
             if f.dst.port() == DATA_PORT {
                 let mut datagram = f.payload.clone();
-                match x.decapsulate(now, f.src, &mut datagram) {
+                match x.decapsulate_at(now, f.src, Some(f.dst.ip()), &mut datagram) {
                     Decapsulated::Deliver { iid, packet } => {
                         self.tun[to].push((iid, packet.to_vec()))
                     }
@@ -585,6 +585,7 @@ pub fn cache_entry(
                 },
                 state: RlocState::Up,
                 rtt: None,
+                via: None,
             })
             .collect(),
         action: 0,

@@ -37,6 +37,11 @@ pub struct Counters {
     pub probes_postponed: u64,
     pub probe_replies_received: u64,
     pub rlocs_marked_down: u64,
+    /// Checks of an RLOC the data plane sent to without hearing back (probed at once).
+    pub path_checks: u64,
+    /// Probes that left from another RLOC of ours than the last one, after a miss (a
+    /// multi-homed node trying its other paths).
+    pub probe_sources_changed: u64,
     pub keys_agreed: u64,
     /// Map-Requests from sources beyond the bucket table's bound, rate-limited together.
     pub map_requests_shared_bucket: u64,

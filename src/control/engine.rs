@@ -458,6 +458,11 @@ impl Engine {
             }
             ControlRequest::Probe { rloc, prefix } => self.probe_now(now, rloc, prefix),
             ControlRequest::Rekey { rloc } => self.rekey_now(now, rloc),
+            ControlRequest::Check { rloc } => {
+                if self.prober.check_now(now, &self.cfg, rloc) {
+                    self.counters.path_checks += 1;
+                }
+            }
         }
     }
 
@@ -467,6 +472,8 @@ impl Engine {
     /// here, and packets waiting for a mapping leave once the map-cache holds it. A probe
     /// asked for is sent at once (the engine's timers run after the requests).
     pub fn exchange(&mut self, now: Duration, xtr: &mut crate::dataplane::Xtr) {
+        // The data plane's timers first: a check it asks for goes out in this exchange.
+        xtr.handle_timeout(now, self.map_cache());
         // Each round may release packets that ask for a probe; a few rounds settle it.
         for _ in 0..4 {
             while let Some(e) = self.poll_key_event() {
@@ -483,7 +490,6 @@ impl Engine {
             }
             self.handle_timeout(now);
         }
-        xtr.handle_timeout(now);
     }
 }
 

@@ -251,6 +251,7 @@ impl ItrCache {
             if let Some(p) = r.record.locator.ip().and_then(|ip| probes.get(&ip)) {
                 r.state = p.state;
                 r.rtt = p.rtt;
+                r.via = p.via;
             }
         }
         self.map_cache.insert(entry);
@@ -285,6 +286,7 @@ fn cache_entry(
                 record,
                 state: RlocState::Unknown,
                 rtt: None,
+                via: None,
             })
             .collect(),
         action: act,

@@ -138,6 +138,17 @@ pub struct ProbeState {
     /// Probed only because it is registered (lisp-crypto keys ahead of traffic), not in use:
     /// when down, it is probed at the normal interval, not every second.
     pub preemptive: bool,
+    /// The data plane sends to it but hears nothing back ([`Prober::check_now`]): probes
+    /// leave at RTT-based timeouts until one is answered or it is marked down.
+    pub checking: bool,
+    /// The RLOC of ours the next probe leaves from when it is not the nearest by address:
+    /// after a miss, a multi-homed node tries its next RLOC of the family.
+    pub from: Option<IpAddr>,
+    /// The RLOC of ours the outstanding probe left from.
+    pub sent_from: Option<IpAddr>,
+    /// The RLOC of ours whose probe was last answered, when it is not the nearest by
+    /// address: data leaves from it ([`crate::mapping::CachedRloc::via`]).
+    pub via: Option<IpAddr>,
 }
 
 impl ProbeState {
@@ -155,6 +166,10 @@ impl ProbeState {
             preemptive: false,
             rekeys: 0,
             rekeying: false,
+            checking: false,
+            from: None,
+            sent_from: None,
+            via: None,
         }
     }
 
@@ -179,6 +194,19 @@ pub(crate) type EtrKeys = [Vec<EtrOffer>; 3];
 
 /// How often an RLOC in use that is marked down is probed.
 pub(crate) const DOWN_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest and longest wait for the answer to a probe of an RLOC being checked
+/// ([`Prober::check_now`]); in between, three round-trip times and 20 ms.
+pub(crate) const CHECK_TIMEOUT_MIN: Duration = Duration::from_millis(50);
+pub(crate) const CHECK_TIMEOUT_MAX: Duration = Duration::from_millis(250);
+
+/// How long a probe of an RLOC being checked waits for its answer: its round-trip time
+/// three times over and 20 ms, within [`CHECK_TIMEOUT_MIN`]..[`CHECK_TIMEOUT_MAX`] (the
+/// longest without one measured). With [`MISSES_DOWN`] misses a dead path is left within
+/// 150-750 ms of the check.
+pub(crate) fn check_timeout(rtt: Option<Duration>) -> Duration {
+    rtt.map_or(CHECK_TIMEOUT_MAX, |r| r * 3 + Duration::from_millis(20))
+        .clamp(CHECK_TIMEOUT_MIN, CHECK_TIMEOUT_MAX)
+}
 /// Registered RLOCs probed ahead of traffic (lisp-crypto), at most.
 pub const MAX_PREEMPTIVE_PROBES: usize = 1024;
 /// RLOC-probes sent per second, at most: what probing may cost however many RLOCs are
@@ -433,6 +461,34 @@ impl Prober {
         }
     }
 
+    /// The data plane sends to `rloc` and hears nothing back from its peer (RFC 9300
+    /// §10: data-driven reachability, here by probing at once): the RLOC is probed now and
+    /// then at RTT-based timeouts ([`check_timeout`]) until a probe is answered, or it
+    /// misses [`MISSES_DOWN`] in a row and is marked down, so traffic moves to another RLOC
+    /// within a second instead of three probe intervals. A probe already out is given the
+    /// short timeout. Only RLOCs being probed are checked; one that is down or already
+    /// checked is left as it is. Returns whether a check began.
+    pub fn check_now(&mut self, now: Duration, cfg: &EngineConfig, rloc: IpAddr) -> bool {
+        if cfg.timers.probe_interval.is_zero() {
+            return false;
+        }
+        let Some(p) = self.probes.get_mut(&rloc) else {
+            return false;
+        };
+        if p.checking || p.state == RlocState::Down {
+            return false;
+        }
+        p.checking = true;
+        let due = match p.outstanding {
+            Some((_, sent)) => (sent + check_timeout(p.rtt)).max(now),
+            None => now,
+        };
+        p.next = p.next.min(due);
+        let next = p.next;
+        self.schedule(rloc, next);
+        true
+    }
+
     /// When the next probe is due.
     pub(crate) fn next_due(&self) -> Option<Duration> {
         // The top may be an entry made stale since: then the engine wakes early once and
@@ -471,7 +527,7 @@ impl Prober {
             }
         }
         for rloc in due {
-            let Some(own) = source_rloc(cx.cfg, rloc) else {
+            let Some(nearest) = source_rloc(cx.cfg, rloc) else {
                 // No RLOC of ours in its family (yet): looked at again an interval later.
                 if let Some(p) = self.probes.get_mut(&rloc) {
                     p.next = now + interval;
@@ -488,14 +544,33 @@ impl Prober {
                 continue;
             };
             let mut marked = None;
+            // The source: the one we last tried, while it is still ours.
+            let mut own = p
+                .from
+                .filter(|a| is_own_rloc(cx.cfg, *a))
+                .unwrap_or(nearest);
             if let Some((old, _)) = p.outstanding {
                 self.by_nonce.remove(&old);
                 p.misses = p.misses.saturating_add(1);
                 if p.misses >= MISSES_DOWN && p.state != RlocState::Down {
                     p.state = RlocState::Down;
+                    p.checking = false;
                     marked = Some(RlocState::Down);
                 }
+                // A multi-homed node tries its next RLOC of the family: the path from the
+                // last one may be what failed. The ETR keys by our address (RFC 8061 §9),
+                // so a key is agreed from the new one (lispers.net's is offered again).
+                let next = next_source(cx.cfg, rloc, own);
+                if next != own {
+                    own = next;
+                    cx.counters.probe_sources_changed += 1;
+                    if suite.is_some() && profile != CryptoProfile::LispersCs6 {
+                        p.rekeying = true;
+                    }
+                }
             }
+            p.from = Some(own).filter(|a| *a != nearest);
+            p.sent_from = Some(own);
             p.outstanding = Some((nonce, now));
             self.by_nonce.insert(nonce, rloc);
             // After a miss the next probes leave at a third of the interval, so a dead RLOC
@@ -506,6 +581,8 @@ impl Prober {
                 now + DOWN_PROBE_INTERVAL.min(interval)
             } else if p.state == RlocState::Down {
                 now + interval
+            } else if p.checking {
+                now + check_timeout(p.rtt)
             } else if p.misses > 0 {
                 now + interval / 3
             } else {
@@ -584,10 +661,17 @@ impl Prober {
         let sent = p.outstanding.map_or(now, |(_, t)| t);
         p.outstanding = None;
         p.misses = 0;
+        p.checking = false;
         let was_down = p.state == RlocState::Down;
         p.state = RlocState::Up;
         p.rtt = Some(now.saturating_sub(sent));
         let rtt = p.rtt;
+        // Data leaves from the RLOC of ours that was answered.
+        let via = p
+            .sent_from
+            .filter(|a| source_rloc(cx.cfg, rloc) != Some(*a));
+        let via_changed = p.via != via;
+        p.via = via;
         let mut event = None;
         if let Some(offer) = p.offer.take() {
             // The ETR's key for the key-id we offered, in the suite we offered (RFC 8061
@@ -643,6 +727,9 @@ impl Prober {
             }
         }
         cx.map_cache.set_rloc_state(rloc, RlocState::Up, rtt);
+        if via_changed {
+            cx.map_cache.set_rloc_via(rloc, via);
+        }
         cx.counters.probe_replies_received += 1;
         if let Some(e) = event {
             if matches!(e, KeyEvent::Send { .. }) {
@@ -753,6 +840,21 @@ impl Prober {
 /// Our RLOC to talk to `peer` from ([`crate::dataplane::select::source_rloc`]).
 pub(crate) fn source_rloc(cfg: &EngineConfig, peer: IpAddr) -> Option<IpAddr> {
     crate::dataplane::select::source_rloc(cfg.rlocs.iter().map(|r| r.address), peer)
+}
+
+/// The RLOC of ours after `current` among those of `peer`'s family, in the configured order
+/// and round again (`current` itself on a node with one).
+fn next_source(cfg: &EngineConfig, peer: IpAddr, current: IpAddr) -> IpAddr {
+    let family: Vec<IpAddr> = cfg
+        .rlocs
+        .iter()
+        .map(|r| r.address)
+        .filter(|a| a.is_ipv4() == peer.is_ipv4())
+        .collect();
+    match family.iter().position(|a| *a == current) {
+        Some(i) => family[(i + 1) % family.len()],
+        None => family.first().copied().unwrap_or(current),
+    }
 }
 
 /// Whether `a` is one of our RLOCs.

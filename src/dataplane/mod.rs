@@ -9,6 +9,7 @@ pub mod flow;
 pub mod gro;
 pub mod icmp;
 pub mod keys;
+pub mod liveness;
 pub mod select;
 pub mod stats;
 pub mod waiting;

@@ -79,6 +79,7 @@ mod tests {
             },
             state,
             rtt: None,
+            via: None,
         }
     }
 

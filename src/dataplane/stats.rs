@@ -100,6 +100,9 @@ pub struct DataStats {
     pub recv_keys_refused: u64,
     /// ICMP "fragmentation needed" / "packet too big" written back into a TUN.
     pub icmp_too_big: u64,
+    /// Checks asked of the control plane: an RLOC sent to while its peer stayed silent
+    /// (`dataplane::liveness`).
+    pub path_checks_asked: u64,
     /// Batching by the kernel: TUN reads that carried several packets (a TCP super-packet,
     /// TSO), sends that carried several datagrams (UDP GSO), and data-port reads that
     /// carried several (UDP GRO); TUN writes that carried several TCP segments as one
@@ -173,6 +176,7 @@ impl DataStats {
         self.queued_for_mapping += o.queued_for_mapping;
         self.recv_keys_refused += o.recv_keys_refused;
         self.icmp_too_big += o.icmp_too_big;
+        self.path_checks_asked += o.path_checks_asked;
         self.split_reads += o.split_reads;
         self.batched_sends += o.batched_sends;
         self.coalesced_reads += o.coalesced_reads;

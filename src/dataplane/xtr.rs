@@ -16,12 +16,14 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::keys::{CurrentKey, Install, RecvKeys};
+use super::liveness::{Heard, Liveness};
 use super::stats::{DataStats, Drop};
 use super::waiting::MappingQueue;
 use super::{FlowKey, encap, icmp, select};
@@ -217,6 +219,9 @@ pub enum ControlRequest {
     Probe { rloc: IpAddr, prefix: EidPrefix },
     /// The key to `rloc` spent its packet budget: agree a fresh one (RFC 8061 §10).
     Rekey { rloc: IpAddr },
+    /// Packets go to `rloc` and nothing comes back from its peer
+    /// ([`liveness`](super::liveness)): check it now (RFC 9300 §10).
+    Check { rloc: IpAddr },
 }
 
 /// What became of an inner packet handed to [`Xtr::encapsulate`].
@@ -367,8 +372,10 @@ pub struct Xtr {
     recv_keys: RecvKeys,
     /// Packets waiting for a mapping (pull mode).
     waiting: MappingQueue,
-    /// Packets waiting for a key: RLOC -> (Instance-ID, packet).
-    pending: HashMap<IpAddr, VecDeque<(u32, Vec<u8>)>>,
+    /// Packets waiting for a key: RLOC -> (Instance-ID, our RLOC they leave from, packet).
+    pending: HashMap<IpAddr, VecDeque<KeyWait>>,
+    /// What is sent to each RLOC and heard back from its peer.
+    liveness: Liveness,
     staged: Staged,
     ready: VecDeque<(Transmit, Datagrams)>,
     spare: Vec<Datagrams>,
@@ -382,10 +389,13 @@ pub struct Xtr {
     /// Packets delivered from one RLOC in one Instance-ID since the last count: (RLOC,
     /// Instance-ID, packets, bytes), added to the counters when another sender comes or at
     /// [`Xtr::flush_counters`], so a batch costs one counter update, not one per packet.
-    rx_run: Option<(IpAddr, u32, u64, u64)>,
+    rx_run: Option<(IpAddr, u32, u64, u64, Option<IpAddr>)>,
     /// The last destination looked up and the RLOC its flow took.
     last_route: Option<Route>,
 }
+
+/// A packet waiting for a key: its Instance-ID, our RLOC it leaves from, its bytes.
+type KeyWait = (u32, Option<IpAddr>, Vec<u8>);
 
 /// A route the ITR looked up: valid while the map-cache keeps its generation and the entry
 /// lives.
@@ -398,15 +408,18 @@ struct Route {
     expires: Duration,
     rloc: IpAddr,
     prefix: EidPrefix,
+    source: Option<IpAddr>,
 }
 
-/// Where the ITR sends a packet: its flow hash, outer TTL and TOS, RLOC and the map-cache
-/// prefix it fell in.
+/// Where the ITR sends a packet: its flow hash, outer TTL and TOS, RLOC, the map-cache
+/// prefix it fell in (`None` for a packet that waited for a key) and our RLOC it leaves
+/// from.
 struct Routed {
     flow: u64,
     outer: (u8, u8),
     rloc: IpAddr,
-    prefix: EidPrefix,
+    prefix: Option<EidPrefix>,
+    source: Option<IpAddr>,
 }
 
 /// How often the ETR's idle keys and candidates are looked at.
@@ -414,6 +427,12 @@ const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(10);
 
 impl Xtr {
     pub fn new(cfg: XtrConfig) -> Self {
+        Self::with_heard(cfg, Heard::new())
+    }
+
+    /// A data plane that shares `heard` (whom the ETR heard from) with the node's other
+    /// workers: replies to what this one sends may reach another one.
+    pub fn with_heard(cfg: XtrConfig, heard: Arc<Heard>) -> Self {
         let mut ours = PrefixTable::new();
         for p in &cfg.database {
             ours.insert(*p, ());
@@ -430,6 +449,7 @@ impl Xtr {
             recv_keys: RecvKeys::new(),
             waiting: MappingQueue::default(),
             pending: HashMap::new(),
+            liveness: Liveness::new(heard),
             staged: Staged::default(),
             ready: VecDeque::new(),
             spare: Vec::new(),
@@ -450,7 +470,7 @@ impl Xtr {
 
     /// Adds the deliveries counted in the current run to the counters.
     pub fn flush_counters(&mut self) {
-        if let Some((rloc, iid, packets, bytes)) = self.rx_run.take() {
+        if let Some((rloc, iid, packets, bytes, _)) = self.rx_run.take() {
             self.stats.received_n(rloc, iid, packets, bytes);
         }
     }
@@ -469,6 +489,8 @@ impl Xtr {
     /// Our RLOCs changed (interfaces re-read).
     pub fn set_rlocs(&mut self, rlocs: Vec<IpAddr>) {
         self.cfg.rlocs = rlocs;
+        // The route memo holds the source chosen among the old ones.
+        self.last_route = None;
     }
 
     /// Bytes the encapsulation to `rloc` adds now: with its key's suite, none when it has
@@ -492,14 +514,7 @@ impl Xtr {
         cache: &MapCache,
     ) -> Encapsulated {
         match self.route(now, iid, packet, cache) {
-            Ok(r) => self.stage(
-                r.flow,
-                r.outer,
-                r.rloc,
-                iid,
-                Src::Copy(packet),
-                Some(r.prefix),
-            ),
+            Ok(r) => self.stage(now, &r, iid, Src::Copy(packet)),
             Err(done) => done,
         }
     }
@@ -528,7 +543,7 @@ impl Xtr {
         match self.route(now, iid, bytes, cache) {
             Ok(r) => {
                 let src = Src::InPlace { slot, buf, packet };
-                self.stage(r.flow, r.outer, r.rloc, iid, src, Some(r.prefix))
+                self.stage(now, &r, iid, src)
             }
             Err(done) => done,
         }
@@ -560,8 +575,8 @@ impl Xtr {
                 && r.generation == cache.generation()
                 && now < r.expires
         });
-        let (rloc, prefix) = match memo {
-            Some(r) => (r.rloc, r.prefix),
+        let (rloc, prefix, source) = match memo {
+            Some(r) => (r.rloc, r.prefix, r.source),
             None => {
                 let Some(entry) = cache.lookup(iid, dst, now) else {
                     // A Map-Request (pull mode) or a database lookup (push mode) is asked
@@ -577,11 +592,17 @@ impl Xtr {
                 if entry.is_negative() {
                     return Err(self.dropped(Drop::Negative));
                 }
-                let Some(rloc) = select::choose(&entry.rlocs, flow)
-                    .and_then(|i| entry.rlocs[i].record.locator.ip())
-                else {
+                let Some((rloc, via)) = select::choose(&entry.rlocs, flow).and_then(|i| {
+                    let r = &entry.rlocs[i];
+                    Some((r.record.locator.ip()?, r.via))
+                }) else {
                     return Err(self.dropped(Drop::NoRloc));
                 };
+                // From the RLOC of ours that probing found reaches it (a multi-homed node
+                // whose nearest path failed), else the nearest by address.
+                let source = via
+                    .filter(|v| self.cfg.rlocs.contains(v))
+                    .or_else(|| select::source_rloc(self.cfg.rlocs.iter().copied(), rloc));
                 self.last_route = Some(Route {
                     iid,
                     dst,
@@ -590,8 +611,9 @@ impl Xtr {
                     expires: entry.expires,
                     rloc,
                     prefix: entry.eid,
+                    source,
                 });
-                (rloc, entry.eid)
+                (rloc, entry.eid, source)
             }
         };
         // RFC 9300 §7.1: what the tunnel cannot carry with DF set is refused with an ICMP
@@ -615,7 +637,8 @@ impl Xtr {
             flow,
             outer: encap::outer_ttl_tos_of(&ip),
             rloc,
-            prefix,
+            prefix: Some(prefix),
+            source,
         })
     }
 
@@ -630,15 +653,14 @@ impl Xtr {
     /// RLOC not known to be keyless) the packet waits, bounded, and the RLOC serving
     /// `prefix` is probed now; a packet released from that queue comes with no prefix.
     /// One look-up of the RLOC's key per packet.
-    fn stage(
-        &mut self,
-        flow: u64,
-        (ttl, tos): (u8, u8),
-        rloc: IpAddr,
-        iid: u32,
-        src: Src<'_>,
-        prefix: Option<EidPrefix>,
-    ) -> Encapsulated {
+    fn stage(&mut self, now: Duration, r: &Routed, iid: u32, src: Src<'_>) -> Encapsulated {
+        let &Routed {
+            flow,
+            outer: (ttl, tos),
+            rloc,
+            prefix,
+            source,
+        } = r;
         let Xtr {
             cfg,
             send_keys,
@@ -651,6 +673,7 @@ impl Xtr {
             pending,
             requests,
             rekey_asked,
+            liveness,
             ..
         } = self;
         let inner_len = src.bytes().len();
@@ -679,7 +702,7 @@ impl Xtr {
                 if q.is_empty() {
                     requests.push_back(ControlRequest::Probe { rloc, prefix });
                 }
-                q.push_back((iid, src.bytes().to_vec()));
+                q.push_back((iid, source, src.bytes().to_vec()));
                 stats.queued_for_key += 1;
                 return Encapsulated::Queued;
             }
@@ -689,7 +712,6 @@ impl Xtr {
             }
         }
         let nonce = rng.random::<u32>() & 0x00ff_ffff;
-        let source = select::source_rloc(cfg.rlocs.iter().copied(), rloc);
         let from_control_port = key
             .as_ref()
             .is_some_and(|k| k.suite == CipherSuite::LispersCs6);
@@ -710,6 +732,8 @@ impl Xtr {
             && len <= staged.segment
             && staged.bytes + len <= MAX_GSO_BYTES;
         if !joins {
+            // Once per batch: what is sent to the RLOC, for data-driven reachability.
+            liveness.sent(now, rloc, source, prefix);
             close_batch(staged, ready, stats);
             staged.meta = Some(Transmit {
                 src: source,
@@ -839,7 +863,7 @@ impl Xtr {
                 self.send_keys.insert(rloc, key);
                 self.rekey_asked.remove(&rloc);
                 self.keyless.remove(&rloc);
-                self.flush_pending(rloc);
+                self.flush_pending(now, rloc);
             }
             PreparedKey::Recv {
                 itr,
@@ -865,7 +889,7 @@ impl Xtr {
                 tracing::warn!(%rloc, allow_clear = self.cfg.allow_clear, "RLOC offers no lisp-crypto key");
                 self.keyless.insert(rloc);
                 if self.cfg.allow_clear {
-                    self.flush_pending(rloc);
+                    self.flush_pending(now, rloc);
                 } else if let Some(q) = self.pending.remove(&rloc) {
                     self.stats.drop_n(Drop::NoKey, q.len() as u64);
                 }
@@ -886,33 +910,47 @@ impl Xtr {
         }
     }
 
-    fn flush_pending(&mut self, rloc: IpAddr) {
+    fn flush_pending(&mut self, now: Duration, rloc: IpAddr) {
         if let Some(q) = self.pending.remove(&rloc) {
-            for (iid, p) in q {
+            for (iid, source, p) in q {
                 // Each packet was checked when it was queued.
                 let Ok(ip) = IpPacket::new_checked(&p[..]) else {
                     continue;
                 };
-                let (flow, outer) = (FlowKey::of_ip(&ip).hash64(), encap::outer_ttl_tos_of(&ip));
-                self.stage(flow, outer, rloc, iid, Src::Copy(&p), None);
+                let r = Routed {
+                    flow: FlowKey::of_ip(&ip).hash64(),
+                    outer: encap::outer_ttl_tos_of(&ip),
+                    rloc,
+                    prefix: None,
+                    source,
+                };
+                self.stage(now, &r, iid, Src::Copy(&p));
             }
         }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) has work: packets waiting for a
-    /// mapping run out of time (the ETR's key expiry needs no exact time).
+    /// mapping run out of time, and the RLOCs sent to are looked at
+    /// ([`liveness`](super::liveness); the ETR's key expiry needs no exact time).
     pub fn poll_timeout(&self) -> Option<Duration> {
-        self.waiting.next_expiry()
+        match (self.waiting.next_expiry(), self.liveness.next_check()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Timers: the ETR's idle keys and unproven candidates expire (RFC 8061 §9). Packets
     /// waiting too long for a mapping are dropped by [`handle_mappings`](Self::handle_mappings),
     /// which `Engine::exchange` runs at every wake-up (and [`poll_timeout`](Self::poll_timeout)
     /// makes one happen when they run out of time).
-    pub fn handle_timeout(&mut self, now: Duration) {
+    pub fn handle_timeout(&mut self, now: Duration, cache: &MapCache) {
         if now >= self.next_key_expiry {
             self.next_key_expiry = now + KEY_EXPIRY_EVERY;
             self.recv_keys.expire(now);
+        }
+        for rloc in self.liveness.check(now, cache) {
+            self.stats.path_checks_asked += 1;
+            self.requests.push_back(ControlRequest::Check { rloc });
         }
     }
 
@@ -924,17 +962,32 @@ impl Xtr {
         from: SocketAddr,
         datagram: &'a mut [u8],
     ) -> Decapsulated<'a> {
+        self.decapsulate_at(now, from, None, datagram)
+    }
+
+    /// [`decapsulate`](Self::decapsulate) of a datagram sent to our address `local`
+    /// (`None`: not known): which of our RLOCs a peer reaches tells which of our paths to
+    /// it works ([`liveness`](super::liveness)).
+    pub fn decapsulate_at<'a>(
+        &mut self,
+        now: Duration,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &'a mut [u8],
+    ) -> Decapsulated<'a> {
         match self.decide(now, from.ip(), datagram) {
             Ok(Inner::Deliver { iid, range }) => {
                 let (rloc, bytes) = (from.ip(), range.len() as u64);
                 match &mut self.rx_run {
-                    Some((r, i, p, b)) if *r == rloc && *i == iid => {
+                    Some((r, i, p, b, l)) if *r == rloc && *i == iid && *l == local => {
                         *p += 1;
                         *b += bytes;
                     }
                     _ => {
                         self.flush_counters();
-                        self.rx_run = Some((rloc, iid, 1, bytes));
+                        self.rx_run = Some((rloc, iid, 1, bytes, local));
+                        // Once per run of packets from one sender: heard from it.
+                        self.liveness.heard().note(now, rloc, local);
                     }
                 }
                 Decapsulated::Deliver {

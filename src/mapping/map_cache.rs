@@ -22,6 +22,10 @@ pub struct CachedRloc {
     pub state: RlocState,
     /// Last RLOC-probe round-trip time.
     pub rtt: Option<Duration>,
+    /// The RLOC of ours that reaches it when that is not the one chosen by address (a
+    /// multi-homed node whose nearest path to it failed: RFC 9301 §6.3.2, the probe's
+    /// source that was answered); data to it leaves from there.
+    pub via: Option<std::net::IpAddr>,
 }
 
 /// Where a cached mapping came from.
@@ -142,12 +146,30 @@ impl MapCache {
         state: RlocState,
         rtt: Option<Duration>,
     ) {
+        self.update_rloc(rloc, |r| {
+            if rtt.is_some() {
+                r.rtt = rtt;
+            }
+            std::mem::replace(&mut r.state, state) != state
+        });
+    }
+
+    /// Sets which of our RLOCs reaches `rloc` ([`CachedRloc::via`]) in every entry that has
+    /// it.
+    pub fn set_rloc_via(&mut self, rloc: std::net::IpAddr, via: Option<std::net::IpAddr>) {
+        self.update_rloc(rloc, |r| std::mem::replace(&mut r.via, via) != via);
+    }
+
+    /// Applies `f` to `rloc` in every entry that has it; a new generation when `f` says it
+    /// changed what the data plane uses.
+    fn update_rloc(&mut self, rloc: std::net::IpAddr, mut f: impl FnMut(&mut CachedRloc) -> bool) {
         let keys: Vec<EidPrefix> = self
             .table
             .iter()
             .filter(|(_, e)| e.rlocs.iter().any(|r| r.record.locator.ip() == Some(rloc)))
             .map(|(p, _)| p)
             .collect();
+        let mut changed = false;
         for k in keys {
             if let Some(e) = self.table.get_mut(&k) {
                 for r in e
@@ -155,15 +177,12 @@ impl MapCache {
                     .iter_mut()
                     .filter(|r| r.record.locator.ip() == Some(rloc))
                 {
-                    if r.state != state {
-                        r.state = state;
-                        self.generation = next_generation();
-                    }
-                    if rtt.is_some() {
-                        r.rtt = rtt;
-                    }
+                    changed |= f(r);
                 }
             }
+        }
+        if changed {
+            self.generation = next_generation();
         }
     }
 

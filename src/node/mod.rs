@@ -147,6 +147,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         .collect();
     let snapshot = Arc::new(engine.map_cache().clone());
     let mut setups = Vec::new();
+    let heard = crate::dataplane::liveness::Heard::new();
     for data in data_sockets {
         setups.push(worker::Setup {
             xtr: XtrConfig {
@@ -158,6 +159,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
                 rekey_packets: cfg.timers.rekey_packets,
                 rng_seed: rand::random(),
             },
+            heard: heard.clone(),
             cache: snapshot.clone(),
             tuns: queues.iter_mut().filter_map(|q| q.next()).collect(),
             data,

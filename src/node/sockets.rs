@@ -124,6 +124,9 @@ fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Contro
 /// with UDP GRO, several of `segment` bytes (the last one may be shorter).
 pub struct DataIn {
     pub from: SocketAddr,
+    /// Our address it was sent to (the socket's, or on the wildcard address what
+    /// IP_PKTINFO / IPV6_PKTINFO said).
+    pub local: Option<IpAddr>,
     pub buf: Vec<u8>,
     pub len: usize,
     pub segment: usize,
@@ -165,14 +168,15 @@ const FREE_BUFFERS: usize = DATA_BATCH;
 fn take(
     local: SocketAddr,
     buf: Vec<u8>,
-    r: std::io::Result<(usize, SocketAddr, Option<usize>)>,
+    r: std::io::Result<udp_io::Received>,
 ) -> Result<DataIn, Vec<u8>> {
     match r {
-        Ok((n, from, segment)) => Ok(DataIn {
-            from,
+        Ok(r) => Ok(DataIn {
+            from: r.from,
+            local: r.local.or(Some(local.ip()).filter(|a| !a.is_unspecified())),
             buf,
-            len: n,
-            segment: segment.unwrap_or(n).max(1),
+            len: r.len,
+            segment: r.segment.unwrap_or(r.len).max(1),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(buf),
         Err(e) => {
@@ -403,6 +407,11 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyh
         let local = SocketAddr::new(*ip, cfg.data_port);
         for w in data.iter_mut() {
             let s = bind_udp(local, workers > 1)?;
+            // Which of our addresses each datagram came to: whom a peer reaches us at
+            // (`dataplane::liveness`).
+            if ip.is_unspecified() && !udp_io::enable_pktinfo(&s, ip.is_ipv6()) {
+                warn!(%local, "cannot learn the local address of each datagram");
+            }
             // A burst arriving while the worker is busy (a batch of TUN writes, or a flood
             // of garbage to 4341) waits in the kernel instead of pushing the tunnel's own
             // packets out (the kernel's default, about 200 KB, overflowed under a 20,000/s

@@ -390,18 +390,37 @@ fn recv_with(
     Ok((n as usize, from))
 }
 
-/// Receives into `buf`: the length, the sender and, for coalesced datagrams (UDP GRO), the
-/// size of each (the last one may be shorter). Non-blocking sockets give WouldBlock.
-pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+/// What [`recv`] read: the length, the sender, for coalesced datagrams (UDP GRO) the size
+/// of each (the last one may be shorter), and on a socket with [`enable_pktinfo`] the
+/// local address they were sent to.
+pub struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    pub segment: Option<usize>,
+    pub local: Option<IpAddr>,
+}
+
+/// Receives into `buf` (see [`Received`]). Non-blocking sockets give WouldBlock.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     let mut segment = None;
-    let (n, from) = recv_with(fd, buf, |level, kind, data| {
+    let mut local = None;
+    let (len, from) = recv_with(fd, buf, |level, kind, data| {
         if level == libc::SOL_UDP && kind == libc::UDP_GRO {
             // SAFETY: UDP_GRO carries one int in the control message's data.
             let v: libc::c_int = unsafe { std::ptr::read_unaligned(data.cast()) };
             segment = usize::try_from(v).ok().filter(|s| *s > 0);
         }
+        // SAFETY: the kernel wrote this control message of this level and type.
+        if let Some(a) = unsafe { pktinfo_local(level, kind, data) } {
+            local = Some(a);
+        }
     })?;
-    Ok((n, from, segment))
+    Ok(Received {
+        len,
+        from,
+        segment,
+        local,
+    })
 }
 
 /// Reads many datagrams per system call (recvmmsg), into slots it keeps for reuse: the
@@ -728,6 +747,14 @@ mod tests {
             froms.push(Some(from.ip()));
         }
         assert_eq!(froms, ours, "each reply from the address it was given");
+        // The data port's reader learns it too.
+        w.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        peer.send_to(b"data", SocketAddr::new(IpAddr::from([127, 0, 0, 2]), port))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let r = recv(w.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!((&buf[..r.len], r.local), (&b"data"[..], ours[1]));
     }
 
     #[test]
@@ -754,9 +781,11 @@ mod tests {
         let mut buf = vec![0u8; 65536];
         let mut reads = 0;
         while got.len() < 4 {
-            let (n, _, seg) = recv(r.as_raw_fd(), &mut buf).unwrap();
+            let Received {
+                len: n, segment, ..
+            } = recv(r.as_raw_fd(), &mut buf).unwrap();
             reads += 1;
-            let seg = seg.unwrap_or(n);
+            let seg = segment.unwrap_or(n);
             got.extend(buf[..n].chunks(seg).map(<[u8]>::to_vec));
         }
         if gro && s.gso() {

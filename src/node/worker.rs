@@ -24,6 +24,7 @@ use super::tun::{self, TunQueue};
 use super::udp_io::{self, DataSender, Outer};
 use crate::control::Transmit as ControlTransmit;
 use crate::dataplane::gro::{Coalescer, Span};
+use crate::dataplane::liveness::Heard;
 use crate::dataplane::xtr::MAX_SEGMENTS;
 use crate::dataplane::{
     ControlRequest, DataReport, Datagrams, Decapsulated, Drop, Encapsulated, Part, PreparedKey,
@@ -83,6 +84,8 @@ const REPLICATED_QUEUE: usize = 1024;
 /// What one worker starts with.
 pub struct Setup {
     pub xtr: XtrConfig,
+    /// Whom the node's ETR heard from, shared by every worker (data-driven reachability).
+    pub heard: Arc<Heard>,
     pub cache: Arc<MapCache>,
     /// This worker's queue of every TUN device.
     pub tuns: Vec<tun::QueueSetup>,
@@ -291,7 +294,7 @@ impl Worker {
             Worker {
                 index,
                 start,
-                xtr: Xtr::new(setup.xtr),
+                xtr: Xtr::with_heard(setup.xtr, setup.heard),
                 cache: setup.cache,
                 tun_out: tuns.iter().map(|t| Coalescer::new(t.offload)).collect(),
                 tuns,
@@ -340,7 +343,7 @@ impl Worker {
     /// the TUN devices.
     async fn after(&mut self) {
         let now = self.now();
-        self.xtr.handle_timeout(now);
+        self.xtr.handle_timeout(now, &self.cache);
         self.flush_data(None);
         while let Some(r) = self.xtr.poll_control_request() {
             let _ = self.requests.send(r);
@@ -384,7 +387,7 @@ impl Worker {
             }
             let base = d.buf.as_ptr() as usize;
             for datagram in d.buf[..d.len].chunks_mut(d.segment) {
-                let control = match self.xtr.decapsulate(now, d.from, datagram) {
+                let control = match self.xtr.decapsulate_at(now, d.from, d.local, datagram) {
                     Decapsulated::Deliver { iid, packet } => {
                         match self.tuns.iter().position(|t| t.instance_id == iid) {
                             Some(k) => {
