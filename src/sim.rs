@@ -134,6 +134,14 @@ pub struct Sim {
     pub sent: u64,
     /// Addresses cut off: datagrams from or to them are lost.
     pub blackhole: HashSet<IpAddr>,
+    /// NATs ([`Sim::nat`]): each inside address and the public address it is translated to.
+    nats: HashMap<IpAddr, IpAddr>,
+    /// NAT bindings (endpoint-independent): inside address and port to public port, and
+    /// back.
+    nat_out: HashMap<SocketAddr, SocketAddr>,
+    nat_in: HashMap<SocketAddr, SocketAddr>,
+    /// The next public port a NAT hands out.
+    nat_next_port: u16,
     /// When set, every datagram sent is kept here (source, destination, payload).
     pub capture: Option<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
     pub delivered: u64,
@@ -159,6 +167,10 @@ impl Sim {
             sent: 0,
             capture: None,
             blackhole: HashSet::new(),
+            nats: HashMap::new(),
+            nat_out: HashMap::new(),
+            nat_in: HashMap::new(),
+            nat_next_port: 20000,
             delivered: 0,
         }
     }
@@ -296,8 +308,58 @@ impl Sim {
         }
     }
 
+    /// Puts `inside` behind a NAT whose public address is `public` (masquerade with an
+    /// endpoint-independent mapping: a binding per inside address and port, made by the
+    /// first datagram out, from public port 20000 up). Datagrams from outside reach an
+    /// inside address only through a binding; nodes behind the same NAT reach each other
+    /// directly.
+    pub fn nat(&mut self, inside: IpAddr, public: IpAddr) {
+        self.nats.insert(inside, public);
+    }
+
+    /// The NAT forgets its bindings (a NAT that restarted, or whose entries timed out):
+    /// the next datagram out gets a new public port.
+    pub fn nat_forget(&mut self) {
+        self.nat_out.clear();
+        self.nat_in.clear();
+    }
+
+    /// A datagram from `src` to `dst` as it leaves its NAT: the source translated when it
+    /// is inside one and the destination is not behind the same NAT.
+    fn nat_translate(&mut self, src: SocketAddr, dst: SocketAddr) -> SocketAddr {
+        let Some(public) = self.nats.get(&src.ip()).copied() else {
+            return src;
+        };
+        if self.nats.get(&dst.ip()) == Some(&public) {
+            return src;
+        }
+        if let Some(p) = self.nat_out.get(&src) {
+            return *p;
+        }
+        let p = SocketAddr::new(public, self.nat_next_port);
+        self.nat_next_port = self.nat_next_port.wrapping_add(1).max(20000);
+        self.nat_out.insert(src, p);
+        self.nat_in.insert(p, src);
+        p
+    }
+
     fn enqueue(&mut self, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
         self.sent += 1;
+        let src = self.nat_translate(src, dst);
+        // From outside, an inside address is not reachable (it is not routed there).
+        if self.nats.contains_key(&dst.ip()) && self.nats.get(&src.ip()) != self.nats.get(&dst.ip())
+        {
+            return;
+        }
+        // To a NAT's public address: through a binding, or nowhere.
+        let dst = if self.nats.values().any(|p| *p == dst.ip()) {
+            match self.nat_in.get(&dst) {
+                Some(inside) => *inside,
+                None => return,
+            }
+        } else {
+            dst
+        };
         if let Some(c) = self.capture.as_mut() {
             c.push((src, dst, payload.clone()));
         }

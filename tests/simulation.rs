@@ -1092,3 +1092,83 @@ fn members_cut_off_before_they_met_meet_when_the_seed_is_back() {
         s.now - healed
     );
 }
+
+/// NAT detection (issue 14, draft-ermagan-lisp-nat-traversal §5.1-§5.2): node 3 sits behind
+/// a NAT (masquerade to 203.0.113.1). Every node asks the seed, from its RLOC, where its
+/// control messages come from (a signed Info-Request); the seed answers with the address
+/// and port it saw. Node 3 learns it is behind a NAT and its translated address and port;
+/// node 2 learns it is not. When the NAT forgets its binding, the next round sees the new
+/// port. A request the seed cannot verify gets no answer and is counted.
+#[test]
+fn a_node_behind_a_nat_learns_so_from_a_member_and_the_others_that_they_are_not() {
+    use lisp_decent::control::nat::INFO_INTERVAL;
+    let public: std::net::IpAddr = "203.0.113.1".parse().unwrap();
+    let mut s = Sim::new(10 * MS, 7);
+    s.nat(sim::rloc(3), public);
+    for i in 1..=3 {
+        s.add(sim::node_config(i, Delivery::Replicate));
+    }
+    s.run_to(secs(2));
+    let control = SocketAddr::new(sim::rloc(3), CONTROL_PORT);
+    let n3 = s.engine(2).unwrap();
+    let st = &n3.nat_status()[&sim::rloc(3)];
+    assert!(st.behind_nat, "{st:?}");
+    assert_eq!(st.local, control);
+    assert_eq!(st.global.ip(), public);
+    assert_eq!(st.asked, sim::rloc(1));
+    assert!(st.rtrs.is_empty());
+    assert_eq!(n3.counters().nat_detected, 1);
+    let n2 = s.engine(1).unwrap();
+    let st2 = &n2.nat_status()[&sim::rloc(2)];
+    assert!(!st2.behind_nat, "{st2:?}");
+    assert_eq!(st2.global, SocketAddr::new(sim::rloc(2), CONTROL_PORT));
+    assert_eq!(n2.counters().nat_detected, 0);
+    let seed = s.engine(0).unwrap().counters().clone();
+    assert!(seed.info_replies_sent >= 2, "{seed:?}");
+    assert_eq!(seed.info_unauthenticated, 0);
+
+    // The NAT forgets its binding: the next round is translated to another port.
+    let first = st.global;
+    s.nat_forget();
+    s.run_to(s.now + INFO_INTERVAL + secs(1));
+    let again = s.engine(2).unwrap().nat_status()[&sim::rloc(3)].global;
+    assert_eq!(again.ip(), public);
+    assert_ne!(again.port(), first.port());
+    assert_eq!(
+        s.engine(2).unwrap().counters().nat_detected,
+        1,
+        "still behind the NAT: not detected twice"
+    );
+
+    // An Info-Request signed with another key, and one not signed at all: no answer.
+    let sent = s.engine(0).unwrap().counters().info_replies_sent;
+    for (key, alg_id) in [
+        (&b"not the site key"[..], alg::HMAC_SHA_256_128),
+        (&b""[..], 0),
+    ] {
+        let m = InfoMessage {
+            reply: false,
+            reserved: 0,
+            nonce: [7; 8],
+            auth: Authentication::unsigned(1, alg_id),
+            ttl: 1,
+            reserved2: 0,
+            mask_len: 0,
+            eid: Address::None,
+            payload: Address::None,
+        };
+        let mut bytes = ControlMessage::Info(m).to_bytes().unwrap();
+        if alg_id != 0 {
+            auth::sign(&mut bytes, key).unwrap();
+        }
+        s.inject(
+            "192.0.2.99:4342".parse().unwrap(),
+            SocketAddr::new(sim::rloc(1), CONTROL_PORT),
+            bytes,
+        );
+    }
+    s.run_to(s.now + secs(1));
+    let seed = s.engine(0).unwrap().counters();
+    assert_eq!(seed.info_unauthenticated, 2);
+    assert_eq!(seed.info_replies_sent, sent);
+}

@@ -451,6 +451,8 @@ fn tshark_decodes_what_the_engines_send() {
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         [
+            "info-reply",
+            "info-request",
             "map-notify",
             "map-notify-ack",
             "map-register",

@@ -37,6 +37,17 @@ pub struct Counters {
     pub probes_postponed: u64,
     pub probe_replies_received: u64,
     pub rlocs_marked_down: u64,
+    /// NAT detection (Info-Request / Info-Reply): sent and received, refused for a missing
+    /// or wrong site-key signature, replies to no request of ours, requests over the
+    /// Map-Request rate limit, and our RLOCs found behind a NAT.
+    pub info_requests_sent: u64,
+    pub info_requests_received: u64,
+    pub info_replies_sent: u64,
+    pub info_replies_received: u64,
+    pub info_unauthenticated: u64,
+    pub info_replies_unmatched: u64,
+    pub info_rate_limited: u64,
+    pub nat_detected: u64,
     /// Checks of an RLOC the data plane sent to without hearing back (probed at once).
     pub path_checks: u64,
     /// Probes that left from another RLOC of ours than the last one, after a miss (a

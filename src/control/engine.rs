@@ -55,6 +55,8 @@ pub struct Engine {
     pub(crate) map_server: super::map_server::MapServer,
     /// The ITR: the map-cache and the Map-Requests in flight.
     pub(crate) itr: super::itr::ItrCache,
+    /// NAT detection: our Info-Requests and what they found, and answers to others'.
+    pub(crate) nat: super::nat::NatDetector,
 }
 
 /// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
@@ -114,6 +116,7 @@ impl Engine {
             registrar: super::registrar::Registrar::new(register_nonce),
             map_server: Default::default(),
             itr: Default::default(),
+            nat: Default::default(),
         }
     }
 
@@ -187,6 +190,9 @@ impl Engine {
         if let Some(n) = self.external.next_retry() {
             t = t.min(n);
         }
+        if self.cfg.site.own_key.is_some() {
+            t = t.min(self.nat.next_due());
+        }
         t
     }
 
@@ -217,6 +223,17 @@ impl Engine {
         self.retransmit_to_map_servers(now);
         let (prober, mut cx) = self.prober_ctx();
         prober.send_due(now, &mut cx);
+        if now >= self.nat.next_due() {
+            let candidates = self.info_candidates();
+            self.nat.send_due(
+                now,
+                &self.cfg,
+                &candidates,
+                &mut self.counters,
+                &mut self.rng,
+                &mut self.out,
+            );
+        }
         self.registrar_timers(now, now >= self.next_housekeeping);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
@@ -257,6 +274,27 @@ impl Engine {
                 self.counters.map_requests_rate_limited += 1;
                 return;
             }
+        }
+        // NAT detection: a request costs a reply, so it is rate-limited as a Map-Request.
+        if payload.first().map(|b| b >> 4) == Some(msg_type::INFO) {
+            if !self.admit(now, src.ip()) {
+                self.counters.info_rate_limited += 1;
+                return;
+            }
+            match ControlMessage::parse(payload) {
+                Ok(ControlMessage::Info(m)) => self.nat.handle(
+                    now,
+                    &self.cfg,
+                    src,
+                    dst,
+                    payload,
+                    &m,
+                    &mut self.counters,
+                    &mut self.out,
+                ),
+                _ => self.counters.packets_malformed += 1,
+            }
+            return;
         }
         // A key exchange signed with the site key ends with a trailer (crypto::kx_auth).
         if let Some((message, _)) = crate::crypto::kx_auth::split(payload)
@@ -353,6 +391,23 @@ impl Engine {
         }
     }
 
+    /// Whom our Info-Requests go to: the seeds, then the members, then the pull-mode
+    /// Map-Servers (every member is a Map-Server that answers, RFC 9962 §1).
+    fn info_candidates(&self) -> Vec<IpAddr> {
+        let mut c: Vec<IpAddr> = match &self.cfg.mapping_system {
+            MappingSystem::Push(pg) => pg.seeds.clone(),
+            MappingSystem::Pull(_) => Vec::new(),
+        };
+        c.extend(self.members());
+        c.extend(self.itr.pull_servers.values().flatten().copied());
+        c
+    }
+
+    /// What NAT detection found, per RLOC of ours.
+    pub fn nat_status(&self) -> &std::collections::BTreeMap<IpAddr, super::nat::NatStatus> {
+        self.nat.status()
+    }
+
     /// Our RLOC of the same family as `peer`.
     pub(crate) fn rloc_for(&self, peer: IpAddr) -> Option<IpAddr> {
         self.source_rloc(peer)
@@ -400,6 +455,8 @@ impl Engine {
             self.schedule_register_after(now, ROAM_REGISTER_GAP);
             // Keys and probes from the address our packets now come from.
             self.prober.our_rlocs_changed(now, &self.cfg);
+            // A new address may be behind a NAT, or no longer.
+            self.nat.rlocs_changed(now, &self.cfg);
         }
     }
 

@@ -8,6 +8,7 @@ pub mod external;
 mod itr;
 mod map_resolver;
 mod map_server;
+pub mod nat;
 mod outbox;
 pub mod probe;
 pub mod pull;

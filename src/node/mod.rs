@@ -223,6 +223,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         engine_due: start,
         engine_driven: true,
         members_seen: 0,
+        nat_seen: Default::default(),
         next_rloc_refresh: start + RLOC_REFRESH,
         next_route_sync: start,
         routed_generation: u64::MAX,
@@ -292,6 +293,8 @@ struct Node {
     engine_due: Instant,
     engine_driven: bool,
     members_seen: usize,
+    /// What the log last said of each RLOC and NAT.
+    nat_seen: std::collections::BTreeMap<IpAddr, bool>,
     next_rloc_refresh: Instant,
     next_route_sync: Instant,
     routed_generation: u64,
@@ -331,10 +334,32 @@ impl Node {
                 info!(members, "peer group membership changed");
                 self.members_seen = members;
             }
+            self.log_nat_changes();
             self.engine_due = self.start + self.engine.poll_timeout();
         }
         self.publish_map_cache();
         self.sync_routes().await;
+    }
+
+    /// Says once when NAT detection finds one of our RLOCs behind a NAT, or no longer.
+    fn log_nat_changes(&mut self) {
+        for (rloc, n) in self.engine.nat_status() {
+            if self.nat_seen.get(rloc) == Some(&n.behind_nat) {
+                continue;
+            }
+            if n.behind_nat {
+                warn!(
+                    %rloc,
+                    seen_as = %n.global,
+                    seen_by = %n.asked,
+                    "this RLOC is behind a NAT: members not behind the same NAT cannot reach it \
+                     (NAT traversal through an RTR is not available yet)"
+                );
+            } else {
+                info!(%rloc, seen_by = %n.asked, "this RLOC is not behind a NAT");
+            }
+            self.nat_seen.insert(*rloc, n.behind_nat);
+        }
     }
 
     /// A snapshot of the map-cache for the workers when it changed: packets waiting for a

@@ -39,7 +39,28 @@ pub struct Status {
     /// `[[map_resolver]]`s outside the group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub map_resolvers: Vec<String>,
+    /// NAT detection, per RLOC of ours that a member answered for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat: Vec<NatView>,
     pub counters: Stats,
+}
+
+/// What a member saw of one of our RLOCs (draft-ermagan-lisp-nat-traversal §5.1: Info-Reply).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NatView {
+    pub rloc: String,
+    /// Our address and port the Info-Request left from.
+    pub local: String,
+    /// The address and port the member saw it come from.
+    pub seen_as: String,
+    /// The two differ: a NAT translated it.
+    pub behind_nat: bool,
+    /// The member that answered.
+    pub seen_by: String,
+    /// RTRs it offered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rtrs: Vec<String>,
+    pub answered_ago: u64,
 }
 
 /// A Map-Server outside the group (RFC 9301 §8.2): whether it acknowledged our last round.
@@ -288,6 +309,20 @@ impl Viewer<'_> {
                 })
                 .collect(),
             map_resolvers: cfg.map_resolvers.iter().map(|a| a.to_string()).collect(),
+            nat: self
+                .engine
+                .nat_status()
+                .iter()
+                .map(|(rloc, n)| NatView {
+                    rloc: rloc.to_string(),
+                    local: n.local.to_string(),
+                    seen_as: n.global.to_string(),
+                    behind_nat: n.behind_nat,
+                    seen_by: n.asked.to_string(),
+                    rtrs: n.rtrs.iter().map(IpAddr::to_string).collect(),
+                    answered_ago: secs(self.now.saturating_sub(n.at)),
+                })
+                .collect(),
             counters: self.stats(),
         }
     }
