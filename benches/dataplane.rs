@@ -88,6 +88,7 @@ impl Ours {
                 suite,
                 key_id: 1,
                 key,
+                source: None,
             },
         );
         let sealed: Vec<Vec<u8>> = (0..4096)

@@ -41,6 +41,7 @@ impl Keys {
                     suite,
                     key_id,
                     key,
+                    ..
                 } => {
                     self.send.insert(*rloc, SendKey::new(*suite, *key_id, key));
                 }
@@ -49,10 +50,11 @@ impl Keys {
                     suite,
                     key_id,
                     key,
+                    ..
                 } => {
                     self.recv.install(now, *itr, *suite, *key_id, *key);
                 }
-                KeyEvent::NoKey { .. } => {}
+                KeyEvent::NoKey { .. } | KeyEvent::Source { .. } => {}
             }
             self.events.push(e);
         }
@@ -86,6 +88,7 @@ impl Keys {
                     suite,
                     key_id,
                     key,
+                    ..
                 } if *r == rloc => Some((*suite, *key_id, *key)),
                 _ => None,
             })

@@ -30,20 +30,11 @@ fn lig(ns: &str, rloc: &str, j: usize) -> String {
     lab::lig(ns, rloc, &format!("10.{j}.0.1"))
 }
 
-/// Node 2 takes its RLOC from eth0 and keeps the default listen addresses (so it binds the
-/// wildcard address and learns each datagram's local address); its address moves
-/// from 192.0.2.2 to 192.0.2.102 (the new one added before the old one goes). The address
-/// events reach it at once (it no longer waits for its 10 s interface poll): it registers
-/// its new RLOC with node 1 and offers fresh keys from it, and a ping between the two EIDs
-/// crosses the encrypted tunnel again, both ways. Bounded at 3 s, well under the poll's
-/// 10 s; the figures are printed.
-#[test]
-fn an_interface_rloc_that_moves_carries_traffic_again_at_once() {
-    if !have_root() {
-        return;
-    }
-    let _serial = lab::serial();
-    let mut lab = Lab::new("ro");
+/// Node 1 (RLOC 192.0.2.1) and node 2, whose RLOC comes from its eth0 (192.0.2.2) with
+/// the default listen addresses, on one bridge, pinging through the tunnel; node 2's eth0
+/// keeps a secondary address when its primary goes (promote_secondaries: the address it
+/// moves to is in the same subnet). Returns both namespaces and node 2's index.
+fn two_nodes(lab: &mut Lab) -> (String, String, usize) {
     let br = lab.bridge("b");
     let n1 = lab.netns("n1");
     let n2 = lab.netns("n2");
@@ -64,15 +55,30 @@ fn an_interface_rloc_that_moves_carries_traffic_again_at_once() {
         "no ping through the tunnel before the move; logs in {}",
         lab.dir.path().display()
     );
-
-    // The new address is a secondary of the old one's subnet: it must outlive the primary
-    // (without promote_secondaries the kernel removes it with the primary).
     let promoted = Command::new("ip")
         .args(["netns", "exec", &n2, "sysctl", "-qw"])
         .arg("net.ipv4.conf.eth0.promote_secondaries=1")
         .status()
         .expect("sysctl runs");
     assert!(promoted.success(), "cannot set promote_secondaries");
+    (n1, n2, node2)
+}
+
+/// Node 2 takes its RLOC from eth0 and keeps the default listen addresses (so it binds the
+/// wildcard address and learns each datagram's local address); its address moves
+/// from 192.0.2.2 to 192.0.2.102 (the new one added before the old one goes). The address
+/// events reach it at once (it no longer waits for its 10 s interface poll): it registers
+/// its new RLOC with node 1 and offers fresh keys from it, and a ping between the two EIDs
+/// crosses the encrypted tunnel again, both ways. Bounded at 3 s, well under the poll's
+/// 10 s; the figures are printed.
+#[test]
+fn an_interface_rloc_that_moves_carries_traffic_again_at_once() {
+    if !have_root() {
+        return;
+    }
+    let _serial = lab::serial();
+    let mut lab = Lab::new("ro");
+    let (n1, n2, node2) = two_nodes(&mut lab);
     lab::ip(&["-n", &n2, "addr", "add", "192.0.2.102/24", "dev", "eth0"]);
     lab::ip(&["-n", &n2, "addr", "del", "192.0.2.2/24", "dev", "eth0"]);
     let moved = Instant::now();
@@ -104,5 +110,54 @@ fn an_interface_rloc_that_moves_carries_traffic_again_at_once() {
         "the tunnel does not carry traffic 3 s after the move ({there:?}, {back:?}); \
          logs in {}",
         lab.dir.path().display()
+    );
+}
+
+/// Make-before-break: node 2 gets its new address 300 ms before the old one goes, while
+/// pings cross every 5 ms. The new address is registered as preferred at once (it appeared
+/// while the old one was there) and node 2 probes and keys from it, so node 1 moves to it
+/// before the old one disappears: no ping is lost.
+#[test]
+fn a_move_whose_new_address_comes_first_loses_nothing() {
+    if !have_root() {
+        return;
+    }
+    let _serial = lab::serial();
+    let mut lab = Lab::new("rm");
+    let (n1, n2, node2) = two_nodes(&mut lab);
+    let pinger = Command::new("ip")
+        .args([
+            "netns", "exec", &n1, "ping", "-n", "-i", "0.005", "-c", "300",
+        ])
+        .args(["-W", "1", "-I", "10.1.0.1", "10.2.0.1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ping runs");
+    std::thread::sleep(Duration::from_millis(300));
+    lab::ip(&["-n", &n2, "addr", "add", "192.0.2.102/24", "dev", "eth0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    lab::ip(&["-n", &n2, "addr", "del", "192.0.2.2/24", "dev", "eth0"]);
+    let out = pinger.wait_with_output().expect("ping ends");
+    let answered = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("icmp_seq="))
+        .count();
+    eprintln!(
+        "make-before-break: {} of 300 pings (5 ms apart) lost",
+        300 - answered
+    );
+    assert_eq!(
+        answered,
+        300,
+        "pings were lost across the move; node 1's counters {}\nnode 2's {}\nnode 2's log:\n{}",
+        lab.counters(0),
+        lab.counters(node2),
+        lab.log(node2)
+    );
+    let l = lig(&n1, "192.0.2.1", 2);
+    assert!(
+        l.contains("\"192.0.2.102\"") && !l.contains("\"192.0.2.2\""),
+        "{l}"
     );
 }

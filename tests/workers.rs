@@ -82,6 +82,7 @@ fn worker_shards_share_one_iv_counter_and_one_replay_window() {
             suite,
             key_id: 1,
             key,
+            source: None,
         };
         let recv = KeyEvent::Recv {
             itr: IpAddr::from(ITR),

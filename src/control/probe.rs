@@ -114,6 +114,8 @@ pub struct AgreedKey {
     pub suite: CipherSuite,
     pub etr_public: [u8; 32],
     pub at: Duration,
+    /// Our RLOC the ETR holds it for (it keys by the ITR's address, RFC 8061 §9).
+    pub source: Option<IpAddr>,
 }
 
 /// Probing state of one RLOC.
@@ -673,6 +675,8 @@ impl Prober {
         let via_changed = p.via != via;
         p.via = via;
         let mut event = None;
+        // The ETR answered our offer with its key.
+        let mut keyed = false;
         if let Some(offer) = p.offer.take() {
             // The ETR's key for the key-id we offered, in the suite we offered (RFC 8061
             // §10), in the RLOC-record of the probed RLOC.
@@ -694,6 +698,7 @@ impl Prober {
                 None if p.agreed.is_none() => event = Some(KeyEvent::NoKey { rloc }),
                 None => {}
                 Some(k) => {
+                    keyed = true;
                     let fresh = offer.fresh.is_some();
                     let changed = p.agreed.as_ref().is_none_or(|a| a.etr_public != k.public);
                     // A new key when ours was fresh, or when the ETR answers our agreed key
@@ -712,6 +717,7 @@ impl Prober {
                                 suite: offer.suite,
                                 etr_public: k.public,
                                 at: now,
+                                source: p.sent_from,
                             });
                             p.rekeys += 1;
                             p.rekeying = false;
@@ -720,11 +726,25 @@ impl Prober {
                                 suite: offer.suite,
                                 key_id: offer.key_id,
                                 key,
+                                source: p.sent_from,
                             });
                         }
                     }
                 }
             }
+        }
+        // The same key, now held by the ETR for another RLOC of ours too (a lispers.net peer
+        // is offered its key again, never a new one): data may leave from there.
+        if event.is_none()
+            && let Some(a) = p.agreed.as_mut()
+            && a.source != p.sent_from
+            && keyed
+        {
+            a.source = p.sent_from;
+            event = Some(KeyEvent::Source {
+                rloc,
+                source: a.source,
+            });
         }
         cx.map_cache.set_rloc_state(rloc, RlocState::Up, rtt);
         if via_changed {

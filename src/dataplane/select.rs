@@ -39,13 +39,17 @@ pub fn choose(rlocs: &[CachedRloc], flow: u64) -> Option<usize> {
 
 /// Our RLOC to talk to `peer` from, among `ours`: of the same family, the one sharing the
 /// longest prefix with it (on a multi-homed node, the one on the peer's network), the first
-/// on a tie. Probes and data use the same source, so the lisp-crypto keys the ETR holds per
-/// ITR address (RFC 8061 §9) match the packets' source.
+/// on a tie. Prefixes count up to /24 (IPv4) and /64 (IPv6): addresses of one subnet are
+/// equally near, so of two addresses on one interface the one listed first wins (the node
+/// lists the address it is moving to first). Probes and data use the same source, so the
+/// lisp-crypto keys the ETR holds per ITR address (RFC 8061 §9) match the packets' source.
 pub fn source_rloc(ours: impl IntoIterator<Item = IpAddr>, peer: IpAddr) -> Option<IpAddr> {
     fn common(a: IpAddr, b: IpAddr) -> u32 {
         match (a, b) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
-            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros().min(24),
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                (u128::from(a) ^ u128::from(b)).leading_zeros().min(64)
+            }
             _ => 0,
         }
     }
@@ -81,6 +85,38 @@ mod tests {
             rtt: None,
             via: None,
         }
+    }
+
+    #[test]
+    fn the_source_is_the_nearest_rloc_and_the_first_of_one_subnet() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let ours = [
+            ip("192.0.2.102"),
+            ip("192.0.2.2"),
+            ip("198.51.100.7"),
+            ip("2001:db8::1"),
+        ];
+        // The peer's network wins; within one /24 the first listed.
+        assert_eq!(
+            source_rloc(ours, ip("198.51.100.1")),
+            Some(ip("198.51.100.7"))
+        );
+        assert_eq!(source_rloc(ours, ip("192.0.2.1")), Some(ip("192.0.2.102")));
+        assert_eq!(source_rloc(ours, ip("192.0.2.3")), Some(ip("192.0.2.102")));
+        // Elsewhere: the longest common prefix above the cap, else the first.
+        assert_eq!(
+            source_rloc(ours, ip("198.51.0.1")),
+            Some(ip("198.51.100.7"))
+        );
+        assert_eq!(
+            source_rloc(ours, ip("203.0.113.1")),
+            Some(ip("192.0.2.102"))
+        );
+        assert_eq!(
+            source_rloc(ours, ip("2001:db8:1::1")),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(source_rloc([ip("2001:db8::1")], ip("192.0.2.1")), None);
     }
 
     fn shares(rlocs: &[CachedRloc]) -> Vec<f64> {

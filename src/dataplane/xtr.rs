@@ -61,12 +61,15 @@ const SPARE_BUFFERS: usize = 8;
 /// key decrypt after a rekey. The contract from the control plane to the data plane.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeyEvent {
-    /// ITR: encrypt what goes to `rloc` with this key.
+    /// ITR: encrypt what goes to `rloc` with this key, sent from our RLOC `source` (the
+    /// one it was agreed from: the ETR keys by the ITR's address, RFC 8061 §9; `None`:
+    /// the nearest).
     Send {
         rloc: IpAddr,
         suite: CipherSuite,
         key_id: u8,
         key: [u8; 32],
+        source: Option<IpAddr>,
     },
     /// ETR: a key `itr` may send under `key_id`. It is a candidate until a packet from `itr`
     /// opens under it (return routability): it never replaces a key in use before that. The
@@ -79,6 +82,12 @@ pub enum KeyEvent {
     },
     /// ITR: `rloc` answered a probe without a key (it runs no lisp-crypto, or not our suite).
     NoKey { rloc: IpAddr },
+    /// ITR: the ETR of `rloc` now holds our send key for our RLOC `source` (the same key
+    /// offered again from there): data to it may leave from there.
+    Source {
+        rloc: IpAddr,
+        source: Option<IpAddr>,
+    },
 }
 
 impl std::fmt::Debug for KeyEvent {
@@ -94,6 +103,7 @@ impl std::fmt::Debug for KeyEvent {
                 itr, suite, key_id, ..
             } => write!(f, "Recv({itr}, {suite:?}, key-id {key_id})"),
             KeyEvent::NoKey { rloc } => write!(f, "NoKey({rloc})"),
+            KeyEvent::Source { rloc, source } => write!(f, "Source({rloc}, {source:?})"),
         }
     }
 }
@@ -107,9 +117,11 @@ impl KeyEvent {
                 suite,
                 key_id,
                 key,
+                source,
             } => PreparedKey::Send {
                 rloc,
                 key: SendKey::new(suite, key_id, &key),
+                source,
             },
             KeyEvent::Recv {
                 itr,
@@ -123,6 +135,7 @@ impl KeyEvent {
                 valid_id: (1..=3).contains(&key_id),
             },
             KeyEvent::NoKey { rloc } => PreparedKey::NoKey { rloc },
+            KeyEvent::Source { rloc, source } => PreparedKey::Source { rloc, source },
         }
     }
 }
@@ -137,6 +150,7 @@ pub enum PreparedKey {
     Send {
         rloc: IpAddr,
         key: SendKey,
+        source: Option<IpAddr>,
     },
     Recv {
         itr: IpAddr,
@@ -148,15 +162,20 @@ pub enum PreparedKey {
     NoKey {
         rloc: IpAddr,
     },
+    Source {
+        rloc: IpAddr,
+        source: Option<IpAddr>,
+    },
 }
 
 impl PreparedKey {
     /// Another handle on the same keys, for another worker.
     pub fn share(&mut self) -> PreparedKey {
         match self {
-            PreparedKey::Send { rloc, key } => PreparedKey::Send {
+            PreparedKey::Send { rloc, key, source } => PreparedKey::Send {
                 rloc: *rloc,
                 key: key.share(),
+                source: *source,
             },
             PreparedKey::Recv {
                 itr,
@@ -170,6 +189,10 @@ impl PreparedKey {
                 valid_id: *valid_id,
             },
             PreparedKey::NoKey { rloc } => PreparedKey::NoKey { rloc: *rloc },
+            PreparedKey::Source { rloc, source } => PreparedKey::Source {
+                rloc: *rloc,
+                source: *source,
+            },
         }
     }
 }
@@ -376,6 +399,11 @@ pub struct Xtr {
     pending: HashMap<IpAddr, VecDeque<KeyWait>>,
     /// What is sent to each RLOC and heard back from its peer.
     liveness: Liveness,
+    /// Our RLOC each send key was agreed from.
+    key_sources: HashMap<IpAddr, IpAddr>,
+    /// Send keys installed so far: a route remembered under fewer is looked at again (its
+    /// source may have changed with the key).
+    keys_installed: u64,
     staged: Staged,
     ready: VecDeque<(Transmit, Datagrams)>,
     spare: Vec<Datagrams>,
@@ -405,6 +433,7 @@ struct Route {
     dst: IpAddr,
     flow: u64,
     generation: u64,
+    keys_installed: u64,
     expires: Duration,
     rloc: IpAddr,
     prefix: EidPrefix,
@@ -450,6 +479,8 @@ impl Xtr {
             waiting: MappingQueue::default(),
             pending: HashMap::new(),
             liveness: Liveness::new(heard),
+            key_sources: HashMap::new(),
+            keys_installed: 0,
             staged: Staged::default(),
             ready: VecDeque::new(),
             spare: Vec::new(),
@@ -573,6 +604,7 @@ impl Xtr {
                 && r.dst == dst
                 && r.flow == flow
                 && r.generation == cache.generation()
+                && r.keys_installed == self.keys_installed
                 && now < r.expires
         });
         let (rloc, prefix, source) = match memo {
@@ -598,16 +630,13 @@ impl Xtr {
                 }) else {
                     return Err(self.dropped(Drop::NoRloc));
                 };
-                // From the RLOC of ours that probing found reaches it (a multi-homed node
-                // whose nearest path failed), else the nearest by address.
-                let source = via
-                    .filter(|v| self.cfg.rlocs.contains(v))
-                    .or_else(|| select::source_rloc(self.cfg.rlocs.iter().copied(), rloc));
+                let source = self.source_for(rloc, via);
                 self.last_route = Some(Route {
                     iid,
                     dst,
                     flow,
                     generation: cache.generation(),
+                    keys_installed: self.keys_installed,
                     expires: entry.expires,
                     rloc,
                     prefix: entry.eid,
@@ -858,9 +887,12 @@ impl Xtr {
     /// one prepared key per worker).
     pub fn install_key(&mut self, now: Duration, k: PreparedKey) {
         match k {
-            PreparedKey::Send { rloc, key } => {
+            PreparedKey::Send { rloc, key, source } => {
                 tracing::info!(%rloc, suite = ?key.suite, key_id = key.key_id, "lisp-crypto key agreed (send)");
                 self.send_keys.insert(rloc, key);
+                // Packets sealed under it leave from where it was agreed: the source changes
+                // with the key, never before it (a node that moves or fails over).
+                self.set_key_source(rloc, source);
                 self.rekey_asked.remove(&rloc);
                 self.keyless.remove(&rloc);
                 self.flush_pending(now, rloc);
@@ -885,6 +917,7 @@ impl Xtr {
                     Install::Full => self.stats.recv_keys_refused += 1,
                 }
             }
+            PreparedKey::Source { rloc, source } => self.set_key_source(rloc, source),
             PreparedKey::NoKey { rloc } => {
                 tracing::warn!(%rloc, allow_clear = self.cfg.allow_clear, "RLOC offers no lisp-crypto key");
                 self.keyless.insert(rloc);
@@ -910,9 +943,34 @@ impl Xtr {
         }
     }
 
+    /// Our RLOC that packets to `rloc` leave from: the one its key was agreed from (the
+    /// peer's ETR keys by our address), else the one probing found reaches it (`via`: a
+    /// multi-homed node whose nearest path failed), else the nearest by address; each only
+    /// while it is still ours.
+    fn source_for(&self, rloc: IpAddr, via: Option<IpAddr>) -> Option<IpAddr> {
+        let ours = |a: &IpAddr| self.cfg.rlocs.contains(a);
+        self.key_sources
+            .get(&rloc)
+            .copied()
+            .filter(ours)
+            .or(via.filter(ours))
+            .or_else(|| select::source_rloc(self.cfg.rlocs.iter().copied(), rloc))
+    }
+
+    /// Our RLOC the ETR of `rloc` holds our send key for.
+    fn set_key_source(&mut self, rloc: IpAddr, source: Option<IpAddr>) {
+        match source {
+            Some(s) => self.key_sources.insert(rloc, s),
+            None => self.key_sources.remove(&rloc),
+        };
+        self.keys_installed += 1;
+    }
+
     fn flush_pending(&mut self, now: Duration, rloc: IpAddr) {
         if let Some(q) = self.pending.remove(&rloc) {
-            for (iid, source, p) in q {
+            for (iid, queued, p) in q {
+                // The key just agreed decides the source.
+                let source = self.key_sources.get(&rloc).copied().or(queued);
                 // Each packet was checked when it was queued.
                 let Ok(ip) = IpPacket::new_checked(&p[..]) else {
                     continue;
@@ -1260,6 +1318,7 @@ mod tests {
                             suite,
                             key_id: 1,
                             key: [3; 32],
+                            source: None,
                         },
                     );
                 }
@@ -1323,6 +1382,7 @@ mod tests {
                 suite: CipherSuite::LispersCs6,
                 key_id: 1,
                 key: [3; 32],
+                source: None,
             },
         );
         let (mut b2, r2) = roomy(&packets[1]);

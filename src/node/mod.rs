@@ -35,8 +35,15 @@ const RLOC_REFRESH: Duration = Duration::from_secs(10);
 const RLOC_SETTLE: Duration = Duration::from_millis(20);
 
 /// Resolves the configured RLOCs to addresses (interfaces through netlink).
-async fn resolve_rlocs(cfg: &NodeConfig) -> anyhow::Result<Vec<LocalRloc>> {
+async fn resolve_rlocs(
+    cfg: &NodeConfig,
+    mut ages: Option<&mut AddressAges>,
+) -> anyhow::Result<Vec<LocalRloc>> {
     let mut out = Vec::new();
+    let mut present = Vec::new();
+    if let Some(a) = ages.as_deref_mut() {
+        a.reads += 1;
+    }
     for r in &cfg.rlocs {
         match &r.source {
             RlocSource::Address(a) => out.push(LocalRloc {
@@ -46,11 +53,33 @@ async fn resolve_rlocs(cfg: &NodeConfig) -> anyhow::Result<Vec<LocalRloc>> {
             }),
             RlocSource::Interface { name, v4, v6 } => {
                 let (_, addrs) = interfaces::addresses(name).await?;
-                for a in addrs {
-                    if (a.is_ipv4() && *v4) || (a.is_ipv6() && *v6) {
+                for v6_family in [false, true] {
+                    let mut family: Vec<IpAddr> = addrs
+                        .iter()
+                        .copied()
+                        .filter(|a| a.is_ipv6() == v6_family)
+                        .filter(|a| (a.is_ipv4() && *v4) || (a.is_ipv6() && *v6))
+                        .collect();
+                    present.extend(family.iter().copied());
+                    let age = |a: &IpAddr| ages.as_deref_mut().map_or(0, |g| g.first_read(*a));
+                    let read: Vec<u64> = family.iter().map(age).collect();
+                    let newest = read.iter().copied().max().unwrap_or(0);
+                    // Make-before-break: an address that appeared after the others is the one
+                    // the node is moving to; it is registered as preferred (and listed first,
+                    // so it is also the source on a tie), the older ones one priority lower
+                    // while they last.
+                    let mut order: Vec<usize> = (0..family.len()).collect();
+                    order.sort_by_key(|i| std::cmp::Reverse(read[*i]));
+                    family = order.iter().map(|i| family[*i]).collect();
+                    for (i, a) in order.iter().zip(family) {
+                        let priority = if read[*i] < newest && r.priority < 254 {
+                            r.priority + 1
+                        } else {
+                            r.priority
+                        };
                         out.push(LocalRloc {
                             address: a,
-                            priority: r.priority,
+                            priority,
                             weight: r.weight,
                         });
                     }
@@ -58,7 +87,26 @@ async fn resolve_rlocs(cfg: &NodeConfig) -> anyhow::Result<Vec<LocalRloc>> {
             }
         }
     }
+    if let Some(a) = ages {
+        a.first.retain(|k, _| present.contains(k));
+    }
     Ok(out)
+}
+
+/// When each interface address was first read (the number of the read), so that one that
+/// appears while others are there is preferred: a node that moves gets its new address
+/// before the old one goes (make-before-break).
+#[derive(Debug, Default)]
+struct AddressAges {
+    first: std::collections::HashMap<IpAddr, u64>,
+    reads: u64,
+}
+
+impl AddressAges {
+    /// The read `a` was first seen in (this one, for a new address).
+    fn first_read(&mut self, a: IpAddr) -> u64 {
+        *self.first.entry(a).or_insert(self.reads)
+    }
 }
 
 /// Where this node's own Map-Resolver answers (for lig from the web UI): the first listen
@@ -66,7 +114,7 @@ async fn resolve_rlocs(cfg: &NodeConfig) -> anyhow::Result<Vec<LocalRloc>> {
 pub async fn own_map_resolver(cfg: &NodeConfig) -> anyhow::Result<SocketAddr> {
     let ip = match cfg.listen.first() {
         Some(a) => *a,
-        None => resolve_rlocs(cfg)
+        None => resolve_rlocs(cfg, None)
             .await?
             .first()
             .map(|r| r.address)
@@ -80,7 +128,8 @@ pub async fn own_map_resolver(cfg: &NodeConfig) -> anyhow::Result<SocketAddr> {
 /// the sockets, the TUN devices, the engine and the data plane; [`Node`] runs the loop.
 pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Result<()> {
     let xtr_id = state::xtr_id(&cfg.state_dir)?;
-    let rlocs = resolve_rlocs(&cfg).await?;
+    let mut address_ages = AddressAges::default();
+    let rlocs = resolve_rlocs(&cfg, Some(&mut address_ages)).await?;
     if rlocs.is_empty() {
         bail!("no RLOC address: the configured interfaces have no usable address");
     }
@@ -212,6 +261,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         ours.insert(d.eid, ());
     }
     let mut node = Node {
+        address_ages,
         sockets,
         tuns,
         ours,
@@ -277,6 +327,8 @@ const PUBLISH_GAP: Duration = Duration::from_millis(2);
 /// per event.
 struct Node {
     cfg: NodeConfig,
+    /// When each interface address was first seen ([`AddressAges`]).
+    address_ages: AddressAges,
     start: Instant,
     engine: Engine,
     workers: Workers,
@@ -488,7 +540,7 @@ impl Node {
         if !node_uses_interfaces(&self.cfg) {
             return;
         }
-        match resolve_rlocs(&self.cfg).await {
+        match resolve_rlocs(&self.cfg, Some(&mut self.address_ages)).await {
             Ok(r) if !r.is_empty() => {
                 let addresses: Vec<IpAddr> = r.iter().map(|r| r.address).collect();
                 self.workers
