@@ -313,6 +313,11 @@ fn sendmsg(fd: RawFd, o: &Outer, parts: &[IoSlice<'_>], segment: Option<usize>) 
     msg.msg_iovlen = parts.len() as _;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = at as _;
+    // A route that is gone for an instant (the kernel removes a subnet's route and adds it
+    // back when it promotes a secondary address, as an address that moves does) gets two
+    // more tries, each after yielding the CPU (a destination with no route costs that
+    // much more, never a wait).
+    let mut unreachable_retries = 2;
     loop {
         // SAFETY: msg points at live buffers of the lengths it gives.
         let r = unsafe { libc::sendmsg(fd, &msg, 0) };
@@ -320,8 +325,13 @@ fn sendmsg(fd: RawFd, o: &Outer, parts: &[IoSlice<'_>], segment: Option<usize>) 
             return Ok(());
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::ENETUNREACH) if unreachable_retries > 0 => {
+                unreachable_retries -= 1;
+                std::thread::yield_now();
+            }
+            _ => return Err(e),
         }
     }
 }

@@ -321,7 +321,12 @@ impl Worker {
             if let Some(t) = self.xtr.poll_timeout() {
                 deadline = deadline.min(self.start + t);
             }
+            // The node's messages first: a key agreed in a probe reaches the worker before
+            // the data sealed under it that arrived meanwhile (the node sends the key before
+            // the reply that lets the peer use it; an unbiased select could take the data
+            // first and drop it as having no key).
             tokio::select! {
+                biased;
                 m = from_node.recv() => match m {
                     Some(m) => self.on_node(m).await,
                     None => break,
