@@ -161,3 +161,62 @@ fn a_move_whose_new_address_comes_first_loses_nothing() {
         "{l}"
     );
 }
+
+/// Moving between IPv4 and IPv6: node 1 has an IPv4 and an IPv6 RLOC; node 2 takes its RLOCs
+/// from eth0 (both families), which has only 192.0.2.2. Its IPv4 address goes and
+/// 2001:db8::2 comes: node 2 is left on an IPv6-only underlay in a peer group whose address
+/// is IPv4. It registers with node 1 at node 1's IPv6 RLOC, node 1 reaches it there, and
+/// pings cross both ways again within 3 s; then it moves back to IPv4 and they do again.
+#[test]
+fn a_node_that_moves_from_ipv4_to_ipv6_and_back_carries_traffic_again() {
+    if !have_root() {
+        return;
+    }
+    let _serial = lab::serial();
+    let mut lab = Lab::new("r6");
+    let br = lab.bridge("b");
+    let n1 = lab.netns("n1");
+    let n2 = lab.netns("n2");
+    lab.link(&n1, "eth0", &br, &["192.0.2.1/24", "2001:db8::1/64"]);
+    lab.link(&n2, "eth0", &br, &["192.0.2.2/24"]);
+    lab.start(
+        &n1,
+        "r1",
+        &config(
+            1,
+            "[[rloc]]\naddress = \"192.0.2.1\"\n[[rloc]]\naddress = \"2001:db8::1\"\npriority = 2",
+        ),
+    );
+    let node2 = lab.start(&n2, "r2", &config(2, "[[rloc]]\ninterface = \"eth0\""));
+    lab.wait_resolved(&n1, "10.2.0.1", "192.0.2.1");
+    let ping_both =
+        || ping_once(&n1, "10.1.0.1", "10.2.0.1") && ping_once(&n2, "10.2.0.1", "10.1.0.1");
+    assert!(
+        time_until(Duration::from_secs(10), ping_both).is_some(),
+        "no ping through the tunnel before the move; logs in {}",
+        lab.dir.path().display()
+    );
+    let moves: [(&str, &[&str], &[&str]); 2] = [
+        ("IPv6", &["2001:db8::2/64", "nodad"], &["192.0.2.2/24"]),
+        ("IPv4", &["192.0.2.2/24"], &["2001:db8::2/64"]),
+    ];
+    for (to, add, del) in moves {
+        let mut args = vec!["-n", &n2, "addr", "add"];
+        args.extend_from_slice(add);
+        args.extend_from_slice(&["dev", "eth0"]);
+        lab::ip(&args);
+        let mut args = vec!["-n", &n2, "addr", "del"];
+        args.extend_from_slice(del);
+        args.extend_from_slice(&["dev", "eth0"]);
+        lab::ip(&args);
+        let moved = Instant::now();
+        let back = time_until(Duration::from_secs(3), ping_both).map(|_| moved.elapsed());
+        eprintln!("roaming to {to}: pings cross both ways again {back:?} after the move");
+        assert!(
+            back.is_some(),
+            "no traffic 3 s after the move to {to}: node 1 answers {}; node 2's log:\n{}",
+            lig(&n1, "192.0.2.1", 2),
+            lab.log(node2)
+        );
+    }
+}

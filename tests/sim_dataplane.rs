@@ -424,6 +424,67 @@ fn a_node_that_moves_is_reached_again_within_a_few_round_trips() {
     }
 }
 
+/// Moving between IPv4 and IPv6 underlays (issue 14): nodes 1 and 3 have an IPv4 and an
+/// IPv6 RLOC, node 2 only IPv4; the peer group's address is IPv4. Node 2 moves to an
+/// IPv6-only underlay: its membership now lists its IPv6 RLOC (it has none of the group's
+/// family), it registers with the members at the IPv6 RLOCs they registered (plain
+/// Map-Registers: it has no IPv4 address for a replicated copy's inner header), their
+/// copies reach it at its IPv6 RLOC, and its ITR leaves their IPv4 RLOCs alone. Pings cross
+/// both ways again within a second, encrypted, node 3 holds the new mapping too; then node
+/// 2 moves back to IPv4 and the same holds.
+#[test]
+fn a_node_that_moves_between_ipv4_and_ipv6_is_reached_again() {
+    let v6 = |i: u8| -> IpAddr { format!("2001:db8::{i}").parse().unwrap() };
+    let mut s = mesh(3, |i, c| {
+        c.encryption = Some(CipherSuite::Aes128Gcm);
+        if i != 2 {
+            c.rlocs.push(LocalRloc {
+                address: v6(i as u8),
+                priority: 2,
+                weight: 100,
+            });
+        }
+    });
+    let mut seq = 0;
+    assert_eq!(pings_both_ways(&mut s, &mut seq, 50 * MS), (true, true));
+    for (to, back) in [(v6(2), "IPv6"), (sim::rloc(2), "IPv4")] {
+        let took = move_node_2(&mut s, to, &mut seq, 50 * MS, 20);
+        eprintln!("to {back}: traffic both ways again {took:?} after the move");
+        assert!(took <= secs(1), "{took:?}");
+        for _ in 0..10 {
+            assert_eq!(
+                pings_both_ways(&mut s, &mut seq, 50 * MS),
+                (true, true),
+                "{back}"
+            );
+        }
+        // Every member maps node 2's EIDs to its new RLOC only.
+        for n in [0, 2] {
+            let rlocs: Vec<IpAddr> = s
+                .engine(n)
+                .unwrap()
+                .site_db()
+                .prefixes()
+                .get(&sim::eid(2))
+                .map(|e| {
+                    e.merged_rlocs()
+                        .iter()
+                        .filter_map(|l| l.locator.ip())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(rlocs, vec![to], "node {} after the move to {back}", n + 1);
+        }
+    }
+    assert!(
+        s.engine(1)
+            .unwrap()
+            .counters()
+            .members_unreachable_by_family
+            == 0
+    );
+}
+
 /// Roaming in pull mode (issue 14): node 1 learned node 2's mapping by Map-Request from the
 /// Map-Server of its prefix (node 3). Node 2 moves: it registers its new RLOC with node 3 at
 /// once, node 3 sends node 1 a Solicit-Map-Request (RFC 9301 §6.1: its answer changed),

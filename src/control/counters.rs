@@ -48,6 +48,8 @@ pub struct Counters {
     pub info_replies_unmatched: u64,
     pub info_rate_limited: u64,
     pub nat_detected: u64,
+    /// Copies for a member we could not send: it has no RLOC of a family we have.
+    pub members_unreachable_by_family: u64,
     /// Checks of an RLOC the data plane sent to without hearing back (probed at once).
     pub path_checks: u64,
     /// Probes that left from another RLOC of ours than the last one, after a miss (a

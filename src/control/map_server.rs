@@ -506,6 +506,22 @@ impl Engine {
         let EidKey::Prefix(p) = key else { return };
         self.refresh_cache(now, p);
         self.send_smrs(now, p);
+        // Its owner registered these RLOCs just now: one we hold for down (a node that
+        // moved away and back) is probed at once rather than at the next down probe.
+        let rlocs: Vec<IpAddr> = self
+            .site
+            .prefixes()
+            .get(p)
+            .map(|e| {
+                e.merged_rlocs()
+                    .iter()
+                    .filter_map(|l| l.locator.ip())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for r in rlocs {
+            self.prober.recheck_down(now, &self.cfg, r);
+        }
     }
 }
 

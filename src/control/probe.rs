@@ -491,6 +491,21 @@ impl Prober {
         true
     }
 
+    /// `rloc`, marked down, was registered again by its owner: probed now (the answer marks
+    /// it up) instead of at the next down probe, up to a second later.
+    pub fn recheck_down(&mut self, now: Duration, cfg: &EngineConfig, rloc: IpAddr) {
+        if cfg.timers.probe_interval.is_zero() {
+            return;
+        }
+        if let Some(p) = self.probes.get_mut(&rloc)
+            && p.state == RlocState::Down
+            && p.next > now
+        {
+            p.next = now;
+            self.schedule(rloc, now);
+        }
+    }
+
     /// When the next probe is due.
     pub(crate) fn next_due(&self) -> Option<Duration> {
         // The top may be an entry made stale since: then the engine wakes early once and

@@ -107,11 +107,15 @@ pub(crate) fn own_records(cfg: &EngineConfig) -> Vec<EidRecord> {
 /// Our `(0/0, G)` membership record: an RLE holding our RLOC(s) at level 128, in
 /// lispers.net's encoding (priority 255, M-priority 1 / M-weight 100, L+R, AFI List
 /// {AFI 0, RLE}) (RFC 9962 §4; PROTOCOL.md §2.1).
+/// The RLE holds our RLOCs of the group's family, or all of them when we have none of it
+/// (a node that moved to the other family's underlay stays a member, reached there).
 fn membership_record(cfg: &EngineConfig, g: &GroupEid, lispers_padding: bool) -> EidRecord {
+    let of_group = |r: &&super::config::LocalRloc| r.address.is_ipv4() == g.group.addr().is_ipv4();
+    let any_of_group = cfg.rlocs.iter().any(|r| of_group(&r));
     let entries = cfg
         .rlocs
         .iter()
-        .filter(|r| r.address.is_ipv4() == g.group.addr().is_ipv4())
+        .filter(|r| !any_of_group || of_group(r))
         .map(|r| RleEntry {
             reserved: 0,
             rsvd3: 0,
@@ -143,6 +147,37 @@ fn own_membership(cfg: &EngineConfig) -> Option<EidRecord> {
         }
         _ => None,
     }
+}
+
+/// Where to reach `member`, an address of the group's membership: itself when we have an
+/// RLOC of its family, else another RLOC its xTR registered (its EID registrations under the
+/// same xTR-ID) of a family we have: a member on the other family's underlay than ours (one
+/// of us moved between IPv4 and IPv6). Only then is the database scanned.
+pub(crate) fn reach(
+    cfg: &EngineConfig,
+    site: &crate::mapping::SiteDb,
+    member: IpAddr,
+) -> Option<IpAddr> {
+    if super::probe::source_rloc(cfg, member).is_some() {
+        return Some(member);
+    }
+    let g = group_key(cfg)?;
+    let holds = |r: &crate::mapping::XtrRegistration| {
+        r.rlocs
+            .iter()
+            .filter_map(|l| crate::mapping::rle_entries(&l.locator))
+            .flatten()
+            .any(|e| e.address.ip() == Some(member))
+    };
+    let xtr = site.group(&g)?.regs().iter().find(|r| holds(r))?.xtr_id;
+    site.prefixes()
+        .iter()
+        .flat_map(|(_, e)| e.regs())
+        .filter(|r| r.xtr_id == xtr)
+        .flat_map(|r| r.rlocs.iter())
+        .filter(|l| l.priority != 255)
+        .filter_map(|l| l.locator.ip())
+        .find(|a| super::probe::source_rloc(cfg, *a).is_some())
 }
 
 /// One Map-Register straight to `dst`:4342, from our RLOC nearest it.
@@ -261,9 +296,24 @@ impl Registrar {
     /// The members to replicate to: the merged RLE of the `(0/0, G)` entry in `site` and
     /// the members Map-Notifies told us of, our own RLOCs left out.
     pub(crate) fn members(&self, site: &crate::mapping::SiteDb, cfg: &EngineConfig) -> Vec<IpAddr> {
+        // Not our own membership: after a move it still holds our old RLOCs for a while.
         let mut m: Vec<IpAddr> = group_key(cfg)
             .and_then(|g| site.group(&g))
-            .map(|e| e.rle_members())
+            .map(|e| {
+                e.regs()
+                    .iter()
+                    .filter(|r| r.xtr_id != cfg.xtr_id)
+                    .flat_map(|r| r.rlocs.iter())
+                    .filter_map(|l| crate::mapping::rle_entries(&l.locator))
+                    .flatten()
+                    .filter_map(|e| e.address.ip())
+                    .fold(Vec::new(), |mut v, a| {
+                        if !v.contains(&a) {
+                            v.push(a);
+                        }
+                        v
+                    })
+            })
             .unwrap_or_default();
         for a in self.learned_members.keys() {
             if !m.contains(a) {
@@ -656,7 +706,11 @@ impl Registrar {
                     .seeds
                     .iter()
                     .copied()
-                    .filter(|s| !super::probe::is_own_rloc(cx.cfg, *s) && !members.contains(s))
+                    .filter(|s| {
+                        !super::probe::is_own_rloc(cx.cfg, *s)
+                            && !members.contains(s)
+                            && super::probe::source_rloc(cx.cfg, *s).is_some()
+                    })
                     .collect();
                 if !seeds.is_empty() {
                     let unicast = self.build_registers(&records, membership, true, cx);
@@ -765,13 +819,22 @@ impl Registrar {
 
     /// One head-end-replicated copy: LISP data header with Instance-ID 0xFFFFFF (never
     /// encrypted), inner IP from our RLOC to the group, inner UDP to 4342, the register.
+    /// The copy goes to the member where we can reach it ([`reach`]), from our RLOC of
+    /// that family; the inner header is of the group's family. Without an RLOC of the
+    /// group's family (we moved to the other family's underlay) the register goes to the
+    /// member as a plain Map-Register instead.
     fn replicate(&mut self, member: IpAddr, group: IpAddr, register: &[u8], cx: &mut Ctx<'_>) {
-        let Some(src) = super::probe::source_rloc(cx.cfg, member) else {
+        let Some(to) = reach(cx.cfg, cx.site, member) else {
+            cx.counters.members_unreachable_by_family += 1;
             return;
         };
-        if src.is_ipv4() != group.is_ipv4() {
+        let Some(outer) = super::probe::source_rloc(cx.cfg, to) else {
             return;
-        }
+        };
+        let Some(src) = super::probe::source_rloc(cx.cfg, group) else {
+            unicast_register(cx.cfg, cx.counters, cx.out, to, register.to_vec());
+            return;
+        };
         let nonce: u32 = rand::RngExt::random::<u32>(&mut *cx.rng) & 0x00ff_ffff;
         let mut pkt = vec![0u8; DataHeader::LEN];
         let hdr = DataHeader::with_instance(CONTROL_INSTANCE_ID, nonce, 0);
@@ -787,9 +850,9 @@ impl Registrar {
         cx.counters.replicated_copies_sent += 1;
         cx.counters.map_registers_sent += 1;
         cx.out.push(Transmit {
-            src: Some(src),
+            src: Some(outer),
             src_port: DATA_PORT,
-            dst: SocketAddr::new(member, DATA_PORT),
+            dst: SocketAddr::new(to, DATA_PORT),
             ttl: None,
             payload: pkt,
         });

@@ -9,7 +9,21 @@ use crate::mapping::{CachedRloc, RlocState};
 /// The index in `rlocs` of the RLOC for a flow with hash `flow`, or `None` when no RLOC
 /// may carry unicast traffic.
 pub fn choose(rlocs: &[CachedRloc], flow: u64) -> Option<usize> {
-    let usable = |r: &CachedRloc| r.record.priority != 255 && r.state != RlocState::Down;
+    choose_where(rlocs, flow, |_| true)
+}
+
+/// [`choose`] among the RLOCs `reachable` allows (those of a family we have an RLOC of:
+/// a node on an IPv6-only underlay leaves its peers' IPv4 RLOCs alone).
+pub fn choose_where(
+    rlocs: &[CachedRloc],
+    flow: u64,
+    reachable: impl Fn(IpAddr) -> bool,
+) -> Option<usize> {
+    let usable = |r: &CachedRloc| {
+        r.record.priority != 255
+            && r.state != RlocState::Down
+            && r.record.locator.ip().is_none_or(&reachable)
+    };
     let best = rlocs
         .iter()
         .filter(|r| usable(r))

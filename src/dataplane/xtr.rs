@@ -624,10 +624,14 @@ impl Xtr {
                 if entry.is_negative() {
                     return Err(self.dropped(Drop::Negative));
                 }
-                let Some((rloc, via)) = select::choose(&entry.rlocs, flow).and_then(|i| {
-                    let r = &entry.rlocs[i];
-                    Some((r.record.locator.ip()?, r.via))
-                }) else {
+                let rlocs = &self.cfg.rlocs;
+                let ours = |a: IpAddr| rlocs.iter().any(|r| r.is_ipv4() == a.is_ipv4());
+                let Some((rloc, via)) =
+                    select::choose_where(&entry.rlocs, flow, ours).and_then(|i| {
+                        let r = &entry.rlocs[i];
+                        Some((r.record.locator.ip()?, r.via))
+                    })
+                else {
                     return Err(self.dropped(Drop::NoRloc));
                 };
                 let source = self.source_for(rloc, via);
