@@ -7,41 +7,13 @@
 
 mod lab;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lab::{Lab, counter, have_root, ping_once, time_until};
 
-/// Node `i`: EID 10.i.0.0/16 with 10.i.0.1 on its TUN, `rlocs` its `[[rloc]]` lines; node 1
-/// (RLOC 10.61.1.2) is the seed.
+/// Node `i` of this test (`rlocs`: its `[[rloc]]` lines); node 1 (10.61.1.2) is the seed.
 fn config(i: usize, rlocs: &str) -> String {
-    format!(
-        "name = \"m{i}\"\nstate_dir = \"state-m{i}\"\n{rlocs}\n\
-         [[database]]\nprefix = \"10.{i}.0.0/16\"\n[peer_group]\ngroup = \"224.1.1.1\"\n\
-         delivery = \"replicate\"\nseeds = [\"10.61.1.2\"]\n\
-         [[instance]]\ntun = \"lisp0\"\naddresses = [\"10.{i}.0.1\"]\n\
-         [site]\n[[site.key]]\nkey_id = 1\nsecret = \"netns-multihoming-key\"\n\
-         [[site.allowed]]\nprefix = \"10.0.0.0/8\"\naccept_more_specifics = true\n\
-         [[site.allowed]]\nname = \"m*\"\n[api]\nlisten = \"off\"\n"
-    )
-}
-
-fn ns_exec(ns: &str, args: &[&str]) {
-    let ok = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{ns}: {args:?} failed");
-}
-
-/// The echo replies `ping` printed, by sequence number.
-fn answered(out: &str) -> Vec<u32> {
-    out.lines()
-        .filter_map(|l| l.split("icmp_seq=").nth(1))
-        .filter_map(|s| s.split_whitespace().next()?.parse().ok())
-        .collect()
+    lab::replicate_node("m", i, rlocs, "10.61.1.2")
 }
 
 /// Node 1 (one RLOC, 10.61.1.2) and node 2 (RLOCs 10.61.2.2, priority 1, and 10.61.3.2,
@@ -72,7 +44,7 @@ fn a_path_that_dies_in_the_network_is_left_within_a_second_and_taken_again() {
             &[&format!("10.61.{}.1/24", k + 1)],
         );
     }
-    ns_exec(&r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    lab::ns_exec(&r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     lab.link(&n1, "eth0", &nets[0], &["10.61.1.2/24"]);
     lab::ip(&["-n", &n1, "route", "add", "default", "via", "10.61.1.1"]);
     lab.link(&n2, "eth1", &nets[1], &["10.61.2.2/24"]);
@@ -97,25 +69,10 @@ fn a_path_that_dies_in_the_network_is_left_within_a_second_and_taken_again() {
         ),
     );
     lab.wait_resolved(&n1, "10.2.0.1", "10.61.1.2");
-    assert!(
-        time_until(Duration::from_secs(10), || ping_once(
-            &n1, "10.1.0.1", "10.2.0.1"
-        ))
-        .is_some(),
-        "no ping through the tunnel before the cut; logs in {}",
-        lab.dir.path().display()
-    );
+    lab.wait_tunnel(&n1, "10.1.0.1", "10.2.0.1");
 
     // 400 pings 10 ms apart; the path dies a second in.
-    let pinger = Command::new("ip")
-        .args([
-            "netns", "exec", &n1, "ping", "-n", "-i", "0.01", "-c", "400",
-        ])
-        .args(["-W", "1", "-I", "10.1.0.1", "10.2.0.1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ping runs");
+    let pinger = lab::ping_series(&n1, "10.1.0.1", "10.2.0.1", "0.01", 400);
     std::thread::sleep(Duration::from_secs(1));
     let cut = "add table inet cut\n\
                add chain inet cut drops { type filter hook forward priority 0; }\n\
@@ -124,11 +81,10 @@ fn a_path_that_dies_in_the_network_is_left_within_a_second_and_taken_again() {
     let nft = |script: &str| {
         let path = lab.dir.path().join("cut.nft");
         std::fs::write(&path, script).expect("nft script written");
-        ns_exec(&r, &["nft", "-f", path.to_str().expect("utf-8 path")]);
+        lab::ns_exec(&r, &["nft", "-f", path.to_str().expect("utf-8 path")]);
     };
     nft(cut);
-    let out = pinger.wait_with_output().expect("ping ends");
-    let got = answered(&String::from_utf8_lossy(&out.stdout));
+    let got = lab::answered(pinger);
     // Runs of lost pings, the ones before the first and after the last answer included.
     let mut bounds = vec![0];
     bounds.extend(got.iter().copied());

@@ -5,22 +5,17 @@
 
 mod lab;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lab::{Lab, counter, have_root, time_until};
 
-/// Node `i`: EID 10.i.0.0/16 with 10.i.0.1 on its TUN, RLOC `rloc`; node 1 (192.0.2.1) is
-/// the seed.
+/// Node `i` of this test with RLOC `rloc`; node 1 (192.0.2.1) is the seed.
 fn config(i: usize, rloc: &str) -> String {
-    format!(
-        "name = \"t{i}\"\nstate_dir = \"state-t{i}\"\n[[rloc]]\naddress = \"{rloc}\"\n\
-         [[database]]\nprefix = \"10.{i}.0.0/16\"\n[peer_group]\ngroup = \"224.1.1.1\"\n\
-         delivery = \"replicate\"\nseeds = [\"192.0.2.1\"]\n\
-         [[instance]]\ntun = \"lisp0\"\naddresses = [\"10.{i}.0.1\"]\n\
-         [site]\n[[site.key]]\nkey_id = 1\nsecret = \"netns-nat-key\"\n\
-         [[site.allowed]]\nprefix = \"10.0.0.0/8\"\naccept_more_specifics = true\n\
-         [[site.allowed]]\nname = \"t*\"\n[api]\nlisten = \"off\"\n"
+    lab::replicate_node(
+        "t",
+        i,
+        &format!("[[rloc]]\naddress = \"{rloc}\""),
+        "192.0.2.1",
     )
 }
 
@@ -53,18 +48,8 @@ fn a_node_behind_a_masquerade_learns_it_is_behind_a_nat() {
          add rule ip nat post oifname \"e1\" ip protocol udp masquerade to :30000-39999\n",
     )
     .expect("nft script written");
-    for args in [
-        vec!["sysctl", "-qw", "net.ipv4.ip_forward=1"],
-        vec!["nft", "-f", nat.to_str().expect("utf-8 path")],
-    ] {
-        let ok = Command::new("ip")
-            .args(["netns", "exec", &r])
-            .args(&args)
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "{args:?} failed in the router");
-    }
+    lab::ns_exec(&r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    lab::ns_exec(&r, &["nft", "-f", nat.to_str().expect("utf-8 path")]);
     let node1 = lab.start(&n1, "t1", &config(1, "192.0.2.1"));
     let node2 = lab.start(&n2, "t2", &config(2, "10.99.0.2"));
     // Both are up (and handle the counters signal) once they answer lig.

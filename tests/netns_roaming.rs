@@ -6,23 +6,13 @@
 
 mod lab;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lab::{Lab, have_root, ping_once, time_until};
 
-/// A node of these tests: EID 10.i.0.0/16 with 10.i.0.1 on its TUN, `rloc` its `[[rloc]]`
-/// and `[listen]` lines; node 1 (RLOC 192.0.2.1) is the seed.
+/// Node `i` of these tests (`rloc`: its `[[rloc]]` lines); node 1 (192.0.2.1) is the seed.
 fn config(i: usize, rloc: &str) -> String {
-    format!(
-        "name = \"r{i}\"\nstate_dir = \"state-r{i}\"\n{rloc}\n\
-         [[database]]\nprefix = \"10.{i}.0.0/16\"\n[peer_group]\ngroup = \"224.1.1.1\"\n\
-         delivery = \"replicate\"\nseeds = [\"192.0.2.1\"]\n\
-         [[instance]]\ntun = \"lisp0\"\naddresses = [\"10.{i}.0.1\"]\n\
-         [site]\n[[site.key]]\nkey_id = 1\nsecret = \"netns-roaming-key\"\n\
-         [[site.allowed]]\nprefix = \"10.0.0.0/8\"\naccept_more_specifics = true\n\
-         [[site.allowed]]\nname = \"r*\"\n[api]\nlisten = \"off\"\n"
-    )
+    lab::replicate_node("r", i, rloc, "192.0.2.1")
 }
 
 /// What node `ns`'s Map-Resolver (at `rloc`) answers for 10.j.0.1.
@@ -47,20 +37,11 @@ fn two_nodes(lab: &mut Lab) -> (String, String, usize) {
         &config(2, "[[rloc]]\ninterface = \"eth0\"\nfamily = \"ipv4\""),
     );
     lab.wait_resolved(&n1, "10.2.0.1", "192.0.2.1");
-    assert!(
-        time_until(Duration::from_secs(10), || ping_once(
-            &n1, "10.1.0.1", "10.2.0.1"
-        ))
-        .is_some(),
-        "no ping through the tunnel before the move; logs in {}",
-        lab.dir.path().display()
+    lab.wait_tunnel(&n1, "10.1.0.1", "10.2.0.1");
+    lab::ns_exec(
+        &n2,
+        &["sysctl", "-qw", "net.ipv4.conf.eth0.promote_secondaries=1"],
     );
-    let promoted = Command::new("ip")
-        .args(["netns", "exec", &n2, "sysctl", "-qw"])
-        .arg("net.ipv4.conf.eth0.promote_secondaries=1")
-        .status()
-        .expect("sysctl runs");
-    assert!(promoted.success(), "cannot set promote_secondaries");
     (n1, n2, node2)
 }
 
@@ -125,24 +106,12 @@ fn a_move_whose_new_address_comes_first_loses_nothing() {
     let _serial = lab::serial();
     let mut lab = Lab::new("rm");
     let (n1, n2, node2) = two_nodes(&mut lab);
-    let pinger = Command::new("ip")
-        .args([
-            "netns", "exec", &n1, "ping", "-n", "-i", "0.005", "-c", "300",
-        ])
-        .args(["-W", "1", "-I", "10.1.0.1", "10.2.0.1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("ping runs");
+    let pinger = lab::ping_series(&n1, "10.1.0.1", "10.2.0.1", "0.005", 300);
     std::thread::sleep(Duration::from_millis(300));
     lab::ip(&["-n", &n2, "addr", "add", "192.0.2.102/24", "dev", "eth0"]);
     std::thread::sleep(Duration::from_millis(300));
     lab::ip(&["-n", &n2, "addr", "del", "192.0.2.2/24", "dev", "eth0"]);
-    let out = pinger.wait_with_output().expect("ping ends");
-    let answered = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("icmp_seq="))
-        .count();
+    let answered = lab::answered(pinger).len();
     eprintln!(
         "make-before-break: {} of 300 pings (5 ms apart) lost",
         300 - answered

@@ -460,18 +460,13 @@ fn a_node_that_moves_between_ipv4_and_ipv6_is_reached_again() {
         }
         // Every member maps node 2's EIDs to its new RLOC only.
         for n in [0, 2] {
-            let rlocs: Vec<IpAddr> = s
+            let rlocs = s
                 .engine(n)
                 .unwrap()
                 .site_db()
                 .prefixes()
                 .get(&sim::eid(2))
-                .map(|e| {
-                    e.merged_rlocs()
-                        .iter()
-                        .filter_map(|l| l.locator.ip())
-                        .collect()
-                })
+                .map(|e| e.rloc_addresses())
                 .unwrap_or_default();
             assert_eq!(rlocs, vec![to], "node {} after the move to {back}", n + 1);
         }

@@ -508,16 +508,11 @@ impl Engine {
         self.send_smrs(now, p);
         // Its owner registered these RLOCs just now: one we hold for down (a node that
         // moved away and back) is probed at once rather than at the next down probe.
-        let rlocs: Vec<IpAddr> = self
+        let rlocs = self
             .site
             .prefixes()
             .get(p)
-            .map(|e| {
-                e.merged_rlocs()
-                    .iter()
-                    .filter_map(|l| l.locator.ip())
-                    .collect()
-            })
+            .map(crate::mapping::SiteEntry::rloc_addresses)
             .unwrap_or_default();
         for r in rlocs {
             self.prober.recheck_down(now, &self.cfg, r);

@@ -80,7 +80,10 @@ struct Sending {
 /// The ITR's side: the RLOCs sent to, and the checks to ask for.
 #[derive(Debug)]
 pub struct Liveness {
-    sending: HashMap<IpAddr, Sending>,
+    sending: super::flow::RlocMap<Sending>,
+    /// The last send noted (RLOC, source, time): the next ones of the same read (the same
+    /// `now`) cost a comparison, not a look-up.
+    last: Option<(IpAddr, Option<IpAddr>, Duration)>,
     heard: Arc<Heard>,
     next_check: Duration,
 }
@@ -88,7 +91,8 @@ pub struct Liveness {
 impl Liveness {
     pub fn new(heard: Arc<Heard>) -> Self {
         Liveness {
-            sending: HashMap::new(),
+            sending: Default::default(),
+            last: None,
             heard,
             next_check: Duration::ZERO,
         }
@@ -101,7 +105,22 @@ impl Liveness {
     /// Notes a send to `rloc` (serving `prefix`, when known) from our `source` at `now`.
     /// Bounded by the RLOCs of the map-cache (nothing else is sent to) and forgotten after
     /// [`FORGET`].
+    #[inline]
     pub fn sent(
+        &mut self,
+        now: Duration,
+        rloc: IpAddr,
+        source: Option<IpAddr>,
+        prefix: Option<EidPrefix>,
+    ) {
+        if self.last == Some((rloc, source, now)) {
+            return;
+        }
+        self.note_sent(now, rloc, source, prefix);
+    }
+
+    #[inline(never)]
+    fn note_sent(
         &mut self,
         now: Duration,
         rloc: IpAddr,
@@ -135,6 +154,9 @@ impl Liveness {
                 }
             }
         }
+        if self.sending.contains_key(&rloc) {
+            self.last = Some((rloc, source, now));
+        }
     }
 
     /// When [`check`](Self::check) has work: while anything is being sent to.
@@ -152,6 +174,8 @@ impl Liveness {
             return Vec::new();
         }
         self.next_check = now + CHECK_EVERY;
+        // What the check changes is noted again by the next send.
+        self.last = None;
         let heard = &self.heard;
         let mut suspects = Vec::new();
         self.sending.retain(|rloc, s| {

@@ -599,16 +599,20 @@ impl Xtr {
         let flow = FlowKey::of_ip(&ip).hash64();
         // The last route, while the map-cache has not changed and its entry is live: a
         // stream of packets to one destination costs one longest-prefix match.
-        let memo = self.last_route.filter(|r| {
-            r.iid == iid
-                && r.dst == dst
-                && r.flow == flow
-                && r.generation == cache.generation()
-                && r.keys_installed == self.keys_installed
-                && now < r.expires
-        });
+        let memo = self
+            .last_route
+            .as_ref()
+            .filter(|r| {
+                r.iid == iid
+                    && r.dst == dst
+                    && r.flow == flow
+                    && r.generation == cache.generation()
+                    && r.keys_installed == self.keys_installed
+                    && now < r.expires
+            })
+            .map(|r| (r.rloc, r.prefix, r.source));
         let (rloc, prefix, source) = match memo {
-            Some(r) => (r.rloc, r.prefix, r.source),
+            Some(m) => m,
             None => {
                 let Some(entry) = cache.lookup(iid, dst, now) else {
                     // A Map-Request (pull mode) or a database lookup (push mode) is asked

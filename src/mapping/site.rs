@@ -103,6 +103,14 @@ impl SiteEntry {
     }
 
     /// The addresses in the merged RLE (a peer group's members).
+    /// The addresses of the RLOC-set answered for this EID ([`merged_rlocs`](Self::merged_rlocs)).
+    pub fn rloc_addresses(&self) -> Vec<IpAddr> {
+        self.merged_rlocs()
+            .iter()
+            .filter_map(|l| l.locator.ip())
+            .collect()
+    }
+
     pub fn rle_members(&self) -> Vec<IpAddr> {
         self.merged_rlocs()
             .iter()

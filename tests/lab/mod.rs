@@ -178,6 +178,54 @@ pub fn ping(ns: &str, dst: &str, count: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The configuration of node `i` of a two-or-three-node namespace test: name `<tag><i>`,
+/// EID 10.i.0.0/16 with 10.i.0.1 on its TUN, `rlocs` its `[[rloc]]` lines, head-end
+/// replication with `seed` as the seed, the site key `netns-<tag>-key`, no API.
+pub fn replicate_node(tag: &str, i: usize, rlocs: &str, seed: &str) -> String {
+    format!(
+        "name = \"{tag}{i}\"\nstate_dir = \"state-{tag}{i}\"\n{rlocs}\n\
+         [[database]]\nprefix = \"10.{i}.0.0/16\"\n[peer_group]\ngroup = \"224.1.1.1\"\n\
+         delivery = \"replicate\"\nseeds = [\"{seed}\"]\n\
+         [[instance]]\ntun = \"lisp0\"\naddresses = [\"10.{i}.0.1\"]\n\
+         [site]\n[[site.key]]\nkey_id = 1\nsecret = \"netns-{tag}-key\"\n\
+         [[site.allowed]]\nprefix = \"10.0.0.0/8\"\naccept_more_specifics = true\n\
+         [[site.allowed]]\nname = \"{tag}*\"\n[api]\nlisten = \"off\"\n"
+    )
+}
+
+/// Runs `args` in namespace `ns`, asserting that it succeeds.
+pub fn ns_exec(ns: &str, args: &[&str]) {
+    let ok = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{ns}: {args:?} failed");
+}
+
+/// Starts `count` pings from `ns` (from address `src`) to `dst`, `interval` seconds apart,
+/// each waited for at most 1 s; [`answered`] reads what came back from its output.
+pub fn ping_series(ns: &str, src: &str, dst: &str, interval: &str, count: u32) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-n", "-i", interval])
+        .args(["-c", &count.to_string(), "-W", "1", "-I", src, dst])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ping runs")
+}
+
+/// The sequence numbers of the echo replies a [`ping_series`] printed, once it ended.
+pub fn answered(series: Child) -> Vec<u32> {
+    let out = series.wait_with_output().expect("ping ends");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|s| s.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
 /// Asks the node (pid) for its counters with SIGUSR1 and reads them from its log.
 pub fn counters(pid: u32, log: &Path) -> Value {
     let count = |t: &str| t.lines().filter(|l| l.contains(" counters=")).count();
@@ -428,6 +476,16 @@ impl Lab {
 
     pub fn log(&self, node: usize) -> String {
         std::fs::read_to_string(&self.nodes[node].1).unwrap_or_default()
+    }
+
+    /// Waits until a ping from `ns` (from address `src`) crosses the tunnel to `dst` (up to
+    /// 10 s).
+    pub fn wait_tunnel(&self, ns: &str, src: &str, dst: &str) {
+        assert!(
+            time_until(Duration::from_secs(10), || ping_once(ns, src, dst)).is_some(),
+            "no ping from {src} to {dst} through the tunnel; logs in {}",
+            self.dir.path().display()
+        );
     }
 
     /// Waits until the node in `ns` answers lig for `eid` positively (up to 30 s).
