@@ -269,6 +269,9 @@ pub struct SendKey {
     pub suite: CipherSuite,
     /// 1-3, carried in the K bits.
     pub key_id: u8,
+    /// The address of ours the peer's ETR holds this key for (it keys by the ITR's
+    /// address, §9): what is sealed under it leaves from there. Set by the data plane.
+    pub source: Option<std::net::IpAddr>,
     cipher: Cipher,
     /// The next IV counter.
     counter: Counter,
@@ -287,6 +290,7 @@ impl SendKey {
         SendKey {
             suite,
             key_id: key_id & 3,
+            source: None,
             cipher: Cipher::new(suite, km),
             counter: Counter::Own(first),
             first,
@@ -310,6 +314,7 @@ impl SendKey {
         SendKey {
             suite: self.suite,
             key_id: self.key_id,
+            source: self.source,
             cipher: self.cipher.clone(),
             counter: Counter::Shared(c.clone()),
             first: self.first,

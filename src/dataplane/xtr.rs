@@ -399,11 +399,6 @@ pub struct Xtr {
     pending: HashMap<IpAddr, VecDeque<KeyWait>>,
     /// What is sent to each RLOC and heard back from its peer.
     liveness: Liveness,
-    /// Our RLOC each send key was agreed from.
-    key_sources: HashMap<IpAddr, IpAddr>,
-    /// Send keys installed so far: a route remembered under fewer is looked at again (its
-    /// source may have changed with the key).
-    keys_installed: u64,
     staged: Staged,
     ready: VecDeque<(Transmit, Datagrams)>,
     spare: Vec<Datagrams>,
@@ -433,7 +428,6 @@ struct Route {
     dst: IpAddr,
     flow: u64,
     generation: u64,
-    keys_installed: u64,
     expires: Duration,
     rloc: IpAddr,
     prefix: EidPrefix,
@@ -479,8 +473,6 @@ impl Xtr {
             waiting: MappingQueue::default(),
             pending: HashMap::new(),
             liveness: Liveness::new(heard),
-            key_sources: HashMap::new(),
-            keys_installed: 0,
             staged: Staged::default(),
             ready: VecDeque::new(),
             spare: Vec::new(),
@@ -607,7 +599,6 @@ impl Xtr {
                     && r.dst == dst
                     && r.flow == flow
                     && r.generation == cache.generation()
-                    && r.keys_installed == self.keys_installed
                     && now < r.expires
             })
             .map(|r| (r.rloc, r.prefix, r.source));
@@ -644,7 +635,6 @@ impl Xtr {
                     dst,
                     flow,
                     generation: cache.generation(),
-                    keys_installed: self.keys_installed,
                     expires: entry.expires,
                     rloc,
                     prefix: entry.eid,
@@ -749,6 +739,12 @@ impl Xtr {
             }
         }
         let nonce = rng.random::<u32>() & 0x00ff_ffff;
+        // From where the peer's ETR holds the key, while that is ours.
+        let source = key
+            .as_ref()
+            .and_then(|k| k.source)
+            .filter(|s| cfg.rlocs.contains(s))
+            .or(source);
         let from_control_port = key
             .as_ref()
             .is_some_and(|k| k.suite == CipherSuite::LispersCs6);
@@ -895,12 +891,16 @@ impl Xtr {
     /// one prepared key per worker).
     pub fn install_key(&mut self, now: Duration, k: PreparedKey) {
         match k {
-            PreparedKey::Send { rloc, key, source } => {
+            PreparedKey::Send {
+                rloc,
+                mut key,
+                source,
+            } => {
                 tracing::info!(%rloc, suite = ?key.suite, key_id = key.key_id, "lisp-crypto key agreed (send)");
-                self.send_keys.insert(rloc, key);
                 // Packets sealed under it leave from where it was agreed: the source changes
                 // with the key, never before it (a node that moves or fails over).
-                self.set_key_source(rloc, source);
+                key.source = source;
+                self.send_keys.insert(rloc, key);
                 self.rekey_asked.remove(&rloc);
                 self.keyless.remove(&rloc);
                 self.flush_pending(now, rloc);
@@ -925,7 +925,11 @@ impl Xtr {
                     Install::Full => self.stats.recv_keys_refused += 1,
                 }
             }
-            PreparedKey::Source { rloc, source } => self.set_key_source(rloc, source),
+            PreparedKey::Source { rloc, source } => {
+                if let Some(k) = self.send_keys.get_mut(&rloc) {
+                    k.source = source;
+                }
+            }
             PreparedKey::NoKey { rloc } => {
                 tracing::warn!(%rloc, allow_clear = self.cfg.allow_clear, "RLOC offers no lisp-crypto key");
                 self.keyless.insert(rloc);
@@ -951,34 +955,17 @@ impl Xtr {
         }
     }
 
-    /// Our RLOC that packets to `rloc` leave from: the one its key was agreed from (the
-    /// peer's ETR keys by our address), else the one probing found reaches it (`via`: a
-    /// multi-homed node whose nearest path failed), else the nearest by address; each only
-    /// while it is still ours.
+    /// Our RLOC that packets to `rloc` leave from when its key does not say
+    /// ([`SendKey::source`]): the one probing found reaches it (`via`: a multi-homed node
+    /// whose nearest path failed) while it is still ours, else the nearest by address.
     fn source_for(&self, rloc: IpAddr, via: Option<IpAddr>) -> Option<IpAddr> {
-        let ours = |a: &IpAddr| self.cfg.rlocs.contains(a);
-        self.key_sources
-            .get(&rloc)
-            .copied()
-            .filter(ours)
-            .or(via.filter(ours))
+        via.filter(|a| self.cfg.rlocs.contains(a))
             .or_else(|| select::source_rloc(self.cfg.rlocs.iter().copied(), rloc))
-    }
-
-    /// Our RLOC the ETR of `rloc` holds our send key for.
-    fn set_key_source(&mut self, rloc: IpAddr, source: Option<IpAddr>) {
-        match source {
-            Some(s) => self.key_sources.insert(rloc, s),
-            None => self.key_sources.remove(&rloc),
-        };
-        self.keys_installed += 1;
     }
 
     fn flush_pending(&mut self, now: Duration, rloc: IpAddr) {
         if let Some(q) = self.pending.remove(&rloc) {
-            for (iid, queued, p) in q {
-                // The key just agreed decides the source.
-                let source = self.key_sources.get(&rloc).copied().or(queued);
+            for (iid, source, p) in q {
                 // Each packet was checked when it was queued.
                 let Ok(ip) = IpPacket::new_checked(&p[..]) else {
                     continue;
