@@ -1172,3 +1172,32 @@ fn a_node_behind_a_nat_learns_so_from_a_member_and_the_others_that_they_are_not(
     assert_eq!(seed.info_unauthenticated, 2);
     assert_eq!(seed.info_replies_sent, sent);
 }
+
+/// A node behind a NAT started before its seed: its first Info-Request goes unanswered, and
+/// it asks again every few seconds (not only every minute), so it knows it is behind the
+/// NAT within seconds of the seed coming up.
+#[test]
+fn a_node_started_before_its_seed_learns_of_its_nat_soon_after_the_seed_comes_up() {
+    use lisp_decent::control::nat::INFO_RETRY;
+    let mut s = Sim::new(10 * MS, 7);
+    s.nat(sim::rloc(2), "203.0.113.1".parse().unwrap());
+    // Node 2 first (index 0), its seed node 1 three seconds later (index 1).
+    s.add(sim::node_config(2, Delivery::Replicate));
+    s.run_to(secs(3));
+    assert!(s.engine(0).unwrap().nat_status().is_empty());
+    s.add(sim::node_config(1, Delivery::Replicate));
+    let up = s.now;
+    let known = s.run_until(up + INFO_RETRY * 2, |s| {
+        s.engine(0)
+            .unwrap()
+            .nat_status()
+            .get(&sim::rloc(2))
+            .is_some_and(|n| n.behind_nat)
+    });
+    assert!(known, "not known {:?} after the seed came up", s.now - up);
+    assert!(s.now - up <= INFO_RETRY + secs(1), "{:?}", s.now - up);
+    // Answered: it asks again an interval later, not every few seconds.
+    let sent = s.engine(0).unwrap().counters().info_requests_sent;
+    s.run_to(s.now + secs(30));
+    assert_eq!(s.engine(0).unwrap().counters().info_requests_sent, sent);
+}

@@ -24,7 +24,8 @@ use crate::wire::{
 /// How often each RLOC asks again (lispers.net asks every 15 s; a NAT's binding changing
 /// under a node is seen within this).
 pub const INFO_INTERVAL: Duration = Duration::from_secs(60);
-/// The next try when the last request went unanswered, or nobody could be asked.
+/// The next try when the last request went unanswered (the member was not up yet, or the
+/// datagram was lost), or nobody could be asked.
 pub const INFO_RETRY: Duration = Duration::from_secs(5);
 /// The Info-Reply's TTL: minutes the asker may keep what it says (draft §4.1).
 pub const INFO_TTL_MINS: u32 = 60;
@@ -64,6 +65,8 @@ pub struct NatDetector {
     /// What was found, per RLOC of ours.
     status: BTreeMap<IpAddr, NatStatus>,
     next_due: Duration,
+    /// When the last round of requests left.
+    round: Duration,
 }
 
 impl NatDetector {
@@ -105,13 +108,17 @@ impl NatDetector {
         if now < self.next_due {
             return;
         }
-        self.next_due = now + INFO_INTERVAL;
         let Some((key, alg)) = cfg.site.own_key.clone() else {
+            self.next_due = now + INFO_INTERVAL;
             return;
         };
+        // Until every RLOC has its answer, asked again soon; the answers push it out to
+        // the interval (`read_reply`).
+        self.round = now;
+        self.next_due = now + INFO_RETRY;
         // Requests never answered are dropped by age; the table stays bounded.
         self.outstanding
-            .retain(|_, a| now.saturating_sub(a.sent) < INFO_INTERVAL);
+            .retain(|_, a| now.saturating_sub(a.sent) < INFO_RETRY * 2);
         let (eid, mask_len) = match cfg.database.first() {
             Some(d) => d.eid.to_wire(),
             None => (Address::None, 0),
@@ -122,7 +129,6 @@ impl NatDetector {
                 .copied()
                 .find(|c| c.is_ipv4() == local.is_ipv4() && !super::probe::is_own_rloc(cfg, *c))
             else {
-                self.next_due = self.next_due.min(now + INFO_RETRY);
                 continue;
             };
             if self.outstanding.len() >= MAX_OUTSTANDING {
@@ -184,6 +190,15 @@ impl NatDetector {
         }
         if m.reply {
             self.read_reply(now, local, m, counters);
+            // Every RLOC answered in this round: the next one an interval after it began.
+            let answered = cfg.rlocs.iter().all(|r| {
+                self.status
+                    .get(&r.address)
+                    .is_some_and(|s| s.at >= self.round)
+            });
+            if answered {
+                self.next_due = self.next_due.max(self.round + INFO_INTERVAL);
+            }
         } else {
             answer(cfg, src, local, m, counters, out);
         }
@@ -332,7 +347,7 @@ mod tests {
             panic!("not an Info-Request")
         };
         assert!(!q.reply && q.payload == Address::None);
-        assert_eq!(d.next_due(), INFO_INTERVAL);
+        assert_eq!(d.next_due(), INFO_RETRY, "asked again soon until answered");
         let local = SocketAddr::new(rloc(2), CONTROL_PORT);
         let seen = SocketAddr::new("203.0.113.9".parse().unwrap(), 40000);
         let nat = Address::Lcaf(Box::new(Lcaf::new(LcafBody::NatTraversal(
@@ -364,6 +379,11 @@ mod tests {
         let st = &d.status()[&rloc(2)];
         assert_eq!((st.local, st.global, st.behind_nat), (local, seen, true));
         assert_eq!(c.nat_detected, 1);
+        assert_eq!(
+            d.next_due(),
+            INFO_INTERVAL * 2,
+            "answered: the next round an interval on"
+        );
         d.handle(INFO_INTERVAL, &cfg, from, local, &b, &m, &mut c, &mut out);
         assert_eq!(c.info_replies_unmatched, 3, "a replayed reply");
         assert!(
