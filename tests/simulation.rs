@@ -1171,6 +1171,33 @@ fn a_node_behind_a_nat_learns_so_from_a_member_and_the_others_that_they_are_not(
     let seed = s.engine(0).unwrap().counters();
     assert_eq!(seed.info_unauthenticated, 2);
     assert_eq!(seed.info_replies_sent, sent);
+
+    // A signed request sent twice (captured, and replayed from a spoofed source to reflect
+    // the reply): answered once.
+    let m = InfoMessage {
+        reply: false,
+        reserved: 0,
+        nonce: [8; 8],
+        auth: Authentication::unsigned(1, alg::HMAC_SHA_256_128),
+        ttl: 1,
+        reserved2: 0,
+        mask_len: 0,
+        eid: Address::None,
+        payload: Address::None,
+    };
+    let mut bytes = ControlMessage::Info(m).to_bytes().unwrap();
+    auth::sign(&mut bytes, sim::SIM_KEY.as_bytes()).unwrap();
+    for from in ["192.0.2.98:4342", "192.0.2.99:4342"] {
+        s.inject(
+            from.parse().unwrap(),
+            SocketAddr::new(sim::rloc(1), CONTROL_PORT),
+            bytes.clone(),
+        );
+    }
+    s.run_to(s.now + secs(1));
+    let seed = s.engine(0).unwrap().counters();
+    assert_eq!(seed.info_replies_sent, sent + 1);
+    assert_eq!(seed.info_requests_replayed, 1);
 }
 
 /// A node behind a NAT started before its seed: its first Info-Request goes unanswered, and

@@ -47,6 +47,9 @@ pub struct Counters {
     pub info_unauthenticated: u64,
     pub info_replies_unmatched: u64,
     pub info_rate_limited: u64,
+    /// Info-Requests not answered: the same nonce was answered within 2 minutes (a
+    /// replay), or 4,096 were answered in that time.
+    pub info_requests_replayed: u64,
     pub nat_detected: u64,
     /// Copies for a member we could not send: it has no RLOC of a family we have.
     pub members_unreachable_by_family: u64,

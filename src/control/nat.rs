@@ -31,6 +31,11 @@ pub const INFO_RETRY: Duration = Duration::from_secs(5);
 pub const INFO_TTL_MINS: u32 = 60;
 /// Requests in flight, at most (one per RLOC is all a node sends).
 const MAX_OUTSTANDING: usize = 64;
+/// Nonces of requests answered, remembered this long and at most this many: a signed
+/// request captured and sent again (from a spoofed source, to reflect the reply) is not
+/// answered twice. A sender's own retries carry fresh nonces.
+const ANSWERED_FOR: Duration = Duration::from_secs(120);
+const MAX_ANSWERED: usize = 4096;
 
 /// What a member answered for one of our RLOCs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +72,8 @@ pub struct NatDetector {
     next_due: Duration,
     /// When the last round of requests left.
     round: Duration,
+    /// Nonces of the requests we answered, and when ([`ANSWERED_FOR`], [`MAX_ANSWERED`]).
+    answered: HashMap<Nonce, Duration>,
 }
 
 impl NatDetector {
@@ -200,6 +207,15 @@ impl NatDetector {
                 self.next_due = self.next_due.max(self.round + INFO_INTERVAL);
             }
         } else {
+            if self.answered.len() >= MAX_ANSWERED {
+                self.answered
+                    .retain(|_, t| now.saturating_sub(*t) < ANSWERED_FOR);
+            }
+            if self.answered.contains_key(&m.nonce) || self.answered.len() >= MAX_ANSWERED {
+                counters.info_requests_replayed += 1;
+                return;
+            }
+            self.answered.insert(m.nonce, now);
             answer(cfg, src, local, m, counters, out);
         }
     }

@@ -29,7 +29,16 @@ pub const MAX_HEARD: usize = 4096;
 /// node's data-plane workers: replies to what one worker sends may reach another one's
 /// socket.
 #[derive(Debug, Default)]
-pub struct Heard(Mutex<HashMap<(IpAddr, Option<IpAddr>), Duration>>);
+pub struct Heard(Mutex<HeardTable>);
+
+#[derive(Debug, Default)]
+struct HeardTable {
+    last: HashMap<(IpAddr, Option<IpAddr>), Duration>,
+    /// When the full table was last swept of old senders: at most once a second, so a
+    /// stream of new senders (clear data from spoofed addresses) costs a refusal each, not a
+    /// sweep each.
+    swept: Option<Duration>,
+}
 
 impl Heard {
     pub fn new() -> Arc<Heard> {
@@ -39,25 +48,32 @@ impl Heard {
     /// Notes a delivery from `rloc` to our address `local` at `now` (once per run of
     /// packets from one sender).
     pub fn note(&self, now: Duration, rloc: IpAddr, local: Option<IpAddr>) {
-        let Ok(mut m) = self.0.lock() else { return };
-        if let Some(t) = m.get_mut(&(rloc, local)) {
+        let Ok(mut h) = self.0.lock() else { return };
+        if let Some(t) = h.last.get_mut(&(rloc, local)) {
             *t = now;
             return;
         }
-        if m.len() >= MAX_HEARD {
-            m.retain(|_, t| now.saturating_sub(*t) < FORGET);
-            if m.len() >= MAX_HEARD {
+        if h.last.len() >= MAX_HEARD {
+            if h.swept
+                .is_some_and(|s| now.saturating_sub(s) < Duration::from_secs(1))
+            {
+                return;
+            }
+            h.swept = Some(now);
+            h.last.retain(|_, t| now.saturating_sub(*t) < FORGET);
+            if h.last.len() >= MAX_HEARD {
                 return;
             }
         }
-        m.insert((rloc, local), now);
+        h.last.insert((rloc, local), now);
     }
 
     /// When `rloc` was last heard from at our address `at` (or at an address not known):
     /// proof that the path between the two works. Heard only at another of our addresses,
     /// the peer may have given up on the path from `at`.
     pub fn last(&self, rloc: IpAddr, at: Option<IpAddr>) -> Option<Duration> {
-        let m = self.0.lock().ok()?;
+        let h = self.0.lock().ok()?;
+        let m = &h.last;
         let unknown = m.get(&(rloc, None)).copied();
         let here = at.and_then(|a| m.get(&(rloc, Some(a))).copied());
         unknown.max(here)
@@ -319,10 +335,32 @@ mod tests {
         for i in 0..(MAX_HEARD as u32 + 10) {
             h.note(Duration::from_secs(1), IpAddr::from(i.to_be_bytes()), None);
         }
-        assert_eq!(h.0.lock().unwrap().len(), MAX_HEARD);
-        // Old ones make room for new ones.
+        assert_eq!(h.0.lock().unwrap().last.len(), MAX_HEARD);
+        // Old ones make room for new ones, after a sweep at most once a second.
         h.note(Duration::from_secs(20), ip(1), None);
-        assert_eq!(h.0.lock().unwrap().len(), 1);
+        assert_eq!(h.0.lock().unwrap().last.len(), 1);
         assert_eq!(h.last(ip(1), Some(ip(100))), Some(Duration::from_secs(20)));
+        for i in 0..(MAX_HEARD as u32) {
+            h.note(
+                Duration::from_secs(21),
+                IpAddr::from((i + 1).to_be_bytes()),
+                None,
+            );
+        }
+        h.note(Duration::from_secs(40), ip(2), None);
+        assert_eq!(h.last(ip(2), None), Some(Duration::from_secs(40)), "swept");
+        for i in 0..(MAX_HEARD as u32) {
+            h.note(
+                Duration::from_secs(60),
+                IpAddr::from((i + 9000).to_be_bytes()),
+                None,
+            );
+        }
+        h.note(Duration::from_millis(60_500), ip(3), None);
+        assert_eq!(
+            h.last(ip(3), None),
+            None,
+            "full, and swept less than a second ago"
+        );
     }
 }
