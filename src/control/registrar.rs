@@ -162,14 +162,12 @@ pub(crate) fn reach(
         return Some(member);
     }
     let g = group_key(cfg)?;
-    let holds = |r: &crate::mapping::XtrRegistration| {
-        r.rlocs
-            .iter()
-            .filter_map(|l| crate::mapping::rle_entries(&l.locator))
-            .flatten()
-            .any(|e| e.address.ip() == Some(member))
-    };
-    let xtr = site.group(&g)?.regs().iter().find(|r| holds(r))?.xtr_id;
+    let xtr = site
+        .group(&g)?
+        .regs()
+        .iter()
+        .find(|r| r.rle_addresses().any(|a| a == member))?
+        .xtr_id;
     site.prefixes()
         .iter()
         .flat_map(|(_, e)| e.regs())
@@ -296,31 +294,21 @@ impl Registrar {
     /// The members to replicate to: the merged RLE of the `(0/0, G)` entry in `site` and
     /// the members Map-Notifies told us of, our own RLOCs left out.
     pub(crate) fn members(&self, site: &crate::mapping::SiteDb, cfg: &EngineConfig) -> Vec<IpAddr> {
+        let entry = group_key(cfg).and_then(|g| site.group(&g));
+        let mut m: Vec<IpAddr> = entry.map(|e| e.rle_members()).unwrap_or_default();
         // Not our own membership: after a move it still holds our old RLOCs for a while.
-        let mut m: Vec<IpAddr> = group_key(cfg)
-            .and_then(|g| site.group(&g))
-            .map(|e| {
-                e.regs()
-                    .iter()
-                    .filter(|r| r.xtr_id != cfg.xtr_id)
-                    .flat_map(|r| r.rlocs.iter())
-                    .filter_map(|l| crate::mapping::rle_entries(&l.locator))
-                    .flatten()
-                    .filter_map(|e| e.address.ip())
-                    .fold(Vec::new(), |mut v, a| {
-                        if !v.contains(&a) {
-                            v.push(a);
-                        }
-                        v
-                    })
-            })
-            .unwrap_or_default();
+        let ours: Vec<IpAddr> = entry
+            .into_iter()
+            .flat_map(|e| e.regs())
+            .filter(|r| r.xtr_id == cfg.xtr_id)
+            .flat_map(|r| r.rle_addresses())
+            .collect();
         for a in self.learned_members.keys() {
             if !m.contains(a) {
                 m.push(*a);
             }
         }
-        m.retain(|a| !super::probe::is_own_rloc(cfg, *a));
+        m.retain(|a| !ours.contains(a) && !super::probe::is_own_rloc(cfg, *a));
         m.sort();
         m
     }

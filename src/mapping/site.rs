@@ -32,6 +32,17 @@ pub struct XtrRegistration {
     pub rlocs: Vec<RlocRecord>,
 }
 
+impl XtrRegistration {
+    /// The addresses of the RLE entries it registered (a group membership).
+    pub fn rle_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.rlocs
+            .iter()
+            .filter_map(|l| rle_entries(&l.locator))
+            .flatten()
+            .filter_map(|e| e.address.ip())
+    }
+}
+
 /// Every registration of one EID, and the merged RLOC-set answered for it: computed when
 /// first read after a change, so a burst of registrations (a thousand members joining a
 /// group at once) does not recompute it once per registration.
