@@ -78,6 +78,11 @@ pub fn node_config(i: usize, delivery: Delivery) -> EngineConfig {
         register_name: true,
         map_servers: Vec::new(),
         map_resolvers: Vec::new(),
+        nat: crate::control::NatConfig {
+            use_rtr: true,
+            ..Default::default()
+        },
+        via_rtr: None,
         register_nonce_base: 1,
         rng_seed: i as u64,
     }
@@ -408,6 +413,8 @@ impl Sim {
             while let Some(t) = x.poll_transmit_parts(&mut d) {
                 let port = if t.from_control_port {
                     CONTROL_PORT
+                } else if t.from_data_port {
+                    DATA_PORT
                 } else {
                     // The flow's source port, as the node picks one of its ports by it.
                     61000 + (t.flow % 16) as u16
@@ -469,7 +476,10 @@ impl Sim {
                     Decapsulated::Deliver { iid, packet } => {
                         self.tun[to].push((iid, packet.to_vec()))
                     }
-                    Decapsulated::Control { payload } => e.handle_replicated(now, payload),
+                    Decapsulated::Control { payload } => e.handle_replicated(now, f.src, payload),
+                    Decapsulated::Forward { iid, packet } => {
+                        let _ = x.forward(now, iid, packet, e.map_cache());
+                    }
                     Decapsulated::Dropped(_) => {}
                 }
                 x.flush_counters();

@@ -54,7 +54,11 @@ impl Keys {
                 } => {
                     self.recv.install(now, *itr, *suite, *key_id, *key);
                 }
-                KeyEvent::NoKey { .. } | KeyEvent::Source { .. } => {}
+                KeyEvent::NoKey { .. }
+                | KeyEvent::Source { .. }
+                | KeyEvent::ViaRtr { .. }
+                | KeyEvent::Binding { .. }
+                | KeyEvent::Bind { .. } => {}
             }
             self.events.push(e);
         }

@@ -215,4 +215,23 @@ pub struct EngineConfig {
     pub register_nonce_base: u64,
     /// Seed of the engine's random numbers (nonces); fixed in the simulator.
     pub rng_seed: u64,
+    /// NAT traversal (draft-ermagan-lisp-nat-traversal-19).
+    pub nat: NatConfig,
+    /// The RTR our mappings are registered through and all our data goes to, while an RLOC
+    /// of ours is behind a NAT (draft §5.1.1): state the engine sets from what NAT
+    /// detection found, not configuration.
+    pub via_rtr: Option<IpAddr>,
+}
+
+/// `[nat]`: NAT traversal (draft-ermagan-lisp-nat-traversal-19).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatConfig {
+    /// Serve as a Re-encapsulating Tunnel Router (draft §5.3) for members behind NAT:
+    /// listed in our Info-Replies, relaying their traffic. For a node with a public RLOC.
+    pub rtr: bool,
+    /// RTRs our Info-Replies list besides ourselves (draft §5.2: the Map-Server's list).
+    pub rtrs: Vec<IpAddr>,
+    /// Behind a NAT, register through an RTR an Info-Reply offered and send everything
+    /// through it (default on).
+    pub use_rtr: bool,
 }

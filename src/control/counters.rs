@@ -51,6 +51,13 @@ pub struct Counters {
     /// replay), or 4,096 were answered in that time.
     pub info_requests_replayed: u64,
     pub nat_detected: u64,
+    /// Behind a NAT: the RTR we register and send through changed (taken, left or another).
+    pub rtr_changes: u64,
+    /// As RTR: EID-prefixes of nodes behind NATs bound (or moved) to a binding, refused
+    /// because the table was full, and the control those nodes sent us carried in data.
+    pub rtr_bindings: u64,
+    pub rtr_bindings_refused: u64,
+    pub rtr_control_received: u64,
     /// Copies for a member we could not send: it has no RLOC of a family we have.
     pub members_unreachable_by_family: u64,
     /// Checks of an RLOC the data plane sent to without hearing back (probed at once).

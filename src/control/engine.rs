@@ -57,6 +57,8 @@ pub struct Engine {
     pub(crate) itr: super::itr::ItrCache,
     /// NAT detection: our Info-Requests and what they found, and answers to others'.
     pub(crate) nat: super::nat::NatDetector,
+    /// As RTR: the nodes behind NATs registered through us.
+    pub(crate) rtr: super::rtr::Relay,
 }
 
 /// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
@@ -117,6 +119,7 @@ impl Engine {
             map_server: Default::default(),
             itr: Default::default(),
             nat: Default::default(),
+            rtr: Default::default(),
         }
     }
 
@@ -242,6 +245,7 @@ impl Engine {
             self.itr.expire(now);
             self.track_probed_rlocs(now);
             self.prober.expire_offers(now);
+            self.rtr.expire(now, &mut self.out);
             self.map_server.register_nonces.expire(now);
             self.resolver.expire(now);
         }
@@ -282,16 +286,19 @@ impl Engine {
                 return;
             }
             match ControlMessage::parse(payload) {
-                Ok(ControlMessage::Info(m)) => self.nat.handle(
-                    now,
-                    &self.cfg,
-                    src,
-                    dst,
-                    payload,
-                    &m,
-                    &mut self.counters,
-                    &mut self.out,
-                ),
+                Ok(ControlMessage::Info(m)) => {
+                    self.nat.handle(
+                        now,
+                        &self.cfg,
+                        src,
+                        dst,
+                        payload,
+                        &m,
+                        &mut self.counters,
+                        &mut self.out,
+                    );
+                    self.update_rtr(now);
+                }
                 _ => self.counters.packets_malformed += 1,
             }
             return;
@@ -314,9 +321,13 @@ impl Engine {
     }
 
     /// Control carried in data (RFC 9962 §4: LISP-Decent replication): what the data plane
-    /// found under Instance-ID 0xFFFFFF, clear, after the LISP header: an IP / UDP header to
-    /// the group's address and port 4342, then a Map-Register, Map-Notify or Map-Notify-Ack.
-    pub fn handle_replicated(&mut self, now: Duration, payload: &[u8]) {
+    /// found under Instance-ID 0xFFFFFF, clear, after the LISP header, from `from` (the
+    /// outer source: a NAT's binding for a node behind one): an IP / UDP header to port
+    /// 4342, then the message. To the group's address: a Map-Register, Map-Notify or
+    /// Map-Notify-Ack of the replication. To one of our RLOCs: NAT traversal's control
+    /// ([`super::rtr`]): as RTR, the registers and probes of nodes behind NATs; behind a
+    /// NAT, our RTR's answers.
+    pub fn handle_replicated(&mut self, now: Duration, from: SocketAddr, payload: &[u8]) {
         self.counters.packets_received += 1;
         let mut r = Reader::new(payload);
         let Ok((ip, mut body)) = crate::wire::IpUdp::parse(&mut r) else {
@@ -327,25 +338,146 @@ impl Engine {
             MappingSystem::Push(g) => ip.ip.dst() == g.group,
             MappingSystem::Pull(_) => false,
         };
-        if !to_group || ip.dport != CONTROL_PORT {
+        let to_us = !to_group && self.is_own_rloc(ip.ip.dst());
+        if !(to_group || to_us) || ip.dport != CONTROL_PORT {
             self.counters.data_packets_ignored += 1;
             return;
         }
         let inner = body.rest();
+        let kind = inner.first().map(|b| b >> 4);
+        let sender = SocketAddr::new(ip.ip.src(), ip.sport);
+        if to_us {
+            self.handle_nat_control(now, from, ip.ip.dst(), sender, inner, kind);
+            return;
+        }
         // Replication carries the group's registrations and their notifications only; a
         // Map-Request has no business there (and would go around the rate limit).
         if !matches!(
-            inner.first().map(|b| b >> 4),
+            kind,
             Some(msg_type::MAP_REGISTER | msg_type::MAP_NOTIFY | msg_type::MAP_NOTIFY_ACK)
         ) {
             self.counters.data_packets_ignored += 1;
             return;
         }
         self.counters.replicated_received += 1;
-        let sender = SocketAddr::new(ip.ip.src(), ip.sport);
         match ControlMessage::parse(inner) {
+            Ok(ControlMessage::MapRegister(reg)) => {
+                let accepted = self.process_register(now, sender, inner, &reg, Arrival::Group);
+                // As RTR: a node behind a NAT registered us as its locator; its register
+                // came through its binding.
+                if accepted && self.cfg.nat.rtr {
+                    self.rtr.learn(
+                        now,
+                        &self.cfg,
+                        from,
+                        &reg,
+                        &mut self.counters,
+                        &mut self.out,
+                    );
+                }
+            }
             Ok(m) => self.handle_control(now, sender, inner, &m, Arrival::Group, false),
             Err(_) => self.counters.packets_malformed += 1,
+        }
+    }
+
+    /// NAT traversal's control carried in data to one of our RLOCs (`local`), from `from`.
+    fn handle_nat_control(
+        &mut self,
+        now: Duration,
+        from: SocketAddr,
+        local: IpAddr,
+        sender: SocketAddr,
+        inner: &[u8],
+        kind: Option<u8>,
+    ) {
+        match kind {
+            // As RTR: an RLOC-probe of a node behind a NAT (its key exchange with us, and
+            // the keep-alive of its binding), answered through the binding, with the key
+            // bound to the binding.
+            Some(msg_type::MAP_REQUEST) if self.cfg.nat.rtr => {
+                if !self.admit(now, from.ip()) {
+                    self.counters.map_requests_rate_limited += 1;
+                    return;
+                }
+                self.counters.rtr_control_received += 1;
+                let (message, signed) = match crate::crypto::kx_auth::split(inner) {
+                    Some((message, _)) => (message, self.kx_keys.iter().any(|k| k.verify(inner))),
+                    None => (inner, false),
+                };
+                let Ok(ControlMessage::MapRequest(q)) = ControlMessage::parse(message) else {
+                    self.counters.packets_malformed += 1;
+                    return;
+                };
+                if !q.probe || q.smr {
+                    self.counters.data_packets_ignored += 1;
+                    return;
+                }
+                let (sent, keys) = (self.out.transmits.len(), self.out.keys.len());
+                self.process_request(now, from, Some(local), from.port(), &q, false, signed);
+                // What the answer produced goes back through the binding, carried in data;
+                // the key it agreed is the binding's.
+                let answers: Vec<Transmit> = self.out.transmits.drain(sent..).collect();
+                for t in answers {
+                    let nonce = rand::RngExt::random::<u32>(&mut self.rng);
+                    super::rtr::send_in_data(
+                        &mut self.out,
+                        local,
+                        sender.ip(),
+                        from,
+                        nonce,
+                        &t.payload,
+                    );
+                }
+                let agreed: Vec<KeyEvent> = self.out.keys.drain(keys..).collect();
+                for k in agreed {
+                    self.out.keys.push_back(match k {
+                        KeyEvent::Recv {
+                            suite, key_id, key, ..
+                        } => KeyEvent::Binding {
+                            at: from,
+                            suite,
+                            key_id,
+                            key,
+                        },
+                        other => other,
+                    });
+                }
+            }
+            // As RTR: a register sent to us rather than replicated (a node behind a NAT
+            // whose RTR is not a member it replicates to).
+            Some(msg_type::MAP_REGISTER) if self.cfg.nat.rtr => {
+                self.counters.rtr_control_received += 1;
+                match ControlMessage::parse(inner) {
+                    Ok(ControlMessage::MapRegister(reg)) => {
+                        if self.process_register(now, sender, inner, &reg, Arrival::Group) {
+                            self.rtr.learn(
+                                now,
+                                &self.cfg,
+                                from,
+                                &reg,
+                                &mut self.counters,
+                                &mut self.out,
+                            );
+                        }
+                    }
+                    _ => self.counters.packets_malformed += 1,
+                }
+            }
+            // Behind a NAT: our RTR's answer to our probe (matched by its nonce).
+            Some(msg_type::MAP_REPLY) if self.cfg.via_rtr.is_some() => {
+                let (message, signed) = match crate::crypto::kx_auth::split(inner) {
+                    Some((message, _)) => (message, self.kx_keys.iter().any(|k| k.verify(inner))),
+                    None => (inner, false),
+                };
+                match ControlMessage::parse(message) {
+                    Ok(m @ ControlMessage::MapReply(_)) => {
+                        self.handle_control(now, from, message, &m, Arrival::Direct(local), signed)
+                    }
+                    _ => self.counters.packets_malformed += 1,
+                }
+            }
+            _ => self.counters.data_packets_ignored += 1,
         }
     }
 
@@ -369,7 +501,9 @@ impl Engine {
             self.heard.insert(src.ip(), now);
         }
         match m {
-            ControlMessage::MapRegister(r) => self.process_register(now, src, bytes, r, arrival),
+            ControlMessage::MapRegister(r) => {
+                self.process_register(now, src, bytes, r, arrival);
+            }
             ControlMessage::MapNotify(n) => self.process_notify(now, src, bytes, n),
             ControlMessage::MapNotifyAck(n) => {
                 let (ms, mut cx) = self.map_server_ctx();
@@ -457,6 +591,32 @@ impl Engine {
             self.prober.our_rlocs_changed(now, &self.cfg);
             // A new address may be behind a NAT, or no longer.
             self.nat.rlocs_changed(now, &self.cfg);
+            self.update_rtr(now);
+        }
+    }
+
+    /// Behind a NAT, the RTR to register and send through (draft §5.1.1), as NAT detection
+    /// last found: when it changes (taken, left, another), our mappings are registered
+    /// again at once with the new locators, the data plane is told, and the RTR is probed
+    /// (our key with it, and our binding's keep-alive).
+    pub(crate) fn update_rtr(&mut self, now: Duration) {
+        let rtr = self.nat.rtr(&self.cfg, self.cfg.via_rtr);
+        if rtr == self.cfg.via_rtr {
+            return;
+        }
+        match rtr {
+            Some(r) => {
+                tracing::warn!(rtr = %r, "behind a NAT: registering and sending through the RTR")
+            }
+            None => tracing::info!(was = ?self.cfg.via_rtr, "no longer through an RTR"),
+        }
+        self.counters.rtr_changes += 1;
+        self.cfg.via_rtr = rtr;
+        self.out.keys.push_back(KeyEvent::ViaRtr { rtr });
+        self.schedule_register_after(now, ROAM_REGISTER_GAP);
+        if let Some(r) = rtr {
+            self.prober
+                .probe_now(now, &self.cfg, r, super::probe::any_eid(r));
         }
     }
 

@@ -29,7 +29,7 @@ fn xtr_id_of(src: IpAddr) -> [u8; 16] {
 
 /// How long a registration lives: the Record TTL when T is set (minutes; lispers.net's bit 31
 /// means seconds), else three register intervals (RFC 9301 §8.2).
-fn lifetime(reg: &MapRegister, rec: &EidRecord, interval: Duration) -> Duration {
+pub(crate) fn lifetime(reg: &MapRegister, rec: &EidRecord, interval: Duration) -> Duration {
     if reg.use_ttl {
         if rec.ttl & 0x8000_0000 != 0 {
             Duration::from_secs(u64::from(rec.ttl & 0x7fff_ffff))
@@ -446,6 +446,7 @@ impl Engine {
     /// A Map-Register ([`MapServer::register`]), then what it changed told to the other
     /// roles: SMRs and our map-cache for each changed EID, a member back from the lost, our
     /// registrations to a newcomer or a restarted member.
+    /// Returns whether the register was accepted (verified, not a replay).
     pub(crate) fn process_register(
         &mut self,
         now: Duration,
@@ -453,10 +454,10 @@ impl Engine {
         bytes: &[u8],
         reg: &MapRegister,
         arrival: Arrival,
-    ) {
+    ) -> bool {
         let (ms, mut cx) = self.map_server_ctx();
         let Some(done) = ms.register(now, src, bytes, reg, arrival, &mut cx) else {
-            return;
+            return false;
         };
         for k in &done.changed {
             self.mapping_changed(now, k);
@@ -471,6 +472,7 @@ impl Engine {
         for p in done.greet {
             self.greet(now, p);
         }
+        true
     }
 
     /// The merged `(0/0, G)` record as the Map-Server answers it.

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod pull;
 pub mod register_replay;
 mod registrar;
+pub mod rtr;
 mod timers;
 
 pub use crate::dataplane::KeyEvent;

@@ -87,6 +87,25 @@ impl NatDetector {
         self.status.values().any(|s| s.behind_nat)
     }
 
+    /// The RTR to register through (draft §5.1.1): while an RLOC of ours is behind a NAT,
+    /// the first RTR its answer offered that is not ours (keeping `current` while it is
+    /// still offered); `None` when no RLOC is behind a NAT or nobody offered one.
+    pub fn rtr(&self, cfg: &EngineConfig, current: Option<IpAddr>) -> Option<IpAddr> {
+        if !cfg.nat.use_rtr {
+            return None;
+        }
+        let offered: Vec<IpAddr> = self
+            .status
+            .values()
+            .filter(|s| s.behind_nat)
+            .flat_map(|s| s.rtrs.iter().copied())
+            .filter(|r| !super::probe::is_own_rloc(cfg, *r))
+            .collect();
+        current
+            .filter(|c| offered.contains(c))
+            .or_else(|| offered.first().copied())
+    }
+
     /// When the next round of requests is due.
     pub fn next_due(&self) -> Duration {
         self.next_due
@@ -258,10 +277,29 @@ impl NatDetector {
     }
 }
 
+/// The RTRs we offer a node asking from `asker` (draft §5.2): our RLOC of its family when we
+/// serve as RTR, then the configured ones of its family.
+pub(crate) fn rtrs_offered(cfg: &EngineConfig, asker: IpAddr) -> Vec<IpAddr> {
+    let mut v = Vec::new();
+    if cfg.nat.rtr
+        && cfg.via_rtr.is_none()
+        && let Some(own) = super::probe::source_rloc(cfg, asker)
+    {
+        v.push(own);
+    }
+    for r in &cfg.nat.rtrs {
+        if r.is_ipv4() == asker.is_ipv4() && !v.contains(r) {
+            v.push(*r);
+        }
+    }
+    v
+}
+
 /// The Info-Reply to a verified Info-Request (draft §5.2): the request's nonce, key-id, TTL
 /// and EID, and a NAT-Traversal LCAF with the address and port it came from, the address
-/// and port it arrived on, no private address (AFI 0) and no RTRs (we offer none), signed
-/// with our site key and sent back to where the request came from.
+/// and port it arrived on, no private address (AFI 0) and the RTRs of the asker's family
+/// we offer (ourselves when we serve as one, then `[nat] rtrs`), signed with our site key
+/// and sent back to where the request came from.
 fn answer(
     cfg: &EngineConfig,
     src: SocketAddr,
@@ -285,7 +323,10 @@ fn answer(
         global_etr_rloc: Address::from(src.ip()),
         ms_rloc: Address::from(ms),
         private_etr_rloc: Address::None,
-        rtr_rlocs: Vec::new(),
+        rtr_rlocs: rtrs_offered(cfg, src.ip())
+            .into_iter()
+            .map(Address::from)
+            .collect(),
     };
     let reply = InfoMessage {
         reply: true,

@@ -328,7 +328,13 @@ impl Prober {
         if interval.is_zero() {
             return;
         }
-        let in_use: HashMap<IpAddr, EidPrefix> = cx.map_cache.rlocs_in_use().into_iter().collect();
+        let mut in_use: HashMap<IpAddr, EidPrefix> =
+            cx.map_cache.rlocs_in_use().into_iter().collect();
+        // Behind a NAT everything goes to our RTR: it is in use (and its probes keep our
+        // NAT binding open).
+        if let Some(rtr) = cx.cfg.via_rtr {
+            in_use.entry(rtr).or_insert_with(|| any_eid(rtr));
+        }
         let changed = self.preemptive_generation != Some(generation);
         if cx.cfg.encryption.is_some()
             && (now >= self.next_preemptive_scan
@@ -657,8 +663,16 @@ impl Prober {
                 sign_key_exchange(cx.kx_key, &mut payload);
             }
             cx.counters.probes_sent += 1;
-            cx.out
-                .control(Some(own), SocketAddr::new(rloc, CONTROL_PORT), payload);
+            if cx.cfg.via_rtr == Some(rloc) {
+                // Behind a NAT: to our RTR carried in data from our data port, so the key
+                // is agreed for the binding our data takes (draft §5.1.3).
+                let to = SocketAddr::new(rloc, crate::wire::DATA_PORT);
+                let n: u32 = cx.rng.random();
+                super::rtr::send_in_data(cx.out, own, rloc, to, n, &payload);
+            } else {
+                cx.out
+                    .control(Some(own), SocketAddr::new(rloc, CONTROL_PORT), payload);
+            }
         }
     }
 
@@ -767,8 +781,25 @@ impl Prober {
         }
         cx.counters.probe_replies_received += 1;
         if let Some(e) = event {
-            if matches!(e, KeyEvent::Send { .. }) {
+            if let KeyEvent::Send {
+                rloc,
+                suite,
+                key_id,
+                key,
+                ..
+            } = &e
+            {
                 cx.counters.keys_agreed += 1;
+                // Our RTR seals what it sends us under the reverse key of this exchange
+                // (it cannot probe us through our NAT).
+                if cx.cfg.via_rtr == Some(*rloc) {
+                    cx.out.keys.push_back(KeyEvent::Recv {
+                        itr: *rloc,
+                        suite: *suite,
+                        key_id: *key_id,
+                        key: crate::crypto::lisp_crypto::reverse_key(key),
+                    });
+                }
             }
             cx.out.keys.push_back(e);
         }
@@ -873,6 +904,16 @@ impl Prober {
 }
 
 /// Our RLOC to talk to `peer` from ([`crate::dataplane::select::source_rloc`]).
+/// The EID-prefix an RTR is probed for: every EID of its family in Instance-ID 0 (it
+/// answers with its own mappings).
+pub(crate) fn any_eid(rtr: IpAddr) -> EidPrefix {
+    let net = match rtr {
+        IpAddr::V4(_) => ipnet::IpNet::V4(ipnet::Ipv4Net::default()),
+        IpAddr::V6(_) => ipnet::IpNet::V6(ipnet::Ipv6Net::default()),
+    };
+    EidPrefix::new(0, net)
+}
+
 pub(crate) fn source_rloc(cfg: &EngineConfig, peer: IpAddr) -> Option<IpAddr> {
     crate::dataplane::select::source_rloc(cfg.rlocs.iter().map(|r| r.address), peer)
 }

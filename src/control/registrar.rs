@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::mapping::{EidKey, GroupEid, rle_locator};
 use crate::wire::{
-    Address, Authentication, CONTROL_INSTANCE_ID, CONTROL_PORT, ControlMessage, DATA_PORT,
-    DataHeader, EidRecord, IpUdp, MapNotify, MapRegister, Nonce, RleEntry, RlocRecord, XtrTrailer,
+    Address, Authentication, CONTROL_PORT, ControlMessage, DATA_PORT, EidRecord, MapNotify,
+    MapRegister, Nonce, RleEntry, RlocRecord, XtrTrailer,
 };
 
 use super::config::EngineConfig;
@@ -62,7 +62,17 @@ const JOIN_REPEATS: [Duration; 4] = [
 ];
 
 /// The RLOC-records of our own mappings: our RLOCs, local and reachable.
+/// Behind a NAT, the RTR we register through first (draft §5.1.1,
+/// [`super::rtr::locators_via`]).
 pub(crate) fn own_rlocs(cfg: &super::config::EngineConfig) -> Vec<RlocRecord> {
+    let own = local_rlocs(cfg);
+    match cfg.via_rtr {
+        Some(rtr) => super::rtr::locators_via(rtr, own),
+        None => own,
+    }
+}
+
+fn local_rlocs(cfg: &super::config::EngineConfig) -> Vec<RlocRecord> {
     cfg.rlocs
         .iter()
         .map(|r| RlocRecord {
@@ -682,6 +692,19 @@ impl Registrar {
                         }
                     }
                 }
+                // Behind a NAT: our RTR learns where we are from our registers arriving
+                // through our binding (a replicated copy does, when it is a member).
+                if let Some(rtr) = cx.cfg.via_rtr
+                    && !(pg.delivery == Delivery::Replicate && members.contains(&rtr))
+                    && let Some(src) = super::probe::source_rloc(cx.cfg, rtr)
+                {
+                    for (_, r) in &regs {
+                        let nonce: u32 = rand::RngExt::random::<u32>(&mut *cx.rng);
+                        cx.counters.map_registers_sent += 1;
+                        let to = SocketAddr::new(rtr, DATA_PORT);
+                        super::rtr::send_in_data(cx.out, src, rtr, to, nonce, r);
+                    }
+                }
                 // Our own Map-Server too (RFC 9962 §4: a register to the group reaches every
                 // member, the sender included); after the copies, so that what a change
                 // triggers here (SMRs) leaves after the registrations.
@@ -823,18 +846,10 @@ impl Registrar {
             unicast_register(cx.cfg, cx.counters, cx.out, to, register.to_vec());
             return;
         };
-        let nonce: u32 = rand::RngExt::random::<u32>(&mut *cx.rng) & 0x00ff_ffff;
-        let mut pkt = vec![0u8; DataHeader::LEN];
-        let hdr = DataHeader::with_instance(CONTROL_INSTANCE_ID, nonce, 0);
-        if hdr.emit(&mut pkt).is_err() {
-            return;
-        }
-        let Ok(inner) = IpUdp::new(src, group, REPLICATION_TTL, CONTROL_PORT, CONTROL_PORT) else {
+        let nonce: u32 = rand::RngExt::random::<u32>(&mut *cx.rng);
+        let Some(pkt) = super::rtr::in_data(src, group, REPLICATION_TTL, nonce, register) else {
             return;
         };
-        if inner.emit(register, &mut pkt).is_err() {
-            return;
-        }
         cx.counters.replicated_copies_sent += 1;
         cx.counters.map_registers_sent += 1;
         cx.out.push(Transmit {

@@ -192,6 +192,20 @@ pub fn derive_key(shared: &[u8; 32], itr_nonce: &crate::wire::Nonce) -> [u8; 32]
     mac.finalize().into_bytes().into()
 }
 
+/// The key of the other direction of one exchange, for a hop with a Re-encapsulating Tunnel
+/// Router (draft-ermagan-lisp-nat-traversal-19 §5.3): a node behind a NAT can be reached
+/// only through the binding its own packets opened, so the RTR cannot probe it; the RTR
+/// seals what it sends back with this key, which both ends derive from the key material
+/// of the node's exchange (NIST SP 800-108 counter mode as in RFC 8061 §7, its own label).
+pub fn reverse_key(material: &[u8; 32]) -> [u8; 32] {
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(material)
+        .expect("HMAC takes any key length");
+    mac.update(&1u16.to_be_bytes());
+    mac.update(b"lisp-crypto rtr to etr\0");
+    mac.update(&256u16.to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 /// The cipher behind a key. The RFC suites' key stays inline (the hot path reads it for
 /// every packet); lispers' rarer one is boxed.
 #[allow(clippy::large_enum_variant)]

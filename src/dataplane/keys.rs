@@ -67,16 +67,29 @@ pub struct CurrentKey {
     pub keys: u64,
 }
 
-/// The ETR's keys.
-#[derive(Default)]
-pub struct RecvKeys {
-    itrs: super::flow::RlocMap<ItrKeys>,
+/// The ETR's keys, per ITR address (`K`: an RTR keys the nodes behind NATs by their
+/// binding's address and port, as several may share one address).
+pub struct RecvKeys<K = IpAddr> {
+    itrs: std::collections::HashMap<
+        K,
+        ItrKeys,
+        std::hash::BuildHasherDefault<super::flow::RlocHasher>,
+    >,
     /// A copy of the packet while candidates are tried (a failed AEAD open leaves the
     /// buffer unspecified); reused.
     scratch: Vec<u8>,
 }
 
-impl RecvKeys {
+impl<K> Default for RecvKeys<K> {
+    fn default() -> Self {
+        RecvKeys {
+            itrs: Default::default(),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> RecvKeys<K> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -95,7 +108,7 @@ impl RecvKeys {
     pub fn install(
         &mut self,
         now: Duration,
-        itr: IpAddr,
+        itr: K,
         suite: CipherSuite,
         key_id: u8,
         material: [u8; 32],
@@ -111,7 +124,7 @@ impl RecvKeys {
     pub fn install_key(
         &mut self,
         now: Duration,
-        itr: IpAddr,
+        itr: K,
         key: RecvKey,
         material: [u8; 32],
     ) -> Install {
@@ -151,7 +164,7 @@ impl RecvKeys {
     pub fn open(
         &mut self,
         now: Duration,
-        itr: IpAddr,
+        itr: K,
         packet: &mut [u8],
     ) -> Result<Range<usize>, CryptoError> {
         let key_id = packet.first().map_or(0, |b| b & 3);
@@ -226,6 +239,18 @@ impl RecvKeys {
         });
     }
 
+    /// Whether `itr` has keys or candidates.
+    pub fn has(&self, itr: &K) -> bool {
+        self.itrs.contains_key(itr)
+    }
+
+    /// Forgets the keys of `itr`.
+    pub fn remove(&mut self, itr: &K) {
+        self.itrs.remove(itr);
+    }
+}
+
+impl RecvKeys<IpAddr> {
     /// Per ITR, the key in use that was put in use last.
     pub fn current(&self) -> impl Iterator<Item = CurrentKey> + '_ {
         self.itrs.iter().filter_map(|(itr, keys)| {

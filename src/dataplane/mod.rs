@@ -10,6 +10,7 @@ pub mod gro;
 pub mod icmp;
 pub mod keys;
 pub mod liveness;
+pub mod rtr;
 pub mod select;
 pub mod stats;
 pub mod waiting;

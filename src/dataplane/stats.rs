@@ -98,6 +98,9 @@ pub struct DataStats {
     pub queued_for_mapping: u64,
     /// ETR keys refused because the key table was full (bounded against spoofed sources).
     pub recv_keys_refused: u64,
+    /// As RTR: packets decapsulated from or for a node behind a NAT and encapsulated again
+    /// (draft-ermagan-lisp-nat-traversal-19 §5.3.1).
+    pub relayed: u64,
     /// ICMP "fragmentation needed" / "packet too big" written back into a TUN.
     pub icmp_too_big: u64,
     /// Checks asked of the control plane: an RLOC sent to while its peer stayed silent
@@ -175,6 +178,7 @@ impl DataStats {
         self.queued_for_key += o.queued_for_key;
         self.queued_for_mapping += o.queued_for_mapping;
         self.recv_keys_refused += o.recv_keys_refused;
+        self.relayed += o.relayed;
         self.icmp_too_big += o.icmp_too_big;
         self.path_checks_asked += o.path_checks_asked;
         self.split_reads += o.split_reads;

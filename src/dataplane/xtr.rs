@@ -24,10 +24,11 @@ use rand::{RngExt, SeedableRng};
 
 use super::keys::{CurrentKey, Install, RecvKeys};
 use super::liveness::{Heard, Liveness};
+use super::rtr::Relay;
 use super::stats::{DataStats, Drop};
 use super::waiting::MappingQueue;
 use super::{FlowKey, encap, icmp, select};
-use crate::crypto::lisp_crypto::{CipherSuite, CryptoError, RecvKey, SendKey};
+use crate::crypto::lisp_crypto::{CipherSuite, CryptoError, RecvKey, SendKey, reverse_key};
 use crate::mapping::{EidPrefix, MapCache, PrefixTable};
 use crate::wire::ip::IpPacket;
 use crate::wire::{CONTROL_INSTANCE_ID, DATA_PORT, DataHeader};
@@ -88,6 +89,24 @@ pub enum KeyEvent {
         rloc: IpAddr,
         source: Option<IpAddr>,
     },
+    /// Behind a NAT: everything we send goes to this RTR, from the data port
+    /// (draft-ermagan-lisp-nat-traversal-19 §5.1.1, §5.4); `None`: to the mappings' RLOCs.
+    ViaRtr { rtr: Option<IpAddr> },
+    /// RTR: a key a node behind a NAT agreed with us from the binding `at` (its NAT's
+    /// address and port): what it sends from there opens under `key`, what we send it is
+    /// sealed under the reverse key ([`crate::crypto::lisp_crypto::reverse_key`]).
+    Binding {
+        at: SocketAddr,
+        suite: CipherSuite,
+        key_id: u8,
+        key: [u8; 32],
+    },
+    /// RTR: the node behind a NAT that registered `eid` through us is reached at the
+    /// binding `at` (draft §5.3); `None`: no longer.
+    Bind {
+        eid: EidPrefix,
+        at: Option<SocketAddr>,
+    },
 }
 
 impl std::fmt::Debug for KeyEvent {
@@ -104,6 +123,13 @@ impl std::fmt::Debug for KeyEvent {
             } => write!(f, "Recv({itr}, {suite:?}, key-id {key_id})"),
             KeyEvent::NoKey { rloc } => write!(f, "NoKey({rloc})"),
             KeyEvent::Source { rloc, source } => write!(f, "Source({rloc}, {source:?})"),
+            KeyEvent::ViaRtr { rtr } => write!(f, "ViaRtr({rtr:?})"),
+            KeyEvent::Binding {
+                at, suite, key_id, ..
+            } => {
+                write!(f, "Binding({at}, {suite:?}, key-id {key_id})")
+            }
+            KeyEvent::Bind { eid, at } => write!(f, "Bind({eid}, {at:?})"),
         }
     }
 }
@@ -136,6 +162,20 @@ impl KeyEvent {
             },
             KeyEvent::NoKey { rloc } => PreparedKey::NoKey { rloc },
             KeyEvent::Source { rloc, source } => PreparedKey::Source { rloc, source },
+            KeyEvent::ViaRtr { rtr } => PreparedKey::ViaRtr { rtr },
+            KeyEvent::Binding {
+                at,
+                suite,
+                key_id,
+                key,
+            } => PreparedKey::Binding {
+                at,
+                valid_id: (1..=3).contains(&key_id),
+                recv: RecvKey::new(suite, key_id, &key),
+                send: SendKey::new(suite, key_id, &reverse_key(&key)),
+                material: key,
+            },
+            KeyEvent::Bind { eid, at } => PreparedKey::Bind { eid, at },
         }
     }
 }
@@ -166,6 +206,20 @@ pub enum PreparedKey {
         rloc: IpAddr,
         source: Option<IpAddr>,
     },
+    ViaRtr {
+        rtr: Option<IpAddr>,
+    },
+    Binding {
+        at: SocketAddr,
+        recv: RecvKey,
+        send: SendKey,
+        material: [u8; 32],
+        valid_id: bool,
+    },
+    Bind {
+        eid: EidPrefix,
+        at: Option<SocketAddr>,
+    },
 }
 
 impl PreparedKey {
@@ -193,6 +247,21 @@ impl PreparedKey {
                 rloc: *rloc,
                 source: *source,
             },
+            PreparedKey::ViaRtr { rtr } => PreparedKey::ViaRtr { rtr: *rtr },
+            PreparedKey::Binding {
+                at,
+                recv,
+                send,
+                material,
+                valid_id,
+            } => PreparedKey::Binding {
+                at: *at,
+                recv: recv.share(),
+                send: send.share(),
+                material: *material,
+                valid_id: *valid_id,
+            },
+            PreparedKey::Bind { eid, at } => PreparedKey::Bind { eid: *eid, at: *at },
         }
     }
 }
@@ -270,6 +339,9 @@ pub enum Decapsulated<'a> {
     /// §4), never encrypted, for the control plane: the IP / UDP / control message after
     /// the LISP header.
     Control { payload: &'a [u8] },
+    /// RTR (draft-ermagan-lisp-nat-traversal-19 §5.3.1): from a node behind a NAT, or to
+    /// one that registered through us: to be encapsulated again ([`Xtr::forward`]).
+    Forward { iid: u32, packet: &'a [u8] },
     /// Dropped and counted.
     Dropped(Drop),
 }
@@ -295,6 +367,9 @@ pub struct Transmit {
     /// Send from the control port: lispers.net keys its decryption by the source port of
     /// our RLOC-probes (PROTOCOL.md §5.2 item 12).
     pub from_control_port: bool,
+    /// Send from the data port: to our RTR from behind a NAT, or as RTR to a node behind
+    /// one, whose NAT binding knows that port (draft-ermagan-lisp-nat-traversal-19 §5.1.3).
+    pub from_data_port: bool,
 }
 
 /// What the data plane needs to know of the node.
@@ -415,6 +490,10 @@ pub struct Xtr {
     rx_run: Option<(IpAddr, u32, u64, u64, Option<IpAddr>)>,
     /// The last destination looked up and the RLOC its flow took.
     last_route: Option<Route>,
+    /// Behind a NAT: the RTR everything goes to (draft §5.1.1).
+    via_rtr: Option<IpAddr>,
+    /// As RTR: the nodes behind NATs registered through us (draft §5.3).
+    relay: Relay,
 }
 
 /// A packet waiting for a key: its Instance-ID, our RLOC it leaves from, its bytes.
@@ -430,6 +509,8 @@ struct Route {
     generation: u64,
     expires: Duration,
     rloc: IpAddr,
+    port: u16,
+    binding: bool,
     prefix: EidPrefix,
     source: Option<IpAddr>,
 }
@@ -441,6 +522,10 @@ struct Routed {
     flow: u64,
     outer: (u8, u8),
     rloc: IpAddr,
+    /// The destination port: 4341, or a NAT binding's.
+    port: u16,
+    /// To a node behind a NAT that registered through us (we are its RTR).
+    binding: bool,
     prefix: Option<EidPrefix>,
     source: Option<IpAddr>,
 }
@@ -482,6 +567,8 @@ impl Xtr {
             next_key_expiry: KEY_EXPIRY_EVERY,
             rx_run: None,
             last_route: None,
+            via_rtr: None,
+            relay: Relay::default(),
         }
     }
 
@@ -601,9 +688,16 @@ impl Xtr {
                     && r.generation == cache.generation()
                     && now < r.expires
             })
-            .map(|r| (r.rloc, r.prefix, r.source));
-        let (rloc, prefix, source) = match memo {
+            .map(|r| (r.rloc, r.port, r.binding, r.prefix, r.source));
+        let (rloc, port, binding, prefix, source) = match memo {
             Some(m) => m,
+            None if self.via_rtr.is_some_and(|r| r.is_ipv4() == dst.is_ipv4()) => {
+                // Behind a NAT everything goes to our RTR, which looks the destination up
+                // (draft §5.1.1: the RTR is our default mapping, 0/0).
+                let rtr = self.via_rtr.unwrap_or(dst);
+                let prefix = EidPrefix::host(iid, dst);
+                (rtr, DATA_PORT, false, prefix, self.source_for(rtr, None))
+            }
             None => {
                 let Some(entry) = cache.lookup(iid, dst, now) else {
                     // A Map-Request (pull mode) or a database lookup (push mode) is asked
@@ -629,6 +723,16 @@ impl Xtr {
                 else {
                     return Err(self.dropped(Drop::NoRloc));
                 };
+                // Our own RLOC: the destination is behind a NAT and registered through us
+                // (we are its RTR): to its binding.
+                let (rloc, port, binding) = if self.cfg.rlocs.contains(&rloc) {
+                    match self.relay.binding_of(iid, dst) {
+                        Some(at) => (at.ip(), at.port(), true),
+                        None => return Err(self.dropped(Drop::NotOurEid)),
+                    }
+                } else {
+                    (rloc, DATA_PORT, false)
+                };
                 let source = self.source_for(rloc, via);
                 self.last_route = Some(Route {
                     iid,
@@ -637,10 +741,12 @@ impl Xtr {
                     generation: cache.generation(),
                     expires: entry.expires,
                     rloc,
+                    port,
+                    binding,
                     prefix: entry.eid,
                     source,
                 });
-                (rloc, entry.eid, source)
+                (rloc, port, binding, entry.eid, source)
             }
         };
         // RFC 9300 §7.1: what the tunnel cannot carry with DF set is refused with an ICMP
@@ -664,6 +770,8 @@ impl Xtr {
             flow,
             outer: encap::outer_ttl_tos_of(&ip),
             rloc,
+            port,
+            binding,
             prefix: Some(prefix),
             source,
         })
@@ -685,9 +793,13 @@ impl Xtr {
             flow,
             outer: (ttl, tos),
             rloc,
+            port,
+            binding,
             prefix,
             source,
         } = r;
+        let dst = SocketAddr::new(rloc, port);
+        let from_data_port = binding || self.via_rtr == Some(rloc);
         let Xtr {
             cfg,
             send_keys,
@@ -701,11 +813,21 @@ impl Xtr {
             requests,
             rekey_asked,
             liveness,
+            relay,
             ..
         } = self;
         let inner_len = src.bytes().len();
-        let mut key = send_keys.get_mut(&rloc);
-        if key.is_none() && cfg.encryption.is_some() {
+        let mut key = if binding {
+            relay.send_key(&dst)
+        } else {
+            send_keys.get_mut(&rloc)
+        };
+        if key.is_none() && cfg.encryption.is_some() && binding && !cfg.allow_clear {
+            // A node behind a NAT agrees its key with us before anything can reach it.
+            stats.drop(Drop::NoKey);
+            return Encapsulated::Dropped(Drop::NoKey);
+        }
+        if key.is_none() && cfg.encryption.is_some() && !binding {
             if !keyless.contains(&rloc) {
                 let Some(prefix) = prefix else {
                     stats.drop(Drop::NoKey);
@@ -753,7 +875,7 @@ impl Xtr {
         let len = DataHeader::LEN + inner_len + key.as_ref().map_or(0, |k| k.suite.overhead());
         let joins = staged.meta.is_some_and(|m| {
             m.src == source
-                && m.dst.ip() == rloc
+                && m.dst == dst
                 && m.ttl == ttl
                 && m.tos == tos
                 && m.flow == flow
@@ -766,17 +888,20 @@ impl Xtr {
             && staged.bytes + len <= MAX_GSO_BYTES;
         if !joins {
             // Once per batch: what is sent to the RLOC, for data-driven reachability.
-            liveness.sent(now, rloc, source, prefix);
+            if !binding {
+                liveness.sent(now, rloc, source, prefix);
+            }
             close_batch(staged, ready, stats);
             staged.meta = Some(Transmit {
                 src: source,
-                dst: SocketAddr::new(rloc, DATA_PORT),
+                dst,
                 ttl,
                 tos,
                 flow,
                 segment: None,
                 datagrams: 0,
                 from_control_port,
+                from_data_port,
             });
             staged.iid = iid;
             staged.segment = len;
@@ -803,7 +928,7 @@ impl Xtr {
         if let Some(m) = staged.meta.as_mut() {
             m.datagrams += 1;
         }
-        if rekey && rekey_asked.insert(rloc) {
+        if rekey && !binding && rekey_asked.insert(rloc) {
             requests.push_back(ControlRequest::Rekey { rloc });
         }
         Encapsulated::Staged
@@ -930,6 +1055,35 @@ impl Xtr {
                     k.source = source;
                 }
             }
+            PreparedKey::ViaRtr { rtr } => {
+                tracing::info!(?rtr, "behind a NAT: all traffic through the RTR");
+                self.via_rtr = rtr;
+                self.last_route = None;
+            }
+            PreparedKey::Binding {
+                at,
+                recv,
+                send,
+                material,
+                valid_id,
+            } => {
+                let installed = if valid_id {
+                    self.relay.install(now, at, recv, send, material)
+                } else {
+                    Install::Full
+                };
+                match installed {
+                    Install::Candidate => {
+                        tracing::info!(%at, "lisp-crypto key agreed with a node behind a NAT")
+                    }
+                    Install::Refreshed => {}
+                    Install::Full => self.stats.recv_keys_refused += 1,
+                }
+            }
+            PreparedKey::Bind { eid, at } => {
+                self.relay.bind(eid, at);
+                self.last_route = None;
+            }
             PreparedKey::NoKey { rloc } => {
                 tracing::warn!(%rloc, allow_clear = self.cfg.allow_clear, "RLOC offers no lisp-crypto key");
                 self.keyless.insert(rloc);
@@ -940,6 +1094,23 @@ impl Xtr {
                 }
             }
         }
+    }
+
+    /// As RTR: a packet [`Decapsulated::Forward`] gave, encapsulated again toward its
+    /// destination (draft-ermagan-lisp-nat-traversal-19 §5.3.1), by copying.
+    pub fn forward(
+        &mut self,
+        now: Duration,
+        iid: u32,
+        packet: &[u8],
+        cache: &MapCache,
+    ) -> Encapsulated {
+        self.encapsulate(now, iid, packet, cache)
+    }
+
+    /// As RTR: the nodes behind NATs registered through us, and where.
+    pub fn relay(&self) -> &Relay {
+        &self.relay
     }
 
     /// The counters and keys in use, for the views.
@@ -974,6 +1145,8 @@ impl Xtr {
                     flow: FlowKey::of_ip(&ip).hash64(),
                     outer: encap::outer_ttl_tos_of(&ip),
                     rloc,
+                    port: DATA_PORT,
+                    binding: false,
                     prefix: None,
                     source,
                 };
@@ -1000,6 +1173,7 @@ impl Xtr {
         if now >= self.next_key_expiry {
             self.next_key_expiry = now + KEY_EXPIRY_EVERY;
             self.recv_keys.expire(now);
+            self.relay.expire(now);
         }
         for rloc in self.liveness.check(now, cache) {
             self.stats.path_checks_asked += 1;
@@ -1028,7 +1202,7 @@ impl Xtr {
         local: Option<IpAddr>,
         datagram: &'a mut [u8],
     ) -> Decapsulated<'a> {
-        match self.decide(now, from.ip(), datagram) {
+        match self.decide(now, from, datagram) {
             Ok(Inner::Deliver { iid, range }) => {
                 let (rloc, bytes) = (from.ip(), range.len() as u64);
                 match &mut self.rx_run {
@@ -1051,6 +1225,13 @@ impl Xtr {
             Ok(Inner::Control) => Decapsulated::Control {
                 payload: &datagram[DataHeader::LEN..],
             },
+            Ok(Inner::Forward { iid, range }) => {
+                self.stats.relayed += 1;
+                Decapsulated::Forward {
+                    iid,
+                    packet: &datagram[range],
+                }
+            }
             Err(d) => {
                 self.stats.drop(d);
                 Decapsulated::Dropped(d)
@@ -1058,7 +1239,12 @@ impl Xtr {
         }
     }
 
-    fn decide(&mut self, now: Duration, from: IpAddr, datagram: &mut [u8]) -> Result<Inner, Drop> {
+    fn decide(
+        &mut self,
+        now: Duration,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Result<Inner, Drop> {
         let h = DataHeader::parse(datagram).map_err(|_| Drop::Malformed)?;
         // RFC 9300 §5.3: without the I bit the packet belongs to the default Instance-ID 0
         // (lispers.net and OOR send their IID-0 data so).
@@ -1071,17 +1257,21 @@ impl Xtr {
                 Err(Drop::EncryptedControl)
             };
         }
+        // As RTR: from a node behind a NAT, known by its binding (draft §5.3).
+        let binding = !self.relay.is_empty() && self.relay.is_binding(&from);
         let range = if h.key_id != 0 {
             // The keys of the sending address under the packet's key-id; then the ICV first,
             // the replay window, and decryption (RFC 8061 §9), in place.
-            let r = self
-                .recv_keys
-                .open(now, from, datagram)
-                .map_err(|e| match e {
-                    CryptoError::Replay => Drop::Replayed,
-                    CryptoError::NoKey(_) => Drop::NoKey,
-                    _ => Drop::IcvFailed,
-                })?;
+            let r = if binding {
+                self.relay.open(now, from, datagram)
+            } else {
+                self.recv_keys.open(now, from.ip(), datagram)
+            };
+            let r = r.map_err(|e| match e {
+                CryptoError::Replay => Drop::Replayed,
+                CryptoError::NoKey(_) => Drop::NoKey,
+                _ => Drop::IcvFailed,
+            })?;
             self.stats.decrypted += 1;
             r
         } else if self.cfg.encryption.is_some() && !self.cfg.allow_clear {
@@ -1098,6 +1288,12 @@ impl Xtr {
         if let Some((p, _)) = self.ours.lookup(iid, dst) {
             self.ours_last = Some(p);
             return Ok(Inner::Deliver { iid, range });
+        }
+        // As RTR (draft §5.3.1): what a node behind a NAT sends anywhere, and what anyone
+        // sends to a node that registered through us, is encapsulated again; nothing else
+        // is relayed.
+        if binding || (!self.relay.is_empty() && self.relay.binding_of(iid, dst).is_some()) {
+            return Ok(Inner::Forward { iid, range });
         }
         let known_instance = self.ours.iter().any(|(p, _)| p.iid == iid);
         Err(if known_instance {
@@ -1190,6 +1386,7 @@ fn close_batch(
 enum Inner {
     Deliver { iid: u32, range: Range<usize> },
     Control,
+    Forward { iid: u32, range: Range<usize> },
 }
 
 #[cfg(test)]
@@ -1248,6 +1445,7 @@ mod tests {
                 Decapsulated::Deliver { iid, .. } => Ok(iid),
                 Decapsulated::Dropped(d) => Err(d),
                 Decapsulated::Control { .. } => panic!("not control"),
+                Decapsulated::Forward { .. } => panic!("not an RTR"),
             }
         };
         assert_eq!(send(0, [10, 3, 0, 1]), Ok(0));

@@ -44,6 +44,19 @@ struct RawConfig {
     map_server: Vec<RawMapServer>,
     #[serde(default)]
     map_resolver: Vec<RawMapResolver>,
+    #[serde(default)]
+    nat: RawNat,
+}
+
+/// `[nat]`: NAT traversal.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNat {
+    #[serde(default)]
+    rtr: bool,
+    #[serde(default)]
+    rtrs: Vec<String>,
+    use_rtr: Option<bool>,
 }
 
 /// `[[map_server]]`: a Map-Server outside the peer group we register with.
@@ -320,6 +333,8 @@ pub struct NodeConfig {
     pub map_servers: Vec<crate::control::MapServerPeer>,
     /// `[[map_resolver]]`: Map-Resolvers outside the group.
     pub map_resolvers: Vec<IpAddr>,
+    /// `[nat]`: NAT traversal (RTR role, RTRs offered, registering through one).
+    pub nat: crate::control::NatConfig,
 }
 
 /// One configuration problem.
@@ -912,6 +927,21 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             }
         }
     }
+    let mut nat = crate::control::NatConfig {
+        rtr: raw.nat.rtr,
+        rtrs: Vec::new(),
+        use_rtr: raw.nat.use_rtr.unwrap_or(true),
+    };
+    for (i, a) in raw.nat.rtrs.iter().enumerate() {
+        let path = format!("nat.rtrs[{i}]");
+        if let Some(a) = parse_ip(&mut errs, &path, a) {
+            if nat.rtrs.contains(&a) {
+                errs.add(path, format!("{a} is listed twice"));
+            } else {
+                nat.rtrs.push(a);
+            }
+        }
+    }
 
     if raw.register_name.unwrap_or(true)
         && raw.site.is_some()
@@ -1258,6 +1288,7 @@ pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Vec<ConfigError>> {
             api,
             map_servers,
             map_resolvers,
+            nat,
         }),
         _ => Err(errs.0),
     }

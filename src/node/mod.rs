@@ -147,6 +147,8 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         register_name: cfg.register_name,
         map_servers: cfg.map_servers.clone(),
         map_resolvers: cfg.map_resolvers.clone(),
+        nat: cfg.nat.clone(),
+        via_rtr: None,
         register_nonce_base: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64),
@@ -455,7 +457,7 @@ impl Node {
             log_control("received", from, &d, true);
         }
         let now = self.now();
-        self.engine.handle_replicated(now, payload);
+        self.engine.handle_replicated(now, from, payload);
         self.engine_driven = true;
     }
 

@@ -121,6 +121,19 @@ impl DataSender {
             ));
         }
         let fd = pool[(flow % pool.len() as u64) as usize].as_raw_fd();
+        self.send_gather_on(fd, outer, parts, segment)
+    }
+
+    /// [`send_gather`](Self::send_gather) from the socket `fd` (the data port itself:
+    /// what goes to an RTR, or from an RTR to a node behind a NAT, must leave from the port
+    /// the NAT's binding knows, draft-ermagan-lisp-nat-traversal-19 §5.1.3).
+    pub fn send_gather_on(
+        &mut self,
+        fd: RawFd,
+        outer: &Outer,
+        parts: &[IoSlice<'_>],
+        segment: Option<usize>,
+    ) -> io::Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let segment = segment.filter(|s| *s < total);
         // One datagram at a time: the parts themselves, or one part cut at `seg`.

@@ -283,13 +283,12 @@ impl Worker {
             tun_spent.push(spent_tx);
             tuns.push(q);
         }
-        let out = if tuns.is_empty() {
-            None
-        } else {
-            let out = DataSender::open();
+        // Without a TUN device data leaves only as an RTR relays it.
+        let out = DataSender::open();
+        if !tuns.is_empty() {
             info!(worker = index, ports = ?out.ports(), "LISP data leaves from these UDP ports, by flow");
-            Some(out)
-        };
+        }
+        let out = Some(out);
         Ok((
             Worker {
                 index,
@@ -411,6 +410,11 @@ impl Worker {
                         false
                     }
                     Decapsulated::Control { .. } => true,
+                    Decapsulated::Forward { iid, packet } => {
+                        // As RTR: encapsulated again; sent after the batch.
+                        let _ = self.xtr.forward(now, iid, packet, &self.cache);
+                        false
+                    }
                     Decapsulated::Dropped(_) => false,
                 };
                 if control {
@@ -484,7 +488,30 @@ impl Worker {
                 };
                 let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS];
                 let n = gather(&self.tx, read, &mut iov);
+                // To our RTR, or as RTR to a node behind a NAT: from the data port, whose
+                // binding the NAT knows.
+                let port = if t.from_data_port {
+                    use std::os::fd::AsRawFd;
+                    self.data_sockets
+                        .by_local
+                        .iter()
+                        .filter(|(a, _)| a.is_ipv4() == t.dst.is_ipv4())
+                        .min_by_key(|(a, _)| Some(a.ip()) != t.src)
+                        .map(|(_, s)| s.as_raw_fd())
+                } else {
+                    None
+                };
                 match (self.out.as_mut(), n) {
+                    (Some(out), Some(n)) if t.from_data_port => match port {
+                        Some(fd) => match out.send_gather_on(fd, &outer, &iov[..n], t.segment) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                debug!(dst = %t.dst, "data send failed: {e}");
+                                false
+                            }
+                        },
+                        None => false,
+                    },
                     (Some(out), Some(n)) => {
                         match out.send_gather(t.flow, &outer, &iov[..n], t.segment) {
                             Ok(()) => true,
