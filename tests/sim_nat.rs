@@ -96,3 +96,45 @@ fn nodes_behind_nats_reach_everyone_through_the_rtr_encrypted() {
         }
     }
 }
+
+/// The NAT forgets its bindings (restarted, or its entries timed out) while traffic flows:
+/// the node behind it notices that nothing comes back (`dataplane::liveness`), probes its
+/// RTR from the new binding with its registers, and traffic crosses both ways again within
+/// a second, encrypted, by itself.
+#[test]
+fn a_nat_that_forgets_its_bindings_is_traversed_again_by_itself() {
+    let a: IpAddr = "203.0.113.1".parse().unwrap();
+    let b: IpAddr = "203.0.113.2".parse().unwrap();
+    let mut s = nat_mesh([a, b], Some(CipherSuite::Aes128Gcm));
+    let mut seq = 0;
+    for (from, to) in [(1, 2), (2, 1), (2, 3), (3, 2)] {
+        assert!(reaches(&mut s, from, to, &mut seq, 10), "{from} -> {to}");
+    }
+    let rebinds = s.engine(0).unwrap().counters().rtr_bindings;
+    s.nat_forget();
+    let cut = s.now;
+    // Pings both ways between nodes 2 and 3 (both behind NATs) every 50 ms until five in a
+    // row cross both ways.
+    let mut run = 0;
+    let mut back = None;
+    while run < 5 {
+        assert!(s.now - cut < secs(5), "traffic never came back");
+        let got = (s.tun[1].len(), s.tun[2].len());
+        seq += 1;
+        s.send_packet(1, 0, &ping(2, 3, seq));
+        s.send_packet(2, 0, &ping(3, 2, seq));
+        let t = s.now + 50 * MS;
+        s.run_to(t);
+        if s.tun[1].len() > got.0 && s.tun[2].len() > got.1 {
+            back.get_or_insert(s.now - cut);
+            run += 1;
+        } else {
+            back = None;
+            run = 0;
+        }
+    }
+    let took = back.unwrap();
+    eprintln!("both ways again {took:?} after the NAT forgot its bindings");
+    assert!(took <= secs(1), "{took:?}");
+    assert!(s.engine(0).unwrap().counters().rtr_bindings >= rebinds + 2);
+}

@@ -154,6 +154,12 @@ pub fn render(m: &MetricsView, http: &HttpCounters) -> String {
     );
     crypto.set(&[("operation", "encrypt")], data.encrypted);
     crypto.set(&[("operation", "decrypt")], data.decrypted);
+    let relayed = Counters::new(
+        &mut r,
+        "rtr_relayed_packets",
+        "As RTR: data packets from or to nodes behind NATs encapsulated again",
+    );
+    relayed.set(&[], data.relayed);
 
     let regs = Counters::new(
         &mut r,

@@ -132,6 +132,8 @@ const PEERS: &[Column] = &[
     ("Name", "name", Show::Text),
     ("xTR-ID", "xtr_id", Show::Text),
     ("Last heard", "last_heard_ago", Show::Ago),
+    ("Path", "path", Show::Text),
+    ("Via RTR", "via_rtr", Show::Text),
 ];
 const KEYS: &[Column] = &[
     ("RLOC", "rloc", Show::Text),
@@ -270,13 +272,24 @@ mod tests {
     #[test]
     fn peers_say_when_last_heard() {
         let v = json!([
-            {"rloc": "192.0.2.2", "name": "n2", "xtr_id": "ab", "last_heard_ago": 65},
-            {"rloc": "192.0.2.3", "name": null, "xtr_id": null, "last_heard_ago": null}
+            {"rloc": "192.0.2.2", "name": "n2", "xtr_id": "ab", "last_heard_ago": 65,
+             "path": "direct", "via_rtr": null},
+            {"rloc": "192.0.2.3", "name": null, "xtr_id": null, "last_heard_ago": null,
+             "path": "rtr", "via_rtr": "192.0.2.1"}
         ]);
         let t = table("peers", &v).unwrap();
-        assert_eq!(t.headers, ["RLOC", "Name", "xTR-ID", "Last heard"]);
-        assert_eq!(t.rows[0], ["192.0.2.2", "n2", "ab", "1m05s ago"]);
-        assert_eq!(t.rows[1], ["192.0.2.3", "-", "-", "never"]);
+        assert_eq!(
+            t.headers,
+            ["RLOC", "Name", "xTR-ID", "Last heard", "Path", "Via RTR"]
+        );
+        assert_eq!(
+            t.rows[0],
+            ["192.0.2.2", "n2", "ab", "1m05s ago", "direct", "-"]
+        );
+        assert_eq!(
+            t.rows[1],
+            ["192.0.2.3", "-", "-", "never", "rtr", "192.0.2.1"]
+        );
         let m = table("map-cache", &json!([])).unwrap();
         assert_eq!(m.headers.len(), 12);
         assert_eq!(m.headers[9..], ["RTT", "Key", "Packets/Bytes"]);

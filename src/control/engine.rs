@@ -226,6 +226,11 @@ impl Engine {
         self.retransmit_to_map_servers(now);
         let (prober, mut cx) = self.prober_ctx();
         prober.send_due(now, &mut cx);
+        if std::mem::take(&mut self.prober.rtr_probed)
+            && let Some(rtr) = self.cfg.via_rtr
+        {
+            self.register_with_rtr(now, rtr);
+        }
         if now >= self.nat.next_due() {
             let candidates = self.info_candidates();
             self.nat.send_due(
@@ -537,6 +542,11 @@ impl Engine {
         c
     }
 
+    /// As RTR: the nodes behind NATs registered through us (draft §5.3).
+    pub fn rtr_bindings(&self) -> &HashMap<crate::mapping::EidPrefix, super::rtr::Bound> {
+        self.rtr.bound()
+    }
+
     /// What NAT detection found, per RLOC of ours.
     pub fn nat_status(&self) -> &std::collections::BTreeMap<IpAddr, super::nat::NatStatus> {
         self.nat.status()
@@ -612,6 +622,8 @@ impl Engine {
         }
         self.counters.rtr_changes += 1;
         self.cfg.via_rtr = rtr;
+        // What goes into the tunnel changes (everything, while through an RTR).
+        self.generation += 1;
         self.out.keys.push_back(KeyEvent::ViaRtr { rtr });
         self.schedule_register_after(now, ROAM_REGISTER_GAP);
         if let Some(r) = rtr {

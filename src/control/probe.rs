@@ -297,6 +297,8 @@ pub struct Prober {
     window: (Duration, u32),
     /// ETR side: per ITR address, the offers per key-id (bounded).
     etr_keys: HashMap<IpAddr, EtrKeys>,
+    /// Behind a NAT: our RTR was probed (our registers go with the probe).
+    pub(crate) rtr_probed: bool,
 }
 
 impl Prober {
@@ -666,6 +668,7 @@ impl Prober {
             if cx.cfg.via_rtr == Some(rloc) {
                 // Behind a NAT: to our RTR carried in data from our data port, so the key
                 // is agreed for the binding our data takes (draft §5.1.3).
+                self.rtr_probed = true;
                 let to = SocketAddr::new(rloc, crate::wire::DATA_PORT);
                 let n: u32 = cx.rng.random();
                 super::rtr::send_in_data(cx.out, own, rloc, to, n, &payload);

@@ -188,6 +188,18 @@ pub(crate) fn reach(
         .find(|a| super::probe::source_rloc(cfg, *a).is_some())
 }
 
+/// Registers to our RTR, carried in data from our data port (draft §5.1.1).
+fn to_rtr(rtr: IpAddr, regs: &[(Nonce, Vec<u8>)], cx: &mut Ctx<'_>) {
+    let Some(src) = super::probe::source_rloc(cx.cfg, rtr) else {
+        return;
+    };
+    for (_, r) in regs {
+        let nonce: u32 = rand::RngExt::random::<u32>(&mut *cx.rng);
+        cx.counters.map_registers_sent += 1;
+        super::rtr::send_in_data(cx.out, src, rtr, SocketAddr::new(rtr, DATA_PORT), nonce, r);
+    }
+}
+
 /// One Map-Register straight to `dst`:4342, from our RLOC nearest it.
 pub(crate) fn unicast_register(
     cfg: &EngineConfig,
@@ -502,6 +514,14 @@ impl Registrar {
         self.send_greeting(now, peer, GREETING_RETRY, cx);
     }
 
+    /// Behind a NAT: our mappings to our RTR, through our binding (each probe of the RTR
+    /// comes with them, so an RTR whose binding for us changed, because the NAT forgot the
+    /// old one, learns the new one with the keys).
+    pub(crate) fn register_with_rtr(&mut self, rtr: IpAddr, cx: &mut Ctx<'_>) {
+        let regs = self.build_registers(&own_records(cx.cfg), false, false, cx);
+        to_rtr(rtr, &regs, cx);
+    }
+
     /// Sends our registrations (and our membership, with head-end replication) to one peer,
     /// asking for Map-Notifies; returns their nonces.
     fn send_own_registers_to(&mut self, peer: IpAddr, cx: &mut Ctx<'_>) -> Vec<Nonce> {
@@ -696,14 +716,8 @@ impl Registrar {
                 // through our binding (a replicated copy does, when it is a member).
                 if let Some(rtr) = cx.cfg.via_rtr
                     && !(pg.delivery == Delivery::Replicate && members.contains(&rtr))
-                    && let Some(src) = super::probe::source_rloc(cx.cfg, rtr)
                 {
-                    for (_, r) in &regs {
-                        let nonce: u32 = rand::RngExt::random::<u32>(&mut *cx.rng);
-                        cx.counters.map_registers_sent += 1;
-                        let to = SocketAddr::new(rtr, DATA_PORT);
-                        super::rtr::send_in_data(cx.out, src, rtr, to, nonce, r);
-                    }
+                    to_rtr(rtr, &regs, cx);
                 }
                 // Our own Map-Server too (RFC 9962 §4: a register to the group reaches every
                 // member, the sender included); after the copies, so that what a change
@@ -1067,6 +1081,11 @@ impl Engine {
     }
 
     /// One Map-Register straight to `dst`:4342.
+    /// Behind a NAT: our mappings to our RTR through our binding.
+    pub(crate) fn register_with_rtr(&mut self, now: Duration, rtr: IpAddr) {
+        self.with_registrar(now, |r, cx| r.register_with_rtr(rtr, cx));
+    }
+
     pub(crate) fn send_unicast_register(&mut self, dst: IpAddr, payload: Vec<u8>) {
         unicast_register(&self.cfg, &mut self.counters, &mut self.out, dst, payload);
     }

@@ -239,6 +239,17 @@ impl<K: std::hash::Hash + Eq + Copy> RecvKeys<K> {
         });
     }
 
+    /// Another handle on the key of `itr` made from `material` (its anti-replay window
+    /// shared), for the same exchange offered from another address.
+    pub fn share_of(&mut self, itr: &K, material: &[u8; 32]) -> Option<RecvKey> {
+        let keys = self.itrs.get_mut(itr)?;
+        keys.slots
+            .iter_mut()
+            .flat_map(|s| s.current.iter_mut().chain(s.candidates.iter_mut()))
+            .find(|k| k.material == *material)
+            .map(|k| k.key.share())
+    }
+
     /// Whether `itr` has keys or candidates.
     pub fn has(&self, itr: &K) -> bool {
         self.itrs.contains_key(itr)

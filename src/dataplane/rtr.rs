@@ -12,7 +12,7 @@
 //!   again (§5.3.1): to the binding when the destination is behind a NAT, else to the
 //!   destination's RLOC, like an ITR.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
@@ -29,18 +29,24 @@ pub const MAX_BINDINGS: usize = 1024;
 pub struct Relay {
     eids: PrefixTable<SocketAddr>,
     recv: RecvKeys<SocketAddr>,
-    /// Per binding, the send key in use and the one of the newest exchange, which takes
-    /// over when the node's first packet under the matching receive key arrives (it uses
-    /// its new key only once it has our answer, so ours is then known to it too).
-    send: HashMap<SocketAddr, (SendKey, Option<SendKey>)>,
+    /// Per binding: the exchange (its key material) whose key seals what we send there,
+    /// and the newest one, which takes over when the node's first packet under the
+    /// matching receive key arrives (the node uses its new key only once it has our
+    /// answer, so ours is then known to it too).
+    bindings: HashMap<SocketAddr, ([u8; 32], Option<[u8; 32]>)>,
+    /// One send key per exchange, however many bindings it was agreed from: a node whose
+    /// NAT gave it a new binding offers the same key from there, and a second send key
+    /// from the same material would repeat its IVs (RFC 8061 §9), which the node's
+    /// anti-replay window would refuse too.
+    sends: HashMap<[u8; 32], SendKey>,
     /// The bindings `eids` names (clear data from them is relayed too).
-    at: std::collections::HashSet<SocketAddr>,
+    at: HashSet<SocketAddr>,
 }
 
 impl Relay {
     /// Nothing relayed: the per-packet checks are skipped.
     pub fn is_empty(&self) -> bool {
-        self.eids.is_empty() && self.send.is_empty()
+        self.eids.is_empty() && self.bindings.is_empty()
     }
 
     /// Nodes behind NATs registered through us.
@@ -70,11 +76,13 @@ impl Relay {
     /// Whether `from` is a binding: a node behind a NAT registered through us from there,
     /// or agreed keys with us from there.
     pub fn is_binding(&self, from: &SocketAddr) -> bool {
-        self.send.contains_key(from) || self.at.contains(from)
+        self.bindings.contains_key(from) || self.at.contains(from)
     }
 
-    /// A key agreed with the node at `at`: a receive candidate (in use once a packet opens
-    /// under it) and the send key of the other direction.
+    /// A key agreed with the node at `at` under the exchange `material`: a receive
+    /// candidate (in use once a packet opens under it) and the send key of the other
+    /// direction. The same exchange from another binding shares the keys already held
+    /// (one IV counter, one anti-replay window).
     pub fn install(
         &mut self,
         now: Duration,
@@ -83,15 +91,25 @@ impl Relay {
         send: SendKey,
         material: [u8; 32],
     ) -> Install {
-        if !self.send.contains_key(&at) && self.send.len() >= MAX_BINDINGS {
+        if !self.bindings.contains_key(&at) && self.bindings.len() >= MAX_BINDINGS {
             return Install::Full;
         }
+        let holder = self
+            .bindings
+            .iter()
+            .find(|(a, (cur, next))| **a != at && (*cur == material || *next == Some(material)))
+            .map(|(a, _)| *a);
+        let recv = holder
+            .and_then(|h| self.recv.share_of(&h, &material))
+            .unwrap_or(recv);
         let installed = self.recv.install_key(now, at, recv, material);
         if installed == Install::Candidate {
-            match self.send.get_mut(&at) {
-                Some((_, next)) => *next = Some(send),
+            self.sends.entry(material).or_insert(send);
+            match self.bindings.get_mut(&at) {
+                Some((cur, next)) if *cur != material => *next = Some(material),
+                Some(_) => {}
                 None => {
-                    self.send.insert(at, (send, None));
+                    self.bindings.insert(at, (material, None));
                 }
             }
         }
@@ -107,30 +125,111 @@ impl Relay {
     ) -> Result<Range<usize>, CryptoError> {
         let key_id = packet.first().map_or(0, |b| b & 3);
         let r = self.recv.open(now, from, packet)?;
-        if let Some((current, next)) = self.send.get_mut(&from)
-            && next.as_ref().is_some_and(|k| k.key_id == key_id)
-            && let Some(k) = next.take()
+        if let Some((cur, next)) = self.bindings.get_mut(&from)
+            && let Some(m) = *next
+            && self.sends.get(&m).is_some_and(|k| k.key_id == key_id)
         {
-            *current = k;
+            *cur = m;
+            *next = None;
         }
         Ok(r)
     }
 
     /// The key to seal what goes to the binding `at` with.
     pub fn send_key(&mut self, at: &SocketAddr) -> Option<&mut SendKey> {
-        self.send.get_mut(at).map(|(k, _)| k)
+        let (cur, _) = self.bindings.get(at)?;
+        self.sends.get_mut(cur)
     }
 
-    /// Idle keys expire as an ETR's do; the send key of a binding whose receive keys all
-    /// expired goes with them.
+    /// Idle keys expire as an ETR's do; a binding whose receive keys all expired goes with
+    /// its send keys.
     pub fn expire(&mut self, now: Duration) {
         self.recv.expire(now);
         let recv = &self.recv;
-        self.send.retain(|at, _| recv.has(at));
+        self.bindings.retain(|at, _| recv.has(at));
+        let bindings = &self.bindings;
+        self.sends.retain(|m, _| {
+            bindings
+                .values()
+                .any(|(cur, next)| cur == m || *next == Some(*m))
+        });
     }
 
     /// The bindings, for the views: EID-prefix and where it is reached.
     pub fn bindings(&self) -> Vec<(EidPrefix, SocketAddr)> {
         self.eids.iter().map(|(p, at)| (p, *at)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::lisp_crypto::{CipherSuite, reverse_key};
+    use crate::wire::DataHeader;
+
+    const S: CipherSuite = CipherSuite::Aes128Gcm;
+    const T: Duration = Duration::from_secs(1);
+
+    fn keys(material: [u8; 32]) -> (RecvKey, SendKey) {
+        (
+            RecvKey::new(S, 1, &material),
+            SendKey::new(S, 1, &reverse_key(&material)),
+        )
+    }
+
+    fn sealed(tx: &mut SendKey) -> Vec<u8> {
+        let mut out = Vec::new();
+        tx.seal(DataHeader::with_instance(0, 1, 0), b"inner", &mut out)
+            .unwrap();
+        out
+    }
+
+    /// Two nodes behind one NAT (one address, two ports) keep their own keys; a node whose
+    /// NAT gave it a new binding keeps its key there, and what we send it continues the
+    /// IV counter instead of repeating it (which its anti-replay window would refuse).
+    #[test]
+    fn keys_go_by_binding_and_follow_a_node_to_its_new_one() {
+        let mut r = Relay::default();
+        let a: SocketAddr = "192.0.2.254:30001".parse().unwrap();
+        let b: SocketAddr = "192.0.2.254:30002".parse().unwrap();
+        let (ma, mb) = ([1u8; 32], [2u8; 32]);
+        let (ra, sa) = keys(ma);
+        let (rb, sb) = keys(mb);
+        assert_eq!(r.install(T, a, ra, sa, ma), Install::Candidate);
+        assert_eq!(r.install(T, b, rb, sb, mb), Install::Candidate);
+        // Each node's packets open only from its own binding.
+        let mut node_a = SendKey::new(S, 1, &ma);
+        let mut p = sealed(&mut node_a);
+        assert!(r.open(T, a, &mut p.clone()).is_ok());
+        assert!(r.open(T, b, &mut p).is_err());
+        // What we send each is sealed under its own reverse key.
+        let mut at_a = RecvKey::new(S, 1, &reverse_key(&ma));
+        let mut to_a = sealed(r.send_key(&a).unwrap());
+        assert!(at_a.open_range(&mut to_a).is_ok());
+        let mut to_b = sealed(r.send_key(&b).unwrap());
+        assert!(at_a.open_range(&mut to_b).is_err());
+        // Node A's NAT forgot its binding: the same exchange offered from a new port. The
+        // key we send it under is the same one, its IVs continuing.
+        let a2: SocketAddr = "192.0.2.254:30003".parse().unwrap();
+        let (ra2, sa2) = keys(ma);
+        assert_eq!(r.install(T, a2, ra2, sa2, ma), Install::Candidate);
+        let mut again = sealed(r.send_key(&a2).unwrap());
+        assert!(
+            at_a.open_range(&mut again).is_ok(),
+            "a repeated IV is refused"
+        );
+        // A packet of node A opened at the old binding is not accepted again at the new
+        // one (one anti-replay window for the exchange).
+        let mut p2 = sealed(&mut node_a);
+        assert!(r.open(T, a, &mut p2.clone()).is_ok());
+        assert!(r.open(T, a2, &mut p2).is_err());
+        // EIDs are bound by registers, not by keys.
+        assert_eq!(r.binding_of(0, "10.2.0.1".parse().unwrap()), None);
+        let eid = EidPrefix::new(0, "10.2.0.0/16".parse().unwrap());
+        r.bind(eid, Some(a2));
+        assert_eq!(r.binding_of(0, "10.2.0.1".parse().unwrap()), Some(a2));
+        assert!(r.is_binding(&a2));
+        r.bind(eid, None);
+        assert_eq!(r.binding_of(0, "10.2.0.1".parse().unwrap()), None);
     }
 }

@@ -401,13 +401,21 @@ impl Node {
             if self.nat_seen.get(rloc) == Some(&n.behind_nat) {
                 continue;
             }
-            if n.behind_nat {
+            if n.behind_nat && n.rtrs.is_empty() {
                 warn!(
                     %rloc,
                     seen_as = %n.global,
                     seen_by = %n.asked,
-                    "this RLOC is behind a NAT: members not behind the same NAT cannot reach it \
-                     (NAT traversal through an RTR is not available yet)"
+                    "this RLOC is behind a NAT and no RTR was offered: members not behind \
+                     the same NAT cannot reach it (configure a member with [nat] rtr = true)"
+                );
+            } else if n.behind_nat {
+                info!(
+                    %rloc,
+                    seen_as = %n.global,
+                    seen_by = %n.asked,
+                    rtrs = ?n.rtrs,
+                    "this RLOC is behind a NAT"
                 );
             } else {
                 info!(%rloc, seen_by = %n.asked, "this RLOC is not behind a NAT");
@@ -599,8 +607,12 @@ fn remote_prefixes(
         .filter(|(p, _)| p.iid == iid && ours.get(p).is_none())
         .map(|(p, _)| p.prefix)
         .collect();
+    // Pull mode, Map-Resolvers outside the group, or behind a NAT (where the RTR is the
+    // default mapping and replication copies cannot reach us): every EID the site allows
+    // goes into the tunnel.
     if matches!(engine.config().mapping_system, MappingSystem::Pull(_))
         || !engine.config().map_resolvers.is_empty()
+        || engine.config().via_rtr.is_some()
     {
         out.extend(
             engine

@@ -42,7 +42,23 @@ pub struct Status {
     /// NAT detection, per RLOC of ours that a member answered for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nat: Vec<NatView>,
+    /// Behind a NAT: the RTR our mappings are registered and our traffic sent through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_rtr: Option<String>,
+    /// As RTR (`[nat] rtr = true`): the nodes behind NATs registered through us.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_bindings: Vec<BindingView>,
     pub counters: Stats,
+}
+
+/// A node behind a NAT registered through us as RTR (draft §5.3): its EID-prefix, the NAT
+/// binding it is reached at, its xTR-ID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BindingView {
+    pub eid: String,
+    pub binding: String,
+    pub xtr_id: String,
+    pub expires_in: u64,
 }
 
 /// What a member saw of one of our RLOCs (draft-ermagan-lisp-nat-traversal §5.1: Info-Reply).
@@ -171,6 +187,13 @@ pub struct PeerView {
     pub xtr_id: Option<String>,
     pub name: Option<String>,
     pub last_heard_ago: Option<u64>,
+    /// The peer is behind a NAT and reached through this RTR (its mappings list the RTR,
+    /// draft-ermagan-lisp-nat-traversal-19 §5.1.1); `None`: reached directly.
+    #[serde(default)]
+    pub via_rtr: Option<String>,
+    /// "direct", or "rtr" for a peer behind a NAT.
+    #[serde(default)]
+    pub path: String,
 }
 
 /// `GET /api/v1/keys`: the lisp-crypto state with one RLOC, both directions.
@@ -287,8 +310,10 @@ impl Viewer<'_> {
             xtr_id: hex::encode(cfg.xtr_id),
             site_id: hex::encode(cfg.site_id),
             roles: ["itr", "etr", "map-server", "map-resolver"]
+                .into_iter()
+                .chain(cfg.nat.rtr.then_some("rtr"))
                 .map(String::from)
-                .to_vec(),
+                .collect(),
             rlocs: cfg.rlocs.iter().map(|r| r.address.to_string()).collect(),
             peer_group,
             encryption: cfg.encryption.map_or("none", |s| s.name()).into(),
@@ -323,6 +348,22 @@ impl Viewer<'_> {
                     answered_ago: secs(self.now.saturating_sub(n.at)),
                 })
                 .collect(),
+            via_rtr: cfg.via_rtr.map(|a| a.to_string()),
+            nat_bindings: {
+                let mut v: Vec<BindingView> = self
+                    .engine
+                    .rtr_bindings()
+                    .iter()
+                    .map(|(eid, b)| BindingView {
+                        eid: eid.to_string(),
+                        binding: b.at.to_string(),
+                        xtr_id: hex::encode(b.xtr_id),
+                        expires_in: secs(b.expires.saturating_sub(self.now)),
+                    })
+                    .collect();
+                v.sort_by(|a, b| a.eid.cmp(&b.eid));
+                v
+            },
             counters: self.stats(),
         }
     }
@@ -495,7 +536,7 @@ impl Viewer<'_> {
     pub fn peers(&self) -> Vec<PeerView> {
         let site = self.engine.site_db();
         // Who registered from which RLOC: the xTR-ID, and the name it registered.
-        let mut by_rloc: HashMap<IpAddr, (String, Option<String>)> = HashMap::new();
+        let mut by_rloc: HashMap<IpAddr, (String, Option<String>, Option<IpAddr>)> = HashMap::new();
         for (key, entry) in site.iter() {
             for r in entry.regs() {
                 let name = match &key {
@@ -504,9 +545,17 @@ impl Viewer<'_> {
                 };
                 let slot = by_rloc
                     .entry(r.registerer)
-                    .or_insert_with(|| (hex::encode(r.xtr_id), None));
+                    .or_insert_with(|| (hex::encode(r.xtr_id), None, None));
                 if name.is_some() {
                     slot.1 = name;
+                }
+                // An RTR locator (priority 254, the node's own at 255): behind a NAT.
+                if let Some(rtr) = r.rlocs.iter().find_map(|l| {
+                    (l.priority == crate::control::rtr::RTR_PRIORITY)
+                        .then(|| l.locator.ip())
+                        .flatten()
+                }) {
+                    slot.2 = Some(rtr);
                 }
             }
         }
@@ -522,6 +571,13 @@ impl Viewer<'_> {
                         .engine
                         .last_heard(m)
                         .map(|t| secs(self.now.saturating_sub(t))),
+                    via_rtr: known.and_then(|k| k.2).map(|a| a.to_string()),
+                    path: if known.is_some_and(|k| k.2.is_some()) {
+                        "rtr"
+                    } else {
+                        "direct"
+                    }
+                    .into(),
                 }
             })
             .collect()

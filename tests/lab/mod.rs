@@ -363,6 +363,13 @@ impl Drop for Lab {
         for ns in &self.namespaces {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        // LISP_DECENT_KEEP_LAB=1 keeps the logs and configurations for a look afterwards.
+        if std::env::var_os("LISP_DECENT_KEEP_LAB").is_some()
+            && let Ok(empty) = tempfile::tempdir()
+        {
+            let kept = std::mem::replace(&mut self.dir, empty).keep();
+            eprintln!("lab kept in {}", kept.display());
+        }
     }
 }
 
