@@ -163,7 +163,8 @@ fn nodes_behind_nats_reach_each_other_through_the_rtr() {
     let rlocs = ["192.0.2.1", "10.99.0.2", "10.98.0.2", "10.99.0.3"];
     let mut nodes = Vec::new();
     for (i, rloc) in rlocs.iter().enumerate() {
-        let mut c = config(i + 1, rloc);
+        // The API of every node listens on its loopback (for `decent show`).
+        let mut c = config(i + 1, rloc).replace("listen = \"off\"", "listen = \"127.0.0.1:8380\"");
         if i == 0 {
             c.push_str("[nat]\nrtr = true\n");
         }
@@ -199,6 +200,39 @@ fn nodes_behind_nats_reach_each_other_through_the_rtr() {
             );
         }
     }
+    // What the views say: the RTR lists the three nodes behind NATs as reached through it,
+    // with their bindings; node 2 says it goes through the RTR.
+    let peers = show(&n[0], "peers");
+    for rloc in ["10.99.0.2", "10.98.0.2", "10.99.0.3"] {
+        let p = peers
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["rloc"] == rloc))
+            .unwrap_or_else(|| panic!("{rloc} not among the RTR's peers: {peers}"));
+        assert_eq!(p["path"], "rtr", "{p}");
+        assert_eq!(p["via_rtr"], "192.0.2.1", "{p}");
+    }
+    let status = show(&n[0], "status");
+    assert!(
+        status["roles"]
+            .as_array()
+            .is_some_and(|r| r.contains(&"rtr".into())),
+        "{status}"
+    );
+    let bindings = status["nat_bindings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for eid in ["[0]10.2.0.0/16", "[0]10.3.0.0/16", "[0]10.4.0.0/16"] {
+        let b = bindings
+            .iter()
+            .find(|b| b["eid"] == eid)
+            .unwrap_or_else(|| panic!("no binding for {eid}: {status}"));
+        let at = b["binding"].as_str().unwrap_or_default();
+        assert!(at.starts_with("192.0.2.25"), "{b}");
+    }
+    let status2 = show(&n[1], "status");
+    assert_eq!(status2["via_rtr"], "192.0.2.1", "{status2}");
+    assert!(status2["nat"][0]["behind_nat"] == true, "{status2}");
     let rtr = lab.counters(nodes[0]);
     assert!(counter(&rtr, "data/relayed") > 0, "{rtr}");
     assert!(counter(&rtr, "control/rtr_bindings") >= 3, "{rtr}");
@@ -251,4 +285,27 @@ fn nodes_behind_nats_reach_each_other_through_the_rtr() {
         "node 4 after the flush; logs in {}",
         lab.dir.path().display()
     );
+}
+
+/// `decent show <view> --json` against the API of the node in `ns`.
+fn show(ns: &str, view: &str) -> serde_json::Value {
+    let o = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_decent"),
+            "show",
+            view,
+        ])
+        .args(["--json", "--api", "http://127.0.0.1:8380"])
+        .output()
+        .expect("decent show runs");
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "decent show {view} in {ns}: {e}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
 }

@@ -148,12 +148,17 @@ fn membership_record(cfg: &EngineConfig, g: &GroupEid, lispers_padding: bool) ->
     r
 }
 
-/// Our membership record, in replicate mode.
+/// Our membership record, in replicate mode. Behind a NAT (through an RTR) it is withdrawn
+/// (Record TTL 0): no member can send us copies, and everything reaches us through the RTR.
 fn own_membership(cfg: &EngineConfig) -> Option<EidRecord> {
     match &cfg.mapping_system {
         MappingSystem::Push(pg) if pg.delivery == Delivery::Replicate => {
             let g = GroupEid::any_source(0, pg.group);
-            Some(membership_record(cfg, &g, pg.lispers_membership_encoding))
+            let mut r = membership_record(cfg, &g, pg.lispers_membership_encoding);
+            if cfg.via_rtr.is_some() {
+                r.ttl = 0;
+            }
+            Some(r)
         }
         _ => None,
     }

@@ -559,7 +559,24 @@ impl Viewer<'_> {
                 }
             }
         }
-        self.peer_rlocs()
+        // Members, and the nodes behind NATs that registered through an RTR (they leave
+        // the replication: no member can reach them directly).
+        let mut peers = self.peer_rlocs();
+        let own: Vec<IpAddr> = self
+            .engine
+            .config()
+            .rlocs
+            .iter()
+            .map(|r| r.address)
+            .collect();
+        let mut behind: Vec<IpAddr> = by_rloc
+            .iter()
+            .filter(|(a, k)| k.2.is_some() && !peers.contains(a) && !own.contains(a))
+            .map(|(a, _)| *a)
+            .collect();
+        behind.sort();
+        peers.extend(behind);
+        peers
             .into_iter()
             .map(|m| {
                 let known = by_rloc.get(&m);
