@@ -97,6 +97,73 @@ fn three_namespaces_over_underlay_multicast() {
     );
 }
 
+/// Whether the node in `ns` (RLOC 192.0.2.i) resolves 10.j.0.1 to 192.0.2.j.
+fn resolves(ns: &str, i: usize, j: usize) -> bool {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_decent")])
+        .args([
+            "lig",
+            &format!("10.{j}.0.1"),
+            "--to",
+            &format!("192.0.2.{i}"),
+        ])
+        .args(["--json", "--count", "1", "--timeout", "0.5"])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<Value>(&o.stdout).is_ok_and(|v| {
+        v["negative"] == Value::Bool(false) && v["rlocs"][0]["address"] == format!("192.0.2.{j}")
+    })
+}
+
+/// Underlay multicast on the wildcard socket when the RLOC's interface is deleted and
+/// created again (a new interface index: the kernel dropped the group's membership with the
+/// old device): node 2 joins the peer group again on the new interface and sends through it,
+/// so a node that starts afterwards and node 2 learn each other over multicast.
+#[test]
+fn a_node_joins_the_peer_group_again_when_its_interface_comes_back() {
+    let _serial = lab::serial();
+    if !have_root() {
+        return;
+    }
+    let mut lab = Lab::new("mj");
+    let br = lab.bridge("b");
+    let mut nss = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 1..=2 {
+        let ns = lab.netns(&format!("n{i}"));
+        lab.link(&ns, "eth0", &br, &[&format!("192.0.2.{i}/24")]);
+        lab::ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+        nodes.push(lab.start(&ns, &format!("mc{i}"), &multicast_config(i)));
+        nss.push(ns);
+    }
+    assert!(
+        lab::time_until(Duration::from_secs(20), || resolves(&nss[0], 1, 2)
+            && resolves(&nss[1], 2, 1))
+        .is_some(),
+        "nodes 1 and 2 do not resolve each other over multicast"
+    );
+    // Node 2's interface goes and comes back (another veth, the same address).
+    lab::ip(&["-n", &nss[1], "link", "del", "eth0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.link(&nss[1], "eth0", &br, &["192.0.2.2/24"]);
+    lab::ip(&["-n", &nss[1], "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    // Node 2 reads its RLOCs again (a netlink event) before the third node starts.
+    std::thread::sleep(Duration::from_millis(500));
+    // A third node starts: it and node 2 learn each other over the group.
+    let ns3 = lab.netns("n3");
+    lab.link(&ns3, "eth0", &br, &["192.0.2.3/24"]);
+    lab::ip(&["-n", &ns3, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    lab.start(&ns3, "mc3", &multicast_config(3));
+    let both = lab::time_until(Duration::from_secs(30), || {
+        resolves(&nss[1], 2, 3) && resolves(&ns3, 3, 2)
+    });
+    assert!(
+        both.is_some(),
+        "node 2 and the new node 3 do not learn each other; node 2's log:\n{}",
+        lab.log(nodes[1])
+    );
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }

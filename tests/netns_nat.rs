@@ -309,3 +309,91 @@ fn show(ns: &str, view: &str) -> serde_json::Value {
         )
     })
 }
+
+/// Roaming from behind a NAT to a public address (issue 14): node 2 takes its RLOCs from
+/// eth0 (behind router A's masquerade) and eth1 (on the public side, no address yet). It
+/// goes through the RTR (node 1); then eth1 gets a public address and eth0 loses its own.
+/// Node 2 asks again at once whether it is behind a NAT, leaves the RTR, registers its
+/// public RLOC, and pings cross both ways directly; the figure is printed.
+#[test]
+fn a_node_that_roams_from_behind_a_nat_to_a_public_address_is_reached_directly() {
+    if !have_root() {
+        return;
+    }
+    let _serial = lab::serial();
+    let mut lab = Lab::new("nr");
+    let public = lab.bridge("pub");
+    let private = lab.bridge("pa");
+    let ra = lab.netns("ra");
+    nat_router(
+        &mut lab,
+        &ra,
+        &public,
+        "192.0.2.254/24",
+        &private,
+        "10.99.0.1/24",
+    );
+    let n1 = lab.netns("n1");
+    let n2 = lab.netns("n2");
+    lab.link(&n1, "eth0", &public, &["192.0.2.1/24"]);
+    lab.link(&n2, "eth0", &private, &["10.99.0.2/24"]);
+    lab.link(&n2, "eth1", &public, &[]);
+    lab::ip(&["-n", &n2, "route", "add", "default", "via", "10.99.0.1"]);
+    let mut c1 = config(1, "192.0.2.1").replace("listen = \"off\"", "listen = \"127.0.0.1:8380\"");
+    c1.push_str("[nat]\nrtr = true\n");
+    lab.start(&n1, "t1", &c1);
+    let c2 = lab::replicate_node(
+        "t",
+        2,
+        "[[rloc]]\ninterface = \"eth0\"\nfamily = \"ipv4\"\n\
+         [[rloc]]\ninterface = \"eth1\"\nfamily = \"ipv4\"",
+        "192.0.2.1",
+    );
+    let node2 = lab.start(&n2, "t2", &c2);
+    assert!(
+        time_until(Duration::from_secs(20), || {
+            lab.log(node2)
+                .contains("registering and sending through the RTR")
+        })
+        .is_some(),
+        "node 2 does not go through the RTR; its log:\n{}",
+        lab.log(node2)
+    );
+    lab.wait_tunnel(&n1, "10.1.0.1", "10.2.0.1");
+    lab.wait_tunnel(&n2, "10.2.0.1", "10.1.0.1");
+    // The move: a public address on eth1, then eth0's goes.
+    lab::ip(&["-n", &n2, "addr", "add", "192.0.2.50/24", "dev", "eth1"]);
+    lab::ip(&["-n", &n2, "addr", "del", "10.99.0.2/24", "dev", "eth0"]);
+    let moved = Instant::now();
+    let there = time_until(Duration::from_secs(5), || {
+        ping_once(&n1, "10.1.0.1", "10.2.0.1")
+    })
+    .map(|_| moved.elapsed());
+    let back = time_until(Duration::from_secs(5), || {
+        ping_once(&n2, "10.2.0.1", "10.1.0.1")
+    })
+    .map(|_| moved.elapsed());
+    eprintln!(
+        "nat roaming: from behind the NAT to a public address, ping node 1 -> 2 crosses \
+         again after {there:?}, node 2 -> 1 after {back:?}"
+    );
+    assert!(
+        there.is_some() && back.is_some(),
+        "{there:?} {back:?}; logs in {}",
+        lab.dir.path().display()
+    );
+    // Directly now: the RTR's view of node 2, and node 2's own.
+    let direct = time_until(Duration::from_secs(5), || {
+        let peers = show(&n1, "peers");
+        peers.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|p| p["rloc"] == "192.0.2.50" && p["path"] == "direct")
+        })
+    });
+    assert!(direct.is_some(), "{}", show(&n1, "peers"));
+    assert!(
+        lab.log(node2).contains("no longer through an RTR"),
+        "{}",
+        lab.log(node2)
+    );
+}

@@ -164,6 +164,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
         sockets,
         control: mut rx,
         data: data_sockets,
+        joined,
     } = sockets::open(&cfg, &rlocs, workers).await?;
 
     // The data plane: one TUN device per configured Instance-ID, one queue per worker.
@@ -265,6 +266,7 @@ pub async fn run(cfg: NodeConfig, mut requests: handle::Requests) -> anyhow::Res
     let mut node = Node {
         address_ages,
         sockets,
+        joined,
         tuns,
         ours,
         workers,
@@ -329,6 +331,9 @@ const PUBLISH_GAP: Duration = Duration::from_millis(2);
 /// per event.
 struct Node {
     cfg: NodeConfig,
+    /// Underlay multicast: where the peer group is joined (re-joined when the interface
+    /// changes).
+    joined: Option<sockets::Joined>,
     /// When each interface address was first seen ([`AddressAges`]).
     address_ages: AddressAges,
     start: Instant,
@@ -553,6 +558,7 @@ impl Node {
         match resolve_rlocs(&self.cfg, Some(&mut self.address_ages)).await {
             Ok(r) if !r.is_empty() => {
                 let addresses: Vec<IpAddr> = r.iter().map(|r| r.address).collect();
+                self.rejoin_group(&addresses).await;
                 self.workers
                     .broadcast(|| ToWorker::Rlocs(addresses.clone()));
                 let now = self.now();
@@ -561,6 +567,35 @@ impl Node {
             }
             Ok(_) => warn!("the RLOC interfaces have no address"),
             Err(e) => warn!("cannot read RLOC interfaces: {e:#}"),
+        }
+    }
+}
+
+impl Node {
+    /// Underlay multicast: the group's interface may have gone and come back (a new
+    /// index: the kernel dropped the membership with the old device) or the RLOC moved to
+    /// another interface; the group is joined again there and sent to through it.
+    async fn rejoin_group(&mut self, rlocs: &[IpAddr]) {
+        let Some(j) = self.joined else {
+            return;
+        };
+        let Ok(ifindex) = sockets::group_interface(&self.cfg, rlocs, j.group).await else {
+            return;
+        };
+        if ifindex == j.ifindex {
+            return;
+        }
+        let Some(sock) = self.sockets.by_local.get(&j.socket) else {
+            return;
+        };
+        let s = socket2::SockRef::from(sock.as_ref());
+        let _ = sockets::leave_group(s, j.group, j.ifindex);
+        match sockets::join_group(socket2::SockRef::from(sock.as_ref()), j.group, ifindex) {
+            Ok(()) => {
+                info!(group = %j.group, ifindex, was = j.ifindex, "joined the peer group again");
+                self.joined = Some(sockets::Joined { ifindex, ..j });
+            }
+            Err(e) => warn!(group = %j.group, ifindex, "cannot join the peer group: {e}"),
         }
     }
 }

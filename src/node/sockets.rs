@@ -319,6 +319,88 @@ pub struct Opened {
     pub sockets: Sockets,
     pub control: mpsc::Receiver<ControlBatch>,
     pub data: Vec<Vec<(SocketAddr, std::net::UdpSocket)>>,
+    /// Underlay multicast: the socket that joined the peer group, and where.
+    pub joined: Option<Joined>,
+}
+
+/// The peer group's membership of a socket (RFC 9962 §4 underlay multicast): the group, the
+/// local address of the socket that joined it, and the interface (by index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    pub group: IpAddr,
+    pub socket: SocketAddr,
+    pub ifindex: u32,
+}
+
+/// Joins `group` on the interface `ifindex` and sends the group's datagrams out of it
+/// (IP_MULTICAST_IF by index, IPV6_MULTICAST_IF): on the wildcard address there is no
+/// address of ours to name the interface by, and it may change.
+pub fn join_group(s: socket2::SockRef<'_>, group: IpAddr, ifindex: u32) -> std::io::Result<()> {
+    match group {
+        IpAddr::V4(g) => {
+            s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
+            multicast_if_v4_index(&s, ifindex)
+        }
+        IpAddr::V6(g) => {
+            s.join_multicast_v6(&g, ifindex)?;
+            s.set_multicast_if_v6(ifindex)
+        }
+    }
+}
+
+/// Leaves `group` on `ifindex` (an interface that is gone has left it already).
+pub fn leave_group(s: socket2::SockRef<'_>, group: IpAddr, ifindex: u32) -> std::io::Result<()> {
+    match group {
+        IpAddr::V4(g) => {
+            s.leave_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))
+        }
+        IpAddr::V6(g) => s.leave_multicast_v6(&g, ifindex),
+    }
+}
+
+/// IP_MULTICAST_IF with an `ip_mreqn` naming the interface by index (Linux).
+fn multicast_if_v4_index(s: &socket2::SockRef<'_>, ifindex: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let m = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: i32::try_from(ifindex).unwrap_or(0),
+    };
+    // SAFETY: a valid socket descriptor and an ip_mreqn of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&m as *const libc::ip_mreqn).cast(),
+            size_of::<libc::ip_mreqn>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The interface the node joins the peer group on: `multicast_interface`, else the one
+/// holding its first RLOC of the group's family.
+pub async fn group_interface(
+    cfg: &NodeConfig,
+    rlocs: &[IpAddr],
+    group: IpAddr,
+) -> anyhow::Result<u32> {
+    match &cfg.multicast_interface {
+        Some(name) => Ok(interfaces::addresses(name).await?.0),
+        None => {
+            let a = rlocs
+                .iter()
+                .copied()
+                .find(|a| a.is_ipv4() == group.is_ipv4())
+                .context("no RLOC of the group's address family")?;
+            interfaces::index_of(a).await
+        }
+    }
 }
 
 impl Sockets {
@@ -459,25 +541,11 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyh
         spawn_reader(sock.clone(), local, tx.clone());
         sockets.by_local.insert(local, sock);
     }
+    let mut joined = None;
     if let Some((group, _)) = multicast {
         // Join the group on the RLOC interface (or the configured one) and listen on G:4342.
-        let ifindex = match &cfg.multicast_interface {
-            Some(name) => interfaces::addresses(name).await?.0,
-            None => {
-                let a = rlocs
-                    .iter()
-                    .map(|r| r.address)
-                    .find(|a| a.is_ipv4() == group.is_ipv4())
-                    .context("no RLOC of the group's address family")?;
-                interfaces::index_of(a).await?
-            }
-        };
-        let join = |s: socket2::SockRef<'_>| match group {
-            IpAddr::V4(g) => {
-                s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))
-            }
-            IpAddr::V6(g) => s.join_multicast_v6(&g, ifindex),
-        };
+        let addresses: Vec<IpAddr> = rlocs.iter().map(|r| r.address).collect();
+        let ifindex = group_interface(cfg, &addresses, group).await?;
         let unspecified = match group {
             IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
@@ -490,15 +558,25 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyh
             // itself (IP_PKTINFO gives the group as their local address): a second socket on
             // G:4342 would need SO_REUSEADDR on both, which would let another process bind
             // the control port as well.
-            join(socket2::SockRef::from(sock.as_ref()))?;
+            join_group(socket2::SockRef::from(sock.as_ref()), group, ifindex)?;
+            joined = Some(Joined {
+                group,
+                socket: SocketAddr::new(unspecified, cfg.control_port),
+                ifindex,
+            });
         } else {
             let local = SocketAddr::new(group, cfg.control_port);
             let s = bind_udp(local, true)?;
             widen_receive_buffer(&s, CONTROL_RECEIVE_BUFFER);
-            join(socket2::SockRef::from(&s))?;
+            join_group(socket2::SockRef::from(&s), group, ifindex)?;
             let sock = Arc::new(UdpSocket::from_std(s.into())?);
             spawn_reader(sock.clone(), local, tx.clone());
             sockets.by_local.insert(local, sock);
+            joined = Some(Joined {
+                group,
+                socket: local,
+                ifindex,
+            });
         }
         info!(%group, ifindex, "joined the peer group");
     }
@@ -506,5 +584,6 @@ pub async fn open(cfg: &NodeConfig, rlocs: &[LocalRloc], workers: usize) -> anyh
         sockets,
         control,
         data,
+        joined,
     })
 }
