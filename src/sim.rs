@@ -141,6 +141,8 @@ pub struct Sim {
     pub blackhole: HashSet<IpAddr>,
     /// NATs ([`Sim::nat`]): each inside address and the public address it is translated to.
     nats: HashMap<IpAddr, IpAddr>,
+    /// Address pairs between which nothing passes ([`Sim::cut`]).
+    cuts: Vec<(IpAddr, IpAddr)>,
     /// NAT bindings (endpoint-independent): inside address and port to public port, and
     /// back.
     nat_out: HashMap<SocketAddr, SocketAddr>,
@@ -173,6 +175,7 @@ impl Sim {
             capture: None,
             blackhole: HashSet::new(),
             nats: HashMap::new(),
+            cuts: Vec::new(),
             nat_out: HashMap::new(),
             nat_in: HashMap::new(),
             nat_next_port: 20000,
@@ -322,6 +325,12 @@ impl Sim {
         self.nats.insert(inside, public);
     }
 
+    /// Drops every datagram between the addresses `a` and `b` (as they appear on the wire
+    /// between NATs: a NAT's public address), both ways, from now on.
+    pub fn cut(&mut self, a: IpAddr, b: IpAddr) {
+        self.cuts.push((a, b));
+    }
+
     /// The NAT forgets its bindings (a NAT that restarted, or whose entries timed out):
     /// the next datagram out gets a new public port.
     pub fn nat_forget(&mut self) {
@@ -351,6 +360,13 @@ impl Sim {
     fn enqueue(&mut self, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
         self.sent += 1;
         let src = self.nat_translate(src, dst);
+        if self
+            .cuts
+            .iter()
+            .any(|&(a, b)| (src.ip(), dst.ip()) == (a, b) || (src.ip(), dst.ip()) == (b, a))
+        {
+            return;
+        }
         // From outside, an inside address is not reachable (it is not routed there).
         if self.nats.contains_key(&dst.ip()) && self.nats.get(&src.ip()) != self.nats.get(&dst.ip())
         {

@@ -58,7 +58,8 @@ impl Keys {
                 | KeyEvent::Source { .. }
                 | KeyEvent::ViaRtr { .. }
                 | KeyEvent::Binding { .. }
-                | KeyEvent::Bind { .. } => {}
+                | KeyEvent::Bind { .. }
+                | KeyEvent::Direct { .. } => {}
             }
             self.events.push(e);
         }

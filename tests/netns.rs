@@ -62,18 +62,8 @@ fn three_namespaces_over_underlay_multicast() {
         .collect();
     while !pending.is_empty() && start.elapsed() < Duration::from_secs(30) {
         pending.retain(|(i, j)| {
-            let o = Command::new("ip")
-                .args(["netns", "exec", &nss[i - 1], env!("CARGO_BIN_EXE_decent")])
-                .args([
-                    "lig",
-                    &format!("10.{j}.0.1"),
-                    "--to",
-                    &format!("192.0.2.{i}"),
-                ])
-                .args(["--json", "--count", "1", "--timeout", "0.5"])
-                .output()
-                .unwrap();
-            let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) else {
+            let o = lab::lig(&nss[i - 1], &format!("192.0.2.{i}"), &format!("10.{j}.0.1"));
+            let Ok(v) = serde_json::from_str::<Value>(&o) else {
                 return true;
             };
             if v["negative"] != Value::Bool(false) {
@@ -99,18 +89,8 @@ fn three_namespaces_over_underlay_multicast() {
 
 /// Whether the node in `ns` (RLOC 192.0.2.i) resolves 10.j.0.1 to 192.0.2.j.
 fn resolves(ns: &str, i: usize, j: usize) -> bool {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_decent")])
-        .args([
-            "lig",
-            &format!("10.{j}.0.1"),
-            "--to",
-            &format!("192.0.2.{i}"),
-        ])
-        .args(["--json", "--count", "1", "--timeout", "0.5"])
-        .output()
-        .unwrap();
-    serde_json::from_slice::<Value>(&o.stdout).is_ok_and(|v| {
+    let o = lab::lig(ns, &format!("192.0.2.{i}"), &format!("10.{j}.0.1"));
+    serde_json::from_str::<Value>(&o).is_ok_and(|v| {
         v["negative"] == Value::Bool(false) && v["rlocs"][0]["address"] == format!("192.0.2.{j}")
     })
 }

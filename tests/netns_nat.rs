@@ -112,6 +112,169 @@ fn nat_router(
     lab::ns_exec(r, &["nft", "-f", nat.to_str().expect("utf-8 path")]);
 }
 
+/// The public bridge, the private one behind router A (192.0.2.254 outside, 10.99.0.1
+/// inside, masquerading), and router A's namespace.
+fn behind_router_a(lab: &mut Lab) -> (String, String, String) {
+    let public = lab.bridge("pub");
+    let private = lab.bridge("pa");
+    let ra = lab.netns("ra");
+    nat_router(
+        lab,
+        &ra,
+        &public,
+        "192.0.2.254/24",
+        &private,
+        "10.99.0.1/24",
+    );
+    (public, private, ra)
+}
+
+/// Like [`nat_router`], but masquerading without a port range: a node's source port is
+/// kept, so it is seen under the same address and port whatever it sends to (an
+/// endpoint-independent mapping). With `full_cone`, the data port is also forwarded to the
+/// inside node `inside_node`: anyone may reach it there (endpoint-independent filtering).
+fn cone_router(
+    lab: &mut Lab,
+    r: &str,
+    (public_br, public): (&str, &str),
+    (private_br, inside): (&str, &str),
+    full_cone: Option<&str>,
+) {
+    lab.link(r, "e1", public_br, &[public]);
+    lab.link(r, "e2", private_br, &[inside]);
+    let mut rules = String::from(
+        "add table ip nat\n\
+         add chain ip nat post { type nat hook postrouting priority 100; }\n\
+         add rule ip nat post oifname \"e1\" ip protocol udp masquerade\n",
+    );
+    if let Some(node) = full_cone {
+        rules.push_str(&format!(
+            "add chain ip nat pre {{ type nat hook prerouting priority -100; }}\n\
+             add rule ip nat pre iifname \"e1\" udp dport 4341 dnat to {node}:4341\n"
+        ));
+    }
+    let nat = lab.dir.path().join(format!("{r}.nft"));
+    std::fs::write(&nat, rules).expect("nft script written");
+    lab::ns_exec(r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    lab::ns_exec(r, &["nft", "-f", nat.to_str().expect("utf-8 path")]);
+}
+
+/// A direct path between two nodes behind NATs that allow it: node 2 behind router A (it
+/// keeps source ports and lets in only answers), node 3 behind router C (it keeps source
+/// ports and forwards the data port: a full cone); node 1 is the RTR. Once pings cross
+/// between 2 and 3 through the RTR, the RTR introduces them, they probe each other and
+/// agree keys, and the pings go directly: the RTR relays no more of them, both say so in
+/// their status. Then router A drops everything between the two NATs: the pings go back
+/// through the RTR by themselves; the figure is printed.
+#[test]
+fn two_nodes_behind_nats_that_allow_it_talk_directly() {
+    if !have_root() {
+        return;
+    }
+    let _serial = lab::serial();
+    let mut lab = Lab::new("nd");
+    let public = lab.bridge("pub");
+    let private_a = lab.bridge("pa");
+    let private_c = lab.bridge("pc");
+    let ra = lab.netns("ra");
+    let rc = lab.netns("rc");
+    cone_router(
+        &mut lab,
+        &ra,
+        (&public, "192.0.2.254/24"),
+        (&private_a, "10.99.0.1/24"),
+        None,
+    );
+    cone_router(
+        &mut lab,
+        &rc,
+        (&public, "192.0.2.252/24"),
+        (&private_c, "10.97.0.1/24"),
+        Some("10.97.0.2"),
+    );
+    let n: Vec<String> = (1..=3).map(|i| lab.netns(&format!("n{i}"))).collect();
+    lab.link(&n[0], "eth0", &public, &["192.0.2.1/24"]);
+    lab.link(&n[1], "eth0", &private_a, &["10.99.0.2/24"]);
+    lab.link(&n[2], "eth0", &private_c, &["10.97.0.2/24"]);
+    lab::ip(&["-n", &n[1], "route", "add", "default", "via", "10.99.0.1"]);
+    lab::ip(&["-n", &n[2], "route", "add", "default", "via", "10.97.0.1"]);
+    let mut nodes = Vec::new();
+    for (i, rloc) in ["192.0.2.1", "10.99.0.2", "10.97.0.2"].iter().enumerate() {
+        let mut c = config(i + 1, rloc).replace("listen = \"off\"", "listen = \"127.0.0.1:8380\"");
+        if i == 0 {
+            c.push_str("[nat]\nrtr = true\n");
+        }
+        nodes.push(lab.start(&n[i], &format!("t{}", i + 1), &c));
+    }
+    lab.wait_tunnel(&n[1], "10.2.0.1", "10.3.0.1");
+    lab.wait_tunnel(&n[2], "10.3.0.1", "10.2.0.1");
+    // Both sides hold a direct path within a few seconds.
+    let up = |ns: &str| {
+        show(ns, "status")["direct_paths"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["up"] == true))
+    };
+    let direct = time_until(Duration::from_secs(10), || {
+        lab::ping_once(&n[1], "10.2.0.1", "10.3.0.1");
+        up(&n[1]) && up(&n[2])
+    });
+    assert!(
+        direct.is_some(),
+        "no direct path: {} / {}; logs in {}",
+        show(&n[1], "status")["direct_paths"],
+        show(&n[2], "status")["direct_paths"],
+        lab.dir.path().display()
+    );
+    eprintln!("direct path: up {direct:?} after pings crossed through the RTR");
+    let relayed = |lab: &Lab| counter(&lab.counters(nodes[0]), "data/relayed");
+    let before = relayed(&lab);
+    let there = lab::ping_series(&n[1], "10.2.0.1", "10.3.0.1", "0.05", 20);
+    let back = lab::ping_series(&n[2], "10.3.0.1", "10.2.0.1", "0.05", 20);
+    assert_eq!(lab::answered(there).len(), 20);
+    assert_eq!(lab::answered(back).len(), 20);
+    let after = relayed(&lab);
+    assert!(
+        after - before < 5,
+        "the RTR relayed {} packets of a direct path",
+        after - before
+    );
+    // Router A drops everything between the two NATs: back through the RTR.
+    let cut = lab.dir.path().join("cut.nft");
+    std::fs::write(
+        &cut,
+        "add table ip cut\n\
+         add chain ip cut block { type filter hook forward priority 0; }\n\
+         add rule ip cut block ip daddr 192.0.2.252 drop\n\
+         add rule ip cut block ip saddr 192.0.2.252 drop\n",
+    )
+    .expect("nft script written");
+    let there = lab::ping_series(&n[1], "10.2.0.1", "10.3.0.1", "0.02", 250);
+    let back = lab::ping_series(&n[2], "10.3.0.1", "10.2.0.1", "0.02", 250);
+    std::thread::sleep(Duration::from_secs(1));
+    lab::ns_exec(&ra, &["nft", "-f", cut.to_str().expect("utf-8 path")]);
+    let (there, back) = (lab::answered(there), lab::answered(back));
+    let gap = |seqs: &[u32]| -> u32 {
+        seqs.windows(2)
+            .map(|w| w[1] - w[0] - 1)
+            .max()
+            .unwrap_or(u32::MAX)
+    };
+    eprintln!(
+        "direct path cut: the longest run of lost pings (20 ms apart) was {} from node 2 to 3 \
+         and {} from 3 to 2",
+        gap(&there),
+        gap(&back)
+    );
+    assert!(there.last().is_some_and(|l| *l >= 240), "{there:?}");
+    assert!(back.last().is_some_and(|l| *l >= 240), "{back:?}");
+    assert!(
+        gap(&there) <= 100 && gap(&back) <= 100,
+        "logs in {}",
+        lab.dir.path().display()
+    );
+    assert!(relayed(&lab) > after, "not back through the RTR");
+}
+
 /// NAT traversal through an RTR (draft §5.1.1, §5.3): node 1 (192.0.2.1, the seed) serves
 /// as RTR; nodes 2 and 4 sit behind one NAT (router A, 192.0.2.254), node 3 behind another
 /// (router B, 192.0.2.253); both masquerade onto ports 30000-39999. Each NATed node learns
@@ -127,19 +290,9 @@ fn nodes_behind_nats_reach_each_other_through_the_rtr() {
     }
     let _serial = lab::serial();
     let mut lab = Lab::new("nx");
-    let public = lab.bridge("pub");
-    let private_a = lab.bridge("pa");
+    let (public, private_a, ra) = behind_router_a(&mut lab);
     let private_b = lab.bridge("pb");
-    let ra = lab.netns("ra");
     let rb = lab.netns("rb");
-    nat_router(
-        &mut lab,
-        &ra,
-        &public,
-        "192.0.2.254/24",
-        &private_a,
-        "10.99.0.1/24",
-    );
     nat_router(
         &mut lab,
         &rb,
@@ -322,17 +475,7 @@ fn a_node_that_roams_from_behind_a_nat_to_a_public_address_is_reached_directly()
     }
     let _serial = lab::serial();
     let mut lab = Lab::new("nr");
-    let public = lab.bridge("pub");
-    let private = lab.bridge("pa");
-    let ra = lab.netns("ra");
-    nat_router(
-        &mut lab,
-        &ra,
-        &public,
-        "192.0.2.254/24",
-        &private,
-        "10.99.0.1/24",
-    );
+    let (public, private, _ra) = behind_router_a(&mut lab);
     let n1 = lab.netns("n1");
     let n2 = lab.netns("n2");
     lab.link(&n1, "eth0", &public, &["192.0.2.1/24"]);

@@ -58,6 +58,19 @@ pub struct Counters {
     pub rtr_bindings: u64,
     pub rtr_bindings_refused: u64,
     pub rtr_control_received: u64,
+    /// As RTR: introductions sent (two nodes behind NATs told where the other is).
+    pub rtr_introductions: u64,
+    /// Behind a NAT, direct paths to nodes behind other NATs: introductions taken, refused
+    /// (table full), probes sent, answered from another address, answered without a key we
+    /// take, paths up, down (back to the RTR) and given up.
+    pub direct_introductions: u64,
+    pub direct_refused: u64,
+    pub direct_probes_sent: u64,
+    pub direct_probes_misrouted: u64,
+    pub direct_probes_keyless: u64,
+    pub direct_paths_up: u64,
+    pub direct_paths_down: u64,
+    pub direct_given_up: u64,
     /// Copies for a member we could not send: it has no RLOC of a family we have.
     pub members_unreachable_by_family: u64,
     /// Checks of an RLOC the data plane sent to without hearing back (probed at once).

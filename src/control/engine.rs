@@ -59,6 +59,8 @@ pub struct Engine {
     pub(crate) nat: super::nat::NatDetector,
     /// As RTR: the nodes behind NATs registered through us.
     pub(crate) rtr: super::rtr::Relay,
+    /// Behind a NAT: direct paths to nodes behind other NATs.
+    pub(crate) direct: super::direct::Direct,
 }
 
 /// At most this many sources are remembered in [`Engine::last_heard`]; spoofed sources
@@ -120,6 +122,7 @@ impl Engine {
             itr: Default::default(),
             nat: Default::default(),
             rtr: Default::default(),
+            direct: Default::default(),
         }
     }
 
@@ -193,6 +196,9 @@ impl Engine {
         if let Some(n) = self.external.next_retry() {
             t = t.min(n);
         }
+        if let Some(n) = self.direct.next_due() {
+            t = t.min(n);
+        }
         if self.cfg.site.own_key.is_some() {
             t = t.min(self.nat.next_due());
         }
@@ -231,6 +237,14 @@ impl Engine {
         {
             self.register_with_rtr(now, rtr);
         }
+        self.direct.send_due(
+            now,
+            &self.cfg,
+            self.kx_key.as_ref(),
+            &mut self.counters,
+            &mut self.rng,
+            &mut self.out,
+        );
         if now >= self.nat.next_due() {
             let candidates = self.info_candidates();
             self.nat.send_due(
@@ -374,7 +388,7 @@ impl Engine {
                     self.rtr.learn(
                         now,
                         &self.cfg,
-                        from,
+                        (from, sender.ip()),
                         &reg,
                         &mut self.counters,
                         &mut self.out,
@@ -383,6 +397,15 @@ impl Engine {
             }
             Ok(m) => self.handle_control(now, sender, inner, &m, Arrival::Group, false),
             Err(_) => self.counters.packets_malformed += 1,
+        }
+    }
+
+    /// A message and whether it carried a valid site-key signature of a key exchange
+    /// (`crypto::kx_auth`): the message without the trailer when it has one.
+    fn split_signed<'a>(&self, payload: &'a [u8]) -> (&'a [u8], bool) {
+        match crate::crypto::kx_auth::split(payload) {
+            Some((message, _)) => (message, self.kx_keys.iter().any(|k| k.verify(payload))),
+            None => (payload, false),
         }
     }
 
@@ -400,16 +423,15 @@ impl Engine {
             // As RTR: an RLOC-probe of a node behind a NAT (its key exchange with us, and
             // the keep-alive of its binding), answered through the binding, with the key
             // bound to the binding.
-            Some(msg_type::MAP_REQUEST) if self.cfg.nat.rtr => {
+            // Behind a NAT: the probe of a node behind another NAT trying a direct path
+            // (`super::direct`), answered the same way.
+            Some(msg_type::MAP_REQUEST) if self.cfg.nat.rtr || self.cfg.via_rtr.is_some() => {
                 if !self.admit(now, from.ip()) {
                     self.counters.map_requests_rate_limited += 1;
                     return;
                 }
                 self.counters.rtr_control_received += 1;
-                let (message, signed) = match crate::crypto::kx_auth::split(inner) {
-                    Some((message, _)) => (message, self.kx_keys.iter().any(|k| k.verify(inner))),
-                    None => (inner, false),
-                };
+                let (message, signed) = self.split_signed(inner);
                 let Ok(ControlMessage::MapRequest(q)) = ControlMessage::parse(message) else {
                     self.counters.packets_malformed += 1;
                     return;
@@ -420,6 +442,12 @@ impl Engine {
                 }
                 let (sent, keys) = (self.out.transmits.len(), self.out.keys.len());
                 self.process_request(now, from, Some(local), from.port(), &q, false, signed);
+                // Behind a NAT: a node we were introduced to probes us from elsewhere than
+                // the binding the RTR knows (its NAT gave this flow another port): its
+                // direct path is there.
+                if signed && self.cfg.via_rtr.is_some() {
+                    self.direct.seen_at(now, from, sender.ip());
+                }
                 // What the answer produced goes back through the binding, carried in data;
                 // the key it agreed is the binding's.
                 let answers: Vec<Transmit> = self.out.transmits.drain(sent..).collect();
@@ -444,6 +472,9 @@ impl Engine {
                             suite,
                             key_id,
                             key,
+                            // As RTR we seal toward it under the reverse key; a node
+                            // behind a NAT answering a direct probe keys its own way.
+                            reverse: self.cfg.via_rtr.is_none(),
                         },
                         other => other,
                     });
@@ -459,7 +490,7 @@ impl Engine {
                             self.rtr.learn(
                                 now,
                                 &self.cfg,
-                                from,
+                                (from, sender.ip()),
                                 &reg,
                                 &mut self.counters,
                                 &mut self.out,
@@ -471,11 +502,27 @@ impl Engine {
             }
             // Behind a NAT: our RTR's answer to our probe (matched by its nonce).
             Some(msg_type::MAP_REPLY) if self.cfg.via_rtr.is_some() => {
-                let (message, signed) = match crate::crypto::kx_auth::split(inner) {
-                    Some((message, _)) => (message, self.kx_keys.iter().any(|k| k.verify(inner))),
-                    None => (inner, false),
-                };
+                let (message, signed) = self.split_signed(inner);
+                let rtr = self.cfg.via_rtr.map(|a| SocketAddr::new(a, DATA_PORT));
                 match ControlMessage::parse(message) {
+                    // The answer of a node behind another NAT to our direct probe.
+                    Ok(ControlMessage::MapReply(r)) if self.direct.owns(&r.nonce) => {
+                        let (counters, out) = (&mut self.counters, &mut self.out);
+                        self.direct.answered(now, from, &r, signed, counters, out);
+                    }
+                    // Our RTR introduces a node behind another NAT (signed with the site
+                    // key, through our binding).
+                    Ok(ControlMessage::MapReply(r))
+                        if signed
+                            && Some(from) == rtr
+                            && !super::direct::introduced(&r).is_empty() =>
+                    {
+                        for peer in super::direct::introduced(&r) {
+                            let (cfg, counters, rng) =
+                                (&self.cfg, &mut self.counters, &mut self.rng);
+                            self.direct.introduce(now, cfg, peer, counters, rng);
+                        }
+                    }
                     Ok(m @ ControlMessage::MapReply(_)) => {
                         self.handle_control(now, from, message, &m, Arrival::Direct(local), signed)
                     }
@@ -542,6 +589,11 @@ impl Engine {
         c
     }
 
+    /// Behind a NAT: the direct paths to nodes behind other NATs, by binding.
+    pub fn direct_paths(&self) -> &HashMap<SocketAddr, super::direct::DirectPeer> {
+        self.direct.peers()
+    }
+
     /// As RTR: the nodes behind NATs registered through us (draft §5.3).
     pub fn rtr_bindings(&self) -> &HashMap<crate::mapping::EidPrefix, super::rtr::Bound> {
         self.rtr.bound()
@@ -605,6 +657,35 @@ impl Engine {
         }
     }
 
+    /// As RTR: traffic crosses between the nodes behind NATs at `a` and `b`: each is told
+    /// where the other is ([`super::direct`]).
+    fn introduce(&mut self, a: SocketAddr, b: SocketAddr) {
+        for (to, other) in [(a, b), (b, a)] {
+            let (eids, private) = self.rtr.at(other);
+            let (_, to_private) = self.rtr.at(to);
+            let (Some(private), Some(to_private)) = (private, to_private) else {
+                continue;
+            };
+            let Some(own) = self.source_rloc(to.ip()) else {
+                continue;
+            };
+            let nonce: crate::wire::Nonce = rand::RngExt::random(&mut self.rng);
+            let Some(bytes) = super::direct::introduction(
+                &eids,
+                other,
+                private,
+                own,
+                nonce,
+                self.kx_key.as_ref(),
+            ) else {
+                continue;
+            };
+            self.counters.rtr_introductions += 1;
+            let n: u32 = rand::RngExt::random(&mut self.rng);
+            super::rtr::send_in_data(&mut self.out, own, to_private, to, n, &bytes);
+        }
+    }
+
     /// Behind a NAT, the RTR to register and send through (draft §5.1.1), as NAT detection
     /// last found: when it changes (taken, left, another), our mappings are registered
     /// again at once with the new locators, the data plane is told, and the RTR is probed
@@ -625,10 +706,17 @@ impl Engine {
         // What goes into the tunnel changes (everything, while through an RTR).
         self.generation += 1;
         self.out.keys.push_back(KeyEvent::ViaRtr { rtr });
+        if rtr.is_none() {
+            self.direct.clear(&mut self.out);
+        }
         self.schedule_register_after(now, ROAM_REGISTER_GAP);
         if let Some(r) = rtr {
+            // A fresh exchange through the binding, even with a key agreed directly before
+            // (NAT detection answers after the first probes): the RTR keys it by the
+            // binding, and we take its reverse key for what it sends us.
             self.prober
                 .probe_now(now, &self.cfg, r, super::probe::any_eid(r));
+            self.prober.rekey_now(now, &self.cfg, r);
         }
     }
 
@@ -692,6 +780,8 @@ impl Engine {
                     self.counters.path_checks += 1;
                 }
             }
+            ControlRequest::Introduce { a, b } => self.introduce(a, b),
+            ControlRequest::CheckDirect { at } => self.direct.check_now(now, at),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod counters;
+pub mod direct;
 pub mod engine;
 pub mod external;
 mod itr;

@@ -40,6 +40,8 @@ const INNER_TTL: u8 = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bound {
     pub at: SocketAddr,
+    /// The node's own (private) RLOC, the inner source of its register.
+    pub private: IpAddr,
     pub xtr_id: [u8; 16],
     pub expires: Duration,
 }
@@ -63,7 +65,7 @@ impl Relay {
         &mut self,
         now: Duration,
         cfg: &EngineConfig,
-        at: SocketAddr,
+        (at, private): (SocketAddr, IpAddr),
         reg: &MapRegister,
         counters: &mut Counters,
         out: &mut Outbox,
@@ -91,6 +93,7 @@ impl Relay {
             let expires = now + super::map_server::lifetime(reg, r, cfg.timers.register_interval);
             let b = Bound {
                 at,
+                private,
                 xtr_id: reg.trailer.as_ref().map(|t| t.xtr_id).unwrap_or_default(),
                 expires,
             };
@@ -99,6 +102,20 @@ impl Relay {
                 out.keys.push_back(KeyEvent::Bind { eid, at: Some(at) });
             }
         }
+    }
+
+    /// The EID-prefixes bound at `at`, and the private RLOC of the node there.
+    pub(crate) fn at(&self, at: SocketAddr) -> (Vec<EidPrefix>, Option<IpAddr>) {
+        let mut eids = Vec::new();
+        let mut private = None;
+        for (e, b) in &self.bound {
+            if b.at == at {
+                eids.push(*e);
+                private = Some(b.private);
+            }
+        }
+        eids.sort();
+        (eids, private)
     }
 
     /// Forgets the bindings whose registration ran out.

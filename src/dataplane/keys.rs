@@ -239,6 +239,18 @@ impl<K: std::hash::Hash + Eq + Copy> RecvKeys<K> {
         });
     }
 
+    /// Whether `itr` holds a key made from `material`.
+    pub fn has_material(&self, itr: &K, material: &[u8; 32]) -> bool {
+        self.itrs.get(itr).is_some_and(|keys| {
+            keys.slots.iter().any(|s| {
+                s.current
+                    .iter()
+                    .chain(s.candidates.iter())
+                    .any(|k| k.material == *material)
+            })
+        })
+    }
+
     /// Another handle on the key of `itr` made from `material` (its anti-replay window
     /// shared), for the same exchange offered from another address.
     pub fn share_of(&mut self, itr: &K, material: &[u8; 32]) -> Option<RecvKey> {

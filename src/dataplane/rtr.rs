@@ -21,6 +21,9 @@ use super::keys::{Install, RecvKeys};
 use crate::crypto::lisp_crypto::{CryptoError, RecvKey, SendKey};
 use crate::mapping::{EidPrefix, PrefixTable};
 
+/// Key material (RFC 8061 §7), which names a key here.
+type Material = [u8; 32];
+
 /// Bindings with keys, at most (the control plane binds at most as many EIDs).
 pub const MAX_BINDINGS: usize = 1024;
 
@@ -29,11 +32,11 @@ pub const MAX_BINDINGS: usize = 1024;
 pub struct Relay {
     eids: PrefixTable<SocketAddr>,
     recv: RecvKeys<SocketAddr>,
-    /// Per binding: the exchange (its key material) whose key seals what we send there,
-    /// and the newest one, which takes over when the node's first packet under the
-    /// matching receive key arrives (the node uses its new key only once it has our
+    /// Per binding: the key (by its material) that seals what we send there (none yet:
+    /// only receiving), and the newest one, which takes over when the node's first packet
+    /// under the matching key-id arrives (the node uses its new key only once it has our
     /// answer, so ours is then known to it too).
-    bindings: HashMap<SocketAddr, ([u8; 32], Option<[u8; 32]>)>,
+    bindings: HashMap<SocketAddr, (Option<Material>, Option<Material>)>,
     /// One send key per exchange, however many bindings it was agreed from: a node whose
     /// NAT gave it a new binding offers the same key from there, and a second send key
     /// from the same material would repeat its IVs (RFC 8061 §9), which the node's
@@ -41,7 +44,13 @@ pub struct Relay {
     sends: HashMap<[u8; 32], SendKey>,
     /// The bindings `eids` names (clear data from them is relayed too).
     at: HashSet<SocketAddr>,
+    /// Behind a NAT, per direct path: when we last sent on it, last heard on it, and last
+    /// asked for it to be checked.
+    direct: HashMap<SocketAddr, (Duration, Duration, Duration)>,
 }
+
+/// A direct path sent on while nothing came back for this long is checked.
+pub const DIRECT_SILENCE: Duration = Duration::from_millis(300);
 
 impl Relay {
     /// Nothing relayed: the per-packet checks are skipped.
@@ -66,6 +75,8 @@ impl Relay {
             }
         }
         self.at = self.eids.iter().map(|(_, a)| *a).collect();
+        let at = &self.at;
+        self.direct.retain(|a, _| at.contains(a));
     }
 
     /// The binding of the node behind a NAT that registered the EID `dst` through us.
@@ -79,41 +90,83 @@ impl Relay {
         self.bindings.contains_key(from) || self.at.contains(from)
     }
 
-    /// A key agreed with the node at `at` under the exchange `material`: a receive
-    /// candidate (in use once a packet opens under it) and the send key of the other
-    /// direction. The same exchange from another binding shares the keys already held
-    /// (one IV counter, one anti-replay window).
+    /// Keys agreed with the node at `at`: a receive key (a candidate, in use once a packet
+    /// opens under it) and a send key, each with the material it was made from. A key made
+    /// from material another binding already holds shares that key (one IV counter, one
+    /// anti-replay window): the same node offered it again from its new binding.
     pub fn install(
         &mut self,
         now: Duration,
         at: SocketAddr,
-        recv: RecvKey,
-        send: SendKey,
-        material: [u8; 32],
+        recv: Option<(RecvKey, [u8; 32])>,
+        send: Option<(SendKey, [u8; 32])>,
     ) -> Install {
         if !self.bindings.contains_key(&at) && self.bindings.len() >= MAX_BINDINGS {
             return Install::Full;
         }
-        let holder = self
-            .bindings
-            .iter()
-            .find(|(a, (cur, next))| **a != at && (*cur == material || *next == Some(material)))
-            .map(|(a, _)| *a);
-        let recv = holder
-            .and_then(|h| self.recv.share_of(&h, &material))
-            .unwrap_or(recv);
-        let installed = self.recv.install_key(now, at, recv, material);
-        if installed == Install::Candidate {
-            self.sends.entry(material).or_insert(send);
-            match self.bindings.get_mut(&at) {
-                Some((cur, next)) if *cur != material => *next = Some(material),
-                Some(_) => {}
-                None => {
-                    self.bindings.insert(at, (material, None));
+        let mut installed = Install::Refreshed;
+        if let Some((key, material)) = recv {
+            let holder = self
+                .bindings
+                .keys()
+                .find(|a| **a != at && self.recv.has_material(a, &material))
+                .copied();
+            let key = holder
+                .and_then(|h| self.recv.share_of(&h, &material))
+                .unwrap_or(key);
+            installed = self.recv.install_key(now, at, key, material);
+            if installed == Install::Full {
+                return installed;
+            }
+        }
+        let entry = self.bindings.entry(at).or_insert((None, None));
+        if let Some((key, material)) = send {
+            self.sends.entry(material).or_insert(key);
+            match entry {
+                (None, _) => entry.0 = Some(material),
+                (Some(cur), _) if *cur == material => {}
+                (Some(_), next) => {
+                    if *next != Some(material) {
+                        installed = Install::Candidate;
+                    }
+                    *next = Some(material);
                 }
             }
         }
         installed
+    }
+
+    /// Behind a NAT: we sent on the direct path to `at`.
+    pub fn sent(&mut self, now: Duration, at: SocketAddr) {
+        if let Some(d) = self.direct.get_mut(&at) {
+            d.0 = now;
+        } else if self.at.contains(&at) && self.direct.len() < MAX_BINDINGS {
+            // Its first packet: as if heard now, so silence counts from here.
+            self.direct.insert(at, (now, now, Duration::ZERO));
+        }
+    }
+
+    /// Behind a NAT: a packet of the direct path from `at` opened.
+    pub fn heard(&mut self, now: Duration, at: SocketAddr) {
+        if let Some(d) = self.direct.get_mut(&at) {
+            d.1 = now;
+        }
+    }
+
+    /// The direct paths sent on in the last [`DIRECT_SILENCE`] on which nothing came back
+    /// for longer: each asked for once per [`DIRECT_SILENCE`].
+    pub fn silent(&mut self, now: Duration) -> Vec<SocketAddr> {
+        let mut v = Vec::new();
+        for (at, (sent, heard, asked)) in self.direct.iter_mut() {
+            if now.saturating_sub(*sent) < DIRECT_SILENCE
+                && now.saturating_sub(*heard) >= DIRECT_SILENCE
+                && now.saturating_sub(*asked) >= DIRECT_SILENCE
+            {
+                *asked = now;
+                v.push(*at);
+            }
+        }
+        v
     }
 
     /// Opens a packet from the binding `from` in place.
@@ -129,7 +182,7 @@ impl Relay {
             && let Some(m) = *next
             && self.sends.get(&m).is_some_and(|k| k.key_id == key_id)
         {
-            *cur = m;
+            *cur = Some(m);
             *next = None;
         }
         Ok(r)
@@ -138,7 +191,7 @@ impl Relay {
     /// The key to seal what goes to the binding `at` with.
     pub fn send_key(&mut self, at: &SocketAddr) -> Option<&mut SendKey> {
         let (cur, _) = self.bindings.get(at)?;
-        self.sends.get_mut(cur)
+        self.sends.get_mut(cur.as_ref()?)
     }
 
     /// Idle keys expire as an ETR's do; a binding whose receive keys all expired goes with
@@ -151,7 +204,7 @@ impl Relay {
         self.sends.retain(|m, _| {
             bindings
                 .values()
-                .any(|(cur, next)| cur == m || *next == Some(*m))
+                .any(|(cur, next)| *cur == Some(*m) || *next == Some(*m))
         });
     }
 
@@ -170,10 +223,15 @@ mod tests {
     const S: CipherSuite = CipherSuite::Aes128Gcm;
     const T: Duration = Duration::from_secs(1);
 
-    fn keys(material: [u8; 32]) -> (RecvKey, SendKey) {
+    type Recv = Option<(RecvKey, [u8; 32])>;
+    type Send = Option<(SendKey, [u8; 32])>;
+
+    /// The RTR's keys for a node's exchange `material`.
+    fn keys(material: [u8; 32]) -> (Recv, Send) {
+        let r = reverse_key(&material);
         (
-            RecvKey::new(S, 1, &material),
-            SendKey::new(S, 1, &reverse_key(&material)),
+            Some((RecvKey::new(S, 1, &material), material)),
+            Some((SendKey::new(S, 1, &r), r)),
         )
     }
 
@@ -195,8 +253,8 @@ mod tests {
         let (ma, mb) = ([1u8; 32], [2u8; 32]);
         let (ra, sa) = keys(ma);
         let (rb, sb) = keys(mb);
-        assert_eq!(r.install(T, a, ra, sa, ma), Install::Candidate);
-        assert_eq!(r.install(T, b, rb, sb, mb), Install::Candidate);
+        assert_eq!(r.install(T, a, ra, sa), Install::Candidate);
+        assert_eq!(r.install(T, b, rb, sb), Install::Candidate);
         // Each node's packets open only from its own binding.
         let mut node_a = SendKey::new(S, 1, &ma);
         let mut p = sealed(&mut node_a);
@@ -212,7 +270,7 @@ mod tests {
         // key we send it under is the same one, its IVs continuing.
         let a2: SocketAddr = "192.0.2.254:30003".parse().unwrap();
         let (ra2, sa2) = keys(ma);
-        assert_eq!(r.install(T, a2, ra2, sa2, ma), Install::Candidate);
+        assert_eq!(r.install(T, a2, ra2, sa2), Install::Candidate);
         let mut again = sealed(r.send_key(&a2).unwrap());
         assert!(
             at_a.open_range(&mut again).is_ok(),

@@ -92,20 +92,32 @@ pub enum KeyEvent {
     /// Behind a NAT: everything we send goes to this RTR, from the data port
     /// (draft-ermagan-lisp-nat-traversal-19 §5.1.1, §5.4); `None`: to the mappings' RLOCs.
     ViaRtr { rtr: Option<IpAddr> },
-    /// RTR: a key a node behind a NAT agreed with us from the binding `at` (its NAT's
-    /// address and port): what it sends from there opens under `key`, what we send it is
-    /// sealed under the reverse key ([`crate::crypto::lisp_crypto::reverse_key`]).
+    /// A key a node behind a NAT agreed with us from the binding `at` (its NAT's address
+    /// and port) in a probe it sent: what it sends from there opens under `key`. As its
+    /// RTR (`reverse`) we also seal what we send it under the reverse key
+    /// ([`crate::crypto::lisp_crypto::reverse_key`]): we cannot probe it through its NAT.
+    /// On a direct path the node probed is probed too and keys its own direction.
     Binding {
         at: SocketAddr,
         suite: CipherSuite,
         key_id: u8,
         key: [u8; 32],
+        reverse: bool,
     },
     /// RTR: the node behind a NAT that registered `eid` through us is reached at the
-    /// binding `at` (draft §5.3); `None`: no longer.
+    /// binding `at` (draft §5.3); `None`: no longer. Behind a NAT: the direct path to the
+    /// node of `eid`, behind another NAT at `at`.
     Bind {
         eid: EidPrefix,
         at: Option<SocketAddr>,
+    },
+    /// Behind a NAT: a key we offered the node behind another NAT at `at` (a direct path):
+    /// we seal under `key`, and open what it sends under the reverse key.
+    Direct {
+        at: SocketAddr,
+        suite: CipherSuite,
+        key_id: u8,
+        key: [u8; 32],
     },
 }
 
@@ -130,6 +142,9 @@ impl std::fmt::Debug for KeyEvent {
                 write!(f, "Binding({at}, {suite:?}, key-id {key_id})")
             }
             KeyEvent::Bind { eid, at } => write!(f, "Bind({eid}, {at:?})"),
+            KeyEvent::Direct {
+                at, suite, key_id, ..
+            } => write!(f, "Direct({at}, {suite:?}, key-id {key_id})"),
         }
     }
 }
@@ -168,14 +183,28 @@ impl KeyEvent {
                 suite,
                 key_id,
                 key,
+                reverse,
             } => PreparedKey::Binding {
                 at,
                 valid_id: (1..=3).contains(&key_id),
-                recv: RecvKey::new(suite, key_id, &key),
-                send: SendKey::new(suite, key_id, &reverse_key(&key)),
-                material: key,
+                recv: Some((RecvKey::new(suite, key_id, &key), key)),
+                send: reverse.then(|| {
+                    let r = reverse_key(&key);
+                    (SendKey::new(suite, key_id, &r), r)
+                }),
             },
             KeyEvent::Bind { eid, at } => PreparedKey::Bind { eid, at },
+            KeyEvent::Direct {
+                at,
+                suite,
+                key_id,
+                key,
+            } => PreparedKey::Binding {
+                at,
+                valid_id: (1..=3).contains(&key_id),
+                recv: None,
+                send: Some((SendKey::new(suite, key_id, &key), key)),
+            },
         }
     }
 }
@@ -209,11 +238,11 @@ pub enum PreparedKey {
     ViaRtr {
         rtr: Option<IpAddr>,
     },
+    /// Each half with the material it was built from.
     Binding {
         at: SocketAddr,
-        recv: RecvKey,
-        send: SendKey,
-        material: [u8; 32],
+        recv: Option<(RecvKey, [u8; 32])>,
+        send: Option<(SendKey, [u8; 32])>,
         valid_id: bool,
     },
     Bind {
@@ -252,13 +281,11 @@ impl PreparedKey {
                 at,
                 recv,
                 send,
-                material,
                 valid_id,
             } => PreparedKey::Binding {
                 at: *at,
-                recv: recv.share(),
-                send: send.share(),
-                material: *material,
+                recv: recv.as_mut().map(|(k, m)| (k.share(), *m)),
+                send: send.as_mut().map(|(k, m)| (k.share(), *m)),
                 valid_id: *valid_id,
             },
             PreparedKey::Bind { eid, at } => PreparedKey::Bind { eid: *eid, at: *at },
@@ -314,6 +341,12 @@ pub enum ControlRequest {
     /// Packets go to `rloc` and nothing comes back from its peer
     /// ([`liveness`](super::liveness)): check it now (RFC 9300 §10).
     Check { rloc: IpAddr },
+    /// As RTR: traffic crosses between the nodes behind the NATs at the bindings `a` and
+    /// `b`: tell each where the other is, so they may try a direct path.
+    Introduce { a: SocketAddr, b: SocketAddr },
+    /// Behind a NAT: packets go to the node at `at` on a direct path and nothing comes
+    /// back: check the path now (a NAT on it may have forgotten its binding).
+    CheckDirect { at: SocketAddr },
 }
 
 /// What became of an inner packet handed to [`Xtr::encapsulate`].
@@ -492,9 +525,16 @@ pub struct Xtr {
     last_route: Option<Route>,
     /// Behind a NAT: the RTR everything goes to (draft §5.1.1).
     via_rtr: Option<IpAddr>,
-    /// As RTR: the nodes behind NATs registered through us (draft §5.3).
+    /// As RTR: the nodes behind NATs registered through us (draft §5.3); behind a NAT,
+    /// the direct paths to nodes behind other NATs.
     relay: Relay,
+    /// As RTR: the pairs of bindings introduced to each other, forgotten with the key
+    /// expiry sweep (so again at most every [`KEY_EXPIRY_EVERY`]), at most [`MAX_INTRODUCED`].
+    introduced: HashSet<(SocketAddr, SocketAddr)>,
 }
+
+/// Pairs of bindings introduced between two sweeps, at most.
+const MAX_INTRODUCED: usize = 256;
 
 /// A packet waiting for a key: its Instance-ID, our RLOC it leaves from, its bytes.
 type KeyWait = (u32, Option<IpAddr>, Vec<u8>);
@@ -569,6 +609,7 @@ impl Xtr {
             last_route: None,
             via_rtr: None,
             relay: Relay::default(),
+            introduced: HashSet::new(),
         }
     }
 
@@ -693,10 +734,19 @@ impl Xtr {
             Some(m) => m,
             None if self.via_rtr.is_some_and(|r| r.is_ipv4() == dst.is_ipv4()) => {
                 // Behind a NAT everything goes to our RTR, which looks the destination up
-                // (draft §5.1.1: the RTR is our default mapping, 0/0).
-                let rtr = self.via_rtr.unwrap_or(dst);
+                // (draft §5.1.1: the RTR is our default mapping, 0/0), except to a node
+                // behind another NAT we reach directly.
                 let prefix = EidPrefix::host(iid, dst);
-                (rtr, DATA_PORT, false, prefix, self.source_for(rtr, None))
+                match self.relay.binding_of(iid, dst) {
+                    Some(at) => {
+                        let source = self.source_for(at.ip(), None);
+                        (at.ip(), at.port(), true, prefix, source)
+                    }
+                    None => {
+                        let rtr = self.via_rtr.unwrap_or(dst);
+                        (rtr, DATA_PORT, false, prefix, self.source_for(rtr, None))
+                    }
+                }
             }
             None => {
                 let Some(entry) = cache.lookup(iid, dst, now) else {
@@ -800,6 +850,9 @@ impl Xtr {
         } = r;
         let dst = SocketAddr::new(rloc, port);
         let from_data_port = binding || self.via_rtr == Some(rloc);
+        let via_rtr = self.via_rtr;
+        // A new batch on a direct path (behind a NAT): noted once the key is done with.
+        let mut direct_batch = false;
         let Xtr {
             cfg,
             send_keys,
@@ -891,6 +944,7 @@ impl Xtr {
             if !binding {
                 liveness.sent(now, rloc, source, prefix);
             }
+            direct_batch = binding && via_rtr.is_some();
             close_batch(staged, ready, stats);
             staged.meta = Some(Transmit {
                 src: source,
@@ -927,6 +981,9 @@ impl Xtr {
         staged.inner_bytes += inner_len as u64;
         if let Some(m) = staged.meta.as_mut() {
             m.datagrams += 1;
+        }
+        if direct_batch {
+            relay.sent(now, dst);
         }
         if rekey && !binding && rekey_asked.insert(rloc) {
             requests.push_back(ControlRequest::Rekey { rloc });
@@ -1064,11 +1121,10 @@ impl Xtr {
                 at,
                 recv,
                 send,
-                material,
                 valid_id,
             } => {
                 let installed = if valid_id {
-                    self.relay.install(now, at, recv, send, material)
+                    self.relay.install(now, at, recv, send)
                 } else {
                     Install::Full
                 };
@@ -1174,6 +1230,10 @@ impl Xtr {
             self.next_key_expiry = now + KEY_EXPIRY_EVERY;
             self.recv_keys.expire(now);
             self.relay.expire(now);
+            self.introduced.clear();
+        }
+        for at in self.relay.silent(now) {
+            self.requests.push_back(ControlRequest::CheckDirect { at });
         }
         for rloc in self.liveness.check(now, cache) {
             self.stats.path_checks_asked += 1;
@@ -1263,7 +1323,11 @@ impl Xtr {
             // The keys of the sending address under the packet's key-id; then the ICV first,
             // the replay window, and decryption (RFC 8061 §9), in place.
             let r = if binding {
-                self.relay.open(now, from, datagram)
+                self.relay.open(now, from, datagram).inspect(|_| {
+                    if self.via_rtr.is_some() {
+                        self.relay.heard(now, from);
+                    }
+                })
             } else {
                 self.recv_keys.open(now, from.ip(), datagram)
             };
@@ -1291,9 +1355,20 @@ impl Xtr {
         }
         // As RTR (draft §5.3.1): what a node behind a NAT sends anywhere, and what anyone
         // sends to a node that registered through us, is encapsulated again; nothing else
-        // is relayed.
-        if binding || (!self.relay.is_empty() && self.relay.binding_of(iid, dst).is_some()) {
-            return Ok(Inner::Forward { iid, range });
+        // is relayed, and a node behind a NAT relays nothing.
+        if self.via_rtr.is_none() && !self.relay.is_empty() {
+            let to = self.relay.binding_of(iid, dst);
+            if let (true, Some(to)) = (binding, to)
+                && self.introduced.len() < MAX_INTRODUCED
+                && self.introduced.insert((from.min(to), from.max(to)))
+            {
+                // Between two nodes behind NATs: they may find a direct path.
+                self.requests
+                    .push_back(ControlRequest::Introduce { a: from, b: to });
+            }
+            if binding || to.is_some() {
+                return Ok(Inner::Forward { iid, range });
+            }
         }
         let known_instance = self.ours.iter().any(|(p, _)| p.iid == iid);
         Err(if known_instance {

@@ -48,7 +48,20 @@ pub struct Status {
     /// As RTR (`[nat] rtr = true`): the nodes behind NATs registered through us.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nat_bindings: Vec<BindingView>,
+    /// Behind a NAT: direct paths to nodes behind other NATs (up, or being tried).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub direct_paths: Vec<DirectView>,
     pub counters: Stats,
+}
+
+/// A direct path to a node behind another NAT (`control::direct`): its EID-prefix, the
+/// binding it is reached at, whether traffic takes it, when it last answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DirectView {
+    pub eid: String,
+    pub binding: String,
+    pub up: bool,
+    pub answered_ago: Option<u64>,
 }
 
 /// A node behind a NAT registered through us as RTR (draft §5.3): its EID-prefix, the NAT
@@ -349,6 +362,21 @@ impl Viewer<'_> {
                 })
                 .collect(),
             via_rtr: cfg.via_rtr.map(|a| a.to_string()),
+            direct_paths: {
+                let mut v: Vec<DirectView> = self
+                    .engine
+                    .direct_paths()
+                    .iter()
+                    .map(|(at, p)| DirectView {
+                        eid: p.eid.to_string(),
+                        binding: at.to_string(),
+                        up: p.up,
+                        answered_ago: p.answered.map(|t| secs(self.now.saturating_sub(t))),
+                    })
+                    .collect();
+                v.sort_by(|a, b| a.eid.cmp(&b.eid));
+                v
+            },
             nat_bindings: {
                 let mut v: Vec<BindingView> = self
                     .engine
@@ -516,17 +544,21 @@ impl Viewer<'_> {
             .collect()
     }
 
-    /// The peer group as this node sees it: the members it replicates to (RFC 9962 §4) and
-    /// every other RLOC that registered with it (with underlay multicast, members are known
-    /// only by their registrations).
-    fn peer_rlocs(&self) -> Vec<IpAddr> {
-        let own: Vec<IpAddr> = self
-            .engine
+    /// Our RLOC addresses.
+    fn own_rlocs(&self) -> Vec<IpAddr> {
+        self.engine
             .config()
             .rlocs
             .iter()
             .map(|r| r.address)
-            .collect();
+            .collect()
+    }
+
+    /// The peer group as this node sees it: the members it replicates to (RFC 9962 §4) and
+    /// every other RLOC that registered with it (with underlay multicast, members are known
+    /// only by their registrations).
+    fn peer_rlocs(&self) -> Vec<IpAddr> {
+        let own = self.own_rlocs();
         let mut all: std::collections::BTreeSet<IpAddr> =
             self.engine.members().into_iter().collect();
         all.extend(self.engine.site_db().registerers());
@@ -535,39 +567,52 @@ impl Viewer<'_> {
 
     pub fn peers(&self) -> Vec<PeerView> {
         let site = self.engine.site_db();
-        // Who registered from which RLOC: the xTR-ID, and the name it registered.
+        // Who registered from which RLOC: the xTR-ID, the name it registered, and for a node
+        // behind a NAT (an RTR locator, priority 254, its own at 255) the RTR. Such a node
+        // goes by its own RLOC: what its registers came from is its NAT's address, or its
+        // own address in the inner header of those carried in data.
         let mut by_rloc: HashMap<IpAddr, (String, Option<String>, Option<IpAddr>)> = HashMap::new();
+        let mut nat_sources: std::collections::HashSet<IpAddr> = Default::default();
         for (key, entry) in site.iter() {
             for r in entry.regs() {
                 let name = match &key {
                     EidKey::Name { name, .. } => Some(String::from_utf8_lossy(name).into_owned()),
                     _ => None,
                 };
+                let rtr = r.rlocs.iter().find_map(|l| {
+                    (l.priority == crate::control::rtr::RTR_PRIORITY)
+                        .then(|| l.locator.ip())
+                        .flatten()
+                });
+                let rloc = match rtr {
+                    Some(_) => {
+                        nat_sources.insert(r.registerer);
+                        r.rlocs
+                            .iter()
+                            .find(|l| l.priority == 255)
+                            .and_then(|l| l.locator.ip())
+                            .unwrap_or(r.registerer)
+                    }
+                    None => r.registerer,
+                };
                 let slot = by_rloc
-                    .entry(r.registerer)
+                    .entry(rloc)
                     .or_insert_with(|| (hex::encode(r.xtr_id), None, None));
                 if name.is_some() {
                     slot.1 = name;
                 }
-                // An RTR locator (priority 254, the node's own at 255): behind a NAT.
-                if let Some(rtr) = r.rlocs.iter().find_map(|l| {
-                    (l.priority == crate::control::rtr::RTR_PRIORITY)
-                        .then(|| l.locator.ip())
-                        .flatten()
-                }) {
-                    slot.2 = Some(rtr);
+                if rtr.is_some() {
+                    slot.2 = rtr;
                 }
             }
         }
         // Members, and the nodes behind NATs that registered through an RTR (they leave
-        // the replication: no member can reach them directly).
-        let mut peers = self.peer_rlocs();
-        let own: Vec<IpAddr> = self
-            .engine
-            .config()
-            .rlocs
-            .iter()
-            .map(|r| r.address)
+        // the replication: no member can reach them directly); not their NATs' addresses.
+        let own = self.own_rlocs();
+        let mut peers: Vec<IpAddr> = self
+            .peer_rlocs()
+            .into_iter()
+            .filter(|a| !nat_sources.contains(a) || by_rloc.get(a).is_some_and(|k| k.2.is_none()))
             .collect();
         let mut behind: Vec<IpAddr> = by_rloc
             .iter()
