@@ -670,3 +670,40 @@ fn two_nodes_behind_nats_find_a_direct_path_and_fall_back_to_the_rtr() {
     assert!(back.is_some_and(|d| d <= secs(10)), "{back:?}");
     assert!(s.xtr(0).unwrap().stats().relayed > relayed);
 }
+
+/// Roaming from behind a NAT to a public address (issue 14): node 2 moves out from behind
+/// its NAT; it asks again at once, leaves the RTR, registers its own RLOC and is reached
+/// directly (the RTR no longer relays for it), both ways, encrypted.
+#[test]
+fn a_node_that_roams_from_behind_a_nat_to_a_public_address_is_reached_directly() {
+    let a: IpAddr = "203.0.113.1".parse().unwrap();
+    let b: IpAddr = "203.0.113.2".parse().unwrap();
+    let mut s = nat_mesh([a, b], Some(CipherSuite::Aes128Gcm));
+    let mut seq = 0;
+    assert!(reaches(&mut s, 1, 2, &mut seq, 10));
+    let public: IpAddr = "198.19.7.2".parse().unwrap();
+    s.move_node(
+        1,
+        vec![LocalRloc {
+            address: public,
+            priority: 1,
+            weight: 100,
+        }],
+    );
+    let moved = s.now;
+    let mut back = None;
+    while back.is_none() && s.now - moved < secs(5) {
+        if reaches(&mut s, 1, 2, &mut seq, 1) && reaches(&mut s, 2, 1, &mut seq, 1) {
+            back = Some(s.now - moved);
+        }
+    }
+    eprintln!("roamed out of the NAT: both ways again after {back:?}");
+    assert!(back.is_some_and(|d| d <= secs(1)), "{back:?}");
+    assert_eq!(s.engine(1).unwrap().config().via_rtr, None);
+    let relayed = s.xtr(0).unwrap().stats().relayed;
+    for _ in 0..10 {
+        assert!(reaches(&mut s, 1, 2, &mut seq, 1));
+        assert!(reaches(&mut s, 2, 1, &mut seq, 1));
+    }
+    assert_eq!(s.xtr(0).unwrap().stats().relayed, relayed, "still relayed");
+}

@@ -75,7 +75,13 @@ pub const CHECK_MISSES: u8 = 2;
 #[derive(Debug, Default)]
 pub struct Direct {
     peers: HashMap<SocketAddr, DirectPeer>,
+    /// Bindings given up, and when: not tried again for [`RETRY_AFTER`] (the RTR
+    /// introduces a pair again while it relays between them), at most [`MAX_DIRECT`].
+    given_up: HashMap<SocketAddr, Duration>,
 }
+
+/// How long a binding whose direct path was given up is not tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// An introduction: the Map-Reply an RTR sends a node behind a NAT about the node at
 /// `binding` (`eids`, private RLOC `private`), signed with the site key `kx`.
@@ -165,6 +171,11 @@ impl Direct {
         if let Some(p) = self.peers.get_mut(&binding) {
             p.eid = eid;
             p.next = p.next.min(now);
+            return;
+        }
+        self.given_up
+            .retain(|_, t| now.saturating_sub(*t) < RETRY_AFTER);
+        if self.given_up.contains_key(&binding) {
             return;
         }
         if self.peers.len() >= MAX_DIRECT {
@@ -305,6 +316,9 @@ impl Direct {
         }
         for at in gone {
             self.peers.remove(&at);
+            if self.given_up.len() < MAX_DIRECT {
+                self.given_up.insert(at, now);
+            }
         }
     }
 
@@ -368,6 +382,7 @@ impl Direct {
 
     /// We left the RTR (a public address now): every direct path goes.
     pub(crate) fn clear(&mut self, out: &mut Outbox) {
+        self.given_up.clear();
         for (_, p) in self.peers.drain() {
             if p.up {
                 out.keys.push_back(KeyEvent::Bind {
@@ -376,5 +391,38 @@ impl Direct {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::kx_auth;
+
+    /// An introduction survives the wire: the records name each EID-prefix with the
+    /// binding and private RLOC, and it verifies only under the site key it was signed with.
+    #[test]
+    fn an_introduction_reads_back_and_is_signed() {
+        let kx = KxKey::from_site_key(b"site key");
+        let eids = [
+            EidPrefix::new(0, "10.3.0.0/16".parse().unwrap()),
+            EidPrefix::new(7, "10.30.0.0/16".parse().unwrap()),
+        ];
+        let at: SocketAddr = "192.0.2.252:4341".parse().unwrap();
+        let private: IpAddr = "10.97.0.2".parse().unwrap();
+        let rtr: IpAddr = "192.0.2.1".parse().unwrap();
+        let bytes = introduction(&eids, at, private, rtr, [9; 8], Some(&kx)).unwrap();
+        assert!(kx.verify(&bytes));
+        assert!(!KxKey::from_site_key(b"another key").verify(&bytes));
+        let (message, _) = kx_auth::split(&bytes).unwrap();
+        let Ok(ControlMessage::MapReply(r)) = ControlMessage::parse(message) else {
+            panic!("not a Map-Reply");
+        };
+        assert_eq!(
+            introduced(&r),
+            vec![(eids[0], at, private), (eids[1], at, private)]
+        );
+        // Without a site key nothing is sent.
+        assert!(introduction(&eids, at, private, rtr, [9; 8], None).is_none());
     }
 }

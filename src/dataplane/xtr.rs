@@ -1114,6 +1114,11 @@ impl Xtr {
             }
             PreparedKey::ViaRtr { rtr } => {
                 tracing::info!(?rtr, "behind a NAT: all traffic through the RTR");
+                // Going behind a NAT we relay for nobody; leaving it, our direct paths to
+                // nodes behind other NATs go (a public node must not relay for them).
+                if rtr != self.via_rtr {
+                    self.relay = Relay::default();
+                }
                 self.via_rtr = rtr;
                 self.last_route = None;
             }
