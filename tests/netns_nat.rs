@@ -33,26 +33,12 @@ fn a_node_behind_a_masquerade_learns_it_is_behind_a_nat() {
     }
     let _serial = lab::serial();
     let mut lab = Lab::new("nt");
-    let public = lab.bridge("pub");
-    let private = lab.bridge("prv");
-    let r = lab.netns("r");
+    let (public, private, _r) = behind_router_a(&mut lab);
     let n1 = lab.netns("n1");
     let n2 = lab.netns("n2");
-    lab.link(&r, "e1", &public, &["192.0.2.254/24"]);
-    lab.link(&r, "e2", &private, &["10.99.0.1/24"]);
     lab.link(&n1, "eth0", &public, &["192.0.2.1/24"]);
     lab.link(&n2, "eth0", &private, &["10.99.0.2/24"]);
     lab::ip(&["-n", &n2, "route", "add", "default", "via", "10.99.0.1"]);
-    let nat = lab.dir.path().join("nat.nft");
-    std::fs::write(
-        &nat,
-        "add table ip nat\n\
-         add chain ip nat post { type nat hook postrouting priority 100; }\n\
-         add rule ip nat post oifname \"e1\" ip protocol udp masquerade to :30000-39999\n",
-    )
-    .expect("nft script written");
-    lab::ns_exec(&r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    lab::ns_exec(&r, &["nft", "-f", nat.to_str().expect("utf-8 path")]);
     let node1 = lab.start(&n1, "t1", &config(1, "192.0.2.1"));
     let node2 = lab.start(&n2, "t2", &config(2, "10.99.0.2"));
     // Both are up (and handle the counters signal) once they answer lig.

@@ -381,22 +381,28 @@ impl Engine {
         self.counters.replicated_received += 1;
         match ControlMessage::parse(inner) {
             Ok(ControlMessage::MapRegister(reg)) => {
-                let accepted = self.process_register(now, sender, inner, &reg, Arrival::Group);
-                // As RTR: a node behind a NAT registered us as its locator; its register
-                // came through its binding.
-                if accepted && self.cfg.nat.rtr {
-                    self.rtr.learn(
-                        now,
-                        &self.cfg,
-                        (from, sender.ip()),
-                        &reg,
-                        &mut self.counters,
-                        &mut self.out,
-                    );
-                }
+                self.register_in_data(now, from, sender, inner, &reg)
             }
             Ok(m) => self.handle_control(now, sender, inner, &m, Arrival::Group, false),
             Err(_) => self.counters.packets_malformed += 1,
+        }
+    }
+
+    /// A Map-Register carried in data from `from` (its inner source `sender`), processed
+    /// as the group's. As RTR, a node behind a NAT that registered us as its locator is
+    /// bound at `from`, the binding its register came through.
+    fn register_in_data(
+        &mut self,
+        now: Duration,
+        from: SocketAddr,
+        sender: SocketAddr,
+        bytes: &[u8],
+        reg: &crate::wire::MapRegister,
+    ) {
+        if self.process_register(now, sender, bytes, reg, Arrival::Group) && self.cfg.nat.rtr {
+            let (cfg, counters, out) = (&self.cfg, &mut self.counters, &mut self.out);
+            self.rtr
+                .learn(now, cfg, (from, sender.ip()), reg, counters, out);
         }
     }
 
@@ -486,16 +492,7 @@ impl Engine {
                 self.counters.rtr_control_received += 1;
                 match ControlMessage::parse(inner) {
                     Ok(ControlMessage::MapRegister(reg)) => {
-                        if self.process_register(now, sender, inner, &reg, Arrival::Group) {
-                            self.rtr.learn(
-                                now,
-                                &self.cfg,
-                                (from, sender.ip()),
-                                &reg,
-                                &mut self.counters,
-                                &mut self.out,
-                            );
-                        }
+                        self.register_in_data(now, from, sender, inner, &reg)
                     }
                     _ => self.counters.packets_malformed += 1,
                 }
