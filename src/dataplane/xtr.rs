@@ -849,7 +849,8 @@ impl Xtr {
             source,
         } = r;
         let dst = SocketAddr::new(rloc, port);
-        let from_data_port = binding || self.via_rtr == Some(rloc);
+        // Behind a NAT (to our RTR), or to a node behind one: from the data port. Looked
+        // at once per batch (a batch has one destination).
         let via_rtr = self.via_rtr;
         // A new batch on a direct path (behind a NAT): noted once the key is done with.
         let mut direct_batch = false;
@@ -955,7 +956,7 @@ impl Xtr {
                 segment: None,
                 datagrams: 0,
                 from_control_port,
-                from_data_port,
+                from_data_port: binding || via_rtr == Some(rloc),
             });
             staged.iid = iid;
             staged.segment = len;
