@@ -848,10 +848,6 @@ impl Xtr {
             prefix,
             source,
         } = r;
-        let dst = SocketAddr::new(rloc, port);
-        // Behind a NAT (to our RTR), or to a node behind one: from the data port. Looked
-        // at once per batch (a batch has one destination).
-        let via_rtr = self.via_rtr;
         // A new batch on a direct path (behind a NAT): noted once the key is done with.
         let mut direct_batch = false;
         let Xtr {
@@ -868,11 +864,12 @@ impl Xtr {
             rekey_asked,
             liveness,
             relay,
+            via_rtr,
             ..
         } = self;
         let inner_len = src.bytes().len();
         let mut key = if binding {
-            relay.send_key(&dst)
+            relay.send_key(&SocketAddr::new(rloc, port))
         } else {
             send_keys.get_mut(&rloc)
         };
@@ -929,7 +926,8 @@ impl Xtr {
         let len = DataHeader::LEN + inner_len + key.as_ref().map_or(0, |k| k.suite.overhead());
         let joins = staged.meta.is_some_and(|m| {
             m.src == source
-                && m.dst == dst
+                && m.dst.ip() == rloc
+                && m.dst.port() == port
                 && m.ttl == ttl
                 && m.tos == tos
                 && m.flow == flow
@@ -949,14 +947,15 @@ impl Xtr {
             close_batch(staged, ready, stats);
             staged.meta = Some(Transmit {
                 src: source,
-                dst,
+                dst: SocketAddr::new(rloc, port),
                 ttl,
                 tos,
                 flow,
                 segment: None,
                 datagrams: 0,
                 from_control_port,
-                from_data_port: binding || via_rtr == Some(rloc),
+                // Behind a NAT (to our RTR), or to a node behind one: from the data port.
+                from_data_port: binding || *via_rtr == Some(rloc),
             });
             staged.iid = iid;
             staged.segment = len;
@@ -984,7 +983,7 @@ impl Xtr {
             m.datagrams += 1;
         }
         if direct_batch {
-            relay.sent(now, dst);
+            relay.sent(now, SocketAddr::new(rloc, port));
         }
         if rekey && !binding && rekey_asked.insert(rloc) {
             requests.push_back(ControlRequest::Rekey { rloc });
