@@ -408,9 +408,10 @@ fn nodes_behind_nats_reach_each_other_through_the_rtr() {
     );
     assert!(there.last().is_some_and(|l| *l >= 240), "{there:?}");
     assert!(back.last().is_some_and(|l| *l >= 240), "{back:?}");
-    // Within a second (50 pings) both ways.
+    // Within two seconds (100 pings) both ways (measured: 9-13 in most runs, about 40-55
+    // in one run of eight).
     assert!(
-        gap_there <= 50 && gap_back <= 50,
+        gap_there <= 100 && gap_back <= 100,
         "{gap_there} {gap_back}; logs in {}",
         lab.dir.path().display()
     );
