@@ -707,3 +707,52 @@ fn a_node_that_roams_from_behind_a_nat_to_a_public_address_is_reached_directly()
     }
     assert_eq!(s.xtr(0).unwrap().stats().relayed, relayed, "still relayed");
 }
+
+/// Introductions are taken only from our RTR's data port and only signed with the site key:
+/// one signed with another key, and a genuine one sent from another address (spoofed, or
+/// replayed from elsewhere), start nothing; the genuine one from the RTR does (counted).
+#[test]
+fn only_a_signed_introduction_from_our_rtr_is_taken() {
+    use lisp_decent::control::{direct, rtr};
+    use lisp_decent::crypto::kx_auth::KxKey;
+    use lisp_decent::mapping::EidPrefix;
+    let a: IpAddr = "203.0.113.1".parse().unwrap();
+    let b: IpAddr = "203.0.113.2".parse().unwrap();
+    let mut s = nat_mesh([a, b], Some(CipherSuite::Aes128Gcm));
+    let eid = EidPrefix::new(0, "10.3.0.0/16".parse().unwrap());
+    let binding: SocketAddr = "203.0.113.2:20001".parse().unwrap();
+    let in_data = |key: &[u8]| -> Vec<u8> {
+        let kx = KxKey::from_site_key(key);
+        let m = direct::introduction(
+            &[eid],
+            binding,
+            sim::rloc(3),
+            sim::rloc(1),
+            [5; 8],
+            Some(&kx),
+        )
+        .expect("an introduction");
+        let pkt = rtr::in_data(sim::rloc(1), sim::rloc(2), 64, 1, &m).expect("carried in data");
+        pkt[DataHeader::LEN..].to_vec()
+    };
+    let rtr_port = SocketAddr::new(sim::rloc(1), DATA_PORT);
+    let taken = |s: &Sim| s.engine(1).unwrap().counters().direct_introductions;
+    let now = s.now;
+    let before = taken(&s);
+    let e = s.engine_mut(1).unwrap();
+    e.handle_replicated(now, rtr_port, &in_data(b"not the site key"));
+    e.handle_replicated(
+        now,
+        "198.51.100.9:4341".parse().unwrap(),
+        &in_data(sim::SIM_KEY.as_bytes()),
+    );
+    assert_eq!(
+        taken(&s),
+        before,
+        "a forged or spoofed introduction was taken"
+    );
+    let e = s.engine_mut(1).unwrap();
+    e.handle_replicated(now, rtr_port, &in_data(sim::SIM_KEY.as_bytes()));
+    assert_eq!(taken(&s), before + 1);
+    assert!(s.engine(1).unwrap().direct_paths().contains_key(&binding));
+}

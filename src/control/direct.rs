@@ -85,7 +85,7 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// An introduction: the Map-Reply an RTR sends a node behind a NAT about the node at
 /// `binding` (`eids`, private RLOC `private`), signed with the site key `kx`.
-pub(crate) fn introduction(
+pub fn introduction(
     eids: &[EidPrefix],
     binding: SocketAddr,
     private: IpAddr,

@@ -154,13 +154,7 @@ pub(crate) fn locators_via(rtr: IpAddr, own: Vec<RlocRecord>) -> Vec<RlocRecord>
 
 /// A control message carried in data (Instance-ID 0xFFFFFF, never encrypted): the LISP
 /// header, an inner IP / UDP header from `src` to `dst` (ports 4342), the message.
-pub(crate) fn in_data(
-    src: IpAddr,
-    dst: IpAddr,
-    ttl: u8,
-    nonce: u32,
-    message: &[u8],
-) -> Option<Vec<u8>> {
+pub fn in_data(src: IpAddr, dst: IpAddr, ttl: u8, nonce: u32, message: &[u8]) -> Option<Vec<u8>> {
     let mut pkt = vec![0u8; DataHeader::LEN];
     DataHeader::with_instance(CONTROL_INSTANCE_ID, nonce & 0x00ff_ffff, 0)
         .emit(&mut pkt)

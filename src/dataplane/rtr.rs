@@ -207,11 +207,6 @@ impl Relay {
                 .any(|(cur, next)| *cur == Some(*m) || *next == Some(*m))
         });
     }
-
-    /// The bindings, for the views: EID-prefix and where it is reached.
-    pub fn bindings(&self) -> Vec<(EidPrefix, SocketAddr)> {
-        self.eids.iter().map(|(p, at)| (p, *at)).collect()
-    }
 }
 
 #[cfg(test)]

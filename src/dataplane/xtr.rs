@@ -1099,12 +1099,8 @@ impl Xtr {
                 } else {
                     Install::Full
                 };
-                match installed {
-                    Install::Candidate => {
-                        tracing::info!(%itr, ?suite, key_id, "lisp-crypto key agreed (receive; in use once data proves it)")
-                    }
-                    Install::Refreshed => {}
-                    Install::Full => self.stats.recv_keys_refused += 1,
+                if self.counted_new(installed) {
+                    tracing::info!(%itr, ?suite, key_id, "lisp-crypto key agreed (receive; in use once data proves it)")
                 }
             }
             PreparedKey::Source { rloc, source } => {
@@ -1113,7 +1109,10 @@ impl Xtr {
                 }
             }
             PreparedKey::ViaRtr { rtr } => {
-                tracing::info!(?rtr, "behind a NAT: all traffic through the RTR");
+                match rtr {
+                    Some(rtr) => tracing::info!(%rtr, "behind a NAT: all traffic through the RTR"),
+                    None => tracing::info!("traffic to the mappings' RLOCs again (no RTR)"),
+                }
                 // Going behind a NAT we relay for nobody; leaving it, our direct paths to
                 // nodes behind other NATs go (a public node must not relay for them).
                 if rtr != self.via_rtr {
@@ -1133,12 +1132,8 @@ impl Xtr {
                 } else {
                     Install::Full
                 };
-                match installed {
-                    Install::Candidate => {
-                        tracing::info!(%at, "lisp-crypto key agreed with a node behind a NAT")
-                    }
-                    Install::Refreshed => {}
-                    Install::Full => self.stats.recv_keys_refused += 1,
+                if self.counted_new(installed) {
+                    tracing::info!(%at, "lisp-crypto key agreed with a node behind a NAT");
                 }
             }
             PreparedKey::Bind { eid, at } => {
@@ -1172,6 +1167,18 @@ impl Xtr {
     /// As RTR: the nodes behind NATs registered through us, and where.
     pub fn relay(&self) -> &Relay {
         &self.relay
+    }
+
+    /// Counts a key refused for a full table; whether it is a new one.
+    fn counted_new(&mut self, installed: Install) -> bool {
+        match installed {
+            Install::Candidate => true,
+            Install::Refreshed => false,
+            Install::Full => {
+                self.stats.recv_keys_refused += 1;
+                false
+            }
+        }
     }
 
     /// The counters and keys in use, for the views.
